@@ -1,0 +1,72 @@
+//! Counters shared by the actors and rendered by the HTTP layer at `/metrics`.
+//!
+//! Plain atomics: incrementing one is cheap enough for the event hot path.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A monotonically increasing counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Every metric of the service. Names in `/metrics` are given beside each.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// `css_events_total{outcome="received"}`: messages handed to the decoder.
+    pub events_received: Counter,
+    /// `css_events_total{outcome="applied"}`: events that changed the store.
+    pub events_applied: Counter,
+    /// `css_events_total{outcome="stale"}`: events at or below the stored version.
+    pub events_stale: Counter,
+    /// `css_events_total{outcome="ignored"}`: valid events of types not stored.
+    pub events_ignored: Counter,
+    /// `css_events_total{outcome="invalid"}`: messages that could not be decoded.
+    pub events_invalid: Counter,
+    /// `css_store_commits_total`: durable commits.
+    pub store_commits: Counter,
+    /// `css_store_commit_seconds_total`: time spent in commits (microseconds here).
+    pub store_commit_micros: Counter,
+    /// `css_store_errors_total`: failed commits and loads.
+    pub store_errors: Counter,
+    /// `css_store_revision`: the store's revision.
+    pub store_revision: Gauge,
+    /// `css_view_entities{kind="task"}`.
+    pub view_tasks: Gauge,
+    /// `css_view_entities{kind="instance"}`.
+    pub view_instances: Gauge,
+    /// `css_store_deletions_total{reason="retention"}`: STOPPED tasks expired.
+    pub retention_deletions: Counter,
+    /// `css_actor_restarts_total{actor="…"}`.
+    pub writer_restarts: Counter,
+    pub decoder_restarts: Counter,
+    pub source_restarts: Counter,
+    pub hub_restarts: Counter,
+    /// `css_stream_changes_total`: changes the StreamHub received.
+    pub hub_changes: Counter,
+    /// `css_view_loaded`: 1 once the view is loaded from the store.
+    pub view_loaded: Gauge,
+}

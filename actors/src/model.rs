@@ -1,0 +1,405 @@
+//! The domain model: tasks and container instances in the exact v0.3 API shape,
+//! and [`Entry`], the form in which the store, the view and the API hold them.
+//!
+//! An entity is rendered to its API JSON once, when it is decoded; lists and
+//! streams then only copy those bytes. The fields the API filters on and the
+//! version rule needs are kept beside the JSON in [`Entry`].
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::sync::Arc;
+
+/// What an entity is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Task,
+    Instance,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Task => "task",
+            Kind::Instance => "instance",
+        }
+    }
+}
+
+/// A task, with the v0.3 field names and the (ext) fields of `api.md`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Task {
+    #[serde(rename = "taskARN")]
+    pub task_arn: String,
+    #[serde(rename = "clusterARN")]
+    pub cluster_arn: String,
+    #[serde(rename = "containerInstanceARN", default, skip_serializing_if = "Option::is_none")]
+    pub container_instance_arn: Option<String>,
+    #[serde(rename = "taskDefinitionARN", default, skip_serializing_if = "Option::is_none")]
+    pub task_definition_arn: Option<String>,
+    pub last_status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
+    #[serde(default)]
+    pub containers: Vec<Container>,
+    #[serde(default)]
+    pub overrides: Overrides,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability_zone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopping_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_stopped_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_status: Option<String>,
+}
+
+/// A container of a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    #[serde(rename = "containerARN", default, skip_serializing_if = "Option::is_none")]
+    pub container_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_status: Option<String>,
+    /// Present whenever ECS sent it, 0 included (v0.3 dropped 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub network_bindings: Vec<NetworkBinding>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_status: Option<String>,
+}
+
+/// A port binding of a container; ECS and v0.3 use the same names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkBinding {
+    #[serde(rename = "bindIP", default, skip_serializing_if = "Option::is_none")]
+    pub bind_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_port: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+}
+
+/// `overrides` of a task; `{"containerOverrides": []}` when ECS sent none.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Overrides {
+    #[serde(default)]
+    pub container_overrides: Vec<ContainerOverride>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_role_arn: Option<String>,
+}
+
+/// One container's overrides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<Vec<KeyValue>>,
+}
+
+/// An environment variable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyValue {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// A container instance, with the v0.3 field names and the (ext) fields of `api.md`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Instance {
+    #[serde(rename = "containerInstanceARN")]
+    pub container_instance_arn: String,
+    #[serde(rename = "clusterARN")]
+    pub cluster_arn: String,
+    #[serde(rename = "EC2InstanceID", default, skip_serializing_if = "Option::is_none")]
+    pub ec2_instance_id: Option<String>,
+    pub status: String,
+    #[serde(default)]
+    pub agent_connected: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_update_status: Option<String>,
+    #[serde(default)]
+    pub attributes: Vec<Attribute>,
+    #[serde(default)]
+    pub registered_resources: Vec<Resource>,
+    #[serde(default)]
+    pub remaining_resources: Vec<Resource>,
+    #[serde(default)]
+    pub version_info: VersionInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_tasks_count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_tasks_count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+}
+
+/// An instance attribute; `value` omitted when ECS sent none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attribute {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// A resource of an instance with its value rendered as a string (see [`Resource::new`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resource {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: String,
+}
+
+/// A resource value as ECS sends it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResourceValue<'a> {
+    Integer(Option<i64>),
+    Long(Option<i64>),
+    Double(Option<f64>),
+    StringSet(&'a [String]),
+    Other,
+}
+
+impl Resource {
+    /// Renders a resource as `api.md` says: `INTEGER`/`LONG` in decimal,
+    /// `DOUBLE` with two decimals, `STRINGSET` joined by `,`, anything else `""`.
+    pub fn new(name: String, kind: String, value: ResourceValue<'_>) -> Resource {
+        let value = match value {
+            ResourceValue::Integer(v) | ResourceValue::Long(v) => v.unwrap_or(0).to_string(),
+            ResourceValue::Double(v) => format!("{:.2}", v.unwrap_or(0.0)),
+            ResourceValue::StringSet(v) => v.join(","),
+            ResourceValue::Other => String::new(),
+        };
+        Resource { name, kind, value }
+    }
+}
+
+/// Versions of the ECS agent and Docker on an instance.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_version: Option<String>,
+}
+
+/// An entity as the store, the view and the API hold it: its rendered API JSON
+/// (`entity`) and the fields that ordering, filtering and the version rule need.
+///
+/// Serialized as is into the store, so that loading needs no re-rendering.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    pub kind: Kind,
+    pub arn: String,
+    pub cluster_arn: String,
+    /// ECS's per-entity version; `None` when the source gave none (rule 8).
+    pub version: Option<u64>,
+    /// The store revision at which this entry was written (`entityVersion`);
+    /// 0 until it is stored.
+    #[serde(default)]
+    pub revision: u64,
+    /// When it was stored, in Unix milliseconds.
+    #[serde(default)]
+    pub stored_at_ms: i64,
+    /// `lastStatus` of a task, `status` of an instance.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_instance: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_connected: Option<bool>,
+    /// `stoppedAt` of a task, in Unix milliseconds (for STOPPED-task retention).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at_ms: Option<i64>,
+    /// The API JSON of the entity.
+    pub entity: Box<RawValue>,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.revision == other.revision
+            && self.arn == other.arn
+            && self.cluster_arn == other.cluster_arn
+            && self.version == other.version
+            && self.entity.get() == other.entity.get()
+    }
+}
+
+/// Shared handle to an entry; the view and snapshots hold these.
+pub type SharedEntry = Arc<Entry>;
+
+/// The task-definition family of `…:task-definition/web:7` (`web`).
+pub fn family_of(task_definition_arn: &str) -> Option<&str> {
+    let (_, rest) = task_definition_arn.rsplit_once(":task-definition/")?;
+    Some(rest.rsplit_once(':').map_or(rest, |(f, _)| f))
+}
+
+impl Entry {
+    /// Renders a task into an entry.
+    pub fn from_task(task: &Task) -> Result<Entry, serde_json::Error> {
+        Ok(Entry {
+            kind: Kind::Task,
+            arn: task.task_arn.clone(),
+            cluster_arn: task.cluster_arn.clone(),
+            version: task.version,
+            revision: 0,
+            stored_at_ms: 0,
+            status: task.last_status.clone(),
+            desired_status: task.desired_status.clone(),
+            started_by: task.started_by.clone(),
+            launch_type: task.launch_type.clone(),
+            container_instance: task.container_instance_arn.clone(),
+            group: task.group.clone(),
+            family: task
+                .task_definition_arn
+                .as_deref()
+                .and_then(family_of)
+                .map(str::to_owned),
+            agent_connected: None,
+            stopped_at_ms: task.stopped_at.as_deref().and_then(crate::time::parse_ms),
+            entity: serde_json::value::to_raw_value(task)?,
+        })
+    }
+
+    /// Renders a container instance into an entry.
+    pub fn from_instance(instance: &Instance) -> Result<Entry, serde_json::Error> {
+        Ok(Entry {
+            kind: Kind::Instance,
+            arn: instance.container_instance_arn.clone(),
+            cluster_arn: instance.cluster_arn.clone(),
+            version: instance.version,
+            revision: 0,
+            stored_at_ms: 0,
+            status: instance.status.clone(),
+            desired_status: None,
+            started_by: None,
+            launch_type: None,
+            container_instance: None,
+            group: None,
+            family: None,
+            agent_connected: Some(instance.agent_connected),
+            stopped_at_ms: None,
+            entity: serde_json::value::to_raw_value(instance)?,
+        })
+    }
+
+    /// The key that orders entities: by cluster ARN, then by the entity's ARN.
+    pub fn key(&self) -> Key {
+        Key {
+            cluster_arn: self.cluster_arn.clone(),
+            arn: self.arn.clone(),
+        }
+    }
+}
+
+/// Ordering key of the view: `(clusterARN, ARN)`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    pub cluster_arn: String,
+    pub arn: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn family_is_the_name_before_the_revision() {
+        assert_eq!(
+            family_of("arn:aws:ecs:us-west-2:1:task-definition/web:42"),
+            Some("web")
+        );
+        assert_eq!(
+            family_of("arn:aws:ecs:us-west-2:1:task-definition/web"),
+            Some("web")
+        );
+        assert_eq!(family_of("web:42"), None);
+    }
+
+    #[test]
+    fn resource_values_render_as_strings() {
+        let r = |v| Resource::new("X".into(), "T".into(), v).value;
+        assert_eq!(r(ResourceValue::Integer(Some(2048))), "2048");
+        assert_eq!(r(ResourceValue::Long(Some(-3))), "-3");
+        assert_eq!(r(ResourceValue::Double(Some(10.3))), "10.30");
+        let set = vec!["22".to_owned(), "2376".to_owned()];
+        assert_eq!(r(ResourceValue::StringSet(&set)), "22,2376");
+        assert_eq!(r(ResourceValue::StringSet(&[])), "");
+        assert_eq!(r(ResourceValue::Other), "");
+    }
+}

@@ -1,0 +1,98 @@
+//! Wiring: starts the StreamHub, StoreWriter and EventDecoder, each supervised
+//! on its own arbiter (thread), and a source feeding the decoder.
+
+use crate::decoder::EventDecoder;
+use crate::hub::StreamHub;
+use crate::metrics::Metrics;
+use crate::sim;
+use crate::source::{ReplaySource, SimulateSource};
+use crate::store::Store;
+use crate::writer::{self, StoreWriter};
+use actix::prelude::*;
+use slog::{o, Logger};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What feeds the pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// Nothing: the store is served as it is.
+    None,
+    Simulate(sim::Config),
+    Replay(PathBuf),
+}
+
+/// The address of the running source, if any.
+#[derive(Clone)]
+pub enum SourceAddr {
+    None,
+    Simulate(Addr<SimulateSource>),
+    Replay(Addr<ReplaySource>),
+}
+
+/// The running actors. Dropping it stops their arbiters.
+pub struct Pipeline {
+    pub hub: Addr<StreamHub>,
+    pub writer: Addr<StoreWriter>,
+    pub decoder: Addr<EventDecoder>,
+    pub source: SourceAddr,
+    pub metrics: Arc<Metrics>,
+    arbiters: Vec<Arbiter>,
+}
+
+impl Pipeline {
+    /// Starts the actors; must be called inside a running actix `System`.
+    pub fn start(
+        store: Arc<dyn Store>,
+        config: writer::Config,
+        source: Source,
+        metrics: Arc<Metrics>,
+        log: &Logger,
+    ) -> Pipeline {
+        let arbiters: Vec<Arbiter> = (0..4).map(|_| Arbiter::new()).collect();
+        let (m, l) = (metrics.clone(), log.new(o!("actor" => "StreamHub")));
+        let hub = Supervisor::start_in_arbiter(&arbiters[0].handle(), move |_| {
+            StreamHub::new(m, l)
+        });
+        let (m, l, h) = (metrics.clone(), log.new(o!("actor" => "StoreWriter")), hub.clone());
+        let writer = Supervisor::start_in_arbiter(&arbiters[1].handle(), move |_| {
+            StoreWriter::new(store, h, config, m, l)
+        });
+        let (m, l, w) = (metrics.clone(), log.new(o!("actor" => "EventDecoder")), writer.clone());
+        let decoder = Supervisor::start_in_arbiter(&arbiters[2].handle(), move |_| {
+            EventDecoder::new(w, m, l)
+        });
+        let d = decoder.clone();
+        let source = match source {
+            Source::None => SourceAddr::None,
+            Source::Simulate(cfg) => {
+                let l = log.new(o!("actor" => "SimulateSource"));
+                SourceAddr::Simulate(Supervisor::start_in_arbiter(&arbiters[3].handle(), move |_| {
+                    SimulateSource::new(cfg, d, l)
+                }))
+            }
+            Source::Replay(path) => {
+                let l = log.new(o!("actor" => "ReplaySource"));
+                SourceAddr::Replay(Supervisor::start_in_arbiter(&arbiters[3].handle(), move |_| {
+                    ReplaySource::new(path, d, l)
+                }))
+            }
+        };
+        Pipeline {
+            hub,
+            writer,
+            decoder,
+            source,
+            metrics,
+            arbiters,
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        for a in &self.arbiters {
+            a.stop();
+        }
+    }
+}

@@ -1,0 +1,507 @@
+//! A seedable ECS cluster simulator: clusters, container instances and tasks
+//! (EC2 and Fargate) whose changes come out as EventBridge events in the real
+//! shape, with duplicates, late deliveries, drops and (on request) malformed
+//! messages mixed in. Pure logic: [`crate::source::simulate`] drives it on a timer.
+//!
+//! Tasks move PENDING → RUNNING → STOPPING → STOPPED with growing versions; a
+//! STOPPED task is replaced by a new PENDING one, so the population stays put.
+
+use crate::decoder::RawMessage;
+use crate::time::{format_ms, now_ms};
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+
+/// Simulator settings (`[simulate]` in the configuration file).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub seed: u64,
+    pub clusters: usize,
+    pub instances_per_cluster: usize,
+    pub tasks_per_instance: usize,
+    /// Task churn once the initial state is out.
+    pub events_per_second: f64,
+    /// Share of events sent twice.
+    pub duplicate_rate: f64,
+    /// Share of events delivered late (after newer ones).
+    pub reorder_rate: f64,
+    /// Share of events never delivered.
+    pub drop_rate: f64,
+    /// Share of messages sent malformed (truncated JSON).
+    pub malformed_rate: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            seed: 1,
+            clusters: 3,
+            instances_per_cluster: 10,
+            tasks_per_instance: 8,
+            events_per_second: 20.0,
+            duplicate_rate: 0.05,
+            reorder_rate: 0.05,
+            drop_rate: 0.0,
+            malformed_rate: 0.0,
+        }
+    }
+}
+
+/// SplitMix64: small, fast, seedable, good enough for a simulation.
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+    fn hex(&mut self, len: usize) -> String {
+        let mut s = String::with_capacity(len);
+        while s.len() < len {
+            s.push_str(&format!("{:016x}", self.next_u64()));
+        }
+        s.truncate(len);
+        s
+    }
+}
+
+const REGION: &str = "us-west-2";
+const ACCOUNT: &str = "123456789012";
+const CLUSTER_NAMES: [&str; 8] = [
+    "prod-web", "batch", "9-analytics", "staging", "ml_train", "edge", "payments", "search",
+];
+const FAMILIES: [(&str, &str); 5] = [
+    ("web", "service"),
+    ("api", "service"),
+    ("worker", "service"),
+    ("cron", "family"),
+    ("report", "family"),
+];
+
+/// A simulated container instance.
+#[derive(Debug, Clone)]
+pub struct SimInstance {
+    pub arn: String,
+    pub cluster: usize,
+    pub ec2_id: String,
+    pub version: u64,
+    pub status: &'static str,
+    pub agent_connected: bool,
+    pub registered_ms: i64,
+}
+
+/// A simulated task.
+#[derive(Debug, Clone)]
+pub struct SimTask {
+    pub arn: String,
+    pub cluster: usize,
+    pub instance: Option<usize>,
+    pub family: usize,
+    pub version: u64,
+    pub last_status: &'static str,
+    pub desired_status: &'static str,
+    pub created_ms: i64,
+    pub started_ms: Option<i64>,
+    pub stopped_ms: Option<i64>,
+}
+
+/// The simulated ECS account and its event stream.
+pub struct Simulator {
+    config: Config,
+    rng: Rng,
+    clusters: Vec<String>,
+    instances: Vec<SimInstance>,
+    tasks: Vec<SimTask>,
+    /// Events of the initial state not yet delivered.
+    initial: VecDeque<String>,
+    /// Late events: (batch number at which to deliver, body).
+    late: Vec<(u64, String)>,
+    batch: u64,
+    next_id: u64,
+}
+
+impl Simulator {
+    /// Builds the initial state and queues its events.
+    pub fn new(config: Config) -> Self {
+        let mut sim = Simulator {
+            rng: Rng(config.seed),
+            clusters: (0..config.clusters)
+                .map(|i| match (CLUSTER_NAMES.get(i), i / CLUSTER_NAMES.len()) {
+                    (Some(n), _) => (*n).to_owned(),
+                    (None, round) => {
+                        format!("{}-{round}", CLUSTER_NAMES[i % CLUSTER_NAMES.len()])
+                    }
+                })
+                .collect(),
+            config,
+            instances: Vec::new(),
+            tasks: Vec::new(),
+            initial: VecDeque::new(),
+            late: Vec::new(),
+            batch: 0,
+            next_id: 0,
+        };
+        let now = now_ms();
+        for c in 0..sim.config.clusters {
+            for _ in 0..sim.config.instances_per_cluster {
+                let inst = SimInstance {
+                    arn: format!(
+                        "arn:aws:ecs:{REGION}:{ACCOUNT}:container-instance/{}/{}",
+                        sim.clusters[c],
+                        sim.rng.hex(32)
+                    ),
+                    cluster: c,
+                    ec2_id: format!("i-{}", sim.rng.hex(17)),
+                    version: 1 + sim.rng.below(5) as u64,
+                    status: "ACTIVE",
+                    agent_connected: true,
+                    registered_ms: now - 86_400_000,
+                };
+                sim.instances.push(inst);
+            }
+            let per_cluster = sim.config.instances_per_cluster * sim.config.tasks_per_instance;
+            for _ in 0..per_cluster {
+                let mut t = sim.new_task(c, now);
+                t.version = 2;
+                t.last_status = "RUNNING";
+                t.started_ms = Some(now);
+                sim.tasks.push(t);
+            }
+        }
+        for i in 0..sim.instances.len() {
+            let e = sim.instance_event(i);
+            sim.initial.push_back(e);
+        }
+        for t in 0..sim.tasks.len() {
+            let e = sim.task_event(t);
+            sim.initial.push_back(e);
+        }
+        sim
+    }
+
+    /// The simulated cluster names.
+    pub fn clusters(&self) -> &[String] {
+        &self.clusters
+    }
+
+    /// The simulator's truth: its current tasks.
+    pub fn tasks(&self) -> &[SimTask] {
+        &self.tasks
+    }
+
+    /// The simulator's truth: its container instances.
+    pub fn instances(&self) -> &[SimInstance] {
+        &self.instances
+    }
+
+    fn cluster_arn(&self, c: usize) -> String {
+        format!("arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{}", self.clusters[c])
+    }
+
+    fn new_task(&mut self, cluster: usize, now: i64) -> SimTask {
+        let fargate = self.rng.chance(0.2) || self.config.instances_per_cluster == 0;
+        let instance = (!fargate).then(|| {
+            cluster * self.config.instances_per_cluster
+                + self.rng.below(self.config.instances_per_cluster)
+        });
+        SimTask {
+            arn: format!(
+                "arn:aws:ecs:{REGION}:{ACCOUNT}:task/{}/{}",
+                self.clusters[cluster],
+                self.rng.hex(32)
+            ),
+            cluster,
+            instance,
+            family: self.rng.below(FAMILIES.len()),
+            version: 1,
+            last_status: "PENDING",
+            desired_status: "RUNNING",
+            created_ms: now,
+            started_ms: None,
+            stopped_ms: None,
+        }
+    }
+
+    /// The EventBridge JSON of task `t`'s current state.
+    fn task_event(&mut self, t: usize) -> String {
+        let task = &self.tasks[t];
+        let (family, kind) = FAMILIES[task.family];
+        let cluster_arn = self.cluster_arn(task.cluster);
+        let mut detail = json!({
+            "clusterArn": cluster_arn,
+            "taskArn": task.arn,
+            "taskDefinitionArn": format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{family}:{}", 3 + task.family),
+            "lastStatus": task.last_status,
+            "desiredStatus": task.desired_status,
+            "version": task.version,
+            "group": format!("{kind}:{family}"),
+            "startedBy": if kind == "service" { format!("ecs-svc/{}", 1_000_000 + task.family) } else { "events-rule/sim".to_owned() },
+            "cpu": "256",
+            "memory": "512",
+            "availabilityZone": format!("{REGION}{}", ["a", "b", "c"][task.cluster % 3]),
+            "createdAt": format_ms(task.created_ms),
+            "updatedAt": format_ms(now_ms()),
+            "containers": [{
+                "containerArn": format!("{}/{}", task.arn.replace(":task/", ":container/"), family),
+                "taskArn": task.arn,
+                "name": family,
+                "image": format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{family}:1"),
+                "lastStatus": task.last_status,
+            }],
+            "overrides": {"containerOverrides": [{"name": family}]},
+        });
+        if let Some(i) = task.instance {
+            detail["containerInstanceArn"] = json!(self.instances[i].arn);
+            detail["launchType"] = json!("EC2");
+            if task.last_status == "RUNNING" {
+                detail["containers"][0]["networkBindings"] = json!([{
+                    "bindIP": "0.0.0.0", "containerPort": 8080,
+                    "hostPort": 32768 + (t % 1000), "protocol": "tcp"}]);
+            }
+        } else {
+            detail["launchType"] = json!("FARGATE");
+            detail["platformVersion"] = json!("1.4.0");
+        }
+        if let Some(s) = task.started_ms {
+            detail["startedAt"] = json!(format_ms(s));
+        }
+        if let Some(s) = task.stopped_ms {
+            detail["stoppedAt"] = json!(format_ms(s));
+            detail["stoppedReason"] = json!("Scaling activity initiated by (deployment ecs-svc)");
+            detail["stopCode"] = json!("ServiceSchedulerInitiated");
+            detail["containers"][0]["exitCode"] = json!(0);
+        }
+        self.envelope("ECS Task State Change", &task.arn.clone(), detail)
+    }
+
+    /// The EventBridge JSON of instance `i`'s current state.
+    fn instance_event(&mut self, i: usize) -> String {
+        let inst = &self.instances[i];
+        let running = self
+            .tasks
+            .iter()
+            .filter(|t| t.instance == Some(i) && t.last_status == "RUNNING")
+            .count() as i64;
+        let detail = json!({
+            "clusterArn": self.cluster_arn(inst.cluster),
+            "containerInstanceArn": inst.arn,
+            "ec2InstanceId": inst.ec2_id,
+            "status": inst.status,
+            "agentConnected": inst.agent_connected,
+            "version": inst.version,
+            "runningTasksCount": running,
+            "pendingTasksCount": 0,
+            "registeredAt": format_ms(inst.registered_ms),
+            "updatedAt": format_ms(now_ms()),
+            "attributes": [
+                {"name": "ecs.os-type", "value": "linux"},
+                {"name": "ecs.instance-type", "value": "m6i.large"},
+                {"name": "ecs.capability.execution-role-awslogs"},
+            ],
+            "registeredResources": [
+                {"name": "CPU", "type": "INTEGER", "integerValue": 2048},
+                {"name": "MEMORY", "type": "INTEGER", "integerValue": 7680},
+                {"name": "PORTS", "type": "STRINGSET", "stringSetValue": ["22", "2375", "2376", "51678", "51679"]},
+            ],
+            "remainingResources": [
+                {"name": "CPU", "type": "INTEGER", "integerValue": 2048 - 256 * running},
+                {"name": "MEMORY", "type": "INTEGER", "integerValue": 7680 - 512 * running},
+                {"name": "PORTS", "type": "STRINGSET", "stringSetValue": ["22", "2375", "2376", "51678", "51679"]},
+            ],
+            "versionInfo": {"agentVersion": "1.88.0", "agentHash": "4e2c1b9", "dockerVersion": "DockerVersion: 25.0.6"},
+        });
+        let arn = inst.arn.clone();
+        self.envelope("ECS Container Instance State Change", &arn, detail)
+    }
+
+    fn envelope(&mut self, detail_type: &str, arn: &str, detail: Value) -> String {
+        json!({
+            "version": "0",
+            "id": self.rng.hex(32),
+            "detail-type": detail_type,
+            "source": "aws.ecs",
+            "account": ACCOUNT,
+            "time": format_ms(now_ms()),
+            "region": REGION,
+            "resources": [arn],
+            "detail": detail,
+        })
+        .to_string()
+    }
+
+    /// One change of the simulated world, as the event it produces.
+    fn step(&mut self) -> String {
+        let now = now_ms();
+        if self.tasks.is_empty() || self.rng.chance(0.1) {
+            if let Some(i) = (!self.instances.is_empty()).then(|| self.rng.below(self.instances.len())) {
+                let inst = &mut self.instances[i];
+                inst.version += 1;
+                if self.rng.chance(0.05) {
+                    inst.agent_connected = !inst.agent_connected;
+                }
+                return self.instance_event(i);
+            }
+        }
+        let t = self.rng.below(self.tasks.len());
+        let task = &mut self.tasks[t];
+        task.version += 1;
+        match task.last_status {
+            "PENDING" => {
+                task.last_status = "RUNNING";
+                task.started_ms = Some(now);
+            }
+            "RUNNING" => {
+                task.last_status = "STOPPING";
+                task.desired_status = "STOPPED";
+            }
+            "STOPPING" => {
+                task.last_status = "STOPPED";
+                task.stopped_ms = Some(now);
+            }
+            _ => {
+                // STOPPED: ECS forgets it; a replacement starts in its place.
+                let replacement = self.new_task(self.tasks[t].cluster, now);
+                self.tasks[t] = replacement;
+            }
+        }
+        self.task_event(t)
+    }
+
+    fn message(&mut self, body: String) -> RawMessage {
+        self.next_id += 1;
+        RawMessage {
+            id: format!("sim-{}", self.next_id),
+            body,
+        }
+    }
+
+    /// The next batch of messages: up to `max` of the initial state while it
+    /// lasts, then `churn` changes, with the configured distortions, plus the
+    /// late events that are due.
+    pub fn next_batch(&mut self, churn: usize, max: usize) -> Vec<RawMessage> {
+        self.batch += 1;
+        let mut bodies = Vec::new();
+        if !self.initial.is_empty() {
+            let n = self.initial.len().min(max);
+            bodies.extend(self.initial.drain(..n));
+        } else {
+            for _ in 0..churn.min(max) {
+                let body = self.step();
+                bodies.push(body);
+            }
+        }
+        let mut out = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            if self.rng.chance(self.config.drop_rate) {
+                continue;
+            }
+            if self.rng.chance(self.config.reorder_rate) {
+                let due = self.batch + 1 + self.rng.below(5) as u64;
+                self.late.push((due, body));
+                continue;
+            }
+            if self.rng.chance(self.config.duplicate_rate) {
+                let dup = self.message(body.clone());
+                out.push(dup);
+            }
+            let body = if self.rng.chance(self.config.malformed_rate) {
+                body[..body.len() / 2].to_owned()
+            } else {
+                body
+            };
+            let m = self.message(body);
+            out.push(m);
+        }
+        let batch = self.batch;
+        let (due, late): (Vec<_>, Vec<_>) = self.late.drain(..).partition(|(d, _)| *d <= batch);
+        self.late = late;
+        for (_, body) in due {
+            let m = self.message(body);
+            out.push(m);
+        }
+        out
+    }
+
+    /// Whether the initial state has been delivered and no late event waits.
+    pub fn settled(&self) -> bool {
+        self.initial.is_empty() && self.late.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{decode, Decoded};
+
+    #[test]
+    fn initial_state_has_the_configured_size_and_decodes() {
+        let mut sim = Simulator::new(Config {
+            duplicate_rate: 0.0,
+            reorder_rate: 0.0,
+            ..Config::default()
+        });
+        assert_eq!(sim.instances().len(), 30);
+        assert_eq!(sim.tasks().len(), 240);
+        let mut n = 0;
+        while !sim.settled() {
+            for m in sim.next_batch(0, 100) {
+                assert!(matches!(decode(&m.body), Ok(Decoded::Entity(_))), "{}", m.body);
+                n += 1;
+            }
+        }
+        assert_eq!(n, 270);
+        assert!(sim.tasks().iter().any(|t| t.instance.is_none()), "some Fargate tasks");
+        assert!(sim.clusters().iter().any(|c| c.starts_with('9')));
+    }
+
+    #[test]
+    fn same_seed_same_world_and_versions_grow() {
+        let run = |seed| {
+            let mut sim = Simulator::new(Config { seed, ..Config::default() });
+            let mut versions = std::collections::HashMap::new();
+            for _ in 0..50 {
+                for m in sim.next_batch(20, 500) {
+                    if let Ok(Decoded::Entity(e)) = decode(&m.body) {
+                        let v = versions.entry(e.arn.clone()).or_insert(0);
+                        *v = (*v).max(e.version.unwrap_or(0));
+                    }
+                }
+            }
+            let mut arns: Vec<_> = sim.tasks().iter().map(|t| (t.arn.clone(), t.version)).collect();
+            arns.sort();
+            (arns, versions.values().max().copied())
+        };
+        assert_eq!(run(7), run(7));
+        assert_ne!(run(7).0, run(8).0);
+        assert!(run(7).1 > Some(2));
+    }
+
+    #[test]
+    fn distortions_duplicate_drop_and_corrupt() {
+        let mut sim = Simulator::new(Config {
+            duplicate_rate: 0.3,
+            malformed_rate: 0.2,
+            drop_rate: 0.2,
+            ..Config::default()
+        });
+        let mut bodies = Vec::new();
+        for _ in 0..20 {
+            bodies.extend(sim.next_batch(10, 500).into_iter().map(|m| m.body));
+        }
+        let bad = bodies.iter().filter(|b| decode(b).is_err()).count();
+        let mut sorted = bodies.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert!(bad > 0, "some malformed");
+        assert!(sorted.len() < bodies.len(), "some duplicated");
+    }
+}

@@ -1,0 +1,374 @@
+//! The embedded store: a redb database file in `data_dir`, durable and
+//! crash-safe (every commit is fsynced; a torn commit is rolled back on open).
+//!
+//! Tables: `entities` (ARN → header + entry JSON), `tombstones` (ARN → JSON),
+//! `meta` (`revision` → the global revision counter). The value header holds
+//! the ECS version and the cluster ARN so that the version rule needs no JSON
+//! parsing on the write path.
+
+use super::{
+    supersedes, BoxFuture, Change, Current, Error, Loaded, Op, Outcome, Result, Store, Tombstone,
+};
+use crate::model::Entry;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const ENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entities");
+const TOMBSTONES: TableDefinition<&str, &[u8]> = TableDefinition::new("tombstones");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const REVISION: &str = "revision";
+const NO_VERSION: u64 = u64::MAX;
+
+/// The embedded store. Cheap to clone; all clones share one open database.
+#[derive(Clone)]
+pub struct Embedded {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Error {
+    Error::Unavailable(e.to_string())
+}
+
+fn corrupt(e: impl std::fmt::Display) -> Error {
+    Error::Corrupt(e.to_string())
+}
+
+impl Embedded {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Embedded> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join("css.redb");
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::Locked(path.display().to_string()),
+            e => unavailable(format!("cannot open {}: {e}", path.display())),
+        })?;
+        let txn = db.begin_write().map_err(unavailable)?;
+        for t in [ENTITIES, TOMBSTONES] {
+            txn.open_table(t).map_err(unavailable)?;
+        }
+        txn.open_table(META).map_err(unavailable)?;
+        txn.commit().map_err(unavailable)?;
+        Ok(Embedded {
+            db: Arc::new(db),
+            path,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn load_sync(&self) -> Result<Loaded> {
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let entities = txn.open_table(ENTITIES).map_err(unavailable)?;
+        let mut entries = Vec::with_capacity(entities.len().unwrap_or(0) as usize);
+        for row in entities.iter().map_err(unavailable)? {
+            let (_, v) = row.map_err(unavailable)?;
+            let (_, _, json) = split(v.value())?;
+            entries.push(serde_json::from_slice::<Entry>(json).map_err(corrupt)?);
+        }
+        let revision = txn
+            .open_table(META)
+            .map_err(unavailable)?
+            .get(REVISION)
+            .map_err(unavailable)?
+            .map_or(0, |g| g.value());
+        let tombstones = txn
+            .open_table(TOMBSTONES)
+            .map_err(unavailable)?
+            .len()
+            .map_err(unavailable)? as usize;
+        Ok(Loaded {
+            revision,
+            entries,
+            tombstones,
+        })
+    }
+
+    fn commit_sync(&self, ops: Vec<Op>, now_ms: i64) -> Result<Vec<Outcome>> {
+        let txn = self.db.begin_write().map_err(unavailable)?;
+        let mut outcomes = Vec::with_capacity(ops.len());
+        {
+            let mut entities = txn.open_table(ENTITIES).map_err(unavailable)?;
+            let mut tombs = txn.open_table(TOMBSTONES).map_err(unavailable)?;
+            let mut meta = txn.open_table(META).map_err(unavailable)?;
+            let mut rev = meta.get(REVISION).map_err(unavailable)?.map_or(0, |g| g.value());
+            for op in ops {
+                let outcome = match op {
+                    Op::Put(entry) => put(&mut entities, &mut tombs, entry, &mut rev, now_ms)?,
+                    Op::Delete { arn, if_revision } => {
+                        delete(&mut entities, &mut tombs, &arn, if_revision, &mut rev, now_ms)?
+                    }
+                };
+                outcomes.push(outcome);
+            }
+            meta.insert(REVISION, rev).map_err(unavailable)?;
+        }
+        txn.commit().map_err(unavailable)?;
+        Ok(outcomes)
+    }
+
+    fn purge_sync(&self, before_ms: i64) -> Result<usize> {
+        let txn = self.db.begin_write().map_err(unavailable)?;
+        let mut purged = 0;
+        {
+            let mut tombs = txn.open_table(TOMBSTONES).map_err(unavailable)?;
+            tombs
+                .retain(|_, v| {
+                    let keep = serde_json::from_slice::<Tombstone>(v)
+                        .map_or(false, |t| t.deleted_at_ms >= before_ms);
+                    purged += usize::from(!keep);
+                    keep
+                })
+                .map_err(unavailable)?;
+        }
+        txn.commit().map_err(unavailable)?;
+        Ok(purged)
+    }
+
+    fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Embedded) -> Result<T> + Send + 'static,
+    ) -> BoxFuture<'_, Result<T>> {
+        let this = self.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || f(this))
+                .await
+                .map_err(|e| unavailable(format!("store task failed: {e}")))?
+        })
+    }
+}
+
+type Table<'t> = redb::Table<'t, &'static str, &'static [u8]>;
+
+fn put(
+    entities: &mut Table<'_>,
+    tombs: &mut Table<'_>,
+    mut entry: Entry,
+    rev: &mut u64,
+    now_ms: i64,
+) -> Result<Outcome> {
+    let (applies, moved_from) = match entities.get(entry.arn.as_str()).map_err(unavailable)? {
+        Some(g) => {
+            let (version, cluster, json) = split(g.value())?;
+            let old_entity;
+            let entity = if version.is_none() && entry.version.is_none() {
+                old_entity = serde_json::from_slice::<Entry>(json).map_err(corrupt)?.entity;
+                old_entity.get()
+            } else {
+                ""
+            };
+            let current = Current::Live { version, entity };
+            let moved = (cluster != entry.cluster_arn).then(|| cluster.to_owned());
+            (supersedes(entry.version, entry.entity.get(), current), moved)
+        }
+        None => {
+            let current = match tombs.get(entry.arn.as_str()).map_err(unavailable)? {
+                Some(t) => Current::Gone {
+                    version: serde_json::from_slice::<Tombstone>(t.value())
+                        .map_err(corrupt)?
+                        .version,
+                },
+                None => Current::Absent,
+            };
+            (supersedes(entry.version, entry.entity.get(), current), None)
+        }
+    };
+    if !applies {
+        return Ok(Outcome::Stale);
+    }
+    *rev += 1;
+    entry.revision = *rev;
+    entry.stored_at_ms = now_ms;
+    let value = join(&entry)?;
+    entities
+        .insert(entry.arn.as_str(), value.as_slice())
+        .map_err(unavailable)?;
+    tombs.remove(entry.arn.as_str()).map_err(unavailable)?;
+    Ok(Outcome::Applied(Change {
+        entry: Arc::new(entry),
+        deleted: false,
+        moved_from,
+    }))
+}
+
+fn delete(
+    entities: &mut Table<'_>,
+    tombs: &mut Table<'_>,
+    arn: &str,
+    if_revision: u64,
+    rev: &mut u64,
+    now_ms: i64,
+) -> Result<Outcome> {
+    let mut entry = match entities.get(arn).map_err(unavailable)? {
+        Some(g) => serde_json::from_slice::<Entry>(split(g.value())?.2).map_err(corrupt)?,
+        None => return Ok(Outcome::Stale),
+    };
+    if entry.revision != if_revision {
+        return Ok(Outcome::Stale);
+    }
+    *rev += 1;
+    entry.revision = *rev;
+    let tomb = Tombstone {
+        kind: entry.kind,
+        version: entry.version,
+        revision: *rev,
+        deleted_at_ms: now_ms,
+    };
+    let tomb = serde_json::to_vec(&tomb).map_err(corrupt)?;
+    entities.remove(arn).map_err(unavailable)?;
+    tombs.insert(arn, tomb.as_slice()).map_err(unavailable)?;
+    Ok(Outcome::Applied(Change {
+        entry: Arc::new(entry),
+        deleted: true,
+        moved_from: None,
+    }))
+}
+
+/// Value layout: ECS version (u64 LE, `u64::MAX` = unknown), cluster ARN length
+/// (u32 LE), cluster ARN, entry JSON.
+fn join(entry: &Entry) -> Result<Vec<u8>> {
+    let json = serde_json::to_vec(entry).map_err(corrupt)?;
+    let cluster = entry.cluster_arn.as_bytes();
+    let mut v = Vec::with_capacity(12 + cluster.len() + json.len());
+    v.extend_from_slice(&entry.version.unwrap_or(NO_VERSION).to_le_bytes());
+    v.extend_from_slice(&(cluster.len() as u32).to_le_bytes());
+    v.extend_from_slice(cluster);
+    v.extend_from_slice(&json);
+    Ok(v)
+}
+
+fn split(v: &[u8]) -> Result<(Option<u64>, &str, &[u8])> {
+    let bad = || Error::Corrupt("truncated entity record".into());
+    let version = u64::from_le_bytes(v.get(..8).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+    let len = u32::from_le_bytes(v.get(8..12).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+    let end = 12 + len as usize;
+    let cluster = std::str::from_utf8(v.get(12..end).ok_or_else(bad)?).map_err(corrupt)?;
+    let json = v.get(end..).ok_or_else(bad)?;
+    Ok(((version != NO_VERSION).then_some(version), cluster, json))
+}
+
+impl Store for Embedded {
+    fn load(&self) -> BoxFuture<'_, Result<Loaded>> {
+        self.blocking(|s| s.load_sync())
+    }
+
+    fn commit(&self, ops: Vec<Op>, now_ms: i64) -> BoxFuture<'_, Result<Vec<Outcome>>> {
+        self.blocking(move |s| s.commit_sync(ops, now_ms))
+    }
+
+    fn purge_tombstones(&self, before_ms: i64) -> BoxFuture<'_, Result<usize>> {
+        self.blocking(move |s| s.purge_sync(before_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Entry, Kind};
+
+    fn entry(arn: &str, version: Option<u64>, status: &str) -> Entry {
+        Entry {
+            kind: Kind::Task,
+            arn: arn.into(),
+            cluster_arn: "arn:aws:ecs:r:1:cluster/c".into(),
+            version,
+            revision: 0,
+            stored_at_ms: 0,
+            status: status.into(),
+            desired_status: None,
+            started_by: None,
+            launch_type: None,
+            container_instance: None,
+            group: None,
+            family: None,
+            agent_connected: None,
+            stopped_at_ms: None,
+            entity: serde_json::value::to_raw_value(&serde_json::json!({"s": status})).unwrap(),
+        }
+    }
+
+    fn applied(o: &Outcome) -> bool {
+        matches!(o, Outcome::Applied(_))
+    }
+
+    #[test]
+    fn applies_the_version_rule_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Embedded::open(dir.path()).unwrap();
+            let out = s
+                .commit_sync(
+                    vec![
+                        Op::Put(entry("a", Some(2), "RUNNING")),
+                        Op::Put(entry("a", Some(1), "PENDING")),
+                        Op::Put(entry("a", Some(2), "RUNNING")),
+                        Op::Put(entry("b", None, "RUNNING")),
+                        Op::Put(entry("b", None, "RUNNING")),
+                        Op::Put(entry("b", None, "STOPPED")),
+                    ],
+                    5,
+                )
+                .unwrap();
+            let flags: Vec<bool> = out.iter().map(applied).collect();
+            assert_eq!(flags, [true, false, false, true, false, true]);
+            assert!(Embedded::open(dir.path()).is_err(), "second open must fail");
+        }
+        let s = Embedded::open(dir.path()).unwrap();
+        let loaded = s.load_sync().unwrap();
+        assert_eq!(loaded.revision, 3);
+        assert_eq!(loaded.entries.len(), 2);
+        let b = loaded.entries.iter().find(|e| e.arn == "b").unwrap();
+        assert_eq!((b.revision, b.status.as_str(), b.stored_at_ms), (3, "STOPPED", 5));
+    }
+
+    #[test]
+    fn delete_leaves_a_tombstone_that_blocks_older_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Embedded::open(dir.path()).unwrap();
+        s.commit_sync(vec![Op::Put(entry("a", Some(5), "RUNNING"))], 1).unwrap();
+        let stale_delete = s
+            .commit_sync(vec![Op::Delete { arn: "a".into(), if_revision: 7 }], 2)
+            .unwrap();
+        assert!(!applied(&stale_delete[0]));
+        let out = s
+            .commit_sync(
+                vec![
+                    Op::Delete { arn: "a".into(), if_revision: 1 },
+                    Op::Put(entry("a", Some(4), "PENDING")),
+                    Op::Put(entry("a", Some(5), "RUNNING")),
+                ],
+                3,
+            )
+            .unwrap();
+        match &out[0] {
+            Outcome::Applied(c) => assert!(c.deleted && c.entry.revision == 2),
+            o => panic!("{o:?}"),
+        }
+        assert!(!applied(&out[1]) && !applied(&out[2]));
+        assert_eq!(s.load_sync().unwrap().tombstones, 1);
+        assert_eq!(s.purge_sync(3).unwrap(), 0);
+        assert_eq!(s.purge_sync(4).unwrap(), 1);
+        let out = s.commit_sync(vec![Op::Put(entry("a", Some(6), "STOPPED"))], 5).unwrap();
+        assert!(applied(&out[0]));
+    }
+
+    #[test]
+    fn a_short_arn_moving_cluster_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Embedded::open(dir.path()).unwrap();
+        s.commit_sync(vec![Op::Put(entry("a", Some(1), "RUNNING"))], 1).unwrap();
+        let mut moved = entry("a", Some(2), "RUNNING");
+        moved.cluster_arn = "arn:aws:ecs:r:1:cluster/d".into();
+        match &s.commit_sync(vec![Op::Put(moved)], 2).unwrap()[0] {
+            Outcome::Applied(c) => {
+                assert_eq!(c.moved_from.as_deref(), Some("arn:aws:ecs:r:1:cluster/c"))
+            }
+            o => panic!("{o:?}"),
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The durable store behind the [`crate::writer::StoreWriter`]: one trait, two
+//! backends (embedded here; etcd next), and the version rule both enforce.
+//!
+//! Start with [`Store`]: a backend loads everything at start and commits
+//! batches of [`Op`]s, deciding inside its own transaction whether each op
+//! still applies, so that the rule holds even when several replicas write.
+
+mod embedded;
+
+pub use embedded::Embedded;
+
+use crate::model::{Entry, Kind, SharedEntry};
+use std::future::Future;
+use std::pin::Pin;
+
+/// A boxed future, so that [`Store`] can be used as a trait object.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Result of store operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why the store failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The store cannot be reached or written right now. Retryable: nothing of
+    /// the failed commit was applied.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store holds data this version cannot read. Not retryable.
+    #[error("store data is corrupt: {0}")]
+    Corrupt(String),
+    /// The store is already opened by another process. Not retryable.
+    #[error("store is locked by another process: {0}")]
+    Locked(String),
+}
+
+/// One write to apply.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Store this entry if the version rule allows it.
+    Put(Entry),
+    /// Remove an entity (leaving a tombstone), but only if it is still at
+    /// `if_revision`, so that a change made since it was judged gone survives.
+    Delete { arn: String, if_revision: u64 },
+}
+
+/// A committed change: what the view applies and the StreamHub broadcasts.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The entry as now stored; for a deletion, the last known entry with
+    /// `revision` set to the revision of the deletion.
+    pub entry: SharedEntry,
+    pub deleted: bool,
+    /// The cluster the entity was stored under before, when this change moved
+    /// it (a short-format ARN re-announced in another cluster).
+    pub moved_from: Option<String>,
+}
+
+/// What became of one [`Op`].
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Applied(Change),
+    /// The rule said no: an equal or older version, an unchanged entity, or a
+    /// delete of something that has changed or gone.
+    Stale,
+}
+
+/// A remembered deletion (rule 7): blocks older events for `tombstone_retention`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tombstone {
+    pub kind: Kind,
+    pub version: Option<u64>,
+    pub revision: u64,
+    pub deleted_at_ms: i64,
+}
+
+/// Everything a store holds, as loaded at start.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub revision: u64,
+    pub entries: Vec<Entry>,
+    pub tombstones: usize,
+}
+
+/// A durable store of entries with a global, persistent revision counter.
+pub trait Store: Send + Sync + 'static {
+    /// Reads every entry and the current revision.
+    fn load(&self) -> BoxFuture<'_, Result<Loaded>>;
+
+    /// Applies `ops` in order, durably, each under the version rule; returns one
+    /// outcome per op. All or nothing: on error none of them was applied.
+    fn commit(&self, ops: Vec<Op>, now_ms: i64) -> BoxFuture<'_, Result<Vec<Outcome>>>;
+
+    /// Forgets tombstones made before `before_ms`; returns how many.
+    fn purge_tombstones(&self, before_ms: i64) -> BoxFuture<'_, Result<usize>>;
+}
+
+/// What the store holds for an ARN when a new state arrives.
+#[derive(Debug, Clone, Copy)]
+pub enum Current<'a> {
+    Absent,
+    Live {
+        version: Option<u64>,
+        entity: &'a str,
+    },
+    Gone {
+        version: Option<u64>,
+    },
+}
+
+/// The version rule (rules 2, 7 and 8 of `events.md`): whether a new state
+/// with ECS `version` and rendered `entity` replaces what is stored.
+///
+/// - a known version applies only above the stored one; equal or lower is stale;
+/// - a known version beats an unknown one; an unknown one never overwrites a
+///   known one, and replaces an unknown one only when the entity changed;
+/// - a tombstone blocks every known version up to its own, and, when its
+///   own version is unknown, every event (it cannot be shown to be newer).
+pub fn supersedes(version: Option<u64>, entity: &str, current: Current<'_>) -> bool {
+    match (current, version) {
+        (Current::Absent, _) => true,
+        (Current::Live { version: Some(old), .. }, Some(new)) => new > old,
+        (Current::Live { version: None, .. }, Some(_)) => true,
+        (Current::Live { version: Some(_), .. }, None) => false,
+        (Current::Live { version: None, entity: old }, None) => old != entity,
+        (Current::Gone { version: Some(old) }, Some(new)) => new > old,
+        (Current::Gone { version: None }, Some(_)) => false,
+        // An API answer (no version) says the entity exists now.
+        (Current::Gone { .. }, None) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_rule() {
+        let live = |v| Current::Live {
+            version: v,
+            entity: "{}",
+        };
+        assert!(supersedes(Some(1), "{}", Current::Absent));
+        assert!(supersedes(None, "{}", Current::Absent));
+        assert!(supersedes(Some(3), "{}", live(Some(2))));
+        assert!(!supersedes(Some(2), "{}", live(Some(2))));
+        assert!(!supersedes(Some(1), "{}", live(Some(2))));
+        assert!(supersedes(Some(1), "{}", live(None)));
+        assert!(!supersedes(None, "{\"a\":1}", live(Some(1))));
+        assert!(!supersedes(None, "{}", live(None)));
+        assert!(supersedes(None, "{\"a\":1}", live(None)));
+        assert!(!supersedes(Some(5), "{}", Current::Gone { version: Some(5) }));
+        assert!(supersedes(Some(6), "{}", Current::Gone { version: Some(5) }));
+        assert!(!supersedes(Some(6), "{}", Current::Gone { version: None }));
+        assert!(supersedes(None, "{}", Current::Gone { version: Some(5) }));
+    }
+}

@@ -1,0 +1,65 @@
+//! The in-memory view: every stored entity, ordered by `(clusterARN, ARN)`.
+//!
+//! Persistent maps (`imbl::OrdMap`) share structure between versions, so a
+//! [`Snapshot`] is an O(1) clone that a reader can keep as long as it likes
+//! while the writer goes on changing its own copy.
+
+use crate::model::{Key, Kind, SharedEntry};
+use crate::store::Change;
+use imbl::OrdMap;
+
+/// Entities of one kind, in API order.
+pub type Entities = OrdMap<Key, SharedEntry>;
+
+/// A consistent read-only state of the store at `revision`.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The store revision this snapshot reflects (`metadata.entityVersion` of lists).
+    pub revision: u64,
+    pub tasks: Entities,
+    pub instances: Entities,
+}
+
+impl Snapshot {
+    /// The entities of `kind`.
+    pub fn of(&self, kind: Kind) -> &Entities {
+        match kind {
+            Kind::Task => &self.tasks,
+            Kind::Instance => &self.instances,
+        }
+    }
+
+    fn of_mut(&mut self, kind: Kind) -> &mut Entities {
+        match kind {
+            Kind::Task => &mut self.tasks,
+            Kind::Instance => &mut self.instances,
+        }
+    }
+
+    /// Applies one committed change.
+    pub fn apply(&mut self, change: &Change) {
+        let entry = &change.entry;
+        let map = self.of_mut(entry.kind);
+        if let Some(old_cluster) = &change.moved_from {
+            map.remove(&Key {
+                cluster_arn: old_cluster.clone(),
+                arn: entry.arn.clone(),
+            });
+        }
+        if change.deleted {
+            map.remove(&entry.key());
+        } else {
+            map.insert(entry.key(), entry.clone());
+        }
+        self.revision = self.revision.max(entry.revision);
+    }
+
+    /// Number of stored tasks and instances.
+    pub fn len(&self) -> usize {
+        self.tasks.len() + self.instances.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,375 @@
+//! StoreWriter: the only writer of the store and the owner of the in-memory view.
+//!
+//! Start at [`StoreWriter::kick`]. Writes ([`Apply`]) queue up while a commit is
+//! in flight and go to the store together in the next one (group commit), so
+//! one fsync covers many events. A commit's outcomes are applied to the view,
+//! handed to the StreamHub, and only then answered, so a caller that hears
+//! "applied" may acknowledge its message (rule 6).
+//!
+//! Readers ask [`GetSnapshot`] and get an O(1) clone of the view.
+//! STOPPED-task retention and tombstone expiry run on a timer.
+//!
+//! A commit error stops the actor; its supervisor restarts it with its state
+//! reset: the view is reloaded from the store, and waiting callers are told to
+//! retry.
+
+use crate::hub::{Committed, StreamHub};
+use crate::metrics::Metrics;
+use crate::model::Kind;
+use crate::store::{self, Op, Outcome, Store};
+use crate::time::now_ms;
+use crate::view::Snapshot;
+use actix::prelude::*;
+use slog::{error, info, warn, Logger};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Mailbox capacity: senders wait (`send().await`) beyond this many messages.
+pub const MAILBOX: usize = 256;
+
+/// Tuning of the writer.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How long a STOPPED task stays after `stoppedAt` (or after it was stored).
+    pub stopped_task_retention: Duration,
+    /// How long a deletion is remembered (should cover the queue's retention).
+    pub tombstone_retention: Duration,
+    /// How often retention and tombstone expiry run.
+    pub housekeeping_interval: Duration,
+    /// Most ops in one commit; larger groups are split over several commits.
+    pub max_commit_ops: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            stopped_task_retention: Duration::from_secs(3600),
+            tombstone_retention: Duration::from_secs(4 * 86400),
+            housekeeping_interval: Duration::from_secs(30),
+            max_commit_ops: 2048,
+        }
+    }
+}
+
+/// Apply these ops under the version rule; answered after the durable commit.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Outcome>, store::Error>")]
+pub struct Apply {
+    pub ops: Vec<Op>,
+}
+
+/// Get a snapshot of the view; `Unavailable` until the view is loaded.
+#[derive(Message)]
+#[rtype(result = "Result<Snapshot, store::Error>")]
+pub struct GetSnapshot;
+
+/// Run retention and tombstone expiry now (also runs on a timer).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Housekeep;
+
+/// Where the writer is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Loading the view from the store (retried with backoff); writes wait.
+    Loading,
+    /// Loaded, no commit in flight: the next write starts one.
+    Idle,
+    /// A commit is in flight; writes queue for the next one.
+    Committing,
+}
+
+type Reply = oneshot::Sender<Result<Vec<Outcome>, store::Error>>;
+
+struct Pending {
+    ops: Vec<Op>,
+    /// `None` for the writer's own deletions (retention).
+    reply: Option<Reply>,
+}
+
+/// The StoreWriter actor.
+pub struct StoreWriter {
+    store: Arc<dyn Store>,
+    hub: Addr<StreamHub>,
+    config: Config,
+    metrics: Arc<Metrics>,
+    log: Logger,
+    phase: Phase,
+    view: Snapshot,
+    pending: VecDeque<Pending>,
+    load_backoff: Duration,
+    retention_queued: bool,
+}
+
+impl StoreWriter {
+    pub fn new(
+        store: Arc<dyn Store>,
+        hub: Addr<StreamHub>,
+        config: Config,
+        metrics: Arc<Metrics>,
+        log: Logger,
+    ) -> Self {
+        StoreWriter {
+            store,
+            hub,
+            config,
+            metrics,
+            log,
+            phase: Phase::Loading,
+            view: Snapshot::default(),
+            pending: VecDeque::new(),
+            load_backoff: Duration::from_millis(100),
+            retention_queued: false,
+        }
+    }
+
+    fn load(&mut self, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        // `wait`: no other message is handled until the view is loaded (or not).
+        ctx.wait(
+            async move { store.load().await }
+                .into_actor(self)
+                .map(|res, act, ctx| match res {
+                    Ok(loaded) => {
+                        let mut view = Snapshot {
+                            revision: loaded.revision,
+                            ..Snapshot::default()
+                        };
+                        for e in loaded.entries {
+                            let e = Arc::new(e);
+                            match e.kind {
+                                Kind::Task => view.tasks.insert(e.key(), e),
+                                Kind::Instance => view.instances.insert(e.key(), e),
+                            };
+                        }
+                        info!(act.log, "view loaded";
+                            "tasks" => view.tasks.len(), "instances" => view.instances.len(),
+                            "tombstones" => loaded.tombstones, "revision" => view.revision);
+                        act.view = view;
+                        act.phase = Phase::Idle;
+                        act.load_backoff = Duration::from_millis(100);
+                        act.update_gauges();
+                        act.metrics.view_loaded.set(1);
+                        act.kick(ctx);
+                    }
+                    Err(e) => {
+                        act.metrics.store_errors.inc();
+                        let delay = act.load_backoff;
+                        act.load_backoff = (delay * 2).min(Duration::from_secs(5));
+                        error!(act.log, "cannot load the view; retrying";
+                            "error" => %e, "retry_in_ms" => delay.as_millis() as u64);
+                        ctx.run_later(delay, |act, ctx| act.load(ctx));
+                    }
+                }),
+        );
+    }
+
+    fn update_gauges(&self) {
+        self.metrics.view_tasks.set(self.view.tasks.len() as u64);
+        self.metrics.view_instances.set(self.view.instances.len() as u64);
+        self.metrics.store_revision.set(self.view.revision);
+    }
+
+    /// Starts a commit of everything pending, unless one is in flight.
+    fn kick(&mut self, ctx: &mut Context<Self>) {
+        if self.phase != Phase::Idle || self.pending.is_empty() {
+            return;
+        }
+        let mut ops = Vec::new();
+        let mut replies = Vec::new();
+        while let Some(p) = self.pending.front() {
+            if !ops.is_empty() && ops.len() + p.ops.len() > self.config.max_commit_ops {
+                break;
+            }
+            let Some(p) = self.pending.pop_front() else {
+                break;
+            };
+            replies.push((p.ops.len(), p.reply));
+            ops.extend(p.ops);
+        }
+        self.phase = Phase::Committing;
+        let store = self.store.clone();
+        let started = Instant::now();
+        ctx.spawn(
+            async move { store.commit(ops, now_ms()).await }
+                .into_actor(self)
+                .map(move |res, act, ctx| act.committed(res, replies, started, ctx)),
+        );
+    }
+
+    fn committed(
+        &mut self,
+        res: store::Result<Vec<Outcome>>,
+        replies: Vec<(usize, Option<Reply>)>,
+        started: Instant,
+        ctx: &mut Context<Self>,
+    ) {
+        let outcomes = match res {
+            Ok(o) => o,
+            Err(e) => {
+                self.metrics.store_errors.inc();
+                error!(self.log, "commit failed; restarting the writer"; "error" => %e);
+                for (_, reply) in replies.into_iter() {
+                    if let Some(tx) = reply {
+                        let _ = tx.send(Err(e.clone()));
+                    }
+                }
+                ctx.stop();
+                return;
+            }
+        };
+        self.metrics.store_commits.inc();
+        self.metrics
+            .store_commit_micros
+            .add(started.elapsed().as_micros() as u64);
+        let changes: Vec<_> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Applied(c) => Some(c.clone()),
+                Outcome::Stale => None,
+            })
+            .collect();
+        for c in &changes {
+            self.view.apply(c);
+        }
+        self.update_gauges();
+        let hub = self.hub.clone();
+        let log = self.log.clone();
+        let feed = async move {
+            if !changes.is_empty() {
+                let changes = Arc::new(changes);
+                if let Err(e) = hub.send(Committed { changes }).await {
+                    error!(log, "StreamHub did not take a commit"; "error" => %e);
+                }
+            }
+        };
+        ctx.spawn(feed.into_actor(self).map(move |(), act, ctx| {
+            let mut outcomes = outcomes.into_iter();
+            for (n, reply) in replies {
+                let part: Vec<Outcome> = outcomes.by_ref().take(n).collect();
+                match reply {
+                    Some(tx) => {
+                        let _ = tx.send(Ok(part));
+                    }
+                    None => {
+                        act.retention_queued = false;
+                        let n = part.iter().filter(|o| matches!(o, Outcome::Applied(_))).count();
+                        act.metrics.retention_deletions.add(n as u64);
+                        if n > 0 {
+                            info!(act.log, "expired STOPPED tasks"; "count" => n);
+                        }
+                    }
+                }
+            }
+            act.phase = Phase::Idle;
+            act.kick(ctx);
+        }));
+    }
+
+    fn housekeep(&mut self, ctx: &mut Context<Self>) {
+        if self.phase == Phase::Loading {
+            return;
+        }
+        let now = now_ms();
+        if !self.retention_queued {
+            let cutoff = now - self.config.stopped_task_retention.as_millis() as i64;
+            let ops: Vec<Op> = self
+                .view
+                .tasks
+                .values()
+                .filter(|e| {
+                    e.status.eq_ignore_ascii_case("STOPPED")
+                        && e.stopped_at_ms.unwrap_or(e.stored_at_ms) <= cutoff
+                })
+                .take(self.config.max_commit_ops)
+                .map(|e| Op::Delete {
+                    arn: e.arn.clone(),
+                    if_revision: e.revision,
+                })
+                .collect();
+            if !ops.is_empty() {
+                self.retention_queued = true;
+                self.pending.push_back(Pending { ops, reply: None });
+                self.kick(ctx);
+            }
+        }
+        let before = now - self.config.tombstone_retention.as_millis() as i64;
+        let store = self.store.clone();
+        ctx.spawn(
+            async move { store.purge_tombstones(before).await }
+                .into_actor(self)
+                .map(|res, act, _| match res {
+                    Ok(0) => {}
+                    Ok(n) => info!(act.log, "forgot old tombstones"; "count" => n),
+                    Err(e) => warn!(act.log, "tombstone purge failed"; "error" => %e),
+                }),
+        );
+    }
+}
+
+impl Actor for StoreWriter {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(MAILBOX);
+        self.load(ctx);
+        ctx.run_interval(self.config.housekeeping_interval, |act, ctx| {
+            act.housekeep(ctx)
+        });
+    }
+}
+
+impl Supervised for StoreWriter {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.metrics.writer_restarts.inc();
+        self.metrics.view_loaded.set(0);
+        warn!(self.log, "StoreWriter restarting: reloading the view from the store";
+            "dropped_requests" => self.pending.len());
+        // Reset: dropping the pending replies tells their callers to retry.
+        self.phase = Phase::Loading;
+        self.view = Snapshot::default();
+        self.pending.clear();
+        self.retention_queued = false;
+    }
+}
+
+impl Handler<Apply> for StoreWriter {
+    type Result = ResponseFuture<Result<Vec<Outcome>, store::Error>>;
+
+    fn handle(&mut self, msg: Apply, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        if msg.ops.is_empty() {
+            return Box::pin(async { Ok(Vec::new()) });
+        }
+        self.pending.push_back(Pending {
+            ops: msg.ops,
+            reply: Some(tx),
+        });
+        self.kick(ctx);
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(store::Error::Unavailable("the writer restarted".into())))
+        })
+    }
+}
+
+impl Handler<GetSnapshot> for StoreWriter {
+    type Result = Result<Snapshot, store::Error>;
+
+    fn handle(&mut self, _: GetSnapshot, _: &mut Context<Self>) -> Self::Result {
+        match self.phase {
+            Phase::Loading => Err(store::Error::Unavailable("the view is not loaded".into())),
+            Phase::Idle | Phase::Committing => Ok(self.view.clone()),
+        }
+    }
+}
+
+impl Handler<Housekeep> for StoreWriter {
+    type Result = ();
+
+    fn handle(&mut self, _: Housekeep, ctx: &mut Context<Self>) {
+        self.housekeep(ctx);
+    }
+}
