@@ -63,7 +63,6 @@ pub struct Metrics {
     /// `css_actor_restarts_total{actor="…"}`.
     pub writer_restarts: Counter,
     pub decoder_restarts: Counter,
-    pub source_restarts: Counter,
     pub hub_restarts: Counter,
     /// `css_stream_changes_total`: changes the StreamHub received.
     pub hub_changes: Counter,

@@ -1,0 +1,518 @@
+//! The HTTP API (actix-web): the v1 REST endpoints of `api.md`, plus
+//! `/healthz`, `/readyz` and `/metrics`.
+//!
+//! Handlers ask the StoreWriter for a snapshot of the view and answer from it;
+//! list bodies are assembled from each entity's pre-rendered JSON. Every error
+//! is `{"code", "message"}` JSON; nothing a client sends can panic a handler.
+
+mod query;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, App, HttpRequest, HttpResponse, ResponseError};
+use actors::arn::{Arn, Resource};
+use actors::metrics::Metrics;
+use actors::model::{Key, Kind, SharedEntry};
+use actors::view::Snapshot;
+use actors::writer::{GetSnapshot, StoreWriter};
+use query::{Filter, Params, Token, INSTANCE_FILTERS, TASK_FILTERS};
+use std::collections::VecDeque;
+use std::fmt::{self, Write as _};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use query::{INSTANCE_STATUSES, MAX_LIMIT, TASK_STATUSES};
+
+/// An API error: status, CamelCase code, and a message that contains the
+/// words v0.3 clients look for.
+#[derive(Debug, Clone)]
+pub struct Error {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Error {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Error {
+        Error {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: String) -> Error {
+        Error::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    fn unavailable() -> Error {
+        Error::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "StoreUnavailable",
+            "Store unavailable",
+        )
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl ResponseError for Error {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let body = serde_json::json!({"code": self.code, "message": self.message});
+        let mut r = HttpResponse::build(self.status);
+        if self.status == StatusCode::METHOD_NOT_ALLOWED {
+            r.insert_header((header::ALLOW, "GET"));
+        }
+        r.content_type("application/json").body(body.to_string())
+    }
+}
+
+/// Snapshots that issued a `nextToken`, so later pages come from the same one.
+struct PageCache {
+    entries: Mutex<VecDeque<(Snapshot, Instant)>>,
+}
+
+impl PageCache {
+    /// Snapshots kept for paging at most, and for how long after last use.
+    const CAPACITY: usize = 32;
+    const TTL: Duration = Duration::from_secs(600);
+
+    fn put(&self, snap: &Snapshot) {
+        let Ok(mut e) = self.entries.lock() else { return };
+        e.retain(|(s, at)| s.revision != snap.revision && at.elapsed() < Self::TTL);
+        if e.len() >= Self::CAPACITY {
+            e.pop_front();
+        }
+        e.push_back((snap.clone(), Instant::now()));
+    }
+
+    fn get(&self, revision: u64) -> Option<Snapshot> {
+        let mut e = self.entries.lock().ok()?;
+        let i = e
+            .iter()
+            .position(|(s, at)| s.revision == revision && at.elapsed() < Self::TTL)?;
+        let (snap, _) = e.remove(i)?;
+        e.push_back((snap.clone(), Instant::now()));
+        Some(snap)
+    }
+}
+
+/// What the handlers share.
+pub struct State {
+    writer: actix::Addr<StoreWriter>,
+    metrics: Arc<Metrics>,
+    pages: PageCache,
+}
+
+impl State {
+    pub fn new(writer: actix::Addr<StoreWriter>, metrics: Arc<Metrics>) -> State {
+        State {
+            writer,
+            metrics,
+            pages: PageCache {
+                entries: Mutex::new(VecDeque::new()),
+            },
+        }
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, Error> {
+        match self.writer.send(GetSnapshot).await {
+            Ok(Ok(s)) => Ok(s),
+            _ => Err(Error::unavailable()),
+        }
+    }
+}
+
+/// Registers every route on an actix-web `App`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
+    where
+        F: actix_web::Handler<Args>,
+        Args: actix_web::FromRequest + 'static,
+        F::Output: actix_web::Responder + 'static,
+    {
+        web::resource(path)
+            .route(web::get().to(handler))
+            .default_service(web::to(method_not_allowed))
+    }
+    cfg.service(get("/v1/ping", ping))
+        .service(get("/v1/tasks", list_tasks))
+        .service(get("/v1/tasks/{rest:.*}", describe_task))
+        .service(get("/v1/instances", list_instances))
+        .service(get("/v1/instances/{rest:.*}", describe_instance))
+        .service(get("/v1/stream/{rest:.*}", streams_not_yet))
+        .service(get("/healthz", healthz))
+        .service(get("/readyz", readyz))
+        .service(get("/metrics", metrics));
+}
+
+/// Builds the whole application (routes, state, JSON 404).
+pub fn app(
+    state: web::Data<State>,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(state)
+        .configure(configure)
+        .default_service(web::to(not_found))
+}
+
+async fn not_found() -> HttpResponse {
+    Error::new(StatusCode::NOT_FOUND, "NotFound", "Not found").error_response()
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    Error::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        "Method not allowed",
+    )
+    .error_response()
+}
+
+async fn streams_not_yet() -> HttpResponse {
+    Error::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "NotImplemented",
+        "Change streams are not available in this version yet",
+    )
+    .error_response()
+}
+
+fn json(status: StatusCode, body: String) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .body(body)
+}
+
+async fn ping(req: HttpRequest) -> Result<HttpResponse, Error> {
+    Params::parse(req.query_string(), &[])?;
+    Ok(json(StatusCode::OK, r#"{"status":"ok"}"#.into()))
+}
+
+async fn healthz() -> HttpResponse {
+    json(StatusCode::OK, r#"{"status":"ok"}"#.into())
+}
+
+async fn readyz(state: web::Data<State>) -> HttpResponse {
+    if state.metrics.view_loaded.get() == 1 {
+        json(StatusCode::OK, r#"{"status":"ready"}"#.into())
+    } else {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"status":"not ready","waitingFor":["store"]}"#.into(),
+        )
+    }
+}
+
+async fn list_tasks(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, Error> {
+    list(Kind::Task, TASK_FILTERS, &req, &state).await
+}
+
+async fn list_instances(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, Error> {
+    list(Kind::Instance, INSTANCE_FILTERS, &req, &state).await
+}
+
+fn push_item(out: &mut String, e: &SharedEntry) {
+    out.push_str(r#"{"entity":"#);
+    out.push_str(e.entity.get());
+    let _ = write!(out, r#","metadata":{{"entityVersion":"{}"}}}}"#, e.revision);
+}
+
+async fn list(
+    kind: Kind,
+    filters: &[&str],
+    req: &HttpRequest,
+    state: &State,
+) -> Result<HttpResponse, Error> {
+    let mut allowed = filters.to_vec();
+    allowed.extend(["limit", "nextToken"]);
+    let params = Params::parse(req.query_string(), &allowed)?;
+    let filter = Filter::parse(kind, &params)?;
+    let limit = query::limit(&params)?;
+    let token = params
+        .get("nextToken")
+        .map(|t| Token::decode(t, kind))
+        .transpose()?;
+
+    let snap = match &token {
+        None => state.snapshot().await?,
+        Some(t) => match state.pages.get(t.revision) {
+            Some(s) => s,
+            None => {
+                let current = state.snapshot().await?;
+                if current.revision != t.revision {
+                    return Err(Error::bad_request(
+                        "InvalidNextToken",
+                        "Invalid nextToken: the listing it belongs to has expired; list again".into(),
+                    ));
+                }
+                current
+            }
+        },
+    };
+
+    let map = snap.of(kind);
+    let start = match (&token, &filter.cluster) {
+        (Some(t), _) => Bound::Excluded(t.after.clone()),
+        (None, Some(actors::arn::ClusterRef::Arn(a))) => Bound::Included(Key {
+            cluster_arn: a.clone(),
+            arn: String::new(),
+        }),
+        _ => Bound::Unbounded,
+    };
+    let mut matching = map
+        .range((start, Bound::Unbounded))
+        .map(|(_, e)| e)
+        .filter(|e| filter.matches(e));
+
+    let mut body = String::with_capacity(256);
+    body.push_str(r#"{"items":["#);
+    let mut last: Option<&SharedEntry> = None;
+    let mut count = 0usize;
+    let max = limit.unwrap_or(usize::MAX);
+    for e in matching.by_ref() {
+        if count == max {
+            break;
+        }
+        if count > 0 {
+            body.push(',');
+        }
+        push_item(&mut body, e);
+        last = Some(e);
+        count += 1;
+    }
+    let more = count == max && matching.next().is_some();
+    let _ = write!(
+        body,
+        r#"],"metadata":{{"entityVersion":"{}"}}"#,
+        snap.revision
+    );
+    if let (true, Some(last)) = (more, last) {
+        let token = Token {
+            kind,
+            revision: snap.revision,
+            after: last.key(),
+        };
+        state.pages.put(&snap);
+        let _ = write!(body, r#","nextToken":"{}""#, token.encode());
+    }
+    body.push('}');
+    Ok(json(StatusCode::OK, body))
+}
+
+async fn describe_task(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, Error> {
+    describe(Kind::Task, "/v1/tasks/", &req, &state).await
+}
+
+async fn describe_instance(
+    req: HttpRequest,
+    state: web::Data<State>,
+) -> Result<HttpResponse, Error> {
+    describe(Kind::Instance, "/v1/instances/", &req, &state).await
+}
+
+fn decode(s: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
+}
+
+/// Splits the raw path after the prefix into `{cluster}` and `{arn}`.
+///
+/// `{cluster}` is a name or a URL-encoded cluster ARN; a raw cluster ARN (whose
+/// `/` was not encoded) is accepted too. `{arn}` may be raw or encoded.
+fn split_cluster_and_arn(rest: &str) -> Option<(String, String)> {
+    let (first, tail) = rest.split_once('/')?;
+    let first = decode(first)?;
+    if first.starts_with("arn:") && first.ends_with(":cluster") {
+        let (name, tail) = tail.split_once('/')?;
+        return Some((format!("{first}/{}", decode(name)?), decode(tail)?));
+    }
+    Some((first, decode(tail)?))
+}
+
+async fn describe(
+    kind: Kind,
+    prefix: &str,
+    req: &HttpRequest,
+    state: &State,
+) -> Result<HttpResponse, Error> {
+    let (not_found, resource, what) = match kind {
+        Kind::Task => ("Task not found", Resource::Task, "task"),
+        Kind::Instance => (
+            "Instance not found",
+            Resource::ContainerInstance,
+            "container instance",
+        ),
+    };
+    let not_found = || {
+        Error::new(
+            StatusCode::NOT_FOUND,
+            match kind {
+                Kind::Task => "TaskNotFound",
+                Kind::Instance => "InstanceNotFound",
+            },
+            not_found,
+        )
+    };
+    Params::parse(req.query_string(), &[])?;
+    let rest = req.uri().path().strip_prefix(prefix).unwrap_or_default();
+    let Some((cluster, arn)) = split_cluster_and_arn(rest) else {
+        return Err(Error::new(StatusCode::NOT_FOUND, "NotFound", "Not found"));
+    };
+    let cluster = query::cluster(&cluster)?;
+    let parsed = Arn::parse(&arn, resource).map_err(|_| {
+        Error::bad_request("InvalidArn", format!("Invalid {what} ARN: {arn}"))
+    })?;
+    let key = Key {
+        cluster_arn: cluster.resolve(&parsed),
+        arn: arn.clone(),
+    };
+    let snap = state.snapshot().await?;
+    let entry = snap.of(kind).get(&key).ok_or_else(not_found)?;
+    let mut body = String::with_capacity(entry.entity.get().len() + 64);
+    push_item(&mut body, entry);
+    Ok(json(StatusCode::OK, body))
+}
+
+async fn metrics(state: web::Data<State>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(render_metrics(&state.metrics))
+}
+
+fn family(s: &mut String, name: &str, kind: &str, help: &str, rows: &[(&str, String)]) {
+    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, v) in rows {
+        let _ = writeln!(s, "{name}{labels} {v}");
+    }
+}
+
+/// Renders the metrics in the Prometheus text format.
+pub fn render_metrics(m: &Metrics) -> String {
+    let mut s = String::new();
+    let one = |v: u64| vec![("", v.to_string())];
+    family(
+        &mut s,
+        "css_events_total",
+        "counter",
+        "ECS events by outcome.",
+        &[
+            (r#"{outcome="received"}"#, m.events_received.get().to_string()),
+            (r#"{outcome="applied"}"#, m.events_applied.get().to_string()),
+            (r#"{outcome="stale"}"#, m.events_stale.get().to_string()),
+            (r#"{outcome="ignored"}"#, m.events_ignored.get().to_string()),
+            (r#"{outcome="invalid"}"#, m.events_invalid.get().to_string()),
+        ],
+    );
+    family(
+        &mut s,
+        "css_store_commits_total",
+        "counter",
+        "Durable store commits.",
+        &one(m.store_commits.get()),
+    );
+    family(
+        &mut s,
+        "css_store_commit_seconds_total",
+        "counter",
+        "Time spent in store commits.",
+        &[("", format!("{:.6}", m.store_commit_micros.get() as f64 / 1e6))],
+    );
+    family(
+        &mut s,
+        "css_store_errors_total",
+        "counter",
+        "Failed store loads and commits.",
+        &one(m.store_errors.get()),
+    );
+    family(
+        &mut s,
+        "css_store_revision",
+        "gauge",
+        "Current store revision.",
+        &one(m.store_revision.get()),
+    );
+    family(
+        &mut s,
+        "css_view_entities",
+        "gauge",
+        "Entities in the in-memory view.",
+        &[
+            (r#"{kind="task"}"#, m.view_tasks.get().to_string()),
+            (r#"{kind="instance"}"#, m.view_instances.get().to_string()),
+        ],
+    );
+    family(
+        &mut s,
+        "css_view_loaded",
+        "gauge",
+        "1 once the view is loaded from the store.",
+        &one(m.view_loaded.get()),
+    );
+    family(
+        &mut s,
+        "css_store_deletions_total",
+        "counter",
+        "Entities deleted by the service.",
+        &[(r#"{reason="retention"}"#, m.retention_deletions.get().to_string())],
+    );
+    family(
+        &mut s,
+        "css_actor_restarts_total",
+        "counter",
+        "Supervised actor restarts.",
+        &[
+            (r#"{actor="StoreWriter"}"#, m.writer_restarts.get().to_string()),
+            (r#"{actor="EventDecoder"}"#, m.decoder_restarts.get().to_string()),
+            (r#"{actor="StreamHub"}"#, m.hub_restarts.get().to_string()),
+        ],
+    );
+    family(
+        &mut s,
+        "css_stream_changes_total",
+        "counter",
+        "Committed changes received by the StreamHub.",
+        &one(m.hub_changes.get()),
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_cluster_and_arn_in_every_spelling() {
+        let arn = "arn:aws:ecs:r:1:task/c/t";
+        let cl = "arn:aws:ecs:r:1:cluster/c";
+        let want = Some(("c".to_owned(), arn.to_owned()));
+        assert_eq!(split_cluster_and_arn(&format!("c/{arn}")), want);
+        assert_eq!(split_cluster_and_arn("c/arn:aws:ecs:r:1:task%2Fc%2Ft"), want);
+        let want = Some((cl.to_owned(), arn.to_owned()));
+        assert_eq!(
+            split_cluster_and_arn(&format!("arn:aws:ecs:r:1:cluster%2Fc/{arn}")),
+            want
+        );
+        assert_eq!(split_cluster_and_arn(&format!("{cl}/{arn}")), want);
+        assert_eq!(split_cluster_and_arn("c"), None);
+        assert_eq!(split_cluster_and_arn("c/%ff"), None);
+    }
+}

@@ -1,0 +1,326 @@
+//! Query parameters of the v1 API: the filters of `api.md`, `limit` and
+//! `nextToken`, validated into typed values with the v0.3 error messages.
+
+use super::Error;
+use actors::arn::{Arn, ClusterRef, Resource};
+use actors::model::{Entry, Key, Kind};
+
+/// Task statuses accepted by `status` and `desiredStatus`.
+pub const TASK_STATUSES: &[&str] = &[
+    "PROVISIONING",
+    "PENDING",
+    "ACTIVATING",
+    "RUNNING",
+    "DEACTIVATING",
+    "STOPPING",
+    "DEPROVISIONING",
+    "STOPPED",
+    "DELETED",
+];
+
+/// Instance statuses accepted by `status`.
+pub const INSTANCE_STATUSES: &[&str] = &[
+    "ACTIVE",
+    "DRAINING",
+    "INACTIVE",
+    "REGISTERING",
+    "DEREGISTERING",
+    "REGISTRATION_FAILED",
+];
+
+const LAUNCH_TYPES: &[&str] = &["EC2", "FARGATE", "EXTERNAL"];
+
+/// Largest `limit`.
+pub const MAX_LIMIT: usize = 10_000;
+
+/// Parameters of a list or describe request, each given at most once, each
+/// known to the endpoint. Empty values count as absent.
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    /// Splits and decodes `query`, rejecting unknown and repeated parameters.
+    pub fn parse(query: &str, allowed: &[&str]) -> Result<Params, Error> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            if !allowed.contains(&k.as_ref()) {
+                return Err(Error::bad_request(
+                    "UnsupportedFilter",
+                    format!("At least one of the filters provided is unsupported: {k}"),
+                ));
+            }
+            if pairs.iter().any(|(seen, _)| *seen == k) {
+                return Err(Error::bad_request(
+                    "DuplicateFilter",
+                    format!("At least one of the filters provided is specified multiple times: {k}"),
+                ));
+            }
+            pairs.push((k.into_owned(), v.into_owned()));
+        }
+        Ok(Params(pairs))
+    }
+
+    /// The non-empty value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn status(value: Option<&str>, allowed: &[&str], name: &str) -> Result<Option<String>, Error> {
+    let Some(v) = value else { return Ok(None) };
+    let upper = v.to_ascii_uppercase();
+    if allowed.contains(&upper.as_str()) {
+        Ok(Some(upper))
+    } else {
+        Err(Error::bad_request(
+            "InvalidStatus",
+            format!("Invalid status: {name} must be one of {}", allowed.join(", ")),
+        ))
+    }
+}
+
+/// Parses a cluster name or cluster ARN.
+pub fn cluster(value: &str) -> Result<ClusterRef, Error> {
+    ClusterRef::parse(value).ok_or_else(|| {
+        Error::bad_request(
+            "InvalidCluster",
+            "Invalid cluster ARN or name: a name is 1-255 letters, digits, - and _".to_owned(),
+        )
+    })
+}
+
+/// The filters of `/v1/tasks` and `/v1/instances`; all given ones must match.
+#[derive(Debug, Default)]
+pub struct Filter {
+    pub kind: Option<Kind>,
+    pub status: Option<String>,
+    pub cluster: Option<ClusterRef>,
+    pub started_by: Option<String>,
+    pub desired_status: Option<String>,
+    pub launch_type: Option<String>,
+    pub container_instance: Option<String>,
+    pub family: Option<String>,
+    pub group: Option<String>,
+    pub agent_connected: Option<bool>,
+}
+
+/// Filter parameter names of each kind (lists and streams).
+pub const TASK_FILTERS: &[&str] = &[
+    "status",
+    "cluster",
+    "startedBy",
+    "desiredStatus",
+    "launchType",
+    "containerInstance",
+    "family",
+    "group",
+];
+pub const INSTANCE_FILTERS: &[&str] = &["status", "cluster", "agentConnected"];
+
+impl Filter {
+    /// Reads and validates the filters of `kind` from `p`.
+    pub fn parse(kind: Kind, p: &Params) -> Result<Filter, Error> {
+        let cluster = p.get("cluster").map(cluster).transpose()?;
+        let mut f = Filter {
+            kind: Some(kind),
+            cluster,
+            ..Filter::default()
+        };
+        match kind {
+            Kind::Task => {
+                f.status = status(p.get("status"), TASK_STATUSES, "status")?;
+                f.desired_status = status(p.get("desiredStatus"), TASK_STATUSES, "desiredStatus")?;
+                f.started_by = p.get("startedBy").map(str::to_owned);
+                f.family = p.get("family").map(str::to_owned);
+                f.group = p.get("group").map(str::to_owned);
+                if let Some(lt) = p.get("launchType") {
+                    let upper = lt.to_ascii_uppercase();
+                    if !LAUNCH_TYPES.contains(&upper.as_str()) {
+                        return Err(Error::bad_request(
+                            "InvalidParameter",
+                            format!("Invalid launchType: must be one of {}", LAUNCH_TYPES.join(", ")),
+                        ));
+                    }
+                    f.launch_type = Some(upper);
+                }
+                if let Some(ci) = p.get("containerInstance") {
+                    if Arn::parse(ci, Resource::ContainerInstance).is_err() {
+                        return Err(Error::bad_request(
+                            "InvalidParameter",
+                            "Invalid containerInstance: expected a container instance ARN".into(),
+                        ));
+                    }
+                    f.container_instance = Some(ci.to_owned());
+                }
+            }
+            Kind::Instance => {
+                f.status = status(p.get("status"), INSTANCE_STATUSES, "status")?;
+                f.agent_connected = match p.get("agentConnected") {
+                    None => None,
+                    Some(v) if v.eq_ignore_ascii_case("true") => Some(true),
+                    Some(v) if v.eq_ignore_ascii_case("false") => Some(false),
+                    Some(_) => {
+                        return Err(Error::bad_request(
+                            "InvalidParameter",
+                            "Invalid agentConnected: expected true or false".into(),
+                        ))
+                    }
+                };
+            }
+        }
+        Ok(f)
+    }
+
+    /// Whether `e` passes every given filter.
+    pub fn matches(&self, e: &Entry) -> bool {
+        fn eq(want: &Option<String>, have: &Option<String>) -> bool {
+            want.as_ref().is_none_or(|w| have.as_deref() == Some(w.as_str()))
+        }
+        fn eq_ci(want: &Option<String>, have: Option<&str>) -> bool {
+            want.as_ref()
+                .is_none_or(|w| have.is_some_and(|h| h.eq_ignore_ascii_case(w)))
+        }
+        self.kind.is_none_or(|k| k == e.kind)
+            && eq_ci(&self.status, Some(&e.status))
+            && self.cluster.as_ref().is_none_or(|c| c.matches(&e.cluster_arn))
+            && eq(&self.started_by, &e.started_by)
+            && eq_ci(&self.desired_status, e.desired_status.as_deref())
+            && eq_ci(&self.launch_type, e.launch_type.as_deref())
+            && eq(&self.container_instance, &e.container_instance)
+            && eq(&self.family, &e.family)
+            && eq(&self.group, &e.group)
+            && self
+                .agent_connected
+                .is_none_or(|a| e.agent_connected == Some(a))
+    }
+}
+
+/// Parses `limit` (1–10000).
+pub fn limit(p: &Params) -> Result<Option<usize>, Error> {
+    p.get("limit")
+        .map(|v| match v.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            _ => Err(Error::bad_request(
+                "InvalidLimit",
+                format!("Invalid limit: expected a whole number from 1 to {MAX_LIMIT}"),
+            )),
+        })
+        .transpose()
+}
+
+/// Where the next page of a listing starts: the snapshot revision and the last
+/// key returned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Token {
+    pub kind: Kind,
+    pub revision: u64,
+    pub after: Key,
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Unpadded base64url, so that tokens need no escaping in a query string.
+fn b64(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 4 / 3 + 3);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(char::from(B64[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
+}
+
+fn unb64(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    for chunk in s.as_bytes().chunks(4) {
+        if chunk.len() == 1 {
+            return None;
+        }
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            let v = B64.iter().position(|b| b == c)? as u32;
+            n |= v << (18 - 6 * i);
+        }
+        for i in 0..chunk.len() - 1 {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    Some(out)
+}
+
+impl Token {
+    pub fn encode(&self) -> String {
+        let key = format!("{}\n{}", self.after.cluster_arn, self.after.arn);
+        format!("{}.{}.{}", self.kind.as_str(), self.revision, b64(key.as_bytes()))
+    }
+
+    /// Decodes a token issued for a listing of `kind`.
+    pub fn decode(s: &str, kind: Kind) -> Result<Token, Error> {
+        let invalid = || {
+            Error::bad_request(
+                "InvalidNextToken",
+                "Invalid nextToken: pass the nextToken of the previous page unchanged".into(),
+            )
+        };
+        let mut parts = s.splitn(3, '.');
+        let (Some(k), Some(rev), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(invalid());
+        };
+        if k != kind.as_str() {
+            return Err(invalid());
+        }
+        let revision = rev.parse().map_err(|_| invalid())?;
+        let key = String::from_utf8(unb64(key).ok_or_else(invalid)?).map_err(|_| invalid())?;
+        let (cluster_arn, arn) = key.split_once('\n').ok_or_else(invalid)?;
+        Ok(Token {
+            kind,
+            revision,
+            after: Key {
+                cluster_arn: cluster_arn.to_owned(),
+                arn: arn.to_owned(),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_reject_garbage() {
+        let t = Token {
+            kind: Kind::Task,
+            revision: 42,
+            after: Key {
+                cluster_arn: "arn:aws:ecs:r:1:cluster/c".into(),
+                arn: "arn:aws:ecs:r:1:task/c/é".into(),
+            },
+        };
+        assert_eq!(Token::decode(&t.encode(), Kind::Task).unwrap(), t);
+        assert!(Token::decode(&t.encode(), Kind::Instance).is_err());
+        for len in 0..10 {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 200) as u8).collect();
+            assert_eq!(unb64(&b64(&bytes)).unwrap(), bytes);
+        }
+        assert_eq!(b64(b"ab\n"), "YWIK");
+        for bad in ["", "task", "task.x.YWIK", "task.1.Y", "task.1.%%%%", "task.1.YWJj", "task.1.YWI"] {
+            assert!(Token::decode(bad, Kind::Task).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn params_reject_unknown_and_repeated() {
+        assert!(Params::parse("status=RUNNING&cluster=a", TASK_FILTERS).is_ok());
+        let e = Params::parse("colour=red", TASK_FILTERS).err().unwrap();
+        assert!(e.message.contains("At least one of the filters provided is unsupported"));
+        let e = Params::parse("status=a&status=b", TASK_FILTERS).err().unwrap();
+        assert!(e.message.contains("specified multiple times"));
+        let p = Params::parse("status=&cluster=x%2Dy", TASK_FILTERS).unwrap();
+        assert_eq!(p.get("status"), None);
+        assert_eq!(p.get("cluster"), Some("x-y"));
+    }
+}
