@@ -268,7 +268,9 @@ impl Dur {
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse_duration(&s).map(Dur).map_err(serde::de::Error::custom)
+        parse_duration(&s)
+            .map(Dur)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -397,8 +399,12 @@ fn parse_flags(args: &[String], problems: &mut Vec<String>) -> Flags {
             "--replay" => flags.replay = Some(PathBuf::from(value)),
             "--config" => flags.config = Some(PathBuf::from(value)),
             "--bind" => flags.overrides.push(("server.bind", Value::String(value))),
-            "--queue" | "--queue_name" => flags.overrides.push(("source.queue", Value::String(value))),
-            "--data-dir" => flags.overrides.push(("store.data_dir", Value::String(value))),
+            "--queue" | "--queue_name" => {
+                flags.overrides.push(("source.queue", Value::String(value)))
+            }
+            "--data-dir" => flags
+                .overrides
+                .push(("store.data_dir", Value::String(value))),
             "--log-level" => flags.overrides.push(("log.level", Value::String(value))),
             "--log-file" => flags.overrides.push(("log.file", Value::String(value))),
             "--etcd-endpoint" => endpoints.extend(
@@ -412,8 +418,12 @@ fn parse_flags(args: &[String], problems: &mut Vec<String>) -> Flags {
         }
     }
     if !endpoints.is_empty() {
-        flags.overrides.push(("store.etcd_endpoints", Value::Array(endpoints)));
-        flags.overrides.push(("store.backend", Value::String("etcd".into())));
+        flags
+            .overrides
+            .push(("store.etcd_endpoints", Value::Array(endpoints)));
+        flags
+            .overrides
+            .push(("store.backend", Value::String("etcd".into())));
     }
     flags
 }
@@ -437,9 +447,8 @@ pub fn load(args: &[String], env: &HashMap<String, String>) -> Result<Loaded, Pr
         if let Err(e) = std::fs::metadata(path) {
             problems.push(format!("cannot read config file {}: {e}", path.display()));
         } else {
-            builder = builder.add_source(
-                config::File::from(path.as_path()).format(config::FileFormat::Toml),
-            );
+            builder = builder
+                .add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml));
         }
     }
     let has_region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
@@ -522,7 +531,9 @@ pub fn load(args: &[String], env: &HashMap<String, String>) -> Result<Loaded, Pr
 fn check_settings(s: &Settings, has_region: bool, problems: &mut Vec<String>) {
     if !s.source.queue.is_empty() {
         if !has_region {
-            problems.push("source.queue is set but no AWS region is configured (set AWS_REGION)".into());
+            problems.push(
+                "source.queue is set but no AWS region is configured (set AWS_REGION)".into(),
+            );
         }
         problems.push("source.queue: the SQS source is not available in this version yet".into());
     }
@@ -577,7 +588,10 @@ mod schema {
             "enabled" => Ty::Bool,
             "interval" | "grace_period" => Ty::Dur,
             "jitter" => Ty::Ratio,
-            "max_requests_per_second" => Ty::Float { min: 0.01, max: 1e6 },
+            "max_requests_per_second" => Ty::Float {
+                min: 0.01,
+                max: 1e6,
+            },
             _ => return None,
         })
     }
@@ -585,8 +599,14 @@ mod schema {
     fn ty(section: &str, key: &str) -> Option<Ty> {
         Some(match (section, key) {
             ("server", "bind") => Ty::Addr,
-            ("server", "max_streams") => Ty::Uint { min: 1, max: 1_000_000 },
-            ("server", "stream_buffer") => Ty::Uint { min: 1, max: 1_000_000 },
+            ("server", "max_streams") => Ty::Uint {
+                min: 1,
+                max: 1_000_000,
+            },
+            ("server", "stream_buffer") => Ty::Uint {
+                min: 1,
+                max: 1_000_000,
+            },
             ("store", "backend") => Ty::OneOf(&["embedded", "etcd"]),
             ("store", "data_dir") => Ty::Path,
             ("store", "etcd_endpoints") => Ty::StrList,
@@ -598,9 +618,15 @@ mod schema {
             ("source", "wait_time" | "visibility_timeout") => Ty::Dur,
             ("source", "pollers") => Ty::Uint { min: 1, max: 64 },
             ("reconcile", k) => reconcile_key(k)?,
-            ("simulate", "seed") => Ty::Uint { min: 0, max: u64::MAX },
+            ("simulate", "seed") => Ty::Uint {
+                min: 0,
+                max: u64::MAX,
+            },
             ("simulate", "clusters") => Ty::Uint { min: 1, max: 1000 },
-            ("simulate", "instances_per_cluster") => Ty::Uint { min: 0, max: 100_000 },
+            ("simulate", "instances_per_cluster") => Ty::Uint {
+                min: 0,
+                max: 100_000,
+            },
             ("simulate", "tasks_per_instance") => Ty::Uint { min: 0, max: 1000 },
             ("simulate", "events_per_second") => Ty::Float { min: 0.0, max: 1e6 },
             ("simulate", "duplicate_rate" | "reorder_rate" | "drop_rate" | "malformed_rate") => {
@@ -784,7 +810,10 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -833,7 +862,10 @@ mod tests {
         assert_eq!(s.log.level, "debug");
         match s.reconcile.clusters {
             Clusters::Tuned(m) => {
-                let t = m.get("Prod-Web").or_else(|| m.get("prod-web")).expect("tuned cluster");
+                let t = m
+                    .get("Prod-Web")
+                    .or_else(|| m.get("prod-web"))
+                    .expect("tuned cluster");
                 assert_eq!(t.interval, Some(Dur::secs(30)));
             }
             other => panic!("{other:?}"),
@@ -851,7 +883,12 @@ mod tests {
         )
         .unwrap();
         let err = load(
-            &args(&["--config", file.to_str().unwrap(), "--frobnicate", "--replay"]),
+            &args(&[
+                "--config",
+                file.to_str().unwrap(),
+                "--frobnicate",
+                "--replay",
+            ]),
             &env(&[("CSS_SIMULATE__DROP_RATE", "2")]),
         )
         .unwrap_err();
@@ -875,15 +912,25 @@ mod tests {
     fn unreadable_files_and_exclusive_feeds_are_errors() {
         let err = load(&args(&["--config", "/nonexistent/c.toml"]), &HashMap::new()).unwrap_err();
         assert!(err.0[0].contains("cannot read config file"));
-        let err = load(&args(&["--simulate", "--replay", "/nonexistent"]), &HashMap::new()).unwrap_err();
+        let err = load(
+            &args(&["--simulate", "--replay", "/nonexistent"]),
+            &HashMap::new(),
+        )
+        .unwrap_err();
         assert!(err.0.iter().any(|p| p.contains("cannot be used together")));
         assert!(load(&args(&["--replay", "/nonexistent"]), &HashMap::new()).is_err());
     }
 
     #[test]
     fn help_and_version_need_nothing_else() {
-        assert_eq!(load(&args(&["--help"]), &HashMap::new()).unwrap().mode, Mode::Help);
-        assert_eq!(load(&args(&["--version"]), &HashMap::new()).unwrap().mode, Mode::Version);
+        assert_eq!(
+            load(&args(&["--help"]), &HashMap::new()).unwrap().mode,
+            Mode::Help
+        );
+        assert_eq!(
+            load(&args(&["--version"]), &HashMap::new()).unwrap().mode,
+            Mode::Version
+        );
     }
 
     #[test]
@@ -894,7 +941,12 @@ mod tests {
         );
         // The etcd store is not in this version yet, but the flag parses.
         let err = l.unwrap_err();
-        assert!(err.0.iter().any(|p| p.contains("etcd store is not available")), "{err:?}");
+        assert!(
+            err.0
+                .iter()
+                .any(|p| p.contains("etcd store is not available")),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -25,7 +25,12 @@ pub fn build(cfg: &Log) -> std::io::Result<Logger> {
     let writer: Box<dyn std::io::Write + Send> = if cfg.file.is_empty() {
         Box::new(std::io::stderr())
     } else {
-        Box::new(OpenOptions::new().create(true).append(true).open(&cfg.file)?)
+        Box::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&cfg.file)?,
+        )
     };
     let drain: Box<dyn Drain<Ok = (), Err = slog::Never> + Send> = if cfg.format == "json" {
         Box::new(
@@ -43,7 +48,10 @@ pub fn build(cfg: &Log) -> std::io::Result<Logger> {
         .overflow_strategy(slog_async::OverflowStrategy::DropAndReport)
         .build()
         .fuse();
-    Ok(Logger::root(drain, o!("service" => "cluster-state-service")))
+    Ok(Logger::root(
+        drain,
+        o!("service" => "cluster-state-service"),
+    ))
 }
 
 /// A logger that writes nothing (tests).

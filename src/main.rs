@@ -56,7 +56,10 @@ async fn run(loaded: config::Loaded, log: slog::Logger) -> anyhow::Result<()> {
         "data_dir" => %loaded.settings.store.data_dir.display());
     let service = Service::start(&loaded.settings, loaded.feed, log.clone()).await?;
     wait_for_signal().await;
-    slog::info!(log, "signal received; shutting down (a second signal exits at once)");
+    slog::info!(
+        log,
+        "signal received; shutting down (a second signal exits at once)"
+    );
     actix_web::rt::spawn(async {
         wait_for_signal().await;
         std::process::exit(130);

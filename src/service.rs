@@ -53,8 +53,11 @@ impl Service {
         let metrics = Arc::new(Metrics::default());
         let source = match feed {
             Feed::None => {
-                info!(log, "no event source configured: serving the store as it is \
-                    (use --simulate for a demo, --replay FILE, or --queue)");
+                info!(
+                    log,
+                    "no event source configured: serving the store as it is \
+                    (use --simulate for a demo, --replay FILE, or --queue)"
+                );
                 Source::None
             }
             Feed::Simulate => Source::Simulate(settings.simulate.to_sim()),

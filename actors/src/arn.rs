@@ -145,7 +145,9 @@ impl fmt::Display for Arn<'_> {
 
 /// The cluster name of a cluster ARN, or `None` when `s` is not one.
 pub fn cluster_name(cluster_arn: &str) -> Option<&str> {
-    Arn::parse(cluster_arn, Resource::Cluster).ok().map(|a| a.id)
+    Arn::parse(cluster_arn, Resource::Cluster)
+        .ok()
+        .map(|a| a.id)
 }
 
 /// A cluster given by a client: a name or a full cluster ARN.
@@ -233,7 +235,11 @@ mod tests {
             );
             assert!(as_cluster.is_err(), "{bad}");
         }
-        assert!(Arn::parse("arn:aws:ecs:us-west-2:111:task/x", Resource::ContainerInstance).is_err());
+        assert!(Arn::parse(
+            "arn:aws:ecs:us-west-2:111:task/x",
+            Resource::ContainerInstance
+        )
+        .is_err());
     }
 
     #[test]

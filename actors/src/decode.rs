@@ -6,8 +6,8 @@
 
 use crate::arn::{Arn, Resource as ArnKind};
 use crate::model::{
-    Attribute, Container, ContainerOverride, Entry, Instance, NetworkBinding, Overrides,
-    Resource, ResourceValue, Task, VersionInfo,
+    Attribute, Container, ContainerOverride, Entry, Instance, NetworkBinding, Overrides, Resource,
+    ResourceValue, Task, VersionInfo,
 };
 use crate::time::normalize;
 use serde::{Deserialize, Deserializer};
@@ -52,6 +52,8 @@ pub enum Error {
 }
 
 /// What a message turned out to be.
+// Nearly every message is an entity: boxing it would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decoded {
     /// A task or instance to apply.
@@ -116,12 +118,12 @@ fn decode_event(env: Envelope<'_>) -> Result<Decoded, Error> {
         .filter(|d| d.get() != "null")
         .ok_or(Error::NoDetail)?;
     let entry = if is_task {
-        let d: TaskDetail =
-            serde_json::from_str(detail.get()).map_err(|e| Error::MalformedDetail(e.to_string()))?;
+        let d: TaskDetail = serde_json::from_str(detail.get())
+            .map_err(|e| Error::MalformedDetail(e.to_string()))?;
         Entry::from_task(&task_from_detail(d)?)
     } else {
-        let d: InstanceDetail =
-            serde_json::from_str(detail.get()).map_err(|e| Error::MalformedDetail(e.to_string()))?;
+        let d: InstanceDetail = serde_json::from_str(detail.get())
+            .map_err(|e| Error::MalformedDetail(e.to_string()))?;
         Entry::from_instance(&instance_from_detail(d)?)
     };
     entry
@@ -250,7 +252,11 @@ pub fn instance_from_parts(d: InstanceDetail, version: Option<u64>) -> Result<In
                     Some("STRINGSET") => ResourceValue::StringSet(&r.string_set_value),
                     _ => ResourceValue::Other,
                 };
-                Resource::new(r.name.unwrap_or_default(), r.kind.clone().unwrap_or_default(), value)
+                Resource::new(
+                    r.name.unwrap_or_default(),
+                    r.kind.clone().unwrap_or_default(),
+                    value,
+                )
             })
             .collect()
     };
@@ -436,7 +442,10 @@ mod tests {
         let e = entity(TASK);
         assert_eq!(e.arn, "arn:aws:ecs:us-west-2:1:task/c1/t1");
         assert_eq!(e.version, Some(4));
-        assert!(e.entity.get().contains(r#""overrides":{"containerOverrides":[]}"#));
+        assert!(e
+            .entity
+            .get()
+            .contains(r#""overrides":{"containerOverrides":[]}"#));
         assert!(e.entity.get().contains(r#""containers":[]"#));
     }
 
@@ -477,32 +486,48 @@ mod tests {
         assert_eq!(decode("[1,2]"), Err(Error::NotObject));
         assert_eq!(decode("42"), Err(Error::NotObject));
         assert_eq!(decode(r#"{"detail":{}}"#), Err(Error::NoDetailType));
-        assert_eq!(decode(r#"{"detail-type":"ECS Task State Change"}"#), Err(Error::NoDetail));
+        assert_eq!(
+            decode(r#"{"detail-type":"ECS Task State Change"}"#),
+            Err(Error::NoDetail)
+        );
         assert_eq!(decode(&t("null")), Err(Error::NoDetail));
         assert!(matches!(decode(&t("[]")), Err(Error::MalformedDetail(_))));
         assert!(matches!(
-            decode(&t(r#"{"taskArn":"arn:aws:ecs:r:1:task/c/t","version":"7"}"#)),
+            decode(&t(
+                r#"{"taskArn":"arn:aws:ecs:r:1:task/c/t","version":"7"}"#
+            )),
             Err(Error::MalformedDetail(_))
         ));
         assert!(matches!(
-            decode(&t(r#"{"taskArn":"arn:aws:ecs:r:1:task/c/t","version":1.5}"#)),
+            decode(&t(
+                r#"{"taskArn":"arn:aws:ecs:r:1:task/c/t","version":1.5}"#
+            )),
             Err(Error::MalformedDetail(_))
         ));
         assert!(matches!(
             decode(&t(r#"{"taskArn":"arn:aws:ecs:r:1:task/c/t","version":-1}"#)),
             Err(Error::MalformedDetail(_))
         ));
-        assert_eq!(decode(&t(r#"{"lastStatus":"RUNNING","version":1}"#)), Err(Error::NoArn("taskArn")));
         assert_eq!(
-            decode(&t(r#"{"taskArn":"nope","lastStatus":"RUNNING","version":1}"#)),
+            decode(&t(r#"{"lastStatus":"RUNNING","version":1}"#)),
+            Err(Error::NoArn("taskArn"))
+        );
+        assert_eq!(
+            decode(&t(
+                r#"{"taskArn":"nope","lastStatus":"RUNNING","version":1}"#
+            )),
             Err(Error::InvalidArn("taskArn"))
         );
         assert_eq!(
-            decode(&t(r#"{"taskArn":"arn:aws:ecs:r:1:task/t","lastStatus":"RUNNING","version":1}"#)),
+            decode(&t(
+                r#"{"taskArn":"arn:aws:ecs:r:1:task/t","lastStatus":"RUNNING","version":1}"#
+            )),
             Err(Error::NoArn("clusterArn"))
         );
         assert_eq!(
-            decode(&t(r#"{"taskArn":"arn:aws:ecs:r:1:task/c/t","lastStatus":"RUNNING"}"#)),
+            decode(&t(
+                r#"{"taskArn":"arn:aws:ecs:r:1:task/c/t","lastStatus":"RUNNING"}"#
+            )),
             Err(Error::NoVersion)
         );
         assert_eq!(

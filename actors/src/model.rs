@@ -34,9 +34,17 @@ pub struct Task {
     pub task_arn: String,
     #[serde(rename = "clusterARN")]
     pub cluster_arn: String,
-    #[serde(rename = "containerInstanceARN", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstanceARN",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instance_arn: Option<String>,
-    #[serde(rename = "taskDefinitionARN", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinitionARN",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition_arn: Option<String>,
     pub last_status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,7 +95,11 @@ pub struct Task {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Container {
-    #[serde(rename = "containerARN", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerARN",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_arn: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -166,7 +178,11 @@ pub struct Instance {
     pub container_instance_arn: String,
     #[serde(rename = "clusterARN")]
     pub cluster_arn: String,
-    #[serde(rename = "EC2InstanceID", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "EC2InstanceID",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ec2_instance_id: Option<String>,
     pub status: String,
     #[serde(default)]

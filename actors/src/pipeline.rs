@@ -51,14 +51,21 @@ impl Pipeline {
     ) -> Pipeline {
         let arbiters: Vec<Arbiter> = (0..4).map(|_| Arbiter::new()).collect();
         let (m, l) = (metrics.clone(), log.new(o!("actor" => "StreamHub")));
-        let hub = Supervisor::start_in_arbiter(&arbiters[0].handle(), move |_| {
-            StreamHub::new(m, l)
-        });
-        let (m, l, h) = (metrics.clone(), log.new(o!("actor" => "StoreWriter")), hub.clone());
+        let hub =
+            Supervisor::start_in_arbiter(&arbiters[0].handle(), move |_| StreamHub::new(m, l));
+        let (m, l, h) = (
+            metrics.clone(),
+            log.new(o!("actor" => "StoreWriter")),
+            hub.clone(),
+        );
         let writer = Supervisor::start_in_arbiter(&arbiters[1].handle(), move |_| {
             StoreWriter::new(store, h, config, m, l)
         });
-        let (m, l, w) = (metrics.clone(), log.new(o!("actor" => "EventDecoder")), writer.clone());
+        let (m, l, w) = (
+            metrics.clone(),
+            log.new(o!("actor" => "EventDecoder")),
+            writer.clone(),
+        );
         let decoder = Supervisor::start_in_arbiter(&arbiters[2].handle(), move |_| {
             EventDecoder::new(w, m, l)
         });
@@ -67,15 +74,17 @@ impl Pipeline {
             Source::None => SourceAddr::None,
             Source::Simulate(cfg) => {
                 let l = log.new(o!("actor" => "SimulateSource"));
-                SourceAddr::Simulate(Supervisor::start_in_arbiter(&arbiters[3].handle(), move |_| {
-                    SimulateSource::new(cfg, d, l)
-                }))
+                SourceAddr::Simulate(Supervisor::start_in_arbiter(
+                    &arbiters[3].handle(),
+                    move |_| SimulateSource::new(cfg, d, l),
+                ))
             }
             Source::Replay(path) => {
                 let l = log.new(o!("actor" => "ReplaySource"));
-                SourceAddr::Replay(Supervisor::start_in_arbiter(&arbiters[3].handle(), move |_| {
-                    ReplaySource::new(path, d, l)
-                }))
+                SourceAddr::Replay(Supervisor::start_in_arbiter(
+                    &arbiters[3].handle(),
+                    move |_| ReplaySource::new(path, d, l),
+                ))
             }
         };
         Pipeline {

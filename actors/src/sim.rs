@@ -77,7 +77,14 @@ impl Rng {
 const REGION: &str = "us-west-2";
 const ACCOUNT: &str = "123456789012";
 const CLUSTER_NAMES: [&str; 8] = [
-    "prod-web", "batch", "9-analytics", "staging", "ml_train", "edge", "payments", "search",
+    "prod-web",
+    "batch",
+    "9-analytics",
+    "staging",
+    "ml_train",
+    "edge",
+    "payments",
+    "search",
 ];
 const FAMILIES: [(&str, &str); 5] = [
     ("web", "service"),
@@ -204,7 +211,10 @@ impl Simulator {
     }
 
     fn cluster_arn(&self, c: usize) -> String {
-        format!("arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{}", self.clusters[c])
+        format!(
+            "arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{}",
+            self.clusters[c]
+        )
     }
 
     fn new_task(&mut self, cluster: usize, now: i64) -> SimTask {
@@ -342,7 +352,9 @@ impl Simulator {
     fn step(&mut self) -> String {
         let now = now_ms();
         if self.tasks.is_empty() || self.rng.chance(0.1) {
-            if let Some(i) = (!self.instances.is_empty()).then(|| self.rng.below(self.instances.len())) {
+            if let Some(i) =
+                (!self.instances.is_empty()).then(|| self.rng.below(self.instances.len()))
+            {
                 let inst = &mut self.instances[i];
                 inst.version += 1;
                 if self.rng.chance(0.05) {
@@ -454,19 +466,29 @@ mod tests {
         let mut n = 0;
         while !sim.settled() {
             for m in sim.next_batch(0, 100) {
-                assert!(matches!(decode(&m.body), Ok(Decoded::Entity(_))), "{}", m.body);
+                assert!(
+                    matches!(decode(&m.body), Ok(Decoded::Entity(_))),
+                    "{}",
+                    m.body
+                );
                 n += 1;
             }
         }
         assert_eq!(n, 270);
-        assert!(sim.tasks().iter().any(|t| t.instance.is_none()), "some Fargate tasks");
+        assert!(
+            sim.tasks().iter().any(|t| t.instance.is_none()),
+            "some Fargate tasks"
+        );
         assert!(sim.clusters().iter().any(|c| c.starts_with('9')));
     }
 
     #[test]
     fn same_seed_same_world_and_versions_grow() {
         let run = |seed| {
-            let mut sim = Simulator::new(Config { seed, ..Config::default() });
+            let mut sim = Simulator::new(Config {
+                seed,
+                ..Config::default()
+            });
             let mut versions = std::collections::HashMap::new();
             for _ in 0..50 {
                 for m in sim.next_batch(20, 500) {
@@ -476,7 +498,11 @@ mod tests {
                     }
                 }
             }
-            let mut arns: Vec<_> = sim.tasks().iter().map(|t| (t.arn.clone(), t.version)).collect();
+            let mut arns: Vec<_> = sim
+                .tasks()
+                .iter()
+                .map(|t| (t.arn.clone(), t.version))
+                .collect();
             arns.sort();
             (arns, versions.values().max().copied())
         };

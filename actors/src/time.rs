@@ -13,9 +13,8 @@ pub fn parse_ms(s: &str) -> Option<i64> {
 
 /// Formats Unix milliseconds as RFC 3339 UTC with milliseconds.
 pub fn format_ms(ms: i64) -> String {
-    let fmt = format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
+    let fmt =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|t| t.format(&fmt).ok())
@@ -42,9 +41,18 @@ mod tests {
 
     #[test]
     fn normalises_to_utc_milliseconds() {
-        assert_eq!(normalize("2020-01-23T17:57:34.402Z"), "2020-01-23T17:57:34.402Z");
-        assert_eq!(normalize("2020-01-23T17:57:34Z"), "2020-01-23T17:57:34.000Z");
-        assert_eq!(normalize("2020-01-23T18:57:34.4029+01:00"), "2020-01-23T17:57:34.402Z");
+        assert_eq!(
+            normalize("2020-01-23T17:57:34.402Z"),
+            "2020-01-23T17:57:34.402Z"
+        );
+        assert_eq!(
+            normalize("2020-01-23T17:57:34Z"),
+            "2020-01-23T17:57:34.000Z"
+        );
+        assert_eq!(
+            normalize("2020-01-23T18:57:34.4029+01:00"),
+            "2020-01-23T17:57:34.402Z"
+        );
         assert_eq!(normalize("yesterday"), "yesterday");
         assert_eq!(parse_ms("1970-01-01T00:00:01.5Z"), Some(1500));
         assert_eq!(format_ms(1500), "1970-01-01T00:00:01.500Z");

@@ -128,47 +128,47 @@ impl StoreWriter {
     fn load(&mut self, ctx: &mut Context<Self>) {
         let store = self.store.clone();
         // `wait`: no other message is handled until the view is loaded (or not).
-        ctx.wait(
-            async move { store.load().await }
-                .into_actor(self)
-                .map(|res, act, ctx| match res {
-                    Ok(loaded) => {
-                        let mut view = Snapshot {
-                            revision: loaded.revision,
-                            ..Snapshot::default()
+        ctx.wait(async move { store.load().await }.into_actor(self).map(
+            |res, act, ctx| match res {
+                Ok(loaded) => {
+                    let mut view = Snapshot {
+                        revision: loaded.revision,
+                        ..Snapshot::default()
+                    };
+                    for e in loaded.entries {
+                        let e = Arc::new(e);
+                        match e.kind {
+                            Kind::Task => view.tasks.insert(e.key(), e),
+                            Kind::Instance => view.instances.insert(e.key(), e),
                         };
-                        for e in loaded.entries {
-                            let e = Arc::new(e);
-                            match e.kind {
-                                Kind::Task => view.tasks.insert(e.key(), e),
-                                Kind::Instance => view.instances.insert(e.key(), e),
-                            };
-                        }
-                        info!(act.log, "view loaded";
+                    }
+                    info!(act.log, "view loaded";
                             "tasks" => view.tasks.len(), "instances" => view.instances.len(),
                             "tombstones" => loaded.tombstones, "revision" => view.revision);
-                        act.view = view;
-                        act.phase = Phase::Idle;
-                        act.load_backoff = Duration::from_millis(100);
-                        act.update_gauges();
-                        act.metrics.view_loaded.set(1);
-                        act.kick(ctx);
-                    }
-                    Err(e) => {
-                        act.metrics.store_errors.inc();
-                        let delay = act.load_backoff;
-                        act.load_backoff = (delay * 2).min(Duration::from_secs(5));
-                        error!(act.log, "cannot load the view; retrying";
+                    act.view = view;
+                    act.phase = Phase::Idle;
+                    act.load_backoff = Duration::from_millis(100);
+                    act.update_gauges();
+                    act.metrics.view_loaded.set(1);
+                    act.kick(ctx);
+                }
+                Err(e) => {
+                    act.metrics.store_errors.inc();
+                    let delay = act.load_backoff;
+                    act.load_backoff = (delay * 2).min(Duration::from_secs(5));
+                    error!(act.log, "cannot load the view; retrying";
                             "error" => %e, "retry_in_ms" => delay.as_millis() as u64);
-                        ctx.run_later(delay, |act, ctx| act.load(ctx));
-                    }
-                }),
-        );
+                    ctx.run_later(delay, |act, ctx| act.load(ctx));
+                }
+            },
+        ));
     }
 
     fn update_gauges(&self) {
         self.metrics.view_tasks.set(self.view.tasks.len() as u64);
-        self.metrics.view_instances.set(self.view.instances.len() as u64);
+        self.metrics
+            .view_instances
+            .set(self.view.instances.len() as u64);
         self.metrics.store_revision.set(self.view.revision);
     }
 
@@ -255,7 +255,10 @@ impl StoreWriter {
                     }
                     None => {
                         act.retention_queued = false;
-                        let n = part.iter().filter(|o| matches!(o, Outcome::Applied(_))).count();
+                        let n = part
+                            .iter()
+                            .filter(|o| matches!(o, Outcome::Applied(_)))
+                            .count();
                         act.metrics.retention_deletions.add(n as u64);
                         if n > 0 {
                             info!(act.log, "expired STOPPED tasks"; "count" => n);

@@ -86,7 +86,9 @@ impl PageCache {
     const TTL: Duration = Duration::from_secs(600);
 
     fn put(&self, snap: &Snapshot) {
-        let Ok(mut e) = self.entries.lock() else { return };
+        let Ok(mut e) = self.entries.lock() else {
+            return;
+        };
         e.retain(|(s, at)| s.revision != snap.revision && at.elapsed() < Self::TTL);
         if e.len() >= Self::CAPACITY {
             e.pop_front();
@@ -259,7 +261,8 @@ async fn list(
                 if current.revision != t.revision {
                     return Err(Error::bad_request(
                         "InvalidNextToken",
-                        "Invalid nextToken: the listing it belongs to has expired; list again".into(),
+                        "Invalid nextToken: the listing it belongs to has expired; list again"
+                            .into(),
                     ));
                 }
                 current
@@ -279,25 +282,24 @@ async fn list(
     let mut matching = map
         .range((start, Bound::Unbounded))
         .map(|(_, e)| e)
-        .filter(|e| filter.matches(e));
+        .filter(|e| filter.matches(e))
+        .peekable();
 
     let mut body = String::with_capacity(256);
     body.push_str(r#"{"items":["#);
     let mut last: Option<&SharedEntry> = None;
-    let mut count = 0usize;
-    let max = limit.unwrap_or(usize::MAX);
-    for e in matching.by_ref() {
-        if count == max {
-            break;
-        }
-        if count > 0 {
+    for (i, e) in matching
+        .by_ref()
+        .take(limit.unwrap_or(usize::MAX))
+        .enumerate()
+    {
+        if i > 0 {
             body.push(',');
         }
         push_item(&mut body, e);
         last = Some(e);
-        count += 1;
     }
-    let more = count == max && matching.next().is_some();
+    let more = matching.peek().is_some();
     let _ = write!(
         body,
         r#"],"metadata":{{"entityVersion":"{}"}}"#,
@@ -379,7 +381,10 @@ async fn describe(
     };
     let cluster = query::cluster(&cluster)?;
     let parsed = Arn::parse(&arn, resource).map_err(|_| {
-        Error::bad_request("InvalidArn", format!("Invalid {what} ARN: {arn}"))
+        Error::bad_request(
+            "InvalidArn",
+            format!("Invalid {what} ARN: {}", query::clip(&arn, 200)),
+        )
     })?;
     let key = Key {
         cluster_arn: cluster.resolve(&parsed),
@@ -415,7 +420,10 @@ pub fn render_metrics(m: &Metrics) -> String {
         "counter",
         "ECS events by outcome.",
         &[
-            (r#"{outcome="received"}"#, m.events_received.get().to_string()),
+            (
+                r#"{outcome="received"}"#,
+                m.events_received.get().to_string(),
+            ),
             (r#"{outcome="applied"}"#, m.events_applied.get().to_string()),
             (r#"{outcome="stale"}"#, m.events_stale.get().to_string()),
             (r#"{outcome="ignored"}"#, m.events_ignored.get().to_string()),
@@ -434,7 +442,10 @@ pub fn render_metrics(m: &Metrics) -> String {
         "css_store_commit_seconds_total",
         "counter",
         "Time spent in store commits.",
-        &[("", format!("{:.6}", m.store_commit_micros.get() as f64 / 1e6))],
+        &[(
+            "",
+            format!("{:.6}", m.store_commit_micros.get() as f64 / 1e6),
+        )],
     );
     family(
         &mut s,
@@ -472,7 +483,10 @@ pub fn render_metrics(m: &Metrics) -> String {
         "css_store_deletions_total",
         "counter",
         "Entities deleted by the service.",
-        &[(r#"{reason="retention"}"#, m.retention_deletions.get().to_string())],
+        &[(
+            r#"{reason="retention"}"#,
+            m.retention_deletions.get().to_string(),
+        )],
     );
     family(
         &mut s,
@@ -480,8 +494,14 @@ pub fn render_metrics(m: &Metrics) -> String {
         "counter",
         "Supervised actor restarts.",
         &[
-            (r#"{actor="StoreWriter"}"#, m.writer_restarts.get().to_string()),
-            (r#"{actor="EventDecoder"}"#, m.decoder_restarts.get().to_string()),
+            (
+                r#"{actor="StoreWriter"}"#,
+                m.writer_restarts.get().to_string(),
+            ),
+            (
+                r#"{actor="EventDecoder"}"#,
+                m.decoder_restarts.get().to_string(),
+            ),
             (r#"{actor="StreamHub"}"#, m.hub_restarts.get().to_string()),
         ],
     );
@@ -505,7 +525,10 @@ mod tests {
         let cl = "arn:aws:ecs:r:1:cluster/c";
         let want = Some(("c".to_owned(), arn.to_owned()));
         assert_eq!(split_cluster_and_arn(&format!("c/{arn}")), want);
-        assert_eq!(split_cluster_and_arn("c/arn:aws:ecs:r:1:task%2Fc%2Ft"), want);
+        assert_eq!(
+            split_cluster_and_arn("c/arn:aws:ecs:r:1:task%2Fc%2Ft"),
+            want
+        );
         let want = Some((cl.to_owned(), arn.to_owned()));
         assert_eq!(
             split_cluster_and_arn(&format!("arn:aws:ecs:r:1:cluster%2Fc/{arn}")),

@@ -33,6 +33,14 @@ const LAUNCH_TYPES: &[&str] = &["EC2", "FARGATE", "EXTERNAL"];
 /// Largest `limit`.
 pub const MAX_LIMIT: usize = 10_000;
 
+/// At most `max` characters of client input, for echoing in an error message.
+pub fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
 /// Parameters of a list or describe request, each given at most once, each
 /// known to the endpoint. Empty values count as absent.
 pub struct Params(Vec<(String, String)>);
@@ -45,13 +53,19 @@ impl Params {
             if !allowed.contains(&k.as_ref()) {
                 return Err(Error::bad_request(
                     "UnsupportedFilter",
-                    format!("At least one of the filters provided is unsupported: {k}"),
+                    format!(
+                        "At least one of the filters provided is unsupported: {}",
+                        clip(&k, 100)
+                    ),
                 ));
             }
             if pairs.iter().any(|(seen, _)| *seen == k) {
                 return Err(Error::bad_request(
                     "DuplicateFilter",
-                    format!("At least one of the filters provided is specified multiple times: {k}"),
+                    format!(
+                        "At least one of the filters provided is specified multiple times: {}",
+                        clip(&k, 100)
+                    ),
                 ));
             }
             pairs.push((k.into_owned(), v.into_owned()));
@@ -76,7 +90,10 @@ fn status(value: Option<&str>, allowed: &[&str], name: &str) -> Result<Option<St
     } else {
         Err(Error::bad_request(
             "InvalidStatus",
-            format!("Invalid status: {name} must be one of {}", allowed.join(", ")),
+            format!(
+                "Invalid status: {name} must be one of {}",
+                allowed.join(", ")
+            ),
         ))
     }
 }
@@ -140,7 +157,10 @@ impl Filter {
                     if !LAUNCH_TYPES.contains(&upper.as_str()) {
                         return Err(Error::bad_request(
                             "InvalidParameter",
-                            format!("Invalid launchType: must be one of {}", LAUNCH_TYPES.join(", ")),
+                            format!(
+                                "Invalid launchType: must be one of {}",
+                                LAUNCH_TYPES.join(", ")
+                            ),
                         ));
                     }
                     f.launch_type = Some(upper);
@@ -176,7 +196,8 @@ impl Filter {
     /// Whether `e` passes every given filter.
     pub fn matches(&self, e: &Entry) -> bool {
         fn eq(want: &Option<String>, have: &Option<String>) -> bool {
-            want.as_ref().is_none_or(|w| have.as_deref() == Some(w.as_str()))
+            want.as_ref()
+                .is_none_or(|w| have.as_deref() == Some(w.as_str()))
         }
         fn eq_ci(want: &Option<String>, have: Option<&str>) -> bool {
             want.as_ref()
@@ -184,7 +205,10 @@ impl Filter {
         }
         self.kind.is_none_or(|k| k == e.kind)
             && eq_ci(&self.status, Some(&e.status))
-            && self.cluster.as_ref().is_none_or(|c| c.matches(&e.cluster_arn))
+            && self
+                .cluster
+                .as_ref()
+                .is_none_or(|c| c.matches(&e.cluster_arn))
             && eq(&self.started_by, &e.started_by)
             && eq_ci(&self.desired_status, e.desired_status.as_deref())
             && eq_ci(&self.launch_type, e.launch_type.as_deref())
@@ -225,7 +249,10 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 fn b64(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 4 / 3 + 3);
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
         for i in 0..=chunk.len() {
             out.push(char::from(B64[(n >> (18 - 6 * i) & 63) as usize]));
         }
@@ -254,7 +281,12 @@ fn unb64(s: &str) -> Option<Vec<u8>> {
 impl Token {
     pub fn encode(&self) -> String {
         let key = format!("{}\n{}", self.after.cluster_arn, self.after.arn);
-        format!("{}.{}.{}", self.kind.as_str(), self.revision, b64(key.as_bytes()))
+        format!(
+            "{}.{}.{}",
+            self.kind.as_str(),
+            self.revision,
+            b64(key.as_bytes())
+        )
     }
 
     /// Decodes a token issued for a listing of `kind`.
@@ -307,7 +339,15 @@ mod tests {
             assert_eq!(unb64(&b64(&bytes)).unwrap(), bytes);
         }
         assert_eq!(b64(b"ab\n"), "YWIK");
-        for bad in ["", "task", "task.x.YWIK", "task.1.Y", "task.1.%%%%", "task.1.YWJj", "task.1.YWI"] {
+        for bad in [
+            "",
+            "task",
+            "task.x.YWIK",
+            "task.1.Y",
+            "task.1.%%%%",
+            "task.1.YWJj",
+            "task.1.YWI",
+        ] {
             assert!(Token::decode(bad, Kind::Task).is_err(), "{bad}");
         }
     }
@@ -316,8 +356,12 @@ mod tests {
     fn params_reject_unknown_and_repeated() {
         assert!(Params::parse("status=RUNNING&cluster=a", TASK_FILTERS).is_ok());
         let e = Params::parse("colour=red", TASK_FILTERS).err().unwrap();
-        assert!(e.message.contains("At least one of the filters provided is unsupported"));
-        let e = Params::parse("status=a&status=b", TASK_FILTERS).err().unwrap();
+        assert!(e
+            .message
+            .contains("At least one of the filters provided is unsupported"));
+        let e = Params::parse("status=a&status=b", TASK_FILTERS)
+            .err()
+            .unwrap();
         assert!(e.message.contains("specified multiple times"));
         let p = Params::parse("status=&cluster=x%2Dy", TASK_FILTERS).unwrap();
         assert_eq!(p.get("status"), None);

@@ -1,1 +1,7 @@
-fn main(){}
+//! Integration tests, one crate (one binary) with a module per area.
+
+mod api;
+mod binary;
+mod fixtures;
+mod pipeline;
+mod support;

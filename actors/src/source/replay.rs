@@ -71,7 +71,10 @@ impl Supervised for ReplaySource {
     fn restarting(&mut self, _: &mut Context<Self>) {
         // Replaying again from the start is harmless: the version rule makes
         // every event already applied a stale no-op.
-        warn!(self.log, "replay source restarting from the start of the file");
+        warn!(
+            self.log,
+            "replay source restarting from the start of the file"
+        );
         self.report = Arc::default();
     }
 }
@@ -102,7 +105,10 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
     let mut skip = Vec::new();
     loop {
         skip.clear();
-        let m = (&mut *r).take(64 * 1024).read_until(b'\n', &mut skip).await?;
+        let m = (&mut *r)
+            .take(64 * 1024)
+            .read_until(b'\n', &mut skip)
+            .await?;
         if m == 0 || skip.last() == Some(&b'\n') {
             return Ok(Some(true));
         }
@@ -195,8 +201,12 @@ async fn send(
                 }
                 return;
             }
-            Ok(Err(e)) => warn!(log, "replay batch not stored; retrying"; "attempt" => attempt, "error" => %e),
-            Err(e) => warn!(log, "decoder unreachable; retrying"; "attempt" => attempt, "error" => %e),
+            Ok(Err(e)) => {
+                warn!(log, "replay batch not stored; retrying"; "attempt" => attempt, "error" => %e)
+            }
+            Err(e) => {
+                warn!(log, "decoder unreachable; retrying"; "attempt" => attempt, "error" => %e)
+            }
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));

@@ -96,13 +96,21 @@ impl Embedded {
             let mut entities = txn.open_table(ENTITIES).map_err(unavailable)?;
             let mut tombs = txn.open_table(TOMBSTONES).map_err(unavailable)?;
             let mut meta = txn.open_table(META).map_err(unavailable)?;
-            let mut rev = meta.get(REVISION).map_err(unavailable)?.map_or(0, |g| g.value());
+            let mut rev = meta
+                .get(REVISION)
+                .map_err(unavailable)?
+                .map_or(0, |g| g.value());
             for op in ops {
                 let outcome = match op {
                     Op::Put(entry) => put(&mut entities, &mut tombs, entry, &mut rev, now_ms)?,
-                    Op::Delete { arn, if_revision } => {
-                        delete(&mut entities, &mut tombs, &arn, if_revision, &mut rev, now_ms)?
-                    }
+                    Op::Delete { arn, if_revision } => delete(
+                        &mut entities,
+                        &mut tombs,
+                        &arn,
+                        if_revision,
+                        &mut rev,
+                        now_ms,
+                    )?,
                 };
                 outcomes.push(outcome);
             }
@@ -120,7 +128,7 @@ impl Embedded {
             tombs
                 .retain(|_, v| {
                     let keep = serde_json::from_slice::<Tombstone>(v)
-                        .map_or(false, |t| t.deleted_at_ms >= before_ms);
+                        .is_ok_and(|t| t.deleted_at_ms >= before_ms);
                     purged += usize::from(!keep);
                     keep
                 })
@@ -157,14 +165,19 @@ fn put(
             let (version, cluster, json) = split(g.value())?;
             let old_entity;
             let entity = if version.is_none() && entry.version.is_none() {
-                old_entity = serde_json::from_slice::<Entry>(json).map_err(corrupt)?.entity;
+                old_entity = serde_json::from_slice::<Entry>(json)
+                    .map_err(corrupt)?
+                    .entity;
                 old_entity.get()
             } else {
                 ""
             };
             let current = Current::Live { version, entity };
             let moved = (cluster != entry.cluster_arn).then(|| cluster.to_owned());
-            (supersedes(entry.version, entry.entity.get(), current), moved)
+            (
+                supersedes(entry.version, entry.entity.get(), current),
+                moved,
+            )
         }
         None => {
             let current = match tombs.get(entry.arn.as_str()).map_err(unavailable)? {
@@ -245,7 +258,12 @@ fn join(entry: &Entry) -> Result<Vec<u8>> {
 fn split(v: &[u8]) -> Result<(Option<u64>, &str, &[u8])> {
     let bad = || Error::Corrupt("truncated entity record".into());
     let version = u64::from_le_bytes(v.get(..8).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
-    let len = u32::from_le_bytes(v.get(8..12).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+    let len = u32::from_le_bytes(
+        v.get(8..12)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?,
+    );
     let end = 12 + len as usize;
     let cluster = std::str::from_utf8(v.get(12..end).ok_or_else(bad)?).map_err(corrupt)?;
     let json = v.get(end..).ok_or_else(bad)?;
@@ -323,22 +341,35 @@ mod tests {
         assert_eq!(loaded.revision, 3);
         assert_eq!(loaded.entries.len(), 2);
         let b = loaded.entries.iter().find(|e| e.arn == "b").unwrap();
-        assert_eq!((b.revision, b.status.as_str(), b.stored_at_ms), (3, "STOPPED", 5));
+        assert_eq!(
+            (b.revision, b.status.as_str(), b.stored_at_ms),
+            (3, "STOPPED", 5)
+        );
     }
 
     #[test]
     fn delete_leaves_a_tombstone_that_blocks_older_events() {
         let dir = tempfile::tempdir().unwrap();
         let s = Embedded::open(dir.path()).unwrap();
-        s.commit_sync(vec![Op::Put(entry("a", Some(5), "RUNNING"))], 1).unwrap();
+        s.commit_sync(vec![Op::Put(entry("a", Some(5), "RUNNING"))], 1)
+            .unwrap();
         let stale_delete = s
-            .commit_sync(vec![Op::Delete { arn: "a".into(), if_revision: 7 }], 2)
+            .commit_sync(
+                vec![Op::Delete {
+                    arn: "a".into(),
+                    if_revision: 7,
+                }],
+                2,
+            )
             .unwrap();
         assert!(!applied(&stale_delete[0]));
         let out = s
             .commit_sync(
                 vec![
-                    Op::Delete { arn: "a".into(), if_revision: 1 },
+                    Op::Delete {
+                        arn: "a".into(),
+                        if_revision: 1,
+                    },
                     Op::Put(entry("a", Some(4), "PENDING")),
                     Op::Put(entry("a", Some(5), "RUNNING")),
                 ],
@@ -353,7 +384,9 @@ mod tests {
         assert_eq!(s.load_sync().unwrap().tombstones, 1);
         assert_eq!(s.purge_sync(3).unwrap(), 0);
         assert_eq!(s.purge_sync(4).unwrap(), 1);
-        let out = s.commit_sync(vec![Op::Put(entry("a", Some(6), "STOPPED"))], 5).unwrap();
+        let out = s
+            .commit_sync(vec![Op::Put(entry("a", Some(6), "STOPPED"))], 5)
+            .unwrap();
         assert!(applied(&out[0]));
     }
 
@@ -361,7 +394,8 @@ mod tests {
     fn a_short_arn_moving_cluster_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let s = Embedded::open(dir.path()).unwrap();
-        s.commit_sync(vec![Op::Put(entry("a", Some(1), "RUNNING"))], 1).unwrap();
+        s.commit_sync(vec![Op::Put(entry("a", Some(1), "RUNNING"))], 1)
+            .unwrap();
         let mut moved = entry("a", Some(2), "RUNNING");
         moved.cluster_arn = "arn:aws:ecs:r:1:cluster/d".into();
         match &s.commit_sync(vec![Op::Put(moved)], 2).unwrap()[0] {

@@ -35,6 +35,8 @@ pub enum Error {
 }
 
 /// One write to apply.
+// Nearly every op is a `Put`: boxing it would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Op {
     /// Store this entry if the version rule allows it.
@@ -120,10 +122,26 @@ pub enum Current<'a> {
 pub fn supersedes(version: Option<u64>, entity: &str, current: Current<'_>) -> bool {
     match (current, version) {
         (Current::Absent, _) => true,
-        (Current::Live { version: Some(old), .. }, Some(new)) => new > old,
+        (
+            Current::Live {
+                version: Some(old), ..
+            },
+            Some(new),
+        ) => new > old,
         (Current::Live { version: None, .. }, Some(_)) => true,
-        (Current::Live { version: Some(_), .. }, None) => false,
-        (Current::Live { version: None, entity: old }, None) => old != entity,
+        (
+            Current::Live {
+                version: Some(_), ..
+            },
+            None,
+        ) => false,
+        (
+            Current::Live {
+                version: None,
+                entity: old,
+            },
+            None,
+        ) => old != entity,
         (Current::Gone { version: Some(old) }, Some(new)) => new > old,
         (Current::Gone { version: None }, Some(_)) => false,
         // An API answer (no version) says the entity exists now.
@@ -150,8 +168,16 @@ mod tests {
         assert!(!supersedes(None, "{\"a\":1}", live(Some(1))));
         assert!(!supersedes(None, "{}", live(None)));
         assert!(supersedes(None, "{\"a\":1}", live(None)));
-        assert!(!supersedes(Some(5), "{}", Current::Gone { version: Some(5) }));
-        assert!(supersedes(Some(6), "{}", Current::Gone { version: Some(5) }));
+        assert!(!supersedes(
+            Some(5),
+            "{}",
+            Current::Gone { version: Some(5) }
+        ));
+        assert!(supersedes(
+            Some(6),
+            "{}",
+            Current::Gone { version: Some(5) }
+        ));
         assert!(!supersedes(Some(6), "{}", Current::Gone { version: None }));
         assert!(supersedes(None, "{}", Current::Gone { version: Some(5) }));
     }

@@ -1,0 +1,672 @@
+//! Black-box tests of the v1 REST API on port 0: every endpoint, filter and
+//! error row of `api.md`, paging, ordering, and hostile requests.
+
+use crate::support::*;
+use serde_json::{json, Value};
+
+const ACCOUNT: &str = "111122223333";
+
+fn cluster_arn(c: &str) -> String {
+    format!("arn:aws:ecs:us-west-2:{ACCOUNT}:cluster/{c}")
+}
+
+fn ci_arn(c: &str, id: &str) -> String {
+    format!("arn:aws:ecs:us-west-2:{ACCOUNT}:container-instance/{c}/{id}")
+}
+
+/// A task event with `edit` applied to its detail.
+fn task(cluster: &str, id: &str, version: u64, edit: impl FnOnce(&mut Value)) -> String {
+    let mut v: Value = serde_json::from_str(&task_event(cluster, id, version, "RUNNING")).unwrap();
+    edit(&mut v["detail"]);
+    v.to_string()
+}
+
+fn instance(cluster: &str, id: &str, version: u64, status: &str, connected: bool) -> String {
+    let mut v: Value = serde_json::from_str(&fixture("instance-active.json")).unwrap();
+    let d = &mut v["detail"];
+    d["clusterArn"] = json!(cluster_arn(cluster));
+    d["containerInstanceArn"] = json!(ci_arn(cluster, id));
+    d["status"] = json!(status);
+    d["agentConnected"] = json!(connected);
+    d["version"] = json!(version);
+    v.to_string()
+}
+
+/// A small world: two clusters (one named with a leading digit), tasks of
+/// every filterable kind, and three instances.
+async fn world() -> TestService {
+    let t = start().await;
+    let events = vec![
+        task("prod-web", "a1", 3, |_| {}),
+        task("prod-web", "a2", 4, |d| {
+            d["lastStatus"] = json!("PENDING");
+            d["containerInstanceArn"] = json!(ci_arn("prod-web", "i1"));
+        }),
+        task("prod-web", "a3", 9, |d| {
+            d["lastStatus"] = json!("STOPPED");
+            d["desiredStatus"] = json!("STOPPED");
+            d["startedBy"] = json!("manual");
+            d["stoppedAt"] = json!("2099-01-01T00:00:00Z");
+        }),
+        task("9batch", "b1", 1, |d| {
+            d["launchType"] = json!("FARGATE");
+            d["taskDefinitionArn"] =
+                json!("arn:aws:ecs:us-west-2:111122223333:task-definition/nightly-report:3");
+            d["group"] = json!("family:nightly-report");
+            d.as_object_mut().unwrap().remove("startedBy");
+        }),
+        task("9batch", "b2", 2, |d| d["launchType"] = json!("EXTERNAL")),
+        instance("prod-web", "i1", 10, "ACTIVE", true),
+        instance("prod-web", "i2", 11, "DRAINING", false),
+        instance("9batch", "i3", 12, "ACTIVE", false),
+    ];
+    let outcomes = t.inject(&events).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| *o == actors::decoder::MessageOutcome::Applied),
+        "{outcomes:?}"
+    );
+    t
+}
+
+fn arns(v: &Value, field: &str) -> Vec<String> {
+    v["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no items in {v}"))
+        .iter()
+        .map(|i| {
+            i["entity"][field]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+async fn task_ids(t: &TestService, query: &str) -> Vec<String> {
+    let r = t.get(&format!("/v1/tasks{query}")).await;
+    assert_eq!(
+        r.status,
+        200,
+        "{query}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    arns(&r.json(), "taskARN")
+}
+
+async fn instance_ids(t: &TestService, query: &str) -> Vec<String> {
+    let r = t.get(&format!("/v1/instances{query}")).await;
+    assert_eq!(
+        r.status,
+        200,
+        "{query}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    arns(&r.json(), "containerInstanceARN")
+}
+
+async fn error(t: &TestService, method: &str, path: &str, status: u16, message: &str) {
+    let r = request(t.addr(), method, path).await;
+    assert_eq!(
+        r.status,
+        status,
+        "{method} {path}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.header("content-type"), Some("application/json"), "{path}");
+    let body = r.json();
+    assert!(
+        body["code"].as_str().is_some_and(|c| !c.is_empty()),
+        "{path}: {body}"
+    );
+    let got = body["message"].as_str().unwrap_or_default();
+    assert!(
+        got.contains(message),
+        "{path}: message {got:?} lacks {message:?}"
+    );
+}
+
+#[actix_web::test]
+async fn ping_and_empty_lists() {
+    let t = start().await;
+    let r = t.get("/v1/ping").await;
+    assert_eq!((r.status, r.json()), (200, json!({"status": "ok"})));
+    for path in ["/v1/tasks", "/v1/instances"] {
+        let r = t.get(path).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.json(),
+            json!({"items": [], "metadata": {"entityVersion": "0"}})
+        );
+    }
+    assert_eq!(t.get("/healthz").await.status, 200);
+    assert_eq!(t.get("/readyz").await.status, 200);
+}
+
+#[actix_web::test]
+async fn lists_are_ordered_by_cluster_then_arn_and_carry_versions() {
+    let t = world().await;
+    // "9batch" sorts before "prod-web"; within a cluster, by ARN.
+    assert_eq!(task_ids(&t, "").await, ["b1", "b2", "a1", "a2", "a3"]);
+    assert_eq!(instance_ids(&t, "").await, ["i3", "i1", "i2"]);
+    let list = t.get("/v1/tasks").await.json();
+    assert_eq!(list["metadata"]["entityVersion"], "8");
+    let versions: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["entityVersion"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, ["4", "5", "1", "2", "3"]);
+    assert!(list.get("nextToken").is_none());
+}
+
+#[actix_web::test]
+async fn every_task_filter() {
+    let t = world().await;
+    let cases: &[(&str, &[&str])] = &[
+        ("?status=running", &["b1", "b2", "a1"]),
+        ("?status=PENDING", &["a2"]),
+        ("?status=", &["b1", "b2", "a1", "a2", "a3"]),
+        ("?cluster=9batch", &["b1", "b2"]),
+        ("?cluster=prod-web&status=RUNNING", &["a1"]),
+        (
+            "?cluster=arn:aws:ecs:us-west-2:111122223333:cluster%2Fprod-web",
+            &["a1", "a2", "a3"],
+        ),
+        (
+            "?cluster=arn%3Aaws%3Aecs%3Aus-west-2%3A111122223333%3Acluster%2F9batch",
+            &["b1", "b2"],
+        ),
+        (
+            "?cluster=arn:aws:ecs:eu-west-1:111122223333:cluster/prod-web",
+            &[],
+        ),
+        ("?cluster=other", &[]),
+        ("?startedBy=manual", &["a3"]),
+        ("?startedBy=ecs-svc%2F1", &["b2", "a1", "a2"]),
+        ("?desiredStatus=stopped", &["a3"]),
+        ("?launchType=fargate", &["b1"]),
+        ("?launchType=EXTERNAL", &["b2"]),
+        (
+            "?containerInstance=arn:aws:ecs:us-west-2:111122223333:container-instance/prod-web/i1",
+            &["a2"],
+        ),
+        ("?family=nightly-report", &["b1"]),
+        ("?family=web", &["b2", "a1", "a2", "a3"]),
+        ("?group=service:web&cluster=9batch", &["b2"]),
+    ];
+    for (q, want) in cases {
+        assert_eq!(task_ids(&t, q).await, *want, "{q}");
+    }
+}
+
+#[actix_web::test]
+async fn every_instance_filter() {
+    let t = world().await;
+    let cases: &[(&str, &[&str])] = &[
+        ("?status=active", &["i3", "i1"]),
+        ("?status=DRAINING", &["i2"]),
+        ("?cluster=9batch", &["i3"]),
+        ("?cluster=prod-web&status=ACTIVE", &["i1"]),
+        ("?agentConnected=true", &["i1"]),
+        ("?agentConnected=false", &["i3", "i2"]),
+        ("?status=INACTIVE", &[]),
+    ];
+    for (q, want) in cases {
+        assert_eq!(instance_ids(&t, q).await, *want, "{q}");
+    }
+}
+
+#[actix_web::test]
+async fn describe_by_name_or_arn_raw_or_encoded() {
+    let t = world().await;
+    let arn = format!("arn:aws:ecs:us-west-2:{ACCOUNT}:task/9batch/b1");
+    let enc = arn.replace('/', "%2F");
+    let cl = cluster_arn("9batch");
+    for path in [
+        format!("/v1/tasks/9batch/{arn}"),
+        format!("/v1/tasks/9batch/{enc}"),
+        format!("/v1/tasks/{}/{arn}", cl.replace('/', "%2F")),
+        format!("/v1/tasks/{cl}/{arn}"),
+    ] {
+        let r = t.get(&path).await;
+        assert_eq!(r.status, 200, "{path}");
+        let v = r.json();
+        assert_eq!(v["entity"]["taskARN"], arn.as_str());
+        assert_eq!(v["entity"]["launchType"], "FARGATE");
+        assert_eq!(v["metadata"]["entityVersion"], "4");
+    }
+    let r = t
+        .get(&format!(
+            "/v1/instances/prod-web/{}",
+            ci_arn("prod-web", "i2")
+        ))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["entity"]["status"], "DRAINING");
+    // A cluster that is not the entity's, and entities that are not stored.
+    error(
+        &t,
+        "GET",
+        &format!("/v1/tasks/prod-web/{arn}"),
+        404,
+        "Task not found",
+    )
+    .await;
+    error(
+        &t,
+        "GET",
+        &format!("/v1/tasks/9batch/{arn}x"),
+        404,
+        "Task not found",
+    )
+    .await;
+    error(
+        &t,
+        "GET",
+        &format!("/v1/instances/9batch/{}", ci_arn("9batch", "zz")),
+        404,
+        "Instance not found",
+    )
+    .await;
+    error(
+        &t,
+        "GET",
+        &format!("/v1/tasks/bad!name/{arn}"),
+        400,
+        "Invalid cluster ARN or name",
+    )
+    .await;
+    error(
+        &t,
+        "GET",
+        "/v1/tasks/9batch/not-an-arn",
+        400,
+        "Invalid task ARN",
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn every_error_row() {
+    let t = world().await;
+    let long = "x".repeat(256);
+    let rows: Vec<(&str, String, u16, &str)> = vec![
+        (
+            "GET",
+            "/v1/tasks?colour=red".into(),
+            400,
+            "At least one of the filters provided is unsupported",
+        ),
+        (
+            "GET",
+            "/v1/instances?startedBy=x".into(),
+            400,
+            "At least one of the filters provided is unsupported",
+        ),
+        (
+            "GET",
+            "/v1/tasks?entityVersion=1".into(),
+            400,
+            "At least one of the filters provided is unsupported",
+        ),
+        (
+            "GET",
+            "/v1/tasks?status=RUNNING&status=PENDING".into(),
+            400,
+            "At least one of the filters provided is specified multiple times",
+        ),
+        (
+            "GET",
+            "/v1/instances?cluster=a&cluster=a".into(),
+            400,
+            "At least one of the filters provided is specified multiple times",
+        ),
+        (
+            "GET",
+            "/v1/tasks?status=WALKING".into(),
+            400,
+            "Invalid status",
+        ),
+        (
+            "GET",
+            "/v1/tasks?desiredStatus=ACTIVE".into(),
+            400,
+            "Invalid status",
+        ),
+        (
+            "GET",
+            "/v1/instances?status=RUNNING".into(),
+            400,
+            "Invalid status",
+        ),
+        (
+            "GET",
+            "/v1/tasks?cluster=bad%20name".into(),
+            400,
+            "Invalid cluster ARN or name",
+        ),
+        (
+            "GET",
+            format!("/v1/instances?cluster={long}"),
+            400,
+            "Invalid cluster ARN or name",
+        ),
+        (
+            "GET",
+            "/v1/tasks?cluster=arn:aws:ecs:us-west-2:1:task/x".into(),
+            400,
+            "Invalid cluster ARN or name",
+        ),
+        ("GET", "/v1/tasks?limit=0".into(), 400, "Invalid limit"),
+        ("GET", "/v1/tasks?limit=10001".into(), 400, "Invalid limit"),
+        ("GET", "/v1/instances?limit=-1".into(), 400, "Invalid limit"),
+        ("GET", "/v1/tasks?limit=ten".into(), 400, "Invalid limit"),
+        (
+            "GET",
+            "/v1/tasks?nextToken=garbage".into(),
+            400,
+            "Invalid nextToken",
+        ),
+        (
+            "GET",
+            "/v1/tasks?nextToken=task.999.YWIK".into(),
+            400,
+            "Invalid nextToken",
+        ),
+        (
+            "GET",
+            "/v1/tasks?launchType=SPOT".into(),
+            400,
+            "Invalid launchType",
+        ),
+        (
+            "GET",
+            "/v1/tasks?containerInstance=i-123".into(),
+            400,
+            "Invalid containerInstance",
+        ),
+        (
+            "GET",
+            "/v1/instances?agentConnected=maybe".into(),
+            400,
+            "Invalid agentConnected",
+        ),
+        ("GET", "/v1/nothing".into(), 404, "Not found"),
+        ("GET", "/".into(), 404, "Not found"),
+        ("GET", "/v2/tasks".into(), 404, "Not found"),
+        ("GET", "/v1/tasks/only-a-cluster".into(), 404, "Not found"),
+        ("POST", "/v1/tasks".into(), 405, "Method not allowed"),
+        ("DELETE", "/v1/instances".into(), 405, "Method not allowed"),
+        ("PUT", "/v1/ping".into(), 405, "Method not allowed"),
+        (
+            "POST",
+            format!("/v1/tasks/prod-web/arn:aws:ecs:us-west-2:{ACCOUNT}:task/prod-web/a1"),
+            405,
+            "Method not allowed",
+        ),
+    ];
+    for (method, path, status, message) in &rows {
+        error(&t, method, path, *status, message).await;
+    }
+    let r = request(t.addr(), "POST", "/v1/tasks").await;
+    assert_eq!(r.header("allow"), Some("GET"));
+}
+
+#[actix_web::test]
+async fn store_unavailable_is_503() {
+    use actors::store::{BoxFuture, Error, Loaded, Op, Outcome, Result, Store};
+    /// A store that cannot be reached: the view never loads.
+    struct Down;
+    impl Store for Down {
+        fn load(&self) -> BoxFuture<'_, Result<Loaded>> {
+            Box::pin(async { Err(Error::Unavailable("down".into())) })
+        }
+        fn commit(&self, _: Vec<Op>, _: i64) -> BoxFuture<'_, Result<Vec<Outcome>>> {
+            Box::pin(async { Err(Error::Unavailable("down".into())) })
+        }
+        fn purge_tombstones(&self, _: i64) -> BoxFuture<'_, Result<usize>> {
+            Box::pin(async { Err(Error::Unavailable("down".into())) })
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let svc = css::service::Service::start_with_store(
+        &s,
+        css::config::Feed::None,
+        std::sync::Arc::new(Down),
+        css::logging::discard(),
+    )
+    .await
+    .unwrap();
+    for path in [
+        "/v1/tasks",
+        "/v1/instances",
+        "/v1/tasks/c/arn:aws:ecs:r:1:task/c/t",
+    ] {
+        let r = get(svc.addr, path).await;
+        assert_eq!(r.status, 503, "{path}");
+        assert!(r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("Store unavailable"));
+    }
+    let r = get(svc.addr, "/readyz").await;
+    assert_eq!(r.status, 503);
+    assert!(r.json()["waitingFor"]
+        .as_array()
+        .is_some_and(|w| !w.is_empty()));
+    assert_eq!(get(svc.addr, "/healthz").await.status, 200);
+    assert_eq!(get(svc.addr, "/v1/ping").await.status, 200);
+    svc.stop().await;
+}
+
+/// Follows `nextToken` from `first` to the end; returns items and page count.
+async fn all_pages(t: &TestService, first: &str) -> (Vec<Value>, usize, Vec<String>) {
+    let mut items = Vec::new();
+    let mut revisions = Vec::new();
+    let mut path = first.to_owned();
+    for pages in 1..1000 {
+        let r = t.get(&path).await;
+        assert_eq!(
+            r.status,
+            200,
+            "{path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let v = r.json();
+        revisions.push(v["metadata"]["entityVersion"].as_str().unwrap().to_owned());
+        items.extend(v["items"].as_array().unwrap().iter().cloned());
+        match v.get("nextToken").and_then(Value::as_str) {
+            Some(tok) => {
+                let sep = if first.contains('?') { '&' } else { '?' };
+                path = format!("{first}{sep}nextToken={tok}");
+            }
+            None => return (items, pages, revisions),
+        }
+    }
+    panic!("paging never ended");
+}
+
+#[actix_web::test]
+async fn pages_concatenate_to_the_unpaged_list_from_one_snapshot() {
+    let t = start().await;
+    let events: Vec<String> = (0..57)
+        .map(|i| {
+            task(
+                if i % 3 == 0 { "7seven" } else { "main" },
+                &format!("t{i:03}"),
+                1,
+                |d| {
+                    if i % 2 == 0 {
+                        d["lastStatus"] = json!("PENDING");
+                    }
+                },
+            )
+        })
+        .collect();
+    t.inject(&events).await;
+    for query in [
+        "",
+        "?status=PENDING",
+        "?cluster=7seven",
+        "?cluster=arn:aws:ecs:us-west-2:111122223333:cluster%2Fmain",
+    ] {
+        let whole = t.get(&format!("/v1/tasks{query}")).await.json();
+        let whole = whole["items"].as_array().unwrap().clone();
+        for limit in [1, 5, 10, 56, 57, 1000] {
+            let sep = if query.is_empty() { '?' } else { '&' };
+            let (items, pages, _) =
+                all_pages(&t, &format!("/v1/tasks{query}{sep}limit={limit}")).await;
+            let ids = |v: &[Value]| {
+                v.iter()
+                    .map(|i| {
+                        i["entity"]["taskARN"]
+                            .as_str()
+                            .unwrap()
+                            .rsplit('/')
+                            .next()
+                            .unwrap()
+                            .to_owned()
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            assert_eq!(ids(&items), ids(&whole), "{query} limit {limit}");
+            assert_eq!(items, whole, "{query} limit {limit}");
+            assert_eq!(
+                pages,
+                whole.len().div_ceil(limit).max(1),
+                "{query} limit {limit}"
+            );
+            let mut arns: Vec<_> = items
+                .iter()
+                .map(|i| i["entity"]["taskARN"].clone())
+                .collect();
+            arns.dedup();
+            assert_eq!(arns.len(), items.len(), "an item twice");
+        }
+    }
+
+    // Writes between pages change nothing of a listing already started.
+    let first = t.get("/v1/tasks?limit=10").await.json();
+    let token = first["nextToken"].as_str().unwrap().to_owned();
+    let before = first["metadata"]["entityVersion"].clone();
+    t.inject(&[
+        task("main", "t001", 2, |d| d["lastStatus"] = json!("STOPPED")),
+        task("aaa", "new", 1, |_| {}),
+    ])
+    .await;
+    let mut rest = vec![first];
+    let mut tok = Some(token);
+    while let Some(tk) = tok {
+        let v = t
+            .get(&format!("/v1/tasks?limit=10&nextToken={tk}"))
+            .await
+            .json();
+        tok = v
+            .get("nextToken")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        rest.push(v);
+    }
+    for page in &rest {
+        assert_eq!(
+            page["metadata"]["entityVersion"], before,
+            "a page from another snapshot"
+        );
+    }
+    let all: Vec<&Value> = rest
+        .iter()
+        .flat_map(|p| p["items"].as_array().unwrap())
+        .collect();
+    assert_eq!(
+        all.len(),
+        57,
+        "the new task must not appear in the old listing"
+    );
+    assert!(all.iter().all(|i| i["entity"]["lastStatus"] != "STOPPED"));
+    // A fresh listing sees both writes.
+    assert_eq!(
+        t.get("/v1/tasks").await.json()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        58
+    );
+    assert_eq!(task_ids(&t, "?status=STOPPED").await, ["t001"]);
+}
+
+#[actix_web::test]
+async fn hostile_requests_get_4xx_json_and_never_break_the_server() {
+    let t = world().await;
+    let huge = "a".repeat(20_000);
+    let paths: Vec<(String, u16)> = vec![
+        ("/v1/tasks?%zz=1".into(), 400),
+        ("/v1/tasks?status=%00".into(), 400),
+        ("/v1/tasks?status=%ff%fe".into(), 400),
+        ("/v1/tasks?=".into(), 400),
+        ("/v1/tasks?&&&".into(), 200),
+        ("/v1/tasks?status".into(), 200),
+        ("/v1/tasks?limit=99999999999999999999999".into(), 400),
+        ("/v1/tasks?limit=1e3".into(), 400),
+        (format!("/v1/tasks?cluster={huge}"), 400),
+        (format!("/v1/tasks?nextToken={huge}"), 400),
+        (
+            "/v1/tasks?nextToken=task.18446744073709551616.YWIK".into(),
+            400,
+        ),
+        ("/v1/tasks?nextToken=instance.1.YWIK".into(), 400),
+        ("/v1/tasks/%ff/%fe".into(), 404),
+        ("/v1/tasks/c/%".into(), 400),
+        (
+            "/v1/tasks/c/arn:aws:ecs:us-west-2:1:task/c/%E2%82".into(),
+            404,
+        ),
+        ("/v1/tasks/../../etc/passwd".into(), 400),
+        ("/v1/tasks/arn:aws:ecs:r:1:cluster".into(), 404),
+        ("/v1/tasks/arn:aws:ecs:r:1:cluster/".into(), 404),
+        ("/v1/instances///".into(), 400),
+        (format!("/v1/instances/c/{huge}"), 400),
+        (
+            "/v1/tasks/%E2%9C%93/arn:aws:ecs:us-west-2:1:task/x".into(),
+            400,
+        ),
+        ("/v1/ping?x=1".into(), 400),
+    ];
+    for (p, status) in &paths {
+        let r = t.get(p).await;
+        assert_eq!(
+            r.status,
+            *status,
+            "{p:.100}: {:.300}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(
+            r.status == 200 || r.body.len() < 2000,
+            "{p:.100}: the error echoes too much input"
+        );
+        assert_eq!(r.header("content-type"), Some("application/json"), "{p}");
+        let body = r.json();
+        assert!(
+            body["message"].is_string() || body["items"].is_array(),
+            "{p}"
+        );
+    }
+    // Malformed HTTP never kills the listener.
+    for junk in [
+        &b"\x00\x01\x02\r\n\r\n"[..],
+        b"GET /v1/tasks HTTP/9.9\r\n\r\n",
+        b"GET\r\n\r\n",
+        b"GET /v1/tasks?status=\xff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ] {
+        let _ = raw(t.addr(), junk).await;
+    }
+    assert_eq!(t.get("/v1/ping").await.status, 200);
+    assert_eq!(task_ids(&t, "").await.len(), 5);
+}

@@ -1,0 +1,209 @@
+//! The real binary: command line, exit codes, and a restart on the same data
+//! directory after a crash.
+
+use crate::support::*;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_cluster-state-service");
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn spawn(args: &[&str]) -> Child {
+    Command::new(BIN)
+        .args(args)
+        .env("CSS_LOG_LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts")
+}
+
+#[test]
+fn version_and_help() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("cluster-state-service 0."));
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--bind",
+        "--etcd-endpoint",
+        "--queue",
+        "--config",
+        "--data-dir",
+        "--simulate",
+        "--replay",
+        "--log-level",
+        "--log-file",
+    ] {
+        assert!(help.contains(flag), "help lacks {flag}");
+    }
+}
+
+#[test]
+fn bad_configuration_exits_64_listing_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[server]\nbind = 3\n[store]\ntombstone_retention = \"forever\"\nfoo = 1\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", cfg.to_str().unwrap(), "--no-such-flag"])
+        .env("CSS_RECONCILE__INTERVAL", "often")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "--no-such-flag",
+        "server.bind",
+        "store.tombstone_retention",
+        "store.foo",
+        "reconcile.interval",
+    ] {
+        assert!(err.contains(needle), "stderr lacks {needle}:\n{err}");
+    }
+    let out = Command::new(BIN)
+        .env("CSS_LOG_LEVEL", "loud")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}
+
+async fn wait_up(addr: SocketAddr) {
+    for _ in 0..500 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok()
+            && get(addr, "/readyz").await.status == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("binary never became ready on {addr}");
+}
+
+async fn list(addr: SocketAddr) -> (usize, u64) {
+    let v = get(addr, "/v1/tasks").await.json();
+    let n = v["items"].as_array().unwrap().len();
+    (
+        n,
+        v["metadata"]["entityVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap(),
+    )
+}
+
+fn write_events(path: &Path, n: usize, version: u64) {
+    let lines: Vec<String> = (0..n)
+        .map(|i| task_event("restart", &format!("t{i}"), version, "RUNNING"))
+        .collect();
+    std::fs::write(path, lines.join("\n")).unwrap();
+}
+
+#[actix_web::test]
+async fn a_restart_on_the_same_data_dir_keeps_everything_and_revisions_grow() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let first = dir.path().join("first.ndjson");
+    let second = dir.path().join("second.ndjson");
+    write_events(&first, 300, 1);
+    write_events(&second, 40, 2);
+
+    // Run 1: replay 300 events, then crash (SIGKILL).
+    let addr = free_addr();
+    let mut child = spawn(&[
+        "--bind",
+        &addr.to_string(),
+        "--data-dir",
+        data,
+        "--replay",
+        first.to_str().unwrap(),
+    ]);
+    wait_up(addr).await;
+    let mut seen = (0, 0);
+    for _ in 0..500 {
+        seen = list(addr).await;
+        if seen.0 == 300 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, (300, 300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Run 2: nothing feeding it; everything is still there at the same revision.
+    let addr = free_addr();
+    let mut child = spawn(&["--bind", &addr.to_string(), "--data-dir", data]);
+    wait_up(addr).await;
+    assert_eq!(list(addr).await, (300, 300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Run 3: 40 newer events; the revision keeps growing from where it was.
+    let addr = free_addr();
+    let mut child = spawn(&[
+        "--bind",
+        &addr.to_string(),
+        "--data-dir",
+        data,
+        "--replay",
+        second.to_str().unwrap(),
+    ]);
+    wait_up(addr).await;
+    for _ in 0..500 {
+        seen = list(addr).await;
+        if seen.1 == 340 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, (300, 340));
+    let v = get(
+        addr,
+        "/v1/tasks/restart/arn:aws:ecs:us-west-2:111122223333:task/restart/t0",
+    )
+    .await
+    .json();
+    assert_eq!(v["entity"]["version"], 2);
+    let rev: u64 = v["metadata"]["entityVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rev > 300, "a write after restart got revision {rev}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_second_process_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let a = free_addr();
+    let mut first = spawn(&["--bind", &a.to_string(), "--data-dir", data]);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = Command::new(BIN)
+        .args(["--bind", &free_addr().to_string(), "--data-dir", data])
+        .output()
+        .unwrap();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("locked"), "{err}");
+}

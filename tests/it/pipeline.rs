@@ -1,0 +1,406 @@
+//! The actor pipeline itself: the version rule under any order, supervised
+//! restarts, hostile message bodies, and the replay and simulate sources.
+
+use crate::support::*;
+use actors::decoder::{Decode, MessageOutcome, RawMessage};
+use actors::metrics::Metrics;
+use actors::pipeline::{Pipeline, Source, SourceAddr};
+use actors::store::{self, BoxFuture, Embedded, Loaded, Op, Outcome, Store};
+use actors::writer::{self, GetSnapshot};
+use css::config::Feed;
+use proptest::prelude::*;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn messages(bodies: &[String]) -> Vec<RawMessage> {
+    bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| RawMessage {
+            id: format!("m{i}"),
+            body: b.clone(),
+        })
+        .collect()
+}
+
+/// Events for entity `e` at `version`; `startedBy` records the version so the
+/// final content can be checked, not only the version number.
+fn event(e: usize, version: u64) -> String {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&task_event("prop", &format!("e{e}"), version, "RUNNING")).unwrap();
+    v["detail"]["startedBy"] = serde_json::json!(format!("v{version}"));
+    v.to_string()
+}
+
+fn orders() -> impl Strategy<Value = (Vec<(usize, u64)>, usize)> {
+    (
+        proptest::collection::hash_set((0usize..4, 1u64..12), 1..25),
+        proptest::collection::vec(any::<proptest::sample::Index>(), 0..15),
+        1usize..8,
+    )
+        .prop_flat_map(|(set, dups, batch)| {
+            let mut events: Vec<(usize, u64)> = set.into_iter().collect();
+            let extra: Vec<_> = dups.iter().map(|i| events[i.index(events.len())]).collect();
+            events.extend(extra);
+            (Just(events).prop_shuffle(), Just(batch))
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Any permutation of a set of events, with duplicates, in batches of any
+    /// size, leaves each entity at its highest version; exactly the events
+    /// that were not newer than what was stored are counted stale.
+    #[test]
+    fn any_order_ends_at_the_highest_version((events, batch) in orders()) {
+        actix_web::rt::System::new().block_on(async move {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(Embedded::open(dir.path()).unwrap());
+            let metrics = Arc::new(Metrics::default());
+            let p = Pipeline::start(store, writer::Config::default(), Source::None, metrics.clone(),
+                &css::logging::discard());
+            let bodies: Vec<String> = events.iter().map(|&(e, v)| event(e, v)).collect();
+            for chunk in bodies.chunks(batch) {
+                p.decoder.send(Decode { messages: messages(chunk) }).await.unwrap().unwrap();
+            }
+            let mut max: HashMap<usize, u64> = HashMap::new();
+            let mut expected_applied = 0;
+            for &(e, v) in &events {
+                if max.get(&e).is_none_or(|&m| v > m) {
+                    expected_applied += 1;
+                    max.insert(e, v);
+                }
+            }
+            let snap = p.writer.send(GetSnapshot).await.unwrap().unwrap();
+            prop_assert_eq!(snap.tasks.len(), max.len());
+            for (e, v) in &max {
+                let entry = snap.tasks.values().find(|x| x.arn.ends_with(&format!("/e{e}"))).unwrap();
+                prop_assert_eq!(entry.version, Some(*v));
+                prop_assert_eq!(entry.started_by.clone(), Some(format!("v{v}")));
+            }
+            prop_assert_eq!(metrics.events_applied.get(), expected_applied);
+            prop_assert_eq!(metrics.events_stale.get(), events.len() as u64 - expected_applied);
+            prop_assert_eq!(snap.revision, expected_applied);
+            Ok(())
+        })?;
+    }
+}
+
+/// Commits to the real store, then (once armed) reports failure anyway: as if
+/// the process lost the reply after the fsync.
+struct LosesReply {
+    inner: Embedded,
+    armed: AtomicBool,
+}
+
+impl Store for LosesReply {
+    fn load(&self) -> BoxFuture<'_, store::Result<Loaded>> {
+        self.inner.load()
+    }
+    fn commit(&self, ops: Vec<Op>, now: i64) -> BoxFuture<'_, store::Result<Vec<Outcome>>> {
+        Box::pin(async move {
+            let res = self.inner.commit(ops, now).await;
+            if self.armed.swap(false, Ordering::SeqCst) {
+                return Err(store::Error::Unavailable("reply lost".into()));
+            }
+            res
+        })
+    }
+    fn purge_tombstones(&self, before: i64) -> BoxFuture<'_, store::Result<usize>> {
+        self.inner.purge_tombstones(before)
+    }
+}
+
+#[actix_web::test]
+async fn a_failed_writer_restarts_with_its_state_reloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(LosesReply {
+        inner: Embedded::open(dir.path()).unwrap(),
+        armed: AtomicBool::new(false),
+    });
+    let metrics = Arc::new(Metrics::default());
+    let p = Pipeline::start(
+        store.clone(),
+        writer::Config::default(),
+        Source::None,
+        metrics.clone(),
+        &css::logging::discard(),
+    );
+    let first = vec![event(1, 1), event(2, 1)];
+    let r = p
+        .decoder
+        .send(Decode {
+            messages: messages(&first),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r, [MessageOutcome::Applied, MessageOutcome::Applied]);
+
+    store.armed.store(true, Ordering::SeqCst);
+    let second = vec![event(3, 1)];
+    let r = p
+        .decoder
+        .send(Decode {
+            messages: messages(&second),
+        })
+        .await
+        .unwrap();
+    assert!(
+        r.is_err(),
+        "the caller must hear of the failure, so it does not ack"
+    );
+
+    // The supervisor restarts the writer, which reloads its view from the
+    // store: the write whose reply was lost is there.
+    let mut snap = None;
+    for _ in 0..100 {
+        if let Ok(Ok(s)) = p.writer.send(GetSnapshot).await {
+            if metrics.writer_restarts.get() == 1 {
+                snap = Some(s);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let snap = snap.expect("writer restarted and serves again");
+    assert_eq!(metrics.writer_restarts.get(), 1);
+    assert_eq!(snap.tasks.len(), 3);
+    assert_eq!(snap.revision, 3);
+
+    // The redelivered message is a no-op; new ones apply as usual.
+    let r = p
+        .decoder
+        .send(Decode {
+            messages: messages(&second),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r, [MessageOutcome::Stale]);
+    let r = p
+        .decoder
+        .send(Decode {
+            messages: messages(&[event(4, 1)]),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r, [MessageOutcome::Applied]);
+    let snap = p.writer.send(GetSnapshot).await.unwrap().unwrap();
+    assert_eq!((snap.tasks.len(), snap.revision), (4, 4));
+}
+
+#[actix_web::test]
+async fn hostile_bodies_are_invalid_and_never_stop_the_good_ones() {
+    let t = start().await;
+    let task = fixture("task-running-ec2.json");
+    let deep_array = "[".repeat(100_000);
+    let deep_object = format!("{{\"a\":{}", "[".repeat(100_000));
+    let sns_in_sns = serde_json::json!({"Type": "Notification",
+        "Message": serde_json::json!({"Type": "Notification", "Message": task}).to_string()})
+    .to_string();
+    let hostile: Vec<String> = vec![
+        String::new(),
+        "   ".into(),
+        "null".into(),
+        "[]".into(),
+        "\"just a string\"".into(),
+        "{".into(),
+        deep_array,
+        deep_object,
+        "x".repeat(300 * 1024),
+        r#"{"detail-type":"ECS Task State Change","detail":"a string"}"#.into(),
+        r#"{"detail-type":"ECS Task State Change","detail":{"taskArn":"arn:aws:ecs:r:1:task/c/t","lastStatus":"RUNNING","version":1e30}}"#.into(),
+        r#"{"detail-type":"ECS Task State Change","detail":{"taskArn":"arn:aws:ecs:r:1:task/c/t","lastStatus":"RUNNING","version":18446744073709551616}}"#.into(),
+        r#"{"detail-type":"ECS Task State Change","detail":{"taskArn":"arn:aws:ecs:r:1:task/c/t\ud800","lastStatus":"RUNNING","version":1}}"#.into(),
+        r#"{"detail-type":"ECS Task State Change","detail":{"taskArn":"arn:aws:ecs:r:1:task/c/t","lastStatus":"RUNNING","version":1,"containers":{"a":1}}}"#.into(),
+        r#"{"detail-type":"ECS Task State Change","detail":{"taskArn":"arn:aws:ecs:r:1:task/c/t","lastStatus":"RUNNING","version":1,"containers":[{"exitCode":"zero"}]}}"#.into(),
+        r#"{"detail-type":"ECS Container Instance State Change","detail":{"containerInstanceArn":"arn:aws:ecs:r:1:container-instance/c/i","status":"ACTIVE","version":1,"registeredResources":[{"type":"INTEGER","integerValue":"many"}]}}"#.into(),
+        r#"{"detail-type":"ECS Task State Change","detail":{"taskArn":"arn:aws:ecs:r:1:task/c/t","clusterArn":"arn:aws:ecs:r:1:cluster/bad name","lastStatus":"RUNNING","version":1}}"#.into(),
+        r#"{"Type":"Notification","Message":42}"#.into(),
+        sns_in_sns,
+        "\u{feff}{}".into(),
+    ];
+    let mut batch = vec![task.clone()];
+    batch.extend(hostile.iter().cloned());
+    batch.push(fixture("instance-active.json"));
+    let outcomes = t.inject(&batch).await;
+    assert_eq!(outcomes[0], MessageOutcome::Applied);
+    assert_eq!(outcomes[outcomes.len() - 1], MessageOutcome::Applied);
+    for (body, o) in hostile.iter().zip(&outcomes[1..]) {
+        assert!(
+            matches!(o, MessageOutcome::Invalid(_)),
+            "{o:?} for {:.80}",
+            body
+        );
+    }
+    let metrics = String::from_utf8(t.get("/metrics").await.body).unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "css_events_total{{outcome=\"invalid\"}} {}",
+            hostile.len()
+        )),
+        "{metrics}"
+    );
+    // Still alive and serving.
+    assert_eq!(
+        t.inject(&[fixture("task-fargate-short-arn.json")]).await,
+        [MessageOutcome::Applied]
+    );
+    assert_eq!(
+        t.get("/v1/tasks").await.json()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[actix_web::test]
+async fn replay_counts_bad_lines_and_applies_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.ndjson");
+    let one_line = |s: String| {
+        serde_json::from_str::<serde_json::Value>(&s)
+            .unwrap()
+            .to_string()
+    };
+    let mut lines = vec![
+        one_line(fixture("task-running-ec2.json")),
+        "this is not json".into(),
+        String::new(),
+        one_line(fixture("instance-active.json")),
+        format!("{{\"x\":\"{}\"}}", "y".repeat(300 * 1024)),
+        one_line(fixture("service-action-ignored.json")),
+        one_line(fixture("task-running-ec2.json")),
+    ];
+    lines.extend((0..2500).map(|i| task_event("bulk", &format!("t{i}"), 1, "RUNNING")));
+    std::fs::write(&file, lines.join("\n")).unwrap();
+
+    let t = start_with(Feed::Replay(file), |_| {}).await;
+    let SourceAddr::Replay(src) = t.svc.pipeline.source.clone() else {
+        panic!("no replay source")
+    };
+    let mut report = None;
+    for _ in 0..300 {
+        let r = src.send(actors::source::replay::GetReport).await.unwrap();
+        if r.done {
+            report = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = report.expect("replay finished");
+    assert_eq!(r.lines, 2507);
+    assert_eq!(
+        (r.applied, r.stale, r.ignored, r.invalid, r.failed),
+        (2502, 1, 1, 2, 0)
+    );
+    assert_eq!(
+        t.get("/v1/tasks?cluster=bulk&limit=1").await.json()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let all = t.get("/v1/tasks").await.json();
+    assert_eq!(all["items"].as_array().unwrap().len(), 2501);
+    assert_eq!(
+        t.get("/v1/instances").await.json()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn truth(t: &TestService) -> actors::source::simulate::Truth {
+    let SourceAddr::Simulate(sim) = t.svc.pipeline.source.clone() else {
+        panic!("no simulator")
+    };
+    sim.send(actors::source::simulate::GetTruth).await.unwrap()
+}
+
+#[actix_web::test]
+async fn simulate_with_duplicates_and_reordering_converges_to_the_truth() {
+    let t = start_with(Feed::Simulate, |s| {
+        s.simulate.clusters = 2;
+        s.simulate.instances_per_cluster = 3;
+        s.simulate.tasks_per_instance = 4;
+        s.simulate.events_per_second = 0.0;
+        s.simulate.duplicate_rate = 0.3;
+        s.simulate.reorder_rate = 0.3;
+    })
+    .await;
+    let mut ok = false;
+    for _ in 0..200 {
+        let tr = truth(&t).await;
+        let tasks = t.get("/v1/tasks").await.json()["items"]
+            .as_array()
+            .unwrap()
+            .len();
+        let instances = t.get("/v1/instances").await.json()["items"]
+            .as_array()
+            .unwrap()
+            .len();
+        if tr.settled && tasks == tr.tasks && instances == tr.instances {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(ok, "view never matched the simulator");
+    let tr = truth(&t).await;
+    assert_eq!((tr.tasks, tr.instances), (24, 6));
+    let metrics = String::from_utf8(t.get("/metrics").await.body).unwrap();
+    let stale: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("css_events_total{outcome=\"stale\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(stale > 0, "duplicates must show up as stale: {metrics}");
+    for c in &tr.clusters {
+        let r = t.get(&format!("/v1/tasks?cluster={c}")).await;
+        assert_eq!(r.json()["items"].as_array().unwrap().len(), 12, "{c}");
+    }
+}
+
+#[actix_web::test]
+async fn malformed_simulated_messages_do_not_stop_the_pipeline() {
+    let t = start_with(Feed::Simulate, |s| {
+        s.simulate.clusters = 1;
+        s.simulate.instances_per_cluster = 2;
+        s.simulate.tasks_per_instance = 2;
+        s.simulate.events_per_second = 200.0;
+        s.simulate.malformed_rate = 0.3;
+    })
+    .await;
+    let counter = |m: &str, outcome: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(&format!("css_events_total{{outcome=\"{outcome}\"}} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut seen = (0, 0);
+    for _ in 0..200 {
+        let m = String::from_utf8(t.get("/metrics").await.body).unwrap();
+        seen = (counter(&m, "invalid"), counter(&m, "applied"));
+        if seen.0 >= 20 && seen.1 >= 60 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        seen.0 >= 20 && seen.1 >= 60,
+        "invalid and applied must both keep growing: {seen:?}"
+    );
+    // And after all that, still growing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let m = String::from_utf8(t.get("/metrics").await.body).unwrap();
+    assert!(counter(&m, "applied") > seen.1);
+}

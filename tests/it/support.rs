@@ -1,0 +1,196 @@
+//! Shared test support: an in-process service on port 0 with its own data
+//! directory, event injection through the real pipeline, and a small raw
+//! HTTP/1.1 client (so tests see exactly what goes over the wire).
+
+use actors::decoder::{Decode, MessageOutcome, RawMessage};
+use css::config::{Dur, Feed, Settings};
+use css::service::Service;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub struct TestService {
+    pub svc: Service,
+    /// Kept so the data directory lives as long as the service.
+    pub _dir: tempfile::TempDir,
+}
+
+/// Settings for a test: port 0, a data dir, and a STOPPED-task retention long
+/// enough that fixtures from the past stay readable.
+pub fn settings(dir: &Path) -> Settings {
+    let mut s = Settings::default();
+    s.server.bind = "127.0.0.1:0".into();
+    s.store.data_dir = dir.to_path_buf();
+    s.store.stopped_task_retention = Dur::secs(100 * 365 * 86400);
+    s
+}
+
+pub async fn start() -> TestService {
+    start_with(Feed::None, |_| {}).await
+}
+
+pub async fn start_with(feed: Feed, tweak: impl FnOnce(&mut Settings)) -> TestService {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = settings(dir.path());
+    tweak(&mut s);
+    let svc = Service::start(&s, feed, css::logging::discard())
+        .await
+        .expect("service starts");
+    let t = TestService { svc, _dir: dir };
+    t.wait_ready().await;
+    t
+}
+
+impl TestService {
+    pub fn addr(&self) -> SocketAddr {
+        self.svc.addr
+    }
+
+    pub async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if get(self.addr(), "/readyz").await.status == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("service never became ready");
+    }
+
+    /// Sends bodies through the real decoder → writer pipeline.
+    pub async fn inject<S: AsRef<str>>(&self, bodies: &[S]) -> Vec<MessageOutcome> {
+        let messages = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| RawMessage {
+                id: format!("test-{i}"),
+                body: b.as_ref().to_owned(),
+            })
+            .collect();
+        self.svc
+            .pipeline
+            .decoder
+            .send(Decode { messages })
+            .await
+            .expect("decoder reachable")
+            .expect("store available")
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        get(self.addr(), path).await
+    }
+}
+
+/// The project's copy of the shared fixtures.
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+pub fn fixture(name: &str) -> String {
+    std::fs::read_to_string(fixtures_dir().join("events").join(name)).expect("fixture")
+}
+
+pub fn rendered(name: &str) -> Value {
+    let s = std::fs::read_to_string(fixtures_dir().join("rendered").join(name)).expect("rendered");
+    serde_json::from_str(&s).expect("rendered JSON")
+}
+
+/// A task event in the real shape.
+pub fn task_event(cluster: &str, id: &str, version: u64, status: &str) -> String {
+    serde_json::json!({
+        "version": "0", "id": format!("ev-{id}-{version}"), "detail-type": "ECS Task State Change",
+        "source": "aws.ecs", "account": "111122223333", "region": "us-west-2",
+        "time": "2026-11-20T10:01:02Z",
+        "detail": {
+            "clusterArn": format!("arn:aws:ecs:us-west-2:111122223333:cluster/{cluster}"),
+            "taskArn": format!("arn:aws:ecs:us-west-2:111122223333:task/{cluster}/{id}"),
+            "taskDefinitionArn": "arn:aws:ecs:us-west-2:111122223333:task-definition/web:7",
+            "lastStatus": status, "desiredStatus": "RUNNING", "version": version,
+            "launchType": "EC2", "group": "service:web", "startedBy": "ecs-svc/1",
+            "createdAt": "2026-11-20T10:00:47.003Z"
+        }
+    })
+    .to_string()
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> Response {
+    request(addr, "GET", path).await
+}
+
+pub async fn request(addr: SocketAddr, method: &str, path: &str) -> Response {
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    parse(&raw(addr, req.as_bytes()).await)
+}
+
+/// Sends raw bytes and reads until the server closes (or 10 s pass).
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let _ = s.write_all(bytes).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    out
+}
+
+pub fn parse(raw: &[u8]) -> Response {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP head in {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        while let Some(nl) = rest.windows(2).position(|w| w == b"\r\n") {
+            let size =
+                usize::from_str_radix(String::from_utf8_lossy(&rest[..nl]).trim(), 16).unwrap_or(0);
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[nl + 2..nl + 2 + size]);
+            rest = &rest[nl + 2 + size + 2..];
+        }
+        body = out;
+    }
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
