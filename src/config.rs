@@ -804,6 +804,7 @@ mod schema {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn args(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()
@@ -862,10 +863,7 @@ mod tests {
         assert_eq!(s.log.level, "debug");
         match s.reconcile.clusters {
             Clusters::Tuned(m) => {
-                let t = m
-                    .get("Prod-Web")
-                    .or_else(|| m.get("prod-web"))
-                    .expect("tuned cluster");
+                let t = m.get("Prod-Web").expect("cluster names keep their case");
                 assert_eq!(t.interval, Some(Dur::secs(30)));
             }
             other => panic!("{other:?}"),
@@ -919,6 +917,25 @@ mod tests {
         .unwrap_err();
         assert!(err.0.iter().any(|p| p.contains("cannot be used together")));
         assert!(load(&args(&["--replay", "/nonexistent"]), &HashMap::new()).is_err());
+    }
+
+    #[test]
+    fn every_example_in_config_dir_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut n = 0;
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let path = f.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let l = load(
+                    &args(&["--config", path.to_str().unwrap()]),
+                    &HashMap::new(),
+                )
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert_eq!(l.settings.server.bind, "127.0.0.1:3000");
+                n += 1;
+            }
+        }
+        assert!(n >= 1, "no example in {}", dir.display());
     }
 
     #[test]

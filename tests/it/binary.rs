@@ -207,3 +207,40 @@ fn a_second_process_on_the_same_data_dir_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("locked"), "{err}");
 }
+
+#[test]
+fn logs_go_to_the_log_file_at_the_chosen_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("css.log");
+    let a = free_addr();
+    let mut child = Command::new(BIN)
+        .args([
+            "--bind",
+            &a.to_string(),
+            "--data-dir",
+            dir.path().join("d").to_str().unwrap(),
+        ])
+        .env("CSS_LOG_FILE", &log)
+        .env("CSS_LOG_LEVEL", "debug")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("serving") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        text.contains("serving") && text.contains("no event source"),
+        "{text}"
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "nothing on stderr when logging to a file"
+    );
+}
