@@ -9,8 +9,14 @@ use crate::config::Log;
 use slog::{o, Drain, Level, LevelFilter, Logger};
 use std::fs::OpenOptions;
 
+/// Flushes the asynchronous log channel when dropped: hold it until exit, so
+/// the last lines (shutdown, fatal errors) are written.
+pub struct Guard {
+    _flush: Option<slog_async::AsyncGuard>,
+}
+
 /// Builds the root logger; fails only when the log file cannot be opened.
-pub fn build(cfg: &Log) -> std::io::Result<Logger> {
+pub fn build(cfg: &Log) -> std::io::Result<(Logger, Guard)> {
     let level = match cfg.level.as_str() {
         "debug" => Some(Level::Debug),
         "warn" => Some(Level::Warning),
@@ -20,7 +26,7 @@ pub fn build(cfg: &Log) -> std::io::Result<Logger> {
         _ => Some(Level::Info),
     };
     let Some(level) = level else {
-        return Ok(Logger::root(slog::Discard, o!()));
+        return Ok((Logger::root(slog::Discard, o!()), Guard { _flush: None }));
     };
     let writer: Box<dyn std::io::Write + Send> = if cfg.file.is_empty() {
         Box::new(std::io::stderr())
@@ -43,14 +49,15 @@ pub fn build(cfg: &Log) -> std::io::Result<Logger> {
         let decorator = slog_term::PlainDecorator::new(writer);
         Box::new(slog_term::FullFormat::new(decorator).build().fuse())
     };
-    let drain = slog_async::Async::new(LevelFilter::new(drain, level).fuse())
+    let (drain, guard) = slog_async::Async::new(LevelFilter::new(drain, level).fuse())
         .chan_size(8192)
         .overflow_strategy(slog_async::OverflowStrategy::DropAndReport)
-        .build()
-        .fuse();
-    Ok(Logger::root(
-        drain,
-        o!("service" => "cluster-state-service"),
+        .build_with_guard();
+    Ok((
+        Logger::root(drain.fuse(), o!("service" => "cluster-state-service")),
+        Guard {
+            _flush: Some(guard),
+        },
     ))
 }
 

@@ -29,7 +29,7 @@ fn main() -> ExitCode {
         }
         Mode::Run => {}
     }
-    let log = match css::logging::build(&loaded.settings.log) {
+    let (log, _flush_on_exit) = match css::logging::build(&loaded.settings.log) {
         Ok(l) => l,
         Err(e) => {
             eprintln!(
@@ -44,7 +44,6 @@ fn main() -> ExitCode {
         Err(e) => {
             slog::crit!(log, "cannot start"; "error" => %e);
             eprintln!("cluster-state-service: {e:#}");
-            drop(log);
             ExitCode::FAILURE
         }
     }
@@ -65,6 +64,7 @@ async fn run(loaded: config::Loaded, log: slog::Logger) -> anyhow::Result<()> {
         std::process::exit(130);
     });
     service.stop().await;
+    slog::info!(log, "stopped");
     Ok(())
 }
 

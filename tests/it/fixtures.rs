@@ -166,3 +166,34 @@ async fn the_stopped_fixture_expires_under_the_default_retention() {
         serde_json::json!([])
     );
 }
+
+#[actix_web::test]
+async fn resource_values_render_as_api_md_says() {
+    let t = start().await;
+    let mut v: Value = serde_json::from_str(&fixture("instance-active.json")).unwrap();
+    v["detail"]["registeredResources"] = serde_json::json!([
+        {"name": "CPU", "type": "DOUBLE", "doubleValue": 10.3},
+        {"name": "PORTS", "type": "STRINGSET", "stringSetValue": ["22", "2376"]},
+        {"name": "MEMORY", "type": "LONG", "longValue": 8589934592_i64},
+        {"name": "GPU", "type": "INTEGER", "integerValue": 0},
+        {"name": "ODD", "type": "SOMETHING_NEW", "integerValue": 5}
+    ]);
+    assert_eq!(t.inject(&[v.to_string()]).await, [MessageOutcome::Applied]);
+    let items = t.get("/v1/instances").await.json()["items"].clone();
+    let entity = &items[0]["entity"];
+    assert_eq!(
+        entity["registeredResources"],
+        serde_json::json!([
+            {"name": "CPU", "type": "DOUBLE", "value": "10.30"},
+            {"name": "PORTS", "type": "STRINGSET", "value": "22,2376"},
+            {"name": "MEMORY", "type": "LONG", "value": "8589934592"},
+            {"name": "GPU", "type": "INTEGER", "value": "0"},
+            {"name": "ODD", "type": "SOMETHING_NEW", "value": ""}
+        ])
+    );
+    // The two lists are converted each on its own (v0.3 mixed them up).
+    assert_eq!(
+        entity["remainingResources"],
+        rendered("instance-active.json")["entity"]["remainingResources"]
+    );
+}
