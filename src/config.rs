@@ -24,7 +24,8 @@ pub struct Settings {
     pub store: Store,
     pub source: Source,
     pub reconcile: Reconcile,
-    pub simulate: Simulate,
+    /// `[simulate]`: the built-in simulator of `--simulate`.
+    pub simulate: sim::Config,
     pub log: Log,
 }
 
@@ -159,55 +160,6 @@ pub struct ClusterTuning {
     pub jitter: Option<f64>,
     pub max_requests_per_second: Option<f64>,
     pub grace_period: Option<Dur>,
-}
-
-/// `[simulate]`: the built-in simulator of `--simulate`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Simulate {
-    pub seed: u64,
-    pub clusters: u64,
-    pub instances_per_cluster: u64,
-    pub tasks_per_instance: u64,
-    pub events_per_second: f64,
-    pub duplicate_rate: f64,
-    pub reorder_rate: f64,
-    pub drop_rate: f64,
-    /// (ext) Share of messages sent malformed, to watch bad input being handled.
-    pub malformed_rate: f64,
-}
-
-impl Default for Simulate {
-    fn default() -> Self {
-        let d = sim::Config::default();
-        Simulate {
-            seed: d.seed,
-            clusters: d.clusters as u64,
-            instances_per_cluster: d.instances_per_cluster as u64,
-            tasks_per_instance: d.tasks_per_instance as u64,
-            events_per_second: d.events_per_second,
-            duplicate_rate: d.duplicate_rate,
-            reorder_rate: d.reorder_rate,
-            drop_rate: d.drop_rate,
-            malformed_rate: d.malformed_rate,
-        }
-    }
-}
-
-impl Simulate {
-    pub fn to_sim(&self) -> sim::Config {
-        sim::Config {
-            seed: self.seed,
-            clusters: self.clusters as usize,
-            instances_per_cluster: self.instances_per_cluster as usize,
-            tasks_per_instance: self.tasks_per_instance as usize,
-            events_per_second: self.events_per_second,
-            duplicate_rate: self.duplicate_rate,
-            reorder_rate: self.reorder_rate,
-            drop_rate: self.drop_rate,
-            malformed_rate: self.malformed_rate,
-        }
-    }
 }
 
 /// `[log]`.

@@ -60,7 +60,7 @@ impl Service {
                 );
                 Source::None
             }
-            Feed::Simulate => Source::Simulate(settings.simulate.to_sim()),
+            Feed::Simulate => Source::Simulate(settings.simulate.clone()),
             Feed::Replay(p) => Source::Replay(p),
         };
         let pipeline = Pipeline::start(store, settings.writer(), source, metrics.clone(), &log);

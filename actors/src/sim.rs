@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use std::collections::VecDeque;
 
 /// Simulator settings (`[simulate]` in the configuration file).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub seed: u64,
     pub clusters: usize,

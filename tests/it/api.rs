@@ -87,26 +87,23 @@ fn arns(v: &Value, field: &str) -> Vec<String> {
         .collect()
 }
 
-async fn task_ids(t: &TestService, query: &str) -> Vec<String> {
-    let r = t.get(&format!("/v1/tasks{query}")).await;
+async fn ids(t: &TestService, list: &str, field: &str, query: &str) -> Vec<String> {
+    let r = t.get(&format!("{list}{query}")).await;
     assert_eq!(
         r.status,
         200,
         "{query}: {}",
         String::from_utf8_lossy(&r.body)
     );
-    arns(&r.json(), "taskARN")
+    arns(&r.json(), field)
+}
+
+async fn task_ids(t: &TestService, query: &str) -> Vec<String> {
+    ids(t, "/v1/tasks", "taskARN", query).await
 }
 
 async fn instance_ids(t: &TestService, query: &str) -> Vec<String> {
-    let r = t.get(&format!("/v1/instances{query}")).await;
-    assert_eq!(
-        r.status,
-        200,
-        "{query}: {}",
-        String::from_utf8_lossy(&r.body)
-    );
-    arns(&r.json(), "containerInstanceARN")
+    ids(t, "/v1/instances", "containerInstanceARN", query).await
 }
 
 async fn error(t: &TestService, method: &str, path: &str, status: u16, message: &str) {

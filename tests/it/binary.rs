@@ -93,6 +93,19 @@ async fn wait_up(addr: SocketAddr) {
     panic!("binary never became ready on {addr}");
 }
 
+/// Polls the task list until `done` holds of (count, revision); returns the last.
+async fn list_until(addr: SocketAddr, done: impl Fn((usize, u64)) -> bool) -> (usize, u64) {
+    let mut seen = (0, 0);
+    for _ in 0..500 {
+        seen = list(addr).await;
+        if done(seen) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    seen
+}
+
 async fn list(addr: SocketAddr) -> (usize, u64) {
     let v = get(addr, "/v1/tasks").await.json();
     let n = v["items"].as_array().unwrap().len();
@@ -134,15 +147,7 @@ async fn a_restart_on_the_same_data_dir_keeps_everything_and_revisions_grow() {
         first.to_str().unwrap(),
     ]);
     wait_up(addr).await;
-    let mut seen = (0, 0);
-    for _ in 0..500 {
-        seen = list(addr).await;
-        if seen.0 == 300 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(seen, (300, 300));
+    assert_eq!(list_until(addr, |s| s.0 == 300).await, (300, 300));
     child.kill().unwrap();
     child.wait().unwrap();
 
@@ -165,14 +170,7 @@ async fn a_restart_on_the_same_data_dir_keeps_everything_and_revisions_grow() {
         second.to_str().unwrap(),
     ]);
     wait_up(addr).await;
-    for _ in 0..500 {
-        seen = list(addr).await;
-        if seen.1 == 340 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(seen, (300, 340));
+    assert_eq!(list_until(addr, |s| s.1 == 340).await, (300, 340));
     let v = get(
         addr,
         "/v1/tasks/restart/arn:aws:ecs:us-west-2:111122223333:task/restart/t0",
