@@ -66,6 +66,16 @@ pub struct Store {
     pub stopped_task_retention: Dur,
     /// How long deletions are remembered: covers SQS's longest retention (4 d).
     pub tombstone_retention: Dur,
+    /// (ext) etcd user name; with `etcd_password_file`.
+    pub etcd_username: String,
+    /// (ext) File holding the etcd password (never the password itself, so it
+    /// stays out of command lines, environments and logs).
+    pub etcd_password_file: PathBuf,
+    /// (ext) CA certificate (PEM) that signed etcd's; enables TLS.
+    pub etcd_ca_file: PathBuf,
+    /// (ext) Client certificate and key (PEM) for etcd mutual TLS.
+    pub etcd_cert_file: PathBuf,
+    pub etcd_key_file: PathBuf,
 }
 
 impl Default for Store {
@@ -78,6 +88,11 @@ impl Default for Store {
             history_retention: Dur::secs(3600),
             stopped_task_retention: Dur::secs(3600),
             tombstone_retention: Dur::secs(4 * 86400),
+            etcd_username: String::new(),
+            etcd_password_file: PathBuf::new(),
+            etcd_ca_file: PathBuf::new(),
+            etcd_cert_file: PathBuf::new(),
+            etcd_key_file: PathBuf::new(),
         }
     }
 }
@@ -191,6 +206,7 @@ impl Settings {
         writer::Config {
             stopped_task_retention: retention,
             tombstone_retention: self.store.tombstone_retention.0,
+            history_retention: self.store.history_retention.0,
             // Often enough that a task is never kept much past its retention.
             housekeeping_interval: (retention / 10)
                 .clamp(Duration::from_millis(200), Duration::from_secs(30)),
@@ -239,12 +255,13 @@ pub enum Mode {
     Version,
 }
 
-/// What feeds the pipeline, from `--simulate` / `--replay`.
+/// What feeds the pipeline: `--simulate`, `--replay`, or the queue of `source.queue`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Feed {
     None,
     Simulate,
     Replay(PathBuf),
+    Queue,
 }
 
 /// A loaded configuration.
@@ -463,8 +480,12 @@ pub fn load(args: &[String], env: &HashMap<String, String>) -> Result<Loaded, Pr
             }
             Feed::Replay(path)
         }
+        (false, None) if !settings.source.queue.is_empty() => Feed::Queue,
         (false, None) => Feed::None,
     };
+    if !settings.source.queue.is_empty() && matches!(feed, Feed::Simulate | Feed::Replay(_)) {
+        problems.push("source.queue (--queue) cannot be used with --simulate or --replay".into());
+    }
     if problems.is_empty() {
         check_settings(&settings, has_region, &mut problems);
     }
@@ -479,21 +500,33 @@ pub fn load(args: &[String], env: &HashMap<String, String>) -> Result<Loaded, Pr
     })
 }
 
-/// Checks that need more than one key, or features this build lacks.
+/// Checks that need more than one key, or the file system.
 fn check_settings(s: &Settings, has_region: bool, problems: &mut Vec<String>) {
-    if !s.source.queue.is_empty() {
-        if !has_region {
-            problems.push(
-                "source.queue is set but no AWS region is configured (set AWS_REGION)".into(),
-            );
-        }
-        problems.push("source.queue: the SQS source is not available in this version yet".into());
+    if !s.source.queue.is_empty() && !has_region {
+        problems
+            .push("source.queue is set but no AWS region is configured (set AWS_REGION)".into());
     }
-    if s.store.backend == "etcd" {
-        if s.store.etcd_endpoints.is_empty() {
-            problems.push("store.backend is \"etcd\" but store.etcd_endpoints is empty".into());
+    let st = &s.store;
+    if st.backend == "etcd" && st.etcd_endpoints.is_empty() {
+        problems.push("store.backend is \"etcd\" but store.etcd_endpoints is empty".into());
+    }
+    if st.etcd_username.is_empty() != st.etcd_password_file.as_os_str().is_empty() {
+        problems.push("store.etcd_username and store.etcd_password_file go together".into());
+    }
+    if st.etcd_cert_file.as_os_str().is_empty() != st.etcd_key_file.as_os_str().is_empty() {
+        problems.push("store.etcd_cert_file and store.etcd_key_file go together".into());
+    }
+    for (key, path) in [
+        ("store.etcd_password_file", &st.etcd_password_file),
+        ("store.etcd_ca_file", &st.etcd_ca_file),
+        ("store.etcd_cert_file", &st.etcd_cert_file),
+        ("store.etcd_key_file", &st.etcd_key_file),
+    ] {
+        if !path.as_os_str().is_empty() {
+            if let Err(e) = std::fs::read(path) {
+                problems.push(format!("{key}: cannot read {}: {e}", path.display()));
+            }
         }
-        problems.push("store.backend: the etcd store is not available in this version yet".into());
     }
 }
 
@@ -566,6 +599,11 @@ mod schema {
             ("store", "history_retention" | "stopped_task_retention" | "tombstone_retention") => {
                 Ty::Dur
             }
+            ("store", "etcd_username") => Ty::Str,
+            (
+                "store",
+                "etcd_password_file" | "etcd_ca_file" | "etcd_cert_file" | "etcd_key_file",
+            ) => Ty::Path,
             ("source", "queue" | "dead_letter_queue") => Ty::Str,
             ("source", "wait_time" | "visibility_timeout") => Ty::Dur,
             ("source", "pollers") => Ty::Uint { min: 1, max: 64 },
@@ -907,15 +945,42 @@ mod tests {
         let l = load(
             &args(&["--etcd-endpoint", "a:1,b:2", "--etcd-endpoint=c:3"]),
             &HashMap::new(),
+        )
+        .unwrap();
+        assert_eq!(l.settings.store.backend, "etcd");
+        assert_eq!(l.settings.store.etcd_endpoints, ["a:1", "b:2", "c:3"]);
+        let err = load(&args(&[]), &env(&[("CSS_STORE__BACKEND", "etcd")])).unwrap_err();
+        assert!(err.0[0].contains("etcd_endpoints is empty"), "{err:?}");
+        let err = load(
+            &args(&[]),
+            &env(&[
+                ("CSS_STORE__ETCD_USERNAME", "u"),
+                ("CSS_STORE__ETCD_CA_FILE", "/nonexistent"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(err.0.len(), 2, "{err:?}");
+    }
+
+    #[test]
+    fn the_queue_is_a_feed_of_its_own() {
+        let region = ("AWS_REGION", "us-west-2");
+        let l = load(&args(&["--queue", "sqs://events"]), &env(&[region])).unwrap();
+        assert_eq!(
+            (l.feed, l.settings.source.queue.as_str()),
+            (Feed::Queue, "sqs://events")
         );
-        // The etcd store is not in this version yet, but the flag parses.
-        let err = l.unwrap_err();
+        let l = load(&args(&["--queue_name", "events"]), &env(&[region])).unwrap();
+        assert_eq!(l.settings.source.queue, "events");
+        let err = load(&args(&["--queue", "q", "--simulate"]), &env(&[region])).unwrap_err();
         assert!(
             err.0
                 .iter()
-                .any(|p| p.contains("etcd store is not available")),
+                .any(|p| p.contains("cannot be used with --simulate")),
             "{err:?}"
         );
+        let err = load(&args(&["--queue", "q"]), &HashMap::new()).unwrap_err();
+        assert!(err.0.iter().any(|p| p.contains("no AWS region")), "{err:?}");
     }
 
     #[test]

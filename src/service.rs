@@ -7,8 +7,9 @@ use actix_web::dev::ServerHandle;
 use actix_web::{web, HttpServer};
 use actors::metrics::Metrics;
 use actors::pipeline::{Pipeline, Source};
-use actors::store::{self, Embedded, Store};
-use slog::{info, Logger};
+use actors::source::sqs;
+use actors::store::{self, etcd, Embedded, Etcd, Store};
+use slog::{info, o, Logger};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -26,6 +27,39 @@ pub enum Error {
     },
 }
 
+/// Opens the configured store: etcd, or the embedded one in `data_dir`.
+pub async fn open_store(settings: &Settings, log: &Logger) -> Result<Arc<dyn Store>, Error> {
+    let st = &settings.store;
+    if st.backend != "etcd" {
+        return Ok(Arc::new(Embedded::open(&st.data_dir)?));
+    }
+    let path = |p: &std::path::PathBuf| (!p.as_os_str().is_empty()).then(|| p.clone());
+    let password = match path(&st.etcd_password_file) {
+        Some(p) => Some(
+            std::fs::read_to_string(&p)
+                .map_err(|e| store::Error::Unavailable(format!("{}: {e}", p.display())))?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let config = etcd::Config {
+        endpoints: st.etcd_endpoints.clone(),
+        key_prefix: st.key_prefix.clone(),
+        username: (!st.etcd_username.is_empty()).then(|| st.etcd_username.clone()),
+        password,
+        ca_file: path(&st.etcd_ca_file),
+        cert_file: path(&st.etcd_cert_file),
+        key_file: path(&st.etcd_key_file),
+    };
+    info!(log, "using the etcd store"; "endpoints" => st.etcd_endpoints.join(","),
+        "key_prefix" => &st.key_prefix, "tls" => config.ca_file.is_some(),
+        "auth" => config.username.is_some());
+    Ok(Arc::new(
+        Etcd::connect(&config, log.new(o!("store" => "etcd"))).await?,
+    ))
+}
+
 /// A running service.
 pub struct Service {
     /// The address the API listens on (the real port when bound to port 0).
@@ -39,7 +73,7 @@ impl Service {
     /// Opens the store, starts the actors and the HTTP server; must be called
     /// inside a running actix `System`.
     pub async fn start(settings: &Settings, feed: Feed, log: Logger) -> Result<Service, Error> {
-        let store: Arc<dyn Store> = Arc::new(Embedded::open(&settings.store.data_dir)?);
+        let store = open_store(settings, &log).await?;
         Self::start_with_store(settings, feed, store, log).await
     }
 
@@ -62,6 +96,21 @@ impl Service {
             }
             Feed::Simulate => Source::Simulate(settings.simulate.clone()),
             Feed::Replay(p) => Source::Replay(p),
+            Feed::Queue => {
+                let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                let s = &settings.source;
+                Source::Queue(
+                    aws_sdk_sqs::Client::new(&aws),
+                    sqs::Config {
+                        queue: s.queue.clone(),
+                        wait_time: s.wait_time.0,
+                        visibility_timeout: s.visibility_timeout.0,
+                        pollers: s.pollers as usize,
+                        dead_letter_queue: (!s.dead_letter_queue.is_empty())
+                            .then(|| s.dead_letter_queue.clone()),
+                    },
+                )
+            }
         };
         let pipeline = Pipeline::start(store, settings.writer(), source, metrics.clone(), &log);
         let state = web::Data::new(api::State::new(pipeline.writer.clone(), metrics));

@@ -22,6 +22,21 @@ pub struct RawMessage {
     /// The source's id for it (SQS message id, replay line number, …).
     pub id: String,
     pub body: String,
+    /// How many times the source has delivered it (SQS's
+    /// `ApproximateReceiveCount`; 1 elsewhere). A bad message is counted and
+    /// logged on its first delivery only.
+    pub receive_count: u32,
+}
+
+impl RawMessage {
+    /// A message delivered for the first time.
+    pub fn new(id: impl Into<String>, body: impl Into<String>) -> Self {
+        RawMessage {
+            id: id.into(),
+            body: body.into(),
+            receive_count: 1,
+        }
+    }
 }
 
 /// A batch of messages to decode and apply.
@@ -97,8 +112,10 @@ impl Handler<Decode> for EventDecoder {
                     outcomes[i] = MessageOutcome::Ignored;
                 }
                 Err(e) => {
-                    self.metrics.events_invalid.inc();
-                    warn!(self.log, "invalid event"; "message_id" => &m.id, "reason" => %e);
+                    if m.receive_count <= 1 {
+                        self.metrics.events_invalid.inc();
+                        warn!(self.log, "invalid event"; "message_id" => &m.id, "reason" => %e);
+                    }
                     outcomes[i] = MessageOutcome::Invalid(e);
                 }
             }

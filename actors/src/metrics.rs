@@ -66,6 +66,20 @@ pub struct Metrics {
     pub hub_restarts: Counter,
     /// `css_stream_changes_total`: changes the StreamHub received.
     pub hub_changes: Counter,
+    /// `css_sqs_receive_seconds` (summary): ReceiveMessage calls and their time.
+    pub sqs_receives: Counter,
+    pub sqs_receive_micros: Counter,
+    /// `css_sqs_errors_total{op="receive"}`.
+    pub sqs_receive_errors: Counter,
+    /// `css_sqs_delete_seconds` (summary): DeleteMessageBatch calls and their time.
+    pub sqs_deletes: Counter,
+    pub sqs_delete_micros: Counter,
+    /// `css_sqs_errors_total{op="delete"}`.
+    pub sqs_delete_errors: Counter,
+    /// `css_events_dead_lettered_total`: invalid messages sent to the dead-letter queue.
+    pub dead_lettered: Counter,
     /// `css_view_loaded`: 1 once the view is loaded from the store.
     pub view_loaded: Gauge,
+    /// `css_store_up`: 1 while the store answers.
+    pub store_up: Gauge,
 }

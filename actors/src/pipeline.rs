@@ -5,7 +5,7 @@ use crate::decoder::EventDecoder;
 use crate::hub::StreamHub;
 use crate::metrics::Metrics;
 use crate::sim;
-use crate::source::{ReplaySource, SimulateSource};
+use crate::source::{sqs, QueueReader, ReplaySource, SimulateSource};
 use crate::store::Store;
 use crate::writer::{self, StoreWriter};
 use actix::prelude::*;
@@ -14,12 +14,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// What feeds the pipeline.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Source {
     /// Nothing: the store is served as it is.
     None,
     Simulate(sim::Config),
     Replay(PathBuf),
+    Queue(aws_sdk_sqs::Client, sqs::Config),
 }
 
 /// The address of the running source, if any.
@@ -28,6 +29,7 @@ pub enum SourceAddr {
     None,
     Simulate(Addr<SimulateSource>),
     Replay(Addr<ReplaySource>),
+    Queue(Addr<QueueReader>),
 }
 
 /// The running actors. Dropping it stops their arbiters.
@@ -77,6 +79,13 @@ impl Pipeline {
                 SourceAddr::Simulate(Supervisor::start_in_arbiter(
                     &arbiters[3].handle(),
                     move |_| SimulateSource::new(cfg, d, l),
+                ))
+            }
+            Source::Queue(client, cfg) => {
+                let (l, m) = (log.new(o!("actor" => "QueueReader")), metrics.clone());
+                SourceAddr::Queue(Supervisor::start_in_arbiter(
+                    &arbiters[3].handle(),
+                    move |_| QueueReader::new(client, cfg, d, m, l),
                 ))
             }
             Source::Replay(path) => {

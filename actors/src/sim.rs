@@ -391,10 +391,7 @@ impl Simulator {
 
     fn message(&mut self, body: String) -> RawMessage {
         self.next_id += 1;
-        RawMessage {
-            id: format!("sim-{}", self.next_id),
-            body,
-        }
+        RawMessage::new(format!("sim-{}", self.next_id), body)
     }
 
     /// The next batch of messages: up to `max` of the initial state while it

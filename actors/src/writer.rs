@@ -16,7 +16,7 @@
 use crate::hub::{Committed, StreamHub};
 use crate::metrics::Metrics;
 use crate::model::Kind;
-use crate::store::{self, Op, Outcome, Store};
+use crate::store::{self, Change, Feed, Op, Outcome, Store};
 use crate::time::now_ms;
 use crate::view::Snapshot;
 use actix::prelude::*;
@@ -40,6 +40,10 @@ pub struct Config {
     pub housekeeping_interval: Duration,
     /// Most ops in one commit; larger groups are split over several commits.
     pub max_commit_ops: usize,
+    /// How much store history to keep (older is compacted).
+    pub history_retention: Duration,
+    /// How often the store's reachability is checked (for readiness).
+    pub ping_interval: Duration,
 }
 
 impl Default for Config {
@@ -49,6 +53,8 @@ impl Default for Config {
             tombstone_retention: Duration::from_secs(4 * 86400),
             housekeeping_interval: Duration::from_secs(30),
             max_commit_ops: 2048,
+            history_retention: Duration::from_secs(3600),
+            ping_interval: Duration::from_secs(1),
         }
     }
 }
@@ -101,6 +107,33 @@ pub struct StoreWriter {
     pending: VecDeque<Pending>,
     load_backoff: Duration,
     retention_queued: bool,
+    /// Whether the view follows the store's own feed (changes by any
+    /// replica) rather than this writer's commit outcomes.
+    fed: bool,
+    /// Bumped at every (re)load, so batches of an abandoned feed are ignored.
+    generation: u64,
+    /// Writers answered once the feed brings the view to their revision.
+    awaiting_feed: Vec<(u64, Reply, Vec<Outcome>)>,
+}
+
+/// A batch from the store's feed, tagged with the load it belongs to.
+struct FeedItem(u64, store::Result<Vec<Change>>);
+
+/// Adapts a [`Feed`] to the stream actix wants.
+struct FeedStream(u64, Feed);
+
+impl futures_core::Stream for FeedStream {
+    type Item = FeedItem;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<FeedItem>> {
+        let generation = self.0;
+        self.1
+            .poll_recv(cx)
+            .map(|item| item.map(|batch| FeedItem(generation, batch)))
+    }
 }
 
 impl StoreWriter {
@@ -122,6 +155,9 @@ impl StoreWriter {
             pending: VecDeque::new(),
             load_backoff: Duration::from_millis(100),
             retention_queued: false,
+            fed: false,
+            generation: 0,
+            awaiting_feed: Vec::new(),
         }
     }
 
@@ -145,7 +181,14 @@ impl StoreWriter {
                     info!(act.log, "view loaded";
                             "tasks" => view.tasks.len(), "instances" => view.instances.len(),
                             "tombstones" => loaded.tombstones, "revision" => view.revision);
+                    act.generation += 1;
+                    if let Some(feed) = act.store.feed(view.revision + 1) {
+                        act.fed = true;
+                        ctx.add_stream(FeedStream(act.generation, feed));
+                    }
                     act.view = view;
+                    act.metrics.store_up.set(1);
+                    act.release();
                     act.phase = Phase::Idle;
                     act.load_backoff = Duration::from_millis(100);
                     act.update_gauges();
@@ -224,35 +267,25 @@ impl StoreWriter {
         self.metrics
             .store_commit_micros
             .add(started.elapsed().as_micros() as u64);
-        let changes: Vec<_> = outcomes
-            .iter()
-            .filter_map(|o| match o {
-                Outcome::Applied(c) => Some(c.clone()),
-                Outcome::Stale => None,
-            })
-            .collect();
-        for c in &changes {
-            self.view.apply(c);
-        }
-        self.update_gauges();
-        let hub = self.hub.clone();
-        let log = self.log.clone();
-        let feed = async move {
-            if !changes.is_empty() {
-                let changes = Arc::new(changes);
-                if let Err(e) = hub.send(Committed { changes }).await {
-                    error!(log, "StreamHub did not take a commit"; "error" => %e);
-                }
-            }
+        // A fed view learns of these changes (and other replicas') from the feed.
+        let changes: Vec<_> = if self.fed {
+            Vec::new()
+        } else {
+            outcomes
+                .iter()
+                .filter_map(|o| match o {
+                    Outcome::Applied(c) => Some(c.clone()),
+                    Outcome::Stale => None,
+                })
+                .collect()
         };
-        ctx.spawn(feed.into_actor(self).map(move |(), act, ctx| {
+        let publish = self.publish(changes);
+        ctx.spawn(publish.into_actor(self).map(move |(), act, ctx| {
             let mut outcomes = outcomes.into_iter();
             for (n, reply) in replies {
                 let part: Vec<Outcome> = outcomes.by_ref().take(n).collect();
                 match reply {
-                    Some(tx) => {
-                        let _ = tx.send(Ok(part));
-                    }
+                    Some(tx) => act.answer(tx, part),
                     None => {
                         act.retention_queued = false;
                         let n = part
@@ -269,6 +302,74 @@ impl StoreWriter {
             act.phase = Phase::Idle;
             act.kick(ctx);
         }));
+    }
+
+    /// Answers a writer of `outcomes` once the view shows them: at once when
+    /// the view follows this writer's commits, else when the feed has caught
+    /// up (so a caller that reads after its write sees it).
+    fn answer(&mut self, tx: Reply, outcomes: Vec<Outcome>) {
+        let newest = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Applied(c) => Some(c.entry.revision),
+                Outcome::Stale => None,
+            })
+            .max()
+            .unwrap_or(0);
+        if newest <= self.view.revision {
+            let _ = tx.send(Ok(outcomes));
+        } else {
+            self.awaiting_feed.push((newest, tx, outcomes));
+        }
+    }
+
+    /// Answers the writers whose changes the view now shows.
+    fn release(&mut self) {
+        let revision = self.view.revision;
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.awaiting_feed)
+            .into_iter()
+            .partition(|(rev, _, _)| *rev <= revision);
+        self.awaiting_feed = waiting;
+        for (_, tx, outcomes) in ready {
+            let _ = tx.send(Ok(outcomes));
+        }
+    }
+
+    /// Applies committed changes to the view; the returned future hands them
+    /// to the StreamHub (waiting while its mailbox is full).
+    fn publish(&mut self, changes: Vec<Change>) -> impl std::future::Future<Output = ()> + 'static {
+        for c in &changes {
+            self.view.apply(c);
+        }
+        self.update_gauges();
+        let hub = self.hub.clone();
+        let log = self.log.clone();
+        async move {
+            if !changes.is_empty() {
+                let changes = Arc::new(changes);
+                if let Err(e) = hub.send(Committed { changes }).await {
+                    error!(log, "StreamHub did not take a commit"; "error" => %e);
+                }
+            }
+        }
+    }
+
+    fn ping(&mut self, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        ctx.spawn(
+            async move { store.ping().await }
+                .into_actor(self)
+                .map(|res, act, _| {
+                    let up = u64::from(res.is_ok());
+                    if up != act.metrics.store_up.get() {
+                        match &res {
+                            Ok(()) => info!(act.log, "store reachable again"),
+                            Err(e) => warn!(act.log, "store unreachable"; "error" => %e),
+                        }
+                    }
+                    act.metrics.store_up.set(up);
+                }),
+        );
     }
 
     fn housekeep(&mut self, ctx: &mut Context<Self>) {
@@ -300,14 +401,20 @@ impl StoreWriter {
         }
         let before = now - self.config.tombstone_retention.as_millis() as i64;
         let store = self.store.clone();
+        let retention = self.config.history_retention;
         ctx.spawn(
-            async move { store.purge_tombstones(before).await }
-                .into_actor(self)
-                .map(|res, act, _| match res {
-                    Ok(0) => {}
-                    Ok(n) => info!(act.log, "forgot old tombstones"; "count" => n),
-                    Err(e) => warn!(act.log, "tombstone purge failed"; "error" => %e),
-                }),
+            async move {
+                store.compact_history(now, retention).await?;
+                store.purge_tombstones(before).await
+            }
+            .into_actor(self)
+            .map(|res, act, _| match res {
+                Ok(0) => {}
+                Ok(n) => info!(act.log, "forgot old tombstones"; "count" => n),
+                Err(e) => {
+                    warn!(act.log, "history compaction or tombstone purge failed"; "error" => %e)
+                }
+            }),
         );
     }
 }
@@ -321,6 +428,33 @@ impl Actor for StoreWriter {
         ctx.run_interval(self.config.housekeeping_interval, |act, ctx| {
             act.housekeep(ctx)
         });
+        ctx.run_interval(self.config.ping_interval, |act, ctx| act.ping(ctx));
+    }
+}
+
+impl StreamHandler<FeedItem> for StoreWriter {
+    fn handle(&mut self, FeedItem(generation, batch): FeedItem, ctx: &mut Context<Self>) {
+        if generation != self.generation {
+            return;
+        }
+        match batch {
+            Ok(changes) => {
+                let publish = self.publish(changes);
+                self.release();
+                // `wait`: the next batch is not taken before the hub has this one.
+                ctx.wait(publish.into_actor(self));
+            }
+            Err(e) => {
+                warn!(self.log, "store feed lost; reloading the view"; "error" => %e);
+                // The current view serves until the new one is built and swapped in.
+                self.generation += 1;
+                self.load(ctx);
+            }
+        }
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {
+        // A feed ends when it is replaced; a reload starts the next one.
     }
 }
 
@@ -335,6 +469,10 @@ impl Supervised for StoreWriter {
         self.view = Snapshot::default();
         self.pending.clear();
         self.retention_queued = false;
+        self.fed = false;
+        self.generation += 1;
+        // Dropped replies tell their callers to retry (a no-op if it was written).
+        self.awaiting_feed.clear();
     }
 }
 

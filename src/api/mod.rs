@@ -212,13 +212,19 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<State>) -> HttpResponse {
-    if state.metrics.view_loaded.get() == 1 {
+    let m = &state.metrics;
+    let waiting: Vec<&str> = [
+        (m.store_up.get() != 1, "store"),
+        (m.view_loaded.get() != 1, "view"),
+    ]
+    .into_iter()
+    .filter_map(|(waiting, what)| waiting.then_some(what))
+    .collect();
+    if waiting.is_empty() {
         json(StatusCode::OK, r#"{"status":"ready"}"#.into())
     } else {
-        json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            r#"{"status":"not ready","waitingFor":["store"]}"#.into(),
-        )
+        let body = serde_json::json!({"status": "not ready", "waitingFor": waiting});
+        json(StatusCode::SERVICE_UNAVAILABLE, body.to_string())
     }
 }
 
@@ -470,6 +476,51 @@ pub fn render_metrics(m: &Metrics) -> String {
             (r#"{kind="task"}"#, m.view_tasks.get().to_string()),
             (r#"{kind="instance"}"#, m.view_instances.get().to_string()),
         ],
+    );
+    family(
+        &mut s,
+        "css_store_up",
+        "gauge",
+        "1 while the store answers.",
+        &one(m.store_up.get()),
+    );
+    let secs = |micros: u64| format!("{:.6}", micros as f64 / 1e6);
+    family(
+        &mut s,
+        "css_sqs_receive_seconds",
+        "summary",
+        "SQS ReceiveMessage calls (long polls included).",
+        &[
+            ("_sum", secs(m.sqs_receive_micros.get())),
+            ("_count", m.sqs_receives.get().to_string()),
+        ],
+    );
+    family(
+        &mut s,
+        "css_sqs_delete_seconds",
+        "summary",
+        "SQS DeleteMessageBatch calls.",
+        &[
+            ("_sum", secs(m.sqs_delete_micros.get())),
+            ("_count", m.sqs_deletes.get().to_string()),
+        ],
+    );
+    family(
+        &mut s,
+        "css_sqs_errors_total",
+        "counter",
+        "Failed SQS calls.",
+        &[
+            (r#"{op="receive"}"#, m.sqs_receive_errors.get().to_string()),
+            (r#"{op="delete"}"#, m.sqs_delete_errors.get().to_string()),
+        ],
+    );
+    family(
+        &mut s,
+        "css_events_dead_lettered_total",
+        "counter",
+        "Invalid messages sent to the dead-letter queue.",
+        &one(m.dead_lettered.get()),
     );
     family(
         &mut s,

@@ -18,10 +18,7 @@ fn messages(bodies: &[String]) -> Vec<RawMessage> {
     bodies
         .iter()
         .enumerate()
-        .map(|(i, b)| RawMessage {
-            id: format!("m{i}"),
-            body: b.clone(),
-        })
+        .map(|(i, b)| RawMessage::new(format!("m{i}"), b.clone()))
         .collect()
 }
 

@@ -64,10 +64,7 @@ impl TestService {
         let messages = bodies
             .iter()
             .enumerate()
-            .map(|(i, b)| RawMessage {
-                id: format!("test-{i}"),
-                body: b.as_ref().to_owned(),
-            })
+            .map(|(i, b)| RawMessage::new(format!("test-{i}"), b.as_ref().to_owned()))
             .collect();
         self.svc
             .pipeline

@@ -5,6 +5,8 @@
 
 pub mod replay;
 pub mod simulate;
+pub mod sqs;
 
 pub use replay::ReplaySource;
 pub use simulate::SimulateSource;
+pub use sqs::QueueReader;

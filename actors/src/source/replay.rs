@@ -145,10 +145,7 @@ async fn replay(
                     String::from_utf8_lossy(&buf).trim().to_owned()
                 };
                 if !body.is_empty() {
-                    batch.push(RawMessage {
-                        id: format!("line {lineno}"),
-                        body,
-                    });
+                    batch.push(RawMessage::new(format!("line {lineno}"), body));
                 }
             }
             Ok(None) => eof = true,

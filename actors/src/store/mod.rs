@@ -6,12 +6,15 @@
 //! still applies, so that the rule holds even when several replicas write.
 
 mod embedded;
+pub mod etcd;
 
 pub use embedded::Embedded;
+pub use etcd::Etcd;
 
 use crate::model::{Entry, Kind, SharedEntry};
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 /// A boxed future, so that [`Store`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -32,7 +35,15 @@ pub enum Error {
     /// The store is already opened by another process. Not retryable.
     #[error("store is locked by another process: {0}")]
     Locked(String),
+    /// The change feed fell behind the store's compacted history: the view
+    /// must be loaded again. Retryable, by a full reload.
+    #[error("the change feed fell behind the compacted history")]
+    Compacted,
 }
+
+/// Batches of committed changes, in revision order, from a store that other
+/// processes write too.
+pub type Feed = tokio::sync::mpsc::Receiver<Result<Vec<Change>>>;
 
 /// One write to apply.
 // Nearly every op is a `Put`: boxing it would only add an allocation.
@@ -96,6 +107,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forgets tombstones made before `before_ms`; returns how many.
     fn purge_tombstones(&self, before_ms: i64) -> BoxFuture<'_, Result<usize>>;
+
+    /// Checks that the store can be reached.
+    fn ping(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Every change committed from `from_revision` on, by any process, when
+    /// others may write this store too. `None` (the default) means the
+    /// outcomes of [`Store::commit`] are all the changes there are.
+    fn feed(&self, _from_revision: u64) -> Option<Feed> {
+        None
+    }
+
+    /// Drops history older than `retention` (streams cannot resume before it).
+    fn compact_history(&self, _now_ms: i64, _retention: Duration) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// What the store holds for an ARN when a new state arrives.

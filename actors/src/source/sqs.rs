@@ -1,0 +1,429 @@
+//! QueueReader: consumes the ECS event queue (SQS), the service's source in
+//! production.
+//!
+//! `pollers` loops each long-poll up to 10 messages, hand them to the
+//! EventDecoder, and delete (in one batch) only the messages whose effect is
+//! durably stored — applied, stale or ignored (rule 6). Undecodable messages
+//! go to the dead-letter queue when one is configured, and are then deleted;
+//! otherwise they are left to the queue's own redrive policy. While the store
+//! is unavailable nothing is received, so nothing is acknowledged that was
+//! not written. Every error backs off, and the backoff resets after a success.
+
+use crate::decoder::{Decode, EventDecoder, MessageOutcome, RawMessage};
+use crate::metrics::Metrics;
+use actix::prelude::*;
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
+};
+use aws_sdk_sqs::Client;
+use slog::{error, info, warn, Logger};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Most messages SQS returns in one receive.
+const MAX_MESSAGES: i32 = 10;
+/// Attempts at deleting one batch; what is left reappears and is a no-op then.
+const DELETE_ATTEMPTS: u32 = 3;
+
+/// QueueReader settings (`[source]`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Queue name, `sqs://NAME`, or queue URL.
+    pub queue: String,
+    pub wait_time: Duration,
+    pub visibility_timeout: Duration,
+    pub pollers: usize,
+    /// Name, `sqs://NAME` or URL of the dead-letter queue, if any.
+    pub dead_letter_queue: Option<String>,
+}
+
+/// Exponential backoff with jitter, reset after a success.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+    min: Duration,
+    max: Duration,
+    seed: u64,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Backoff {
+            next: min,
+            min,
+            max,
+            seed: 0x2545_F491_4F6C_DD1D ^ std::process::id() as u64,
+        }
+    }
+
+    /// The next delay: doubled each time, up to `max`, with up to 25 % jitter.
+    pub fn delay(&mut self) -> Duration {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let jitter = base.mul_f64((self.seed % 1000) as f64 / 4000.0);
+        base + jitter
+    }
+
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+/// What a `--queue` value names.
+fn resolve_ref(q: &str) -> Result<String, String> {
+    if q.starts_with("https://") || q.starts_with("http://") {
+        Err(q.to_owned())
+    } else {
+        Ok(q.strip_prefix("sqs://").unwrap_or(q).to_owned())
+    }
+}
+
+/// Finds the URL of a queue given as a name, `sqs://NAME` or URL.
+async fn queue_url(client: &Client, q: &str) -> Result<String, String> {
+    match resolve_ref(q) {
+        Err(url) => Ok(url),
+        Ok(name) => client
+            .get_queue_url()
+            .queue_name(&name)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot find queue {name}: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(&e)
+                )
+            })?
+            .queue_url()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("no URL for queue {name}")),
+    }
+}
+
+struct Inner {
+    client: Client,
+    config: Config,
+    decoder: Addr<EventDecoder>,
+    metrics: Arc<Metrics>,
+    log: Logger,
+    stopping: AtomicBool,
+    active: AtomicUsize,
+}
+
+/// Stop receiving; answered once every in-flight batch is finished and
+/// acknowledged, or after `grace`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain {
+    pub grace: Duration,
+}
+
+/// The QueueReader actor.
+pub struct QueueReader {
+    inner: Arc<Inner>,
+}
+
+impl QueueReader {
+    pub fn new(
+        client: Client,
+        config: Config,
+        decoder: Addr<EventDecoder>,
+        metrics: Arc<Metrics>,
+        log: Logger,
+    ) -> Self {
+        QueueReader {
+            inner: Arc::new(Inner {
+                client,
+                config,
+                decoder,
+                metrics,
+                log,
+                stopping: AtomicBool::new(false),
+                active: AtomicUsize::new(0),
+            }),
+        }
+    }
+}
+
+impl Actor for QueueReader {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.spawn(run(self.inner.clone()).into_actor(self));
+    }
+}
+
+impl Supervised for QueueReader {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        warn!(self.inner.log, "QueueReader restarting");
+    }
+}
+
+impl Handler<Drain> for QueueReader {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: Drain, _: &mut Context<Self>) -> Self::Result {
+        let inner = self.inner.clone();
+        inner.stopping.store(true, Ordering::SeqCst);
+        Box::pin(async move {
+            let deadline = Instant::now() + msg.grace;
+            while inner.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    }
+}
+
+async fn run(inner: Arc<Inner>) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    let urls = loop {
+        if inner.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let main = queue_url(&inner.client, &inner.config.queue).await;
+        let dlq = match &inner.config.dead_letter_queue {
+            Some(q) => queue_url(&inner.client, q).await.map(Some),
+            None => Ok(None),
+        };
+        match (main, dlq) {
+            (Ok(main), Ok(dlq)) => break (main, dlq),
+            (Err(e), _) | (_, Err(e)) => {
+                let delay = backoff.delay();
+                warn!(inner.log, "cannot resolve the queue; retrying"; "error" => e, "retry_in_ms" => delay.as_millis() as u64);
+                tokio::time::sleep(delay).await;
+            }
+        }
+    };
+    info!(inner.log, "receiving events"; "queue" => &urls.0, "pollers" => inner.config.pollers,
+        "dead_letter_queue" => urls.1.clone().unwrap_or_default());
+    let urls = Arc::new(urls);
+    let pollers: Vec<_> = (0..inner.config.pollers.max(1))
+        .map(|_| actix::spawn(poll(inner.clone(), urls.clone())))
+        .collect();
+    for p in pollers {
+        let _ = p.await;
+    }
+}
+
+fn ready(m: &Metrics) -> bool {
+    m.view_loaded.get() == 1 && m.store_up.get() == 1
+}
+
+/// One receive loop.
+async fn poll(inner: Arc<Inner>, urls: Arc<(String, Option<String>)>) {
+    let (url, dlq) = (&urls.0, &urls.1);
+    let m = &inner.metrics;
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    let wait = inner.config.wait_time.as_secs().min(20) as i32;
+    let visibility = inner.config.visibility_timeout.as_secs().clamp(1, 43_200) as i32;
+    while !inner.stopping.load(Ordering::SeqCst) {
+        if !ready(m) {
+            // Nothing is received that could not be written.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let started = Instant::now();
+        let received = inner
+            .client
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(MAX_MESSAGES)
+            .wait_time_seconds(wait)
+            .visibility_timeout(visibility)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await;
+        m.sqs_receive_micros
+            .add(started.elapsed().as_micros() as u64);
+        m.sqs_receives.inc();
+        let messages = match received {
+            Ok(out) => {
+                backoff.reset();
+                out.messages.unwrap_or_default()
+            }
+            Err(e) => {
+                m.sqs_receive_errors.inc();
+                let delay = backoff.delay();
+                warn!(inner.log, "receive failed; backing off";
+                    "error" => %aws_sdk_sqs::error::DisplayErrorContext(&e), "retry_in_ms" => delay.as_millis() as u64);
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        inner.active.fetch_add(1, Ordering::SeqCst);
+        handle(&inner, url, dlq.as_deref(), messages, &mut backoff).await;
+        inner.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn handle(
+    inner: &Inner,
+    url: &str,
+    dlq: Option<&str>,
+    messages: Vec<Message>,
+    backoff: &mut Backoff,
+) {
+    let raw: Vec<RawMessage> = messages
+        .iter()
+        .map(|msg| RawMessage {
+            id: msg.message_id().unwrap_or_default().to_owned(),
+            body: msg.body().unwrap_or_default().to_owned(),
+            receive_count: msg
+                .attributes()
+                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(1),
+        })
+        .collect();
+    let outcomes = match inner.decoder.send(Decode { messages: raw }).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => {
+            // Not written, so not deleted: the messages come back after their
+            // visibility timeout.
+            let delay = backoff.delay();
+            warn!(inner.log, "batch not stored; leaving it on the queue"; "error" => %e, "count" => messages.len());
+            tokio::time::sleep(delay).await;
+            return;
+        }
+        Err(e) => {
+            error!(inner.log, "decoder unreachable"; "error" => %e);
+            tokio::time::sleep(backoff.delay()).await;
+            return;
+        }
+    };
+    let mut done = Vec::with_capacity(messages.len());
+    for (msg, outcome) in messages.iter().zip(outcomes) {
+        match outcome {
+            MessageOutcome::Applied | MessageOutcome::Stale | MessageOutcome::Ignored => {
+                done.push(msg)
+            }
+            MessageOutcome::Invalid(reason) => {
+                if let Some(dlq) = dlq {
+                    if dead_letter(inner, dlq, msg, &reason.to_string()).await {
+                        done.push(msg);
+                    }
+                }
+            }
+        }
+    }
+    delete(inner, url, &done).await;
+}
+
+async fn dead_letter(inner: &Inner, dlq: &str, msg: &Message, reason: &str) -> bool {
+    let attr = |v: &str| {
+        MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(v)
+            .build()
+    };
+    let mut send = inner
+        .client
+        .send_message()
+        .queue_url(dlq)
+        .message_body(msg.body().unwrap_or_default());
+    if let (Ok(r), Ok(id)) = (attr(reason), attr(msg.message_id().unwrap_or_default())) {
+        send = send
+            .message_attributes("css-error", r)
+            .message_attributes("css-message-id", id);
+    }
+    match send.send().await {
+        Ok(_) => {
+            inner.metrics.dead_lettered.inc();
+            true
+        }
+        Err(e) => {
+            warn!(inner.log, "cannot dead-letter a message; it stays on the queue";
+                "message_id" => msg.message_id().unwrap_or_default(),
+                "error" => %aws_sdk_sqs::error::DisplayErrorContext(&e));
+            false
+        }
+    }
+}
+
+async fn delete(inner: &Inner, url: &str, messages: &[&Message]) {
+    let mut pending: Vec<(String, String)> = messages
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| Some((i.to_string(), m.receipt_handle()?.to_owned())))
+        .collect();
+    let m = &inner.metrics;
+    for attempt in 1..=DELETE_ATTEMPTS {
+        if pending.is_empty() {
+            return;
+        }
+        let entries: Vec<_> = pending
+            .iter()
+            .filter_map(|(id, handle)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(id)
+                    .receipt_handle(handle)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        let started = Instant::now();
+        let res = inner
+            .client
+            .delete_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await;
+        m.sqs_delete_micros
+            .add(started.elapsed().as_micros() as u64);
+        m.sqs_deletes.inc();
+        match res {
+            Ok(out) => {
+                let failed: Vec<&str> = out.failed().iter().map(|f| f.id()).collect();
+                pending.retain(|(id, _)| failed.contains(&id.as_str()));
+                if !pending.is_empty() {
+                    m.sqs_delete_errors.inc();
+                }
+            }
+            Err(e) => {
+                m.sqs_delete_errors.inc();
+                warn!(inner.log, "delete failed; retrying"; "attempt" => attempt,
+                    "error" => %aws_sdk_sqs::error::DisplayErrorContext(&e));
+            }
+        }
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+        }
+    }
+    if !pending.is_empty() {
+        // They reappear after the visibility timeout and are stale no-ops then.
+        warn!(inner.log, "messages not deleted; they will be received again"; "count" => pending.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_references() {
+        assert_eq!(resolve_ref("events"), Ok("events".into()));
+        assert_eq!(resolve_ref("sqs://events"), Ok("events".into()));
+        assert_eq!(
+            resolve_ref("https://sqs.us-west-2.amazonaws.com/1/events"),
+            Err("https://sqs.us-west-2.amazonaws.com/1/events".into())
+        );
+    }
+
+    #[test]
+    fn backoff_grows_to_its_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let d: Vec<Duration> = (0..6).map(|_| b.delay()).collect();
+        assert!(d[0] >= Duration::from_millis(100) && d[0] <= Duration::from_millis(125));
+        assert!(d[1] >= Duration::from_millis(200));
+        assert!(d[5] <= Duration::from_millis(1250));
+        b.reset();
+        assert!(b.delay() <= Duration::from_millis(125));
+    }
+}
