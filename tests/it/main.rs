@@ -3,5 +3,7 @@
 mod api;
 mod binary;
 mod fixtures;
+mod ingest;
 mod pipeline;
+mod servers;
 mod support;

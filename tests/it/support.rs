@@ -191,3 +191,121 @@ pub fn parse(raw: &[u8]) -> Response {
         body,
     }
 }
+
+/// The service binary, running on a free loopback port; killed (SIGKILL)
+/// when dropped.
+pub struct Proc {
+    pub addr: SocketAddr,
+    child: std::process::Child,
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_cluster-state-service");
+
+impl Proc {
+    pub fn spawn(args: &[&str], env: &[(&str, String)]) -> Proc {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let child = std::process::Command::new(BIN)
+            .args(["--bind", &addr.to_string()])
+            .args(args)
+            .env(
+                "CSS_LOG_LEVEL",
+                std::env::var("TEST_LOG_LEVEL").unwrap_or("warn".into()),
+            )
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("binary starts");
+        Proc { addr, child }
+    }
+
+    /// Kills it at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        get(self.addr, path).await
+    }
+
+    /// Tries to GET; `None` while the process is not listening.
+    pub async fn try_get(&self, path: &str) -> Option<Response> {
+        let mut s = TcpStream::connect(self.addr).await.ok()?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+            .await
+            .ok()?
+            .ok()?;
+        out.windows(4)
+            .any(|w| w == b"\r\n\r\n")
+            .then(|| parse(&out))
+    }
+
+    pub async fn status(&self, path: &str) -> Option<u16> {
+        self.try_get(path).await.map(|r| r.status)
+    }
+
+    pub async fn wait_ready(&self, within: Duration) {
+        let ok = eventually(within, || async {
+            self.status("/readyz").await == Some(200)
+        })
+        .await;
+        assert!(ok, "service on {} never became ready", self.addr);
+    }
+
+    /// A metric's value (first series whose name and labels start with `prefix`).
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        let body = self.get("/metrics").await.body;
+        String::from_utf8_lossy(&body)
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `check` every 50 ms until it holds or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Tasks listed (as `(ARN, ECS version, entityVersion)`), and the list revision.
+pub async fn tasks_of(addr: SocketAddr) -> Option<(Vec<(String, u64, u64)>, u64)> {
+    let v: Value = serde_json::from_slice(&get(addr, "/v1/tasks").await.body).ok()?;
+    let rev = v["metadata"]["entityVersion"].as_str()?.parse().ok()?;
+    let items = v["items"]
+        .as_array()?
+        .iter()
+        .filter_map(|i| {
+            Some((
+                i["entity"]["taskARN"].as_str()?.to_owned(),
+                i["entity"]["version"].as_u64()?,
+                i["metadata"]["entityVersion"].as_str()?.parse().ok()?,
+            ))
+        })
+        .collect();
+    Some((items, rev))
+}

@@ -1,0 +1,584 @@
+//! Real ingest into real storage: the binary reading moto's SQS into the
+//! embedded store and into a real etcd, through crashes, outages and with two
+//! replicas.
+
+use crate::servers::{Etcd, Moto};
+use crate::support::*;
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Backend {
+    Embedded,
+    Etcd,
+}
+
+/// Everything a scenario runs against.
+struct Stack {
+    moto: Moto,
+    etcd: Option<Etcd>,
+    dir: tempfile::TempDir,
+    sqs: aws_sdk_sqs::Client,
+}
+
+impl Stack {
+    fn new(backend: Backend) -> Stack {
+        let moto = Moto::start();
+        let sqs = moto.sqs();
+        Stack {
+            moto,
+            etcd: (backend == Backend::Etcd).then(Etcd::start),
+            dir: tempfile::tempdir().unwrap(),
+            sqs,
+        }
+    }
+
+    /// The store revision before any write: 0 embedded; a fresh etcd is at 1.
+    fn base(&self) -> u64 {
+        u64::from(self.etcd.is_some())
+    }
+
+    /// Starts the service on this stack's store, reading `queue` if given.
+    fn service(&self, queue: Option<&str>, extra_env: &[(&str, String)]) -> Proc {
+        let mut args: Vec<String> = vec![
+            "--data-dir".into(),
+            self.dir.path().join("data").display().to_string(),
+        ];
+        if let Some(e) = &self.etcd {
+            args.extend(["--etcd-endpoint".into(), e.endpoint()]);
+        }
+        if let Some(q) = queue {
+            args.extend(["--queue".into(), q.to_owned()]);
+        }
+        let mut env = self.moto.env();
+        env.push(("CSS_SOURCE__WAIT_TIME", "1s".into()));
+        env.push(("CSS_SOURCE__VISIBILITY_TIMEOUT", "3s".into()));
+        env.push(("CSS_SOURCE__POLLERS", "4".into()));
+        env.extend(extra_env.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proc::spawn(&args, &env)
+    }
+
+    async fn queue(&self, name: &str, attrs: &[(QueueAttributeName, String)]) -> String {
+        let mut req = self.sqs.create_queue().queue_name(name);
+        for (k, v) in attrs {
+            req = req.attributes(k.clone(), v);
+        }
+        req.send().await.unwrap().queue_url().unwrap().to_owned()
+    }
+
+    async fn arn(&self, url: &str) -> String {
+        self.sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap()
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .unwrap()
+    }
+
+    async fn send(&self, url: &str, bodies: &[String]) {
+        for chunk in bodies.chunks(10) {
+            let entries: Vec<_> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(b)
+                        .build()
+                        .unwrap()
+                })
+                .collect();
+            let out = self
+                .sqs
+                .send_message_batch()
+                .queue_url(url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .unwrap();
+            assert!(out.failed().is_empty(), "send failed: {:?}", out.failed());
+        }
+    }
+
+    /// Messages visible and in flight.
+    async fn depth(&self, url: &str) -> (u64, u64) {
+        let out = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::All)
+            .send()
+            .await
+            .unwrap();
+        let attrs = out.attributes().cloned().unwrap_or_default();
+        let n = |k: QueueAttributeName| attrs.get(&k).and_then(|v| v.parse().ok()).unwrap_or(0);
+        (
+            n(QueueAttributeName::ApproximateNumberOfMessages),
+            n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        )
+    }
+
+    async fn drained(&self, url: &str, within: Duration) -> bool {
+        eventually(within, || async { self.depth(url).await == (0, 0) }).await
+    }
+}
+
+/// Sends `bodies` in batches of 10 while keeping at most about `max_depth`
+/// messages waiting: moto's receive takes time in proportion to the queue's
+/// length, so a producer that keeps pace is both realistic and fast here.
+fn send_paced(
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+    bodies: Vec<String>,
+    max_depth: u64,
+) -> tokio::task::JoinHandle<()> {
+    actix_web::rt::spawn(async move {
+        let depth = |sqs: aws_sdk_sqs::Client, url: String| async move {
+            sqs.get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+                .send()
+                .await
+                .ok()
+                .and_then(|o| {
+                    o.attributes()?
+                        .get(&QueueAttributeName::ApproximateNumberOfMessages)?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .unwrap_or(0)
+        };
+        for chunk in bodies.chunks(10) {
+            while depth(sqs.clone(), url.clone()).await > max_depth {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let entries: Vec<_> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(b)
+                        .build()
+                        .unwrap()
+                })
+                .collect();
+            let out = sqs
+                .send_message_batch()
+                .queue_url(&url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .unwrap();
+            assert!(out.failed().is_empty());
+        }
+    })
+}
+
+/// Tiny deterministic shuffle (no RNG crate needed for tests).
+fn shuffle<T>(v: &mut [T], mut seed: u64) {
+    for i in (1..v.len()).rev() {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        v.swap(i, (seed >> 33) as usize % (i + 1));
+    }
+}
+
+async fn wait_for_tasks(p: &Proc, n: usize, within: Duration) -> Vec<(String, u64, u64)> {
+    let deadline = Instant::now() + within;
+    let mut last = Vec::new();
+    while Instant::now() < deadline {
+        if let Some((items, _)) = tasks_of(p.addr).await {
+            last = items;
+        }
+        if last.len() >= n {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("only {} of {n} tasks arrived", last.len());
+}
+
+async fn events_reach_the_api_at_their_highest_version(backend: Backend) {
+    let s = Stack::new(backend);
+    let url = s.queue("events", &[]).await;
+    let mut bodies: Vec<String> = (0..20)
+        .flat_map(|t| (1..=4).map(move |v| task_event("ingest", &format!("t{t:02}"), v, "RUNNING")))
+        .collect();
+    let dups: Vec<String> = bodies.iter().step_by(4).cloned().collect();
+    bodies.extend(dups);
+    shuffle(&mut bodies, 7);
+    s.send(&url, &bodies).await;
+
+    let p = s.service(Some("events"), &[]);
+    p.wait_ready(Duration::from_secs(20)).await;
+    let ok = eventually(Duration::from_secs(30), || async {
+        tasks_of(p.addr)
+            .await
+            .is_some_and(|(items, _)| items.len() == 20 && items.iter().all(|t| t.1 == 4))
+    })
+    .await;
+    assert!(
+        ok,
+        "tasks did not all reach version 4: {:?}",
+        tasks_of(p.addr).await
+    );
+    assert!(
+        s.drained(&url, Duration::from_secs(15)).await,
+        "queue not drained: {:?}",
+        s.depth(&url).await
+    );
+    assert_eq!(
+        p.metric("css_events_total{outcome=\"received\"}").await,
+        100.0
+    );
+    let applied = p.metric("css_events_total{outcome=\"applied\"}").await;
+    let stale = p.metric("css_events_total{outcome=\"stale\"}").await;
+    assert_eq!(applied + stale, 100.0);
+    assert!((20.0..=80.0).contains(&applied), "applied {applied}");
+    let (_, rev) = tasks_of(p.addr).await.unwrap();
+    assert_eq!(
+        rev,
+        s.base() + applied as u64,
+        "one revision per applied event"
+    );
+}
+
+#[actix_web::test]
+async fn queue_events_reach_the_api_embedded() {
+    events_reach_the_api_at_their_highest_version(Backend::Embedded).await;
+}
+
+#[actix_web::test]
+async fn queue_events_reach_the_api_etcd() {
+    events_reach_the_api_at_their_highest_version(Backend::Etcd).await;
+}
+
+fn poison() -> Vec<String> {
+    vec![
+        "this is not JSON".into(),
+        r#"{"detail-type":"ECS Task State Change","source":"aws.ecs"}"#.into(),
+        r#"{"detail-type":"ECS Task State Change","detail":{"lastStatus":"RUNNING","version":1}}"#.into(),
+        r#"{"detail-type":"ECS Task State Change","detail":{"taskArn":"arn:aws:ecs:us-west-2:1:task/c/t","lastStatus":"RUNNING","version":"abc"}}"#.into(),
+        format!("{{\"detail-type\":\"ECS Task State Change\",\"pad\":\"{}\"}}", "x".repeat(300 * 1024)),
+    ]
+}
+
+#[actix_web::test]
+async fn poison_messages_are_dead_lettered_and_never_block_good_ones() {
+    let s = Stack::new(Backend::Embedded);
+    let url = s.queue("events", &[]).await;
+    let dlq = s.queue("events-dead", &[]).await;
+    let mut bodies = vec![task_event("poison", "before", 1, "RUNNING")];
+    bodies.extend(poison());
+    bodies.push(task_event("poison", "after", 1, "RUNNING"));
+    s.send(&url, &bodies).await;
+
+    let p = s.service(
+        Some("events"),
+        &[("CSS_SOURCE__DEAD_LETTER_QUEUE", "events-dead".into())],
+    );
+    p.wait_ready(Duration::from_secs(20)).await;
+    let tasks = wait_for_tasks(&p, 2, Duration::from_secs(20)).await;
+    assert_eq!(tasks.len(), 2);
+    assert!(
+        s.drained(&url, Duration::from_secs(15)).await,
+        "poison came back: {:?}",
+        s.depth(&url).await
+    );
+    assert_eq!(
+        s.depth(&dlq).await.0,
+        5,
+        "all five poison messages dead-lettered"
+    );
+    // Each carries the reason.
+    let got = s
+        .sqs
+        .receive_message()
+        .queue_url(&dlq)
+        .max_number_of_messages(10)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .unwrap();
+    let reasons: Vec<String> = got
+        .messages()
+        .iter()
+        .filter_map(|m| {
+            m.message_attributes()?
+                .get("css-error")?
+                .string_value()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(reasons.len(), got.messages().len());
+    assert!(
+        reasons.iter().any(|r| r.contains("not JSON")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("larger than the limit")),
+        "{reasons:?}"
+    );
+    assert_eq!(p.metric("css_events_total{outcome=\"invalid\"}").await, 5.0);
+    assert_eq!(p.metric("css_events_dead_lettered_total").await, 5.0);
+}
+
+#[actix_web::test]
+async fn without_a_dead_letter_queue_poison_goes_to_the_redrive_policy_and_is_counted_once() {
+    let s = Stack::new(Backend::Embedded);
+    let dlq = s.queue("redrive-dead", &[]).await;
+    let policy = format!(
+        r#"{{"deadLetterTargetArn":"{}","maxReceiveCount":"2"}}"#,
+        s.arn(&dlq).await
+    );
+    let url = s
+        .queue(
+            "redriven",
+            &[
+                (QueueAttributeName::RedrivePolicy, policy),
+                (QueueAttributeName::VisibilityTimeout, "1".into()),
+            ],
+        )
+        .await;
+    let mut bodies = poison()[..3].to_vec();
+    bodies.push(task_event("redrive", "good", 1, "RUNNING"));
+    s.send(&url, &bodies).await;
+
+    let p = s.service(
+        Some("redriven"),
+        &[("CSS_SOURCE__VISIBILITY_TIMEOUT", "1s".into())],
+    );
+    p.wait_ready(Duration::from_secs(20)).await;
+    wait_for_tasks(&p, 1, Duration::from_secs(20)).await;
+    let moved = eventually(Duration::from_secs(30), || async {
+        s.depth(&dlq).await.0 == 3
+    })
+    .await;
+    assert!(
+        moved,
+        "redrive did not move the poison: {:?} / {:?}",
+        s.depth(&url).await,
+        s.depth(&dlq).await
+    );
+    assert!(s.drained(&url, Duration::from_secs(10)).await);
+    assert!(
+        p.metric("css_events_total{outcome=\"received\"}").await >= 7.0,
+        "poison was received again"
+    );
+    assert_eq!(
+        p.metric("css_events_total{outcome=\"invalid\"}").await,
+        3.0,
+        "counted once each"
+    );
+}
+
+async fn sigkill_mid_ingest_loses_nothing(backend: Backend) {
+    const N: usize = 2000;
+    let s = Stack::new(backend);
+    let url = s.queue("bulk", &[]).await;
+    let bodies: Vec<String> = (0..N)
+        .map(|i| task_event("bulk", &format!("t{i:04}"), 1, "RUNNING"))
+        .collect();
+    let producer = send_paced(s.sqs.clone(), url.clone(), bodies, 100);
+
+    let mut p = s.service(Some("bulk"), &[]);
+    p.wait_ready(Duration::from_secs(20)).await;
+    let partial = wait_for_tasks(&p, N / 4, Duration::from_secs(120))
+        .await
+        .len();
+    p.kill();
+    assert!(
+        partial < N,
+        "killed too late to prove anything ({partial} stored)"
+    );
+
+    let p = s.service(Some("bulk"), &[]);
+    p.wait_ready(Duration::from_secs(20)).await;
+    producer.await.unwrap();
+    let tasks = wait_for_tasks(&p, N, Duration::from_secs(120)).await;
+    assert_eq!(tasks.len(), N, "none lost");
+    assert!(tasks.iter().all(|t| t.1 == 1));
+    assert!(
+        s.drained(&url, Duration::from_secs(20)).await,
+        "queue not drained: {:?}",
+        s.depth(&url).await
+    );
+    // None twice: exactly one store revision per event, across the crash.
+    let (_, rev) = tasks_of(p.addr).await.unwrap();
+    assert_eq!(rev, s.base() + N as u64);
+    let mut versions: Vec<u64> = tasks.iter().map(|t| t.2).collect();
+    versions.sort_unstable();
+    versions.dedup();
+    assert_eq!(versions.len(), N);
+}
+
+#[actix_web::test]
+async fn sigkill_mid_ingest_loses_nothing_embedded() {
+    sigkill_mid_ingest_loses_nothing(Backend::Embedded).await;
+}
+
+#[actix_web::test]
+async fn sigkill_mid_ingest_loses_nothing_etcd() {
+    sigkill_mid_ingest_loses_nothing(Backend::Etcd).await;
+}
+
+#[actix_web::test]
+async fn an_etcd_outage_during_ingest_pauses_it_and_loses_nothing() {
+    let mut s = Stack::new(Backend::Etcd);
+    let url = s.queue("outage", &[]).await;
+    let first: Vec<String> = (0..300)
+        .map(|i| task_event("outage", &format!("a{i:03}"), 1, "RUNNING"))
+        .collect();
+    let second: Vec<String> = (0..200)
+        .map(|i| task_event("outage", &format!("b{i:03}"), 1, "RUNNING"))
+        .collect();
+    let producer = send_paced(s.sqs.clone(), url.clone(), first, 100);
+
+    let p = s.service(Some("outage"), &[]);
+    p.wait_ready(Duration::from_secs(20)).await;
+    wait_for_tasks(&p, 50, Duration::from_secs(60)).await;
+    producer.await.unwrap();
+
+    let down = Instant::now();
+    s.etcd.as_mut().unwrap().stop();
+    let not_ready = eventually(Duration::from_secs(5), || async {
+        p.status("/readyz").await == Some(503)
+    })
+    .await;
+    assert!(not_ready, "/readyz must say 503 while etcd is down");
+    s.send(&url, &second).await;
+    while down.elapsed() < Duration::from_secs(10) {
+        assert_eq!(
+            p.status("/readyz").await,
+            Some(503),
+            "ready again while etcd is down"
+        );
+        assert_eq!(
+            p.status("/healthz").await,
+            Some(200),
+            "the process itself stays healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let body = p.get("/readyz").await.json();
+    assert!(
+        body["waitingFor"].as_array().is_some_and(|w| !w.is_empty()),
+        "{body}"
+    );
+    s.etcd.as_mut().unwrap().resume();
+
+    p.wait_ready(Duration::from_secs(30)).await;
+    let tasks = wait_for_tasks(&p, 500, Duration::from_secs(90)).await;
+    assert_eq!(tasks.len(), 500, "every event stored once etcd is back");
+    assert!(s.drained(&url, Duration::from_secs(20)).await);
+    let (_, rev) = tasks_of(p.addr).await.unwrap();
+    assert_eq!(rev, s.base() + 500, "each event stored exactly once");
+}
+
+#[actix_web::test]
+async fn two_replicas_on_one_etcd_serve_the_same_state() {
+    let s = Stack::new(Backend::Etcd);
+    let url = s.queue("shared", &[]).await;
+    let bodies: Vec<String> = (0..100)
+        .map(|i| task_event("shared", &format!("t{i:03}"), 1, "RUNNING"))
+        .collect();
+    s.send(&url, &bodies).await;
+    let a = s.service(Some("shared"), &[]);
+    let b = s.service(Some("shared"), &[]);
+    a.wait_ready(Duration::from_secs(20)).await;
+    b.wait_ready(Duration::from_secs(20)).await;
+    wait_for_tasks(&a, 100, Duration::from_secs(60)).await;
+    wait_for_tasks(&b, 100, Duration::from_secs(60)).await;
+    let same = eventually(Duration::from_secs(5), || async {
+        let (x, y) = (
+            a.get("/v1/tasks").await.json(),
+            b.get("/v1/tasks").await.json(),
+        );
+        x == y
+    })
+    .await;
+    assert!(same, "the replicas serve different state");
+    // A change ingested by either shows through the other within a second.
+    for i in 0..5 {
+        let arn = format!("arn:aws:ecs:us-west-2:111122223333:task/shared/t{i:03}");
+        s.send(
+            &url,
+            &[task_event("shared", &format!("t{i:03}"), 2, "STOPPED")],
+        )
+        .await;
+        let version_at = |p: &Proc| {
+            let (addr, arn) = (p.addr, arn.clone());
+            async move {
+                let r = get(addr, &format!("/v1/tasks/shared/{arn}")).await;
+                r.json()["entity"]["version"].as_u64()
+            }
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let other = loop {
+            assert!(Instant::now() < deadline, "update {i} never arrived");
+            if version_at(&a).await == Some(2) {
+                break &b;
+            }
+            if version_at(&b).await == Some(2) {
+                break &a;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let t0 = Instant::now();
+        let followed = eventually(Duration::from_secs(1), || async {
+            version_at(other).await == Some(2)
+        })
+        .await;
+        assert!(
+            followed,
+            "update {i} not visible on the other replica within a second ({:?})",
+            t0.elapsed()
+        );
+    }
+}
+
+#[actix_web::test]
+async fn a_restart_on_a_populated_etcd_serves_at_once() {
+    let s = Stack::new(Backend::Etcd);
+    let file = s.dir.path().join("events.ndjson");
+    let lines: Vec<String> = (0..1000)
+        .map(|i| task_event("warm", &format!("t{i:04}"), 1, "RUNNING"))
+        .collect();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let endpoint = s.etcd.as_ref().unwrap().endpoint();
+    let mut first = Proc::spawn(
+        &[
+            "--etcd-endpoint",
+            &endpoint,
+            "--replay",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    first.wait_ready(Duration::from_secs(20)).await;
+    wait_for_tasks(&first, 1000, Duration::from_secs(60)).await;
+    let before = first.get("/v1/tasks").await.json();
+    first.kill();
+
+    let started = Instant::now();
+    let second = Proc::spawn(&["--etcd-endpoint", &endpoint], &[]);
+    second.wait_ready(Duration::from_secs(10)).await;
+    let ready_in = started.elapsed();
+    let after = second.get("/v1/tasks").await.json();
+    assert_eq!(
+        after, before,
+        "the first answer after ready is the whole state"
+    );
+    assert!(
+        ready_in < Duration::from_secs(5),
+        "ready after {ready_in:?}"
+    );
+    assert_eq!(after["items"].as_array().unwrap().len(), 1000);
+}
