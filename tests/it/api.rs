@@ -4,6 +4,17 @@
 use crate::support::*;
 use serde_json::{json, Value};
 
+on_both_backends!(
+    ping_and_empty_lists,
+    lists_are_ordered_by_cluster_then_arn_and_carry_versions,
+    every_task_filter,
+    every_instance_filter,
+    describe_by_name_or_arn_raw_or_encoded,
+    every_error_row,
+    pages_concatenate_to_the_unpaged_list_from_one_snapshot,
+    hostile_requests_get_4xx_json_and_never_break_the_server,
+);
+
 const ACCOUNT: &str = "111122223333";
 
 fn cluster_arn(c: &str) -> String {
@@ -34,8 +45,8 @@ fn instance(cluster: &str, id: &str, version: u64, status: &str, connected: bool
 
 /// A small world: two clusters (one named with a leading digit), tasks of
 /// every filterable kind, and three instances.
-async fn world() -> TestService {
-    let t = start().await;
+async fn world(b: Backend) -> TestService {
+    let t = start_on(b).await;
     let events = vec![
         task("prod-web", "a1", 3, |_| {}),
         task("prod-web", "a2", 4, |d| {
@@ -127,44 +138,44 @@ async fn error(t: &TestService, method: &str, path: &str, status: u16, message: 
     );
 }
 
-#[actix_web::test]
-async fn ping_and_empty_lists() {
-    let t = start().await;
+async fn ping_and_empty_lists(b: Backend) {
+    let t = start_on(b).await;
     let r = t.get("/v1/ping").await;
     assert_eq!((r.status, r.json()), (200, json!({"status": "ok"})));
     for path in ["/v1/tasks", "/v1/instances"] {
         let r = t.get(path).await;
         assert_eq!(r.status, 200);
+        // The store's revision: 0 for a new embedded store, 1 for a new etcd.
+        let revision = if b == Backend::Embedded { "0" } else { "1" };
         assert_eq!(
             r.json(),
-            json!({"items": [], "metadata": {"entityVersion": "0"}})
+            json!({"items": [], "metadata": {"entityVersion": revision}})
         );
     }
     assert_eq!(t.get("/healthz").await.status, 200);
     assert_eq!(t.get("/readyz").await.status, 200);
 }
 
-#[actix_web::test]
-async fn lists_are_ordered_by_cluster_then_arn_and_carry_versions() {
-    let t = world().await;
+async fn lists_are_ordered_by_cluster_then_arn_and_carry_versions(b: Backend) {
+    let t = world(b).await;
     // "9batch" sorts before "prod-web"; within a cluster, by ARN.
     assert_eq!(task_ids(&t, "").await, ["b1", "b2", "a1", "a2", "a3"]);
     assert_eq!(instance_ids(&t, "").await, ["i3", "i1", "i2"]);
     let list = t.get("/v1/tasks").await.json();
-    assert_eq!(list["metadata"]["entityVersion"], "8");
+    assert_eq!(list["metadata"]["entityVersion"], t.rev(8));
     let versions: Vec<&str> = list["items"]
         .as_array()
         .unwrap()
         .iter()
         .map(|i| i["metadata"]["entityVersion"].as_str().unwrap())
         .collect();
-    assert_eq!(versions, ["4", "5", "1", "2", "3"]);
+    let want: Vec<String> = [4, 5, 1, 2, 3].into_iter().map(|n| t.rev(n)).collect();
+    assert_eq!(versions, want);
     assert!(list.get("nextToken").is_none());
 }
 
-#[actix_web::test]
-async fn every_task_filter() {
-    let t = world().await;
+async fn every_task_filter(b: Backend) {
+    let t = world(b).await;
     let cases: &[(&str, &[&str])] = &[
         ("?status=running", &["b1", "b2", "a1"]),
         ("?status=PENDING", &["a2"]),
@@ -202,9 +213,8 @@ async fn every_task_filter() {
     }
 }
 
-#[actix_web::test]
-async fn every_instance_filter() {
-    let t = world().await;
+async fn every_instance_filter(b: Backend) {
+    let t = world(b).await;
     let cases: &[(&str, &[&str])] = &[
         ("?status=active", &["i3", "i1"]),
         ("?status=DRAINING", &["i2"]),
@@ -219,9 +229,8 @@ async fn every_instance_filter() {
     }
 }
 
-#[actix_web::test]
-async fn describe_by_name_or_arn_raw_or_encoded() {
-    let t = world().await;
+async fn describe_by_name_or_arn_raw_or_encoded(b: Backend) {
+    let t = world(b).await;
     let arn = format!("arn:aws:ecs:us-west-2:{ACCOUNT}:task/9batch/b1");
     let enc = arn.replace('/', "%2F");
     let cl = cluster_arn("9batch");
@@ -236,7 +245,7 @@ async fn describe_by_name_or_arn_raw_or_encoded() {
         let v = r.json();
         assert_eq!(v["entity"]["taskARN"], arn.as_str());
         assert_eq!(v["entity"]["launchType"], "FARGATE");
-        assert_eq!(v["metadata"]["entityVersion"], "4");
+        assert_eq!(v["metadata"]["entityVersion"], t.rev(4));
     }
     let r = t
         .get(&format!(
@@ -289,9 +298,8 @@ async fn describe_by_name_or_arn_raw_or_encoded() {
     .await;
 }
 
-#[actix_web::test]
-async fn every_error_row() {
-    let t = world().await;
+async fn every_error_row(b: Backend) {
+    let t = world(b).await;
     let long = "x".repeat(256);
     let rows: Vec<(&str, String, u16, &str)> = vec![
         (
@@ -490,9 +498,8 @@ async fn all_pages(t: &TestService, first: &str) -> (Vec<Value>, usize, Vec<Stri
     panic!("paging never ended");
 }
 
-#[actix_web::test]
-async fn pages_concatenate_to_the_unpaged_list_from_one_snapshot() {
-    let t = start().await;
+async fn pages_concatenate_to_the_unpaged_list_from_one_snapshot(b: Backend) {
+    let t = start_on(b).await;
     let events: Vec<String> = (0..57)
         .map(|i| {
             task(
@@ -599,9 +606,8 @@ async fn pages_concatenate_to_the_unpaged_list_from_one_snapshot() {
     assert_eq!(task_ids(&t, "?status=STOPPED").await, ["t001"]);
 }
 
-#[actix_web::test]
-async fn hostile_requests_get_4xx_json_and_never_break_the_server() {
-    let t = world().await;
+async fn hostile_requests_get_4xx_json_and_never_break_the_server(b: Backend) {
+    let t = world(b).await;
     let huge = "a".repeat(20_000);
     let paths: Vec<(String, u16)> = vec![
         ("/v1/tasks?%zz=1".into(), 400),

@@ -5,6 +5,13 @@ use crate::support::*;
 use actors::decoder::MessageOutcome;
 use serde_json::Value;
 
+on_both_backends!(
+    each_fixture_alone_renders_exactly_as_expected,
+    the_two_instance_events_in_either_order_end_draining,
+    the_stopped_fixture_expires_under_the_default_retention,
+    resource_values_render_as_api_md_says,
+);
+
 const ALL: [&str; 6] = [
     "instance-active.json",
     "service-action-ignored.json",
@@ -43,10 +50,9 @@ fn project_copy_matches_the_shared_fixtures() {
     }
 }
 
-#[actix_web::test]
-async fn each_fixture_alone_renders_exactly_as_expected() {
+async fn each_fixture_alone_renders_exactly_as_expected(b: Backend) {
     for name in ALL {
-        let t = start().await;
+        let t = start_on(b).await;
         let expected = rendered(name);
         let outcome = t.inject(&[fixture(name)]).await;
         match expected["kind"].as_str() {
@@ -91,7 +97,7 @@ async fn each_fixture_alone_renders_exactly_as_expected() {
                     );
                     assert!(no_nulls(&item), "{name}: a null value");
                     let version = item["metadata"]["entityVersion"].as_str().unwrap();
-                    assert_eq!(version, "1", "{name}: first write of an empty store");
+                    assert_eq!(version, t.rev(1), "{name}: first write of an empty store");
                 }
                 let listed = t.get(list).await.json();
                 assert_eq!(listed["items"].as_array().unwrap().len(), 1);
@@ -99,19 +105,18 @@ async fn each_fixture_alone_renders_exactly_as_expected() {
                     &listed["items"][0]["entity"], entity,
                     "{name}: list renders differently"
                 );
-                assert_eq!(listed["metadata"]["entityVersion"], "1");
+                assert_eq!(listed["metadata"]["entityVersion"], t.rev(1));
             }
             None => panic!("{name}: no kind"),
         }
     }
 }
 
-#[actix_web::test]
-async fn the_two_instance_events_in_either_order_end_draining() {
+async fn the_two_instance_events_in_either_order_end_draining(b: Backend) {
     let active = fixture("instance-active.json");
     let draining = fixture("sns-wrapped-instance-draining.json");
     for (order, expect_stale) in [([&active, &draining], false), ([&draining, &active], true)] {
-        let t = start().await;
+        let t = start_on(b).await;
         let outcomes = t.inject(&order).await;
         assert_eq!(
             outcomes[1] == MessageOutcome::Stale,
@@ -129,9 +134,8 @@ async fn the_two_instance_events_in_either_order_end_draining() {
     }
 }
 
-#[actix_web::test]
-async fn the_stopped_fixture_expires_under_the_default_retention() {
-    let t = start_with(css::config::Feed::None, |s| {
+async fn the_stopped_fixture_expires_under_the_default_retention(b: Backend) {
+    let t = start_with_on(b, css::config::Feed::None, |s| {
         s.store.stopped_task_retention = css::config::Dur::secs(3600);
     })
     .await;
@@ -167,9 +171,8 @@ async fn the_stopped_fixture_expires_under_the_default_retention() {
     );
 }
 
-#[actix_web::test]
-async fn resource_values_render_as_api_md_says() {
-    let t = start().await;
+async fn resource_values_render_as_api_md_says(b: Backend) {
+    let t = start_on(b).await;
     let mut v: Value = serde_json::from_str(&fixture("instance-active.json")).unwrap();
     v["detail"]["registeredResources"] = serde_json::json!([
         {"name": "CPU", "type": "DOUBLE", "doubleValue": 10.3},

@@ -12,8 +12,19 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// Which store a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Backend {
+    Embedded,
+    Etcd,
+}
+
 pub struct TestService {
     pub svc: Service,
+    /// The store's revision before the test wrote anything.
+    pub base: u64,
+    /// Its own etcd, when it runs on etcd; killed with it.
+    pub _etcd: Option<crate::servers::Etcd>,
     /// Kept so the data directory lives as long as the service.
     pub _dir: tempfile::TempDir,
 }
@@ -29,18 +40,45 @@ pub fn settings(dir: &Path) -> Settings {
 }
 
 pub async fn start() -> TestService {
-    start_with(Feed::None, |_| {}).await
+    start_on(Backend::Embedded).await
+}
+
+pub async fn start_on(b: Backend) -> TestService {
+    start_with_on(b, Feed::None, |_| {}).await
 }
 
 pub async fn start_with(feed: Feed, tweak: impl FnOnce(&mut Settings)) -> TestService {
+    start_with_on(Backend::Embedded, feed, tweak).await
+}
+
+pub async fn start_with_on(
+    b: Backend,
+    feed: Feed,
+    tweak: impl FnOnce(&mut Settings),
+) -> TestService {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut s = settings(dir.path());
+    let etcd = (b == Backend::Etcd).then(crate::servers::Etcd::start);
+    if let Some(e) = &etcd {
+        s.store.backend = "etcd".into();
+        s.store.etcd_endpoints = vec![e.endpoint()];
+    }
     tweak(&mut s);
     let svc = Service::start(&s, feed, css::logging::discard())
         .await
         .expect("service starts");
-    let t = TestService { svc, _dir: dir };
+    let mut t = TestService {
+        svc,
+        base: 0,
+        _etcd: etcd,
+        _dir: dir,
+    };
     t.wait_ready().await;
+    let list = t.get("/v1/instances").await.json();
+    t.base = list["metadata"]["entityVersion"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     t
 }
 
@@ -77,6 +115,11 @@ impl TestService {
 
     pub async fn get(&self, path: &str) -> Response {
         get(self.addr(), path).await
+    }
+
+    /// The `entityVersion` of this test's `n`th write.
+    pub fn rev(&self, n: u64) -> String {
+        (self.base + n).to_string()
     }
 }
 
