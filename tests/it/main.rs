@@ -19,6 +19,7 @@ macro_rules! on_both_backends {
 
 mod api;
 mod binary;
+mod etcd;
 mod fixtures;
 mod ingest;
 mod pipeline;

@@ -52,15 +52,23 @@ pub struct Etcd {
     dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    /// Server certificate and key: clients must use TLS.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Etcd {
     pub fn start() -> Etcd {
+        Self::start_with_tls(None)
+    }
+
+    /// An etcd that serves clients over TLS with this certificate and key.
+    pub fn start_with_tls(tls: Option<(PathBuf, PathBuf)>) -> Etcd {
         let mut e = Etcd {
             child: None,
             dir: tempfile::tempdir().unwrap(),
             client_port: free_port(),
             peer_port: free_port(),
+            tls,
         };
         e.resume();
         e
@@ -82,9 +90,14 @@ impl Etcd {
     /// Starts it again on the same data and ports.
     pub fn resume(&mut self) {
         let bin = binary("ETCD_BIN", PathBuf::from("etcd"), "etcd");
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        if let Some((cert, key)) = &self.tls {
+            cmd.arg("--cert-file").arg(cert).arg("--key-file").arg(key);
+        }
+        let child = cmd
             .args(["--name", "test", "--data-dir"])
             .arg(self.dir.path().join("etcd"))
             .args([
@@ -117,6 +130,77 @@ impl Drop for Etcd {
 }
 
 /// A moto server of its own, speaking SQS and ECS.
+/// Makes a CA and a server certificate for 127.0.0.1 in `dir` with openssl;
+/// returns (CA certificate, server certificate, server key).
+pub fn make_certs(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=css-test-ca",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
 pub struct Moto {
     child: Child,
     port: u16,

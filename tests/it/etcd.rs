@@ -1,0 +1,156 @@
+//! The etcd store's own features: history compaction, credentials, TLS.
+
+use crate::servers::{make_certs, Etcd};
+use crate::support::*;
+use css::config::{Dur, Feed};
+use std::time::Duration;
+
+#[actix_web::test]
+async fn history_older_than_the_retention_is_compacted() {
+    let t = start_with_on(Backend::Etcd, Feed::None, |s| {
+        s.store.history_retention = Dur(Duration::from_secs(1));
+    })
+    .await;
+    let writer = t.svc.pipeline.writer.clone();
+    t.inject(&[
+        task_event("c", "a", 1, "RUNNING"),
+        task_event("c", "a", 2, "RUNNING"),
+    ])
+    .await;
+    writer.send(actors::writer::Housekeep).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    t.inject(&[task_event("c", "a", 3, "RUNNING")]).await;
+    writer.send(actors::writer::Housekeep).await.unwrap();
+
+    let endpoint = t._etcd.as_ref().unwrap().endpoint();
+    let mut c = etcd_client::Client::connect([endpoint], None)
+        .await
+        .unwrap();
+    let old = t.base + 1;
+    let mut compacted = false;
+    for _ in 0..50 {
+        let r = c
+            .get(
+                "css/e/",
+                Some(
+                    etcd_client::GetOptions::new()
+                        .with_prefix()
+                        .with_revision(old as i64),
+                ),
+            )
+            .await;
+        if let Err(e) = r {
+            assert!(e.to_string().contains("compacted"), "{e}");
+            compacted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        compacted,
+        "revision {old} is older than the retention but still readable"
+    );
+    // The newest state is untouched.
+    let v = t.get("/v1/tasks").await.json();
+    assert_eq!(v["items"][0]["entity"]["version"], 3);
+}
+
+#[actix_web::test]
+async fn etcd_with_a_user_and_password() {
+    let etcd = Etcd::start();
+    let mut c = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    c.user_add("root", "s3cret-pass", None).await.unwrap();
+    c.user_grant_role("root", "root").await.unwrap();
+    c.auth_enable().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good");
+    let bad = dir.path().join("bad");
+    std::fs::write(&good, "s3cret-pass\n").unwrap();
+    std::fs::write(&bad, "wrong").unwrap();
+    let start = |password_file: std::path::PathBuf| {
+        let mut s = settings(dir.path());
+        s.store.backend = "etcd".into();
+        s.store.etcd_endpoints = vec![etcd.endpoint()];
+        s.store.etcd_username = "root".into();
+        s.store.etcd_password_file = password_file;
+        async move { css::service::Service::start(&s, Feed::None, css::logging::discard()).await }
+    };
+    let refused = start(bad).await;
+    assert!(refused.is_err(), "a wrong password must not start");
+
+    let svc = start(good).await.expect("the right password works");
+    let ok = eventually(Duration::from_secs(10), || async {
+        get(svc.addr, "/readyz").await.status == 200
+    })
+    .await;
+    assert!(ok);
+    let out = svc
+        .pipeline
+        .decoder
+        .send(actors::decoder::Decode {
+            messages: vec![actors::decoder::RawMessage::new(
+                "1",
+                task_event("auth", "a", 1, "RUNNING"),
+            )],
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out, [actors::decoder::MessageOutcome::Applied]);
+    assert_eq!(
+        get(svc.addr, "/v1/tasks").await.json()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    svc.stop().await;
+}
+
+#[actix_web::test]
+async fn etcd_over_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certs(certs.path());
+    let etcd = Etcd::start_with_tls(Some((cert, key)));
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path());
+    s.store.backend = "etcd".into();
+    s.store.etcd_endpoints = vec![etcd.endpoint()];
+    s.store.etcd_ca_file = ca;
+    let svc = css::service::Service::start(&s, Feed::None, css::logging::discard())
+        .await
+        .unwrap();
+    let ok = eventually(Duration::from_secs(10), || async {
+        get(svc.addr, "/readyz").await.status == 200
+    })
+    .await;
+    assert!(ok, "not ready over TLS");
+    let out = svc
+        .pipeline
+        .decoder
+        .send(actors::decoder::Decode {
+            messages: vec![actors::decoder::RawMessage::new(
+                "1",
+                task_event("tls", "a", 1, "RUNNING"),
+            )],
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out, [actors::decoder::MessageOutcome::Applied]);
+    svc.stop().await;
+
+    // Without the CA, the plain client cannot talk to it: never ready.
+    let mut s = settings(dir.path());
+    s.store.backend = "etcd".into();
+    s.store.etcd_endpoints = vec![etcd.endpoint()];
+    let svc = css::service::Service::start(&s, Feed::None, css::logging::discard())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(get(svc.addr, "/readyz").await.status, 503);
+    svc.stop().await;
+}
