@@ -5,6 +5,17 @@ use crate::support::*;
 use css::config::{Dur, Feed};
 use std::time::Duration;
 
+/// Applies one event through the service's pipeline.
+async fn apply(svc: &css::service::Service, body: String) -> Vec<actors::decoder::MessageOutcome> {
+    let messages = vec![actors::decoder::RawMessage::new("1", body)];
+    svc.pipeline
+        .decoder
+        .send(actors::decoder::Decode { messages })
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 #[actix_web::test]
 async fn history_older_than_the_retention_is_compacted() {
     let t = start_with_on(Backend::Etcd, Feed::None, |s| {
@@ -87,18 +98,7 @@ async fn etcd_with_a_user_and_password() {
     })
     .await;
     assert!(ok);
-    let out = svc
-        .pipeline
-        .decoder
-        .send(actors::decoder::Decode {
-            messages: vec![actors::decoder::RawMessage::new(
-                "1",
-                task_event("auth", "a", 1, "RUNNING"),
-            )],
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let out = apply(&svc, task_event("auth", "a", 1, "RUNNING")).await;
     assert_eq!(out, [actors::decoder::MessageOutcome::Applied]);
     assert_eq!(
         get(svc.addr, "/v1/tasks").await.json()["items"]
@@ -128,18 +128,7 @@ async fn etcd_over_tls() {
     })
     .await;
     assert!(ok, "not ready over TLS");
-    let out = svc
-        .pipeline
-        .decoder
-        .send(actors::decoder::Decode {
-            messages: vec![actors::decoder::RawMessage::new(
-                "1",
-                task_event("tls", "a", 1, "RUNNING"),
-            )],
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let out = apply(&svc, task_event("tls", "a", 1, "RUNNING")).await;
     assert_eq!(out, [actors::decoder::MessageOutcome::Applied]);
     svc.stop().await;
 

@@ -82,26 +82,7 @@ impl Stack {
 
     async fn send(&self, url: &str, bodies: &[String]) {
         for chunk in bodies.chunks(10) {
-            let entries: Vec<_> = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, b)| {
-                    SendMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .message_body(b)
-                        .build()
-                        .unwrap()
-                })
-                .collect();
-            let out = self
-                .sqs
-                .send_message_batch()
-                .queue_url(url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .unwrap();
-            assert!(out.failed().is_empty(), "send failed: {:?}", out.failed());
+            send_batch(&self.sqs, url, chunk).await;
         }
     }
 
@@ -157,27 +138,32 @@ fn send_paced(
             while depth(sqs.clone(), url.clone()).await > max_depth {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            let entries: Vec<_> = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, b)| {
-                    SendMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .message_body(b)
-                        .build()
-                        .unwrap()
-                })
-                .collect();
-            let out = sqs
-                .send_message_batch()
-                .queue_url(&url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .unwrap();
-            assert!(out.failed().is_empty());
+            send_batch(&sqs, &url, chunk).await;
         }
     })
+}
+
+/// Sends up to 10 messages in one call.
+async fn send_batch(sqs: &aws_sdk_sqs::Client, url: &str, bodies: &[String]) {
+    let entries: Vec<_> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(b)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let out = sqs
+        .send_message_batch()
+        .queue_url(url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .unwrap();
+    assert!(out.failed().is_empty(), "send failed: {:?}", out.failed());
 }
 
 /// Tiny deterministic shuffle (no RNG crate needed for tests).

@@ -327,16 +327,22 @@ impl Etcd {
         Ok(purged)
     }
 
-    async fn compact(&self, now_ms: i64, retention: Duration) -> Result<()> {
-        let mut kv = self.client.kv_client();
-        let current = kv
+    /// The store's current revision (a count-only read: cheap).
+    async fn revision(&self) -> Result<i64> {
+        let resp = self
+            .client
+            .kv_client()
             .get(
                 self.entities.clone(),
                 Some(GetOptions::new().with_count_only()),
             )
             .await
             .map_err(unavailable)?;
-        let revision = revision_of(current.header());
+        Ok(revision_of(resp.header()))
+    }
+
+    async fn compact(&self, now_ms: i64, retention: Duration) -> Result<()> {
+        let revision = self.revision().await?;
         let cutoff = now_ms - retention.as_millis() as i64;
         let target = {
             let Ok(mut s) = self.samples.lock() else {
@@ -354,7 +360,12 @@ impl Etcd {
             target
         };
         if let Some(t) = target.filter(|&t| t > 1) {
-            match kv.compact(t, Some(CompactionOptions::new())).await {
+            match self
+                .client
+                .kv_client()
+                .compact(t, Some(CompactionOptions::new()))
+                .await
+            {
                 Ok(_) => info!(self.log, "compacted etcd history"; "revision" => t),
                 // Another replica compacted at or past it already.
                 Err(e) if e.to_string().contains("compacted") => {}
@@ -475,17 +486,7 @@ impl Store for Etcd {
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async move {
-            self.client
-                .kv_client()
-                .get(
-                    self.entities.clone(),
-                    Some(GetOptions::new().with_count_only()),
-                )
-                .await
-                .map(|_| ())
-                .map_err(unavailable)
-        })
+        Box::pin(async move { self.revision().await.map(|_| ()) })
     }
 
     fn feed(&self, from_revision: u64) -> Option<Feed> {
