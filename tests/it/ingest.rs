@@ -220,13 +220,13 @@ async fn events_reach_the_api_at_their_highest_version(backend: Backend) {
         "queue not drained: {:?}",
         s.depth(&url).await
     );
-    assert_eq!(
-        p.metric("css_events_total{outcome=\"received\"}").await,
-        100.0
-    );
+    // At least once: a message whose visibility timeout (3 s here) ran out
+    // under load may be received again; it is then a stale no-op.
+    let received = p.metric("css_events_total{outcome=\"received\"}").await;
+    assert!(received >= 100.0, "received {received}");
     let applied = p.metric("css_events_total{outcome=\"applied\"}").await;
     let stale = p.metric("css_events_total{outcome=\"stale\"}").await;
-    assert_eq!(applied + stale, 100.0);
+    assert_eq!(applied + stale, received);
     assert!((20.0..=80.0).contains(&applied), "applied {applied}");
     let (_, rev) = tasks_of(p.addr).await.unwrap();
     assert_eq!(
