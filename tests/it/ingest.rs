@@ -202,7 +202,10 @@ async fn events_reach_the_api_at_their_highest_version(backend: Backend) {
     shuffle(&mut bodies, 7);
     s.send(&url, &bodies).await;
 
-    let p = s.service(Some("events"), &[]);
+    let p = s.service(
+        Some("events"),
+        &[("CSS_SOURCE__VISIBILITY_TIMEOUT", "30s".into())],
+    );
     p.wait_ready(Duration::from_secs(20)).await;
     let ok = eventually(Duration::from_secs(30), || async {
         tasks_of(p.addr)
@@ -268,7 +271,10 @@ async fn poison_messages_are_dead_lettered_and_never_block_good_ones() {
 
     let p = s.service(
         Some("events"),
-        &[("CSS_SOURCE__DEAD_LETTER_QUEUE", "events-dead".into())],
+        &[
+            ("CSS_SOURCE__DEAD_LETTER_QUEUE", "events-dead".into()),
+            ("CSS_SOURCE__VISIBILITY_TIMEOUT", "30s".into()),
+        ],
     );
     p.wait_ready(Duration::from_secs(20)).await;
     let tasks = wait_for_tasks(&p, 2, Duration::from_secs(20)).await;
@@ -476,8 +482,9 @@ async fn two_replicas_on_one_etcd_serve_the_same_state() {
         .map(|i| task_event("shared", &format!("t{i:03}"), 1, "RUNNING"))
         .collect();
     s.send(&url, &bodies).await;
-    let a = s.service(Some("shared"), &[]);
-    let b = s.service(Some("shared"), &[]);
+    let long = [("CSS_SOURCE__VISIBILITY_TIMEOUT", "30s".into())];
+    let a = s.service(Some("shared"), &long);
+    let b = s.service(Some("shared"), &long);
     a.wait_ready(Duration::from_secs(20)).await;
     b.wait_ready(Duration::from_secs(20)).await;
     wait_for_tasks(&a, 100, Duration::from_secs(60)).await;
