@@ -214,6 +214,45 @@ impl Settings {
         }
     }
 
+    /// The reconcilers' settings: `[reconcile]`, with per-cluster tuning.
+    pub fn reconciler(&self) -> actors::reconciler::Settings {
+        let r = &self.reconcile;
+        let base = actors::reconciler::Tuning {
+            enabled: r.enabled,
+            interval: r.interval.0,
+            jitter: r.jitter,
+            max_requests_per_second: r.max_requests_per_second,
+            grace_period: r.grace_period.0,
+        };
+        let (per_cluster, clusters) = match &r.clusters {
+            Clusters::Discover => (HashMap::new(), None),
+            Clusters::List(names) => (HashMap::new(), Some(names.clone())),
+            Clusters::Tuned(tuned) => (
+                tuned
+                    .iter()
+                    .map(|(name, t)| {
+                        let tuning = actors::reconciler::Tuning {
+                            enabled: t.enabled.unwrap_or(base.enabled),
+                            interval: t.interval.map_or(base.interval, |d| d.0),
+                            jitter: t.jitter.unwrap_or(base.jitter),
+                            max_requests_per_second: t
+                                .max_requests_per_second
+                                .unwrap_or(base.max_requests_per_second),
+                            grace_period: t.grace_period.map_or(base.grace_period, |d| d.0),
+                        };
+                        (name.clone(), tuning)
+                    })
+                    .collect(),
+                None,
+            ),
+        };
+        actors::reconciler::Settings {
+            base,
+            per_cluster,
+            clusters,
+        }
+    }
+
     /// The listen address (validated when loaded).
     pub fn bind_addr(&self) -> SocketAddr {
         self.server

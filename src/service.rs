@@ -5,8 +5,10 @@ use crate::api;
 use crate::config::{Feed, Settings};
 use actix_web::dev::ServerHandle;
 use actix_web::{web, HttpServer};
+use actors::ecs::{AwsEcs, Ecs};
 use actors::metrics::Metrics;
 use actors::pipeline::{Pipeline, Source};
+use actors::source::simulate::SimEcs;
 use actors::source::sqs;
 use actors::store::{self, etcd, Embedded, Etcd, Store};
 use slog::{info, o, Logger};
@@ -85,6 +87,8 @@ impl Service {
         log: Logger,
     ) -> Result<Service, Error> {
         let metrics = Arc::new(Metrics::default());
+        // What answers the reconciler: AWS with a queue, the simulator with --simulate.
+        let mut ecs: Option<Arc<dyn Ecs>> = None;
         let source = match feed {
             Feed::None => {
                 info!(
@@ -94,10 +98,18 @@ impl Service {
                 );
                 Source::None
             }
-            Feed::Simulate => Source::Simulate(settings.simulate.clone()),
+            Feed::Simulate => {
+                let sim = Arc::new(std::sync::Mutex::new(actors::sim::Simulator::new(
+                    settings.simulate.clone(),
+                )));
+                // The simulator answers the reconciler's ECS questions too.
+                ecs = Some(Arc::new(SimEcs { sim: sim.clone() }) as Arc<dyn Ecs>);
+                Source::Simulate(settings.simulate.clone(), sim)
+            }
             Feed::Replay(p) => Source::Replay(p),
             Feed::Queue => {
                 let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                ecs = Some(Arc::new(AwsEcs::new(aws_sdk_ecs::Client::new(&aws))) as Arc<dyn Ecs>);
                 let s = &settings.source;
                 Source::Queue(
                     aws_sdk_sqs::Client::new(&aws),
@@ -112,7 +124,18 @@ impl Service {
                 )
             }
         };
-        let pipeline = Pipeline::start(store, settings.writer(), source, metrics.clone(), &log);
+        let reconcile = match ecs {
+            Some(ecs) if settings.reconcile.enabled => Some((settings.reconciler(), ecs)),
+            _ => None,
+        };
+        let pipeline = Pipeline::start(
+            store,
+            settings.writer(),
+            source,
+            reconcile,
+            metrics.clone(),
+            &log,
+        );
         let state = web::Data::new(api::State::new(pipeline.writer.clone(), metrics));
         let bind = settings.bind_addr();
         let server = HttpServer::new(move || api::app(state.clone()))

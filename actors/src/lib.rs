@@ -21,10 +21,12 @@
 pub mod arn;
 pub mod decode;
 pub mod decoder;
+pub mod ecs;
 pub mod hub;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod reconciler;
 pub mod sim;
 pub mod source;
 pub mod store;

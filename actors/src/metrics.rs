@@ -2,7 +2,9 @@
 //!
 //! Plain atomics: incrementing one is cheap enough for the event hot path.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// A monotonically increasing counter.
 #[derive(Debug, Default)]
@@ -82,4 +84,32 @@ pub struct Metrics {
     pub view_loaded: Gauge,
     /// `css_store_up`: 1 while the store answers.
     pub store_up: Gauge,
+    /// `css_reconcile_pending`: clusters whose first sweep is not done yet
+    /// (plus 1 until the clusters are first discovered).
+    pub reconcile_pending: Gauge,
+    /// Per-cluster reconcile counters, by cluster name.
+    pub reconcile: Mutex<BTreeMap<String, Arc<ClusterStats>>>,
+}
+
+/// Reconcile counters of one cluster (`css_reconcile_*{cluster="…"}`).
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    pub sweeps: Counter,
+    pub sweep_errors: Counter,
+    pub sweep_micros: Counter,
+    pub added: Counter,
+    pub updated: Counter,
+    pub removed: Counter,
+    pub api_calls: Counter,
+    pub throttles: Counter,
+}
+
+impl Metrics {
+    /// The counters of cluster `name`, made on first use.
+    pub fn cluster(&self, name: &str) -> Arc<ClusterStats> {
+        match self.reconcile.lock() {
+            Ok(mut m) => m.entry(name.to_owned()).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
 }

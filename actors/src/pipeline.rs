@@ -2,8 +2,10 @@
 //! on its own arbiter (thread), and a source feeding the decoder.
 
 use crate::decoder::EventDecoder;
+use crate::ecs::Ecs;
 use crate::hub::StreamHub;
 use crate::metrics::Metrics;
+use crate::reconciler::{self, ReconcileManager};
 use crate::sim;
 use crate::source::{sqs, QueueReader, ReplaySource, SimulateSource};
 use crate::store::Store;
@@ -14,11 +16,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// What feeds the pipeline.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Source {
     /// Nothing: the store is served as it is.
     None,
-    Simulate(sim::Config),
+    /// The simulator's events; the simulator itself is shared with its ECS answers.
+    Simulate(sim::Config, crate::source::simulate::SharedSim),
     Replay(PathBuf),
     Queue(aws_sdk_sqs::Client, sqs::Config),
 }
@@ -38,6 +41,8 @@ pub struct Pipeline {
     pub writer: Addr<StoreWriter>,
     pub decoder: Addr<EventDecoder>,
     pub source: SourceAddr,
+    /// The reconcile manager, when reconciling.
+    pub reconcile: Option<Addr<ReconcileManager>>,
     pub metrics: Arc<Metrics>,
     arbiters: Vec<Arbiter>,
 }
@@ -48,10 +53,11 @@ impl Pipeline {
         store: Arc<dyn Store>,
         config: writer::Config,
         source: Source,
+        reconcile: Option<(reconciler::Settings, Arc<dyn Ecs>)>,
         metrics: Arc<Metrics>,
         log: &Logger,
     ) -> Pipeline {
-        let arbiters: Vec<Arbiter> = (0..4).map(|_| Arbiter::new()).collect();
+        let arbiters: Vec<Arbiter> = (0..5).map(|_| Arbiter::new()).collect();
         let (m, l) = (metrics.clone(), log.new(o!("actor" => "StreamHub")));
         let hub =
             Supervisor::start_in_arbiter(&arbiters[0].handle(), move |_| StreamHub::new(m, l));
@@ -74,11 +80,11 @@ impl Pipeline {
         let d = decoder.clone();
         let source = match source {
             Source::None => SourceAddr::None,
-            Source::Simulate(cfg) => {
+            Source::Simulate(cfg, sim) => {
                 let l = log.new(o!("actor" => "SimulateSource"));
                 SourceAddr::Simulate(Supervisor::start_in_arbiter(
                     &arbiters[3].handle(),
-                    move |_| SimulateSource::new(cfg, d, l),
+                    move |_| SimulateSource::new(cfg, sim, d, l),
                 ))
             }
             Source::Queue(client, cfg) => {
@@ -96,11 +102,22 @@ impl Pipeline {
                 ))
             }
         };
+        let reconcile = reconcile.map(|(settings, ecs)| {
+            let (m, l, w) = (
+                metrics.clone(),
+                log.new(o!("actor" => "Reconciler")),
+                writer.clone(),
+            );
+            Supervisor::start_in_arbiter(&arbiters[4].handle(), move |_| {
+                ReconcileManager::new(settings, ecs, w, m, l)
+            })
+        });
         Pipeline {
             hub,
             writer,
             decoder,
             source,
+            reconcile,
             metrics,
             arbiters,
         }

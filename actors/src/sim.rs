@@ -441,6 +441,31 @@ impl Simulator {
         out
     }
 
+    /// The entry a Describe of task `arn` returns now, if the task exists.
+    pub fn task_entry(&mut self, arn: &str) -> Option<crate::model::Entry> {
+        let i = self.tasks.iter().position(|t| t.arn == arn)?;
+        let body = self.task_event(i);
+        match crate::decode::decode(&body) {
+            Ok(crate::decode::Decoded::Entity(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The entry a Describe of container instance `arn` returns now.
+    pub fn instance_entry(&mut self, arn: &str) -> Option<crate::model::Entry> {
+        let i = self.instances.iter().position(|x| x.arn == arn)?;
+        let body = self.instance_event(i);
+        match crate::decode::decode(&body) {
+            Ok(crate::decode::Decoded::Entity(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The ARN of simulated cluster `c`.
+    pub fn cluster_arn_of(&self, c: usize) -> String {
+        self.cluster_arn(c)
+    }
+
     /// Whether the initial state has been delivered and no late event waits.
     pub fn settled(&self) -> bool {
         self.initial.is_empty() && self.late.is_empty()

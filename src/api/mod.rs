@@ -216,6 +216,7 @@ async fn readyz(state: web::Data<State>) -> HttpResponse {
     let waiting: Vec<&str> = [
         (m.store_up.get() != 1, "store"),
         (m.view_loaded.get() != 1, "view"),
+        (m.reconcile_pending.get() > 0, "reconcile"),
     ]
     .into_iter()
     .filter_map(|(waiting, what)| waiting.then_some(what))
@@ -555,6 +556,78 @@ pub fn render_metrics(m: &Metrics) -> String {
             ),
             (r#"{actor="StreamHub"}"#, m.hub_restarts.get().to_string()),
         ],
+    );
+    let clusters: Vec<(String, Arc<actors::metrics::ClusterStats>)> = m
+        .reconcile
+        .lock()
+        .map(|r| r.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    let per_cluster =
+        |f: &dyn Fn(&actors::metrics::ClusterStats) -> String| -> Vec<(String, String)> {
+            clusters
+                .iter()
+                .map(|(c, st)| (format!("{{cluster=\"{c}\"}}"), f(st)))
+                .collect()
+        };
+    for (name, kind, help, rows) in [
+        (
+            "css_reconcile_sweeps_total",
+            "counter",
+            "Reconcile sweeps.",
+            per_cluster(&|s| s.sweeps.get().to_string()),
+        ),
+        (
+            "css_reconcile_sweep_errors_total",
+            "counter",
+            "Sweeps that failed (and deleted nothing).",
+            per_cluster(&|s| s.sweep_errors.get().to_string()),
+        ),
+        (
+            "css_reconcile_sweep_seconds_total",
+            "counter",
+            "Time spent sweeping.",
+            per_cluster(&|s| secs(s.sweep_micros.get())),
+        ),
+        (
+            "css_reconcile_added_total",
+            "counter",
+            "Entities a sweep found missing.",
+            per_cluster(&|s| s.added.get().to_string()),
+        ),
+        (
+            "css_reconcile_updated_total",
+            "counter",
+            "Entities a sweep found stale.",
+            per_cluster(&|s| s.updated.get().to_string()),
+        ),
+        (
+            "css_reconcile_removed_total",
+            "counter",
+            "Entities a sweep removed.",
+            per_cluster(&|s| s.removed.get().to_string()),
+        ),
+        (
+            "css_reconcile_api_calls_total",
+            "counter",
+            "ECS API calls.",
+            per_cluster(&|s| s.api_calls.get().to_string()),
+        ),
+        (
+            "css_reconcile_throttled_total",
+            "counter",
+            "ECS API calls throttled.",
+            per_cluster(&|s| s.throttles.get().to_string()),
+        ),
+    ] {
+        let rows: Vec<(&str, String)> = rows.iter().map(|(l, v)| (l.as_str(), v.clone())).collect();
+        family(&mut s, name, kind, help, &rows);
+    }
+    family(
+        &mut s,
+        "css_reconcile_pending",
+        "gauge",
+        "Clusters whose first sweep is not done yet.",
+        &one(m.reconcile_pending.get()),
     );
     family(
         &mut s,

@@ -57,7 +57,7 @@ proptest! {
             let dir = tempfile::tempdir().unwrap();
             let store = Arc::new(Embedded::open(dir.path()).unwrap());
             let metrics = Arc::new(Metrics::default());
-            let p = Pipeline::start(store, writer::Config::default(), Source::None, metrics.clone(),
+            let p = Pipeline::start(store, writer::Config::default(), Source::None, None, metrics.clone(),
                 &css::logging::discard());
             let bodies: Vec<String> = events.iter().map(|&(e, v)| event(e, v)).collect();
             for chunk in bodies.chunks(batch) {
@@ -123,6 +123,7 @@ async fn a_failed_writer_restarts_with_its_state_reloaded() {
         store.clone(),
         writer::Config::default(),
         Source::None,
+        None,
         metrics.clone(),
         &css::logging::discard(),
     );

@@ -3,10 +3,21 @@
 //! simulated world waits, so a slow store slows the simulation, not memory.
 
 use crate::decoder::{Decode, EventDecoder};
+use crate::ecs::{self, Described, Ecs, Page, TaskStatus};
 use crate::sim::{Config, Simulator};
+use crate::store::BoxFuture;
 use actix::prelude::*;
 use slog::{info, warn, Logger};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+
+/// The simulated world, shared by the source (its events) and [`SimEcs`]
+/// (its answers to the reconciler).
+pub type SharedSim = Arc<Mutex<Simulator>>;
+
+fn lock(sim: &SharedSim) -> MutexGuard<'_, Simulator> {
+    sim.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 const TICK: Duration = Duration::from_millis(100);
 /// Most messages in one batch.
@@ -30,7 +41,7 @@ pub struct GetTruth;
 /// The simulate source actor.
 pub struct SimulateSource {
     config: Config,
-    sim: Simulator,
+    sim: SharedSim,
     decoder: Addr<EventDecoder>,
     log: Logger,
     in_flight: bool,
@@ -39,9 +50,9 @@ pub struct SimulateSource {
 }
 
 impl SimulateSource {
-    pub fn new(config: Config, decoder: Addr<EventDecoder>, log: Logger) -> Self {
+    pub fn new(config: Config, sim: SharedSim, decoder: Addr<EventDecoder>, log: Logger) -> Self {
         SimulateSource {
-            sim: Simulator::new(config.clone()),
+            sim,
             config,
             decoder,
             log,
@@ -59,7 +70,7 @@ impl SimulateSource {
         }
         let churn = self.credit.floor() as usize;
         self.credit -= churn as f64;
-        let messages = self.sim.next_batch(churn, MAX_BATCH);
+        let messages = lock(&self.sim).next_batch(churn, MAX_BATCH);
         if messages.is_empty() {
             return;
         }
@@ -80,18 +91,19 @@ impl Actor for SimulateSource {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        let sim = lock(&self.sim);
         info!(self.log, "simulating ECS clusters";
-            "clusters" => self.sim.clusters().join(","), "instances" => self.sim.instances().len(),
-            "tasks" => self.sim.tasks().len(), "events_per_second" => self.config.events_per_second,
-            "seed" => self.config.seed);
+            "clusters" => sim.clusters().join(","), "instances" => sim.instances().len(),
+            "tasks" => sim.tasks().len(), "events_per_second" => self.config.events_per_second,
+            "seed" => self.config.seed, "drop_rate" => self.config.drop_rate);
+        drop(sim);
         ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
     }
 }
 
 impl Supervised for SimulateSource {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        warn!(self.log, "simulator restarting with a fresh world");
-        self.sim = Simulator::new(self.config.clone());
+        warn!(self.log, "simulator restarting");
         self.in_flight = false;
         self.credit = 0.0;
     }
@@ -101,11 +113,106 @@ impl Handler<GetTruth> for SimulateSource {
     type Result = MessageResult<GetTruth>;
 
     fn handle(&mut self, _: GetTruth, _: &mut Context<Self>) -> Self::Result {
+        let sim = lock(&self.sim);
         MessageResult(Truth {
-            clusters: self.sim.clusters().to_vec(),
-            tasks: self.sim.tasks().len(),
-            instances: self.sim.instances().len(),
-            settled: self.sim.settled(),
+            clusters: sim.clusters().to_vec(),
+            tasks: sim.tasks().len(),
+            instances: sim.instances().len(),
+            settled: sim.settled(),
         })
+    }
+}
+
+/// The simulator answering the reconciler's ECS questions, so drift (from
+/// `drop_rate`) and its repair can be seen with no AWS account.
+pub struct SimEcs {
+    pub sim: SharedSim,
+}
+
+fn cluster_index(sim: &Simulator, cluster: &str) -> Option<usize> {
+    (0..sim.clusters().len())
+        .find(|&c| sim.cluster_arn_of(c) == cluster || sim.clusters()[c] == cluster)
+}
+
+fn ready<T: Send + 'static>(v: ecs::Result<T>) -> BoxFuture<'static, ecs::Result<T>> {
+    Box::pin(async move { v })
+}
+
+fn describe(
+    arns: Vec<String>,
+    mut find: impl FnMut(&str) -> Option<crate::model::Entry>,
+) -> Described {
+    let mut d = Described::default();
+    for arn in arns {
+        match find(&arn) {
+            Some(e) => d.entries.push(e),
+            None => d.failures.push((arn, "MISSING".into())),
+        }
+    }
+    d
+}
+
+impl Ecs for SimEcs {
+    fn list_clusters(&self, _: Option<String>) -> BoxFuture<'_, ecs::Result<Page>> {
+        let sim = lock(&self.sim);
+        let arns = (0..sim.clusters().len())
+            .map(|c| sim.cluster_arn_of(c))
+            .collect();
+        ready(Ok(Page { arns, next: None }))
+    }
+
+    fn list_container_instances(
+        &self,
+        cluster: &str,
+        _: Option<String>,
+    ) -> BoxFuture<'_, ecs::Result<Page>> {
+        let sim = lock(&self.sim);
+        let Some(c) = cluster_index(&sim, cluster) else {
+            return ready(Err(ecs::Error::ClusterNotFound(cluster.to_owned())));
+        };
+        let arns = sim
+            .instances()
+            .iter()
+            .filter(|i| i.cluster == c)
+            .map(|i| i.arn.clone())
+            .collect();
+        ready(Ok(Page { arns, next: None }))
+    }
+
+    fn describe_container_instances(
+        &self,
+        _: &str,
+        arns: Vec<String>,
+    ) -> BoxFuture<'_, ecs::Result<Described>> {
+        let mut sim = lock(&self.sim);
+        ready(Ok(describe(arns, |a| sim.instance_entry(a))))
+    }
+
+    fn list_tasks(
+        &self,
+        cluster: &str,
+        status: TaskStatus,
+        _: Option<String>,
+    ) -> BoxFuture<'_, ecs::Result<Page>> {
+        let sim = lock(&self.sim);
+        let Some(c) = cluster_index(&sim, cluster) else {
+            return ready(Err(ecs::Error::ClusterNotFound(cluster.to_owned())));
+        };
+        let want = match status {
+            TaskStatus::Running => "RUNNING",
+            TaskStatus::Stopped => "STOPPED",
+        };
+        let arns = sim
+            .tasks()
+            .iter()
+            .filter(|t| t.cluster == c && t.desired_status == want)
+            .map(|t| t.arn.clone())
+            .collect();
+        ready(Ok(Page { arns, next: None }))
+    }
+
+    fn describe_tasks(&self, _: &str, arns: Vec<String>) -> BoxFuture<'_, ecs::Result<Described>> {
+        let mut sim = lock(&self.sim);
+        ready(Ok(describe(arns, |a| sim.task_entry(a))))
     }
 }

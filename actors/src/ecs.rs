@@ -1,0 +1,403 @@
+//! The ECS API as the reconciler uses it: one page or one batch per call, so
+//! that paging, batching, the request budget and throttling backoff live in
+//! one place ([`crate::reconciler`]) whatever answers: AWS (or a stand-in such
+//! as moto) through [`AwsEcs`], or the built-in simulator.
+
+use crate::decode::{self, ContainerDetail, InstanceDetail, OverridesDetail, TaskDetail};
+use crate::model::{ContainerOverride, Entry, KeyValue, NetworkBinding, VersionInfo};
+use crate::store::BoxFuture;
+use crate::time::format_ms;
+use aws_sdk_ecs::error::ProvideErrorMetadata;
+use aws_sdk_ecs::types::DesiredStatus;
+
+/// Most ARNs one Describe call takes.
+pub const DESCRIBE_BATCH: usize = 100;
+
+/// Why an ECS call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// Retryable, after a backoff.
+    #[error("throttled: {0}")]
+    Throttled(String),
+    /// The cluster is gone. Not retryable.
+    #[error("cluster not found: {0}")]
+    ClusterNotFound(String),
+    /// Anything else. Not retried within a sweep; the next sweep tries again.
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One page of ARNs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Page {
+    pub arns: Vec<String>,
+    pub next: Option<String>,
+}
+
+/// What a Describe call found, and the ARNs it reported as failures.
+#[derive(Debug, Clone, Default)]
+pub struct Described {
+    pub entries: Vec<Entry>,
+    /// `(ARN, reason)`; `MISSING` means ECS no longer knows it.
+    pub failures: Vec<(String, String)>,
+}
+
+/// Which tasks to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskStatus {
+    Running,
+    Stopped,
+}
+
+/// The calls a sweep makes. `cluster` is a cluster ARN or name.
+pub trait Ecs: Send + Sync + 'static {
+    fn list_clusters(&self, next: Option<String>) -> BoxFuture<'_, Result<Page>>;
+    fn list_container_instances(
+        &self,
+        cluster: &str,
+        next: Option<String>,
+    ) -> BoxFuture<'_, Result<Page>>;
+    fn describe_container_instances(
+        &self,
+        cluster: &str,
+        arns: Vec<String>,
+    ) -> BoxFuture<'_, Result<Described>>;
+    fn list_tasks(
+        &self,
+        cluster: &str,
+        status: TaskStatus,
+        next: Option<String>,
+    ) -> BoxFuture<'_, Result<Page>>;
+    fn describe_tasks(&self, cluster: &str, arns: Vec<String>) -> BoxFuture<'_, Result<Described>>;
+}
+
+/// ECS through the AWS SDK.
+#[derive(Clone)]
+pub struct AwsEcs {
+    client: aws_sdk_ecs::Client,
+}
+
+impl AwsEcs {
+    pub fn new(client: aws_sdk_ecs::Client) -> Self {
+        AwsEcs { client }
+    }
+}
+
+fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    e: aws_sdk_ecs::error::SdkError<E>,
+) -> Error {
+    let text = aws_sdk_ecs::error::DisplayErrorContext(&e).to_string();
+    match e.code() {
+        Some(
+            "ThrottlingException"
+            | "Throttling"
+            | "RequestLimitExceeded"
+            | "TooManyRequestsException",
+        ) => Error::Throttled(text),
+        Some("ClusterNotFoundException") => Error::ClusterNotFound(text),
+        _ => Error::Other(text),
+    }
+}
+
+fn time(t: Option<&aws_sdk_ecs::primitives::DateTime>) -> Option<String> {
+    t.and_then(|t| t.to_millis().ok()).map(format_ms)
+}
+
+fn some(s: Option<&str>) -> Option<String> {
+    s.map(str::to_owned)
+}
+
+/// ECS's per-entity version; 0 (what stand-ins without one send) is unknown.
+fn version(v: i64) -> Option<u64> {
+    (v > 0).then_some(v as u64)
+}
+
+fn failures(f: &[aws_sdk_ecs::types::Failure]) -> Vec<(String, String)> {
+    f.iter()
+        .map(|f| {
+            (
+                f.arn().unwrap_or_default().to_owned(),
+                f.reason().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Converts a described task into an entry (rule 8: no version, no claim).
+pub fn task_entry(t: &aws_sdk_ecs::types::Task) -> std::result::Result<Entry, decode::Error> {
+    let detail = TaskDetail {
+        task_arn: some(t.task_arn()),
+        cluster_arn: some(t.cluster_arn()),
+        container_instance_arn: some(t.container_instance_arn()),
+        task_definition_arn: some(t.task_definition_arn()),
+        last_status: some(t.last_status()),
+        desired_status: some(t.desired_status()),
+        version: None,
+        started_by: some(t.started_by()),
+        group: some(t.group()),
+        launch_type: t.launch_type().map(|l| l.as_str().to_owned()),
+        platform_version: some(t.platform_version()),
+        availability_zone: some(t.availability_zone()),
+        cpu: some(t.cpu()).map(decode::Lenient),
+        memory: some(t.memory()).map(decode::Lenient),
+        created_at: time(t.created_at()),
+        pull_started_at: time(t.pull_started_at()),
+        pull_stopped_at: time(t.pull_stopped_at()),
+        started_at: time(t.started_at()),
+        stopping_at: time(t.stopping_at()),
+        stopped_at: time(t.stopped_at()),
+        updated_at: None,
+        stopped_reason: some(t.stopped_reason()),
+        stop_code: t.stop_code().map(|c| c.as_str().to_owned()),
+        health_status: t.health_status().map(|h| h.as_str().to_owned()),
+        containers: t
+            .containers()
+            .iter()
+            .map(|c| ContainerDetail {
+                container_arn: some(c.container_arn()),
+                name: some(c.name()),
+                image: some(c.image()),
+                image_digest: some(c.image_digest()),
+                runtime_id: some(c.runtime_id()),
+                last_status: some(c.last_status()),
+                exit_code: c.exit_code().map(i64::from),
+                reason: some(c.reason()),
+                cpu: some(c.cpu()).map(decode::Lenient),
+                memory: some(c.memory()).map(decode::Lenient),
+                network_bindings: c
+                    .network_bindings()
+                    .iter()
+                    .map(|b| NetworkBinding {
+                        bind_ip: some(b.bind_ip()),
+                        container_port: b.container_port().map(i64::from),
+                        host_port: b.host_port().map(i64::from),
+                        protocol: b.protocol().map(|p| p.as_str().to_owned()),
+                    })
+                    .collect(),
+                health_status: c.health_status().map(|h| h.as_str().to_owned()),
+            })
+            .collect(),
+        overrides: t.overrides().map(|o| OverridesDetail {
+            container_overrides: o
+                .container_overrides()
+                .iter()
+                .map(|c| ContainerOverride {
+                    name: some(c.name()),
+                    command: (!c.command().is_empty()).then(|| c.command().to_vec()),
+                    environment: (!c.environment().is_empty()).then(|| {
+                        c.environment()
+                            .iter()
+                            .map(|kv| KeyValue {
+                                name: some(kv.name()),
+                                value: some(kv.value()),
+                            })
+                            .collect()
+                    }),
+                })
+                .collect(),
+            task_role_arn: some(o.task_role_arn()),
+        }),
+    };
+    let task = decode::task_from_parts(detail, version(t.version()))?;
+    Entry::from_task(&task).map_err(|e| decode::Error::Render(e.to_string()))
+}
+
+/// Converts a described container instance of `cluster_arn` into an entry.
+pub fn instance_entry(
+    i: &aws_sdk_ecs::types::ContainerInstance,
+    cluster_arn: &str,
+) -> std::result::Result<Entry, decode::Error> {
+    let resources = |list: &[aws_sdk_ecs::types::Resource]| {
+        list.iter()
+            .map(|r| decode::ResourceDetail {
+                name: some(r.name()),
+                kind: some(r.r#type()),
+                integer_value: Some(i64::from(r.integer_value())),
+                long_value: Some(r.long_value()),
+                double_value: Some(r.double_value()),
+                string_set_value: r.string_set_value().to_vec(),
+            })
+            .collect()
+    };
+    let detail = InstanceDetail {
+        container_instance_arn: some(i.container_instance_arn()),
+        cluster_arn: Some(cluster_arn.to_owned()),
+        ec2_instance_id: some(i.ec2_instance_id()),
+        status: some(i.status()),
+        status_reason: some(i.status_reason()),
+        agent_connected: Some(i.agent_connected()),
+        agent_update_status: i.agent_update_status().map(|s| s.as_str().to_owned()),
+        version: None,
+        registered_resources: resources(i.registered_resources()),
+        remaining_resources: resources(i.remaining_resources()),
+        running_tasks_count: Some(i64::from(i.running_tasks_count())),
+        pending_tasks_count: Some(i64::from(i.pending_tasks_count())),
+        attributes: i
+            .attributes()
+            .iter()
+            .map(|a| decode::AttributeDetail {
+                name: Some(a.name().to_owned()),
+                value: some(a.value()),
+            })
+            .collect(),
+        version_info: i.version_info().map(|v| VersionInfo {
+            agent_hash: some(v.agent_hash()),
+            agent_version: some(v.agent_version()),
+            docker_version: some(v.docker_version()),
+        }),
+        registered_at: time(i.registered_at()),
+        updated_at: None,
+    };
+    let inst = decode::instance_from_parts(detail, version(i.version()))?;
+    Entry::from_instance(&inst).map_err(|e| decode::Error::Render(e.to_string()))
+}
+
+/// Converts what a Describe returned, reporting entities that cannot be
+/// converted as failures (they are then neither written nor deleted).
+fn described<T>(
+    items: &[T],
+    fails: &[aws_sdk_ecs::types::Failure],
+    arn: impl Fn(&T) -> Option<&str>,
+    convert: impl Fn(&T) -> std::result::Result<Entry, decode::Error>,
+) -> Described {
+    let mut d = Described {
+        entries: Vec::with_capacity(items.len()),
+        failures: failures(fails),
+    };
+    for item in items {
+        match convert(item) {
+            Ok(e) => d.entries.push(e),
+            Err(e) => d
+                .failures
+                .push((arn(item).unwrap_or_default().to_owned(), e.to_string())),
+        }
+    }
+    d
+}
+
+impl Ecs for AwsEcs {
+    fn list_clusters(&self, next: Option<String>) -> BoxFuture<'_, Result<Page>> {
+        Box::pin(async move {
+            let out = self
+                .client
+                .list_clusters()
+                .set_next_token(next)
+                .send()
+                .await
+                .map_err(classify)?;
+            Ok(Page {
+                arns: out.cluster_arns().to_vec(),
+                next: some(out.next_token()),
+            })
+        })
+    }
+
+    fn list_container_instances(
+        &self,
+        cluster: &str,
+        next: Option<String>,
+    ) -> BoxFuture<'_, Result<Page>> {
+        let cluster = cluster.to_owned();
+        Box::pin(async move {
+            let out = self
+                .client
+                .list_container_instances()
+                .cluster(cluster)
+                .set_next_token(next)
+                .send()
+                .await
+                .map_err(classify)?;
+            Ok(Page {
+                arns: out.container_instance_arns().to_vec(),
+                next: some(out.next_token()),
+            })
+        })
+    }
+
+    fn describe_container_instances(
+        &self,
+        cluster: &str,
+        arns: Vec<String>,
+    ) -> BoxFuture<'_, Result<Described>> {
+        let cluster = cluster.to_owned();
+        Box::pin(async move {
+            let out = self
+                .client
+                .describe_container_instances()
+                .cluster(&cluster)
+                .set_container_instances(Some(arns))
+                .send()
+                .await
+                .map_err(classify)?;
+            // The instances do not carry their cluster: it is the one asked about.
+            let cluster_arn = match crate::arn::ClusterRef::parse(&cluster) {
+                Some(crate::arn::ClusterRef::Name(name)) => out
+                    .container_instances()
+                    .first()
+                    .and_then(|i| i.container_instance_arn())
+                    .and_then(|a| {
+                        crate::arn::Arn::parse(a, crate::arn::Resource::ContainerInstance).ok()
+                    })
+                    .map(|a| a.cluster_arn(&name))
+                    .unwrap_or(cluster),
+                _ => cluster,
+            };
+            Ok(described(
+                out.container_instances(),
+                out.failures(),
+                |i| i.container_instance_arn(),
+                |i| instance_entry(i, &cluster_arn),
+            ))
+        })
+    }
+
+    fn list_tasks(
+        &self,
+        cluster: &str,
+        status: TaskStatus,
+        next: Option<String>,
+    ) -> BoxFuture<'_, Result<Page>> {
+        let cluster = cluster.to_owned();
+        Box::pin(async move {
+            let status = match status {
+                TaskStatus::Running => DesiredStatus::Running,
+                TaskStatus::Stopped => DesiredStatus::Stopped,
+            };
+            let out = self
+                .client
+                .list_tasks()
+                .cluster(cluster)
+                .desired_status(status)
+                .set_next_token(next)
+                .send()
+                .await
+                .map_err(classify)?;
+            Ok(Page {
+                arns: out.task_arns().to_vec(),
+                next: some(out.next_token()),
+            })
+        })
+    }
+
+    fn describe_tasks(&self, cluster: &str, arns: Vec<String>) -> BoxFuture<'_, Result<Described>> {
+        let cluster = cluster.to_owned();
+        Box::pin(async move {
+            let out = self
+                .client
+                .describe_tasks()
+                .cluster(cluster)
+                .set_tasks(Some(arns))
+                .send()
+                .await
+                .map_err(classify)?;
+            Ok(described(
+                out.tasks(),
+                out.failures(),
+                |t| t.task_arn(),
+                task_entry,
+            ))
+        })
+    }
+}

@@ -1,0 +1,638 @@
+//! Reconciler: one actor per cluster, comparing the store with the ECS API
+//! and repairing drift; a [`ReconcileManager`] discovers the clusters.
+//!
+//! A sweep lists and describes the cluster's container instances and tasks
+//! (RUNNING and STOPPED; pages followed; describes in batches of 100) within a
+//! client-side request budget, backing off on throttling. Every entity found
+//! is written through the StoreWriter under the version rule (an answer
+//! without a version never overwrites one learned from an event). Then every
+//! stored entity of the cluster that ECS did not return, and that was last
+//! written before the sweep's start minus the grace period, is deleted (with
+//! a tombstone and a stream deletion). A sweep that failed anywhere deletes
+//! nothing. A cluster is never swept twice at once; sweeps run in the
+//! background, so the API serves from the start.
+
+use crate::arn::ClusterRef;
+use crate::ecs::{self, Ecs, TaskStatus, DESCRIBE_BATCH};
+use crate::metrics::{ClusterStats, Metrics};
+use crate::model::Entry;
+use crate::source::sqs::Backoff;
+use crate::store::{Op, Outcome};
+use crate::time::now_ms;
+use crate::writer::{Apply, GetSnapshot, StoreWriter};
+use actix::prelude::*;
+use slog::{debug, info, warn, Logger};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Attempts at one call while ECS keeps throttling.
+const MAX_THROTTLED: u32 = 8;
+/// Pages followed at most for one listing (10,000 × 100 ARNs).
+const MAX_PAGES: usize = 10_000;
+
+/// Reconcile settings of one cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tuning {
+    pub enabled: bool,
+    pub interval: Duration,
+    /// Share of the interval added or removed at random.
+    pub jitter: f64,
+    pub max_requests_per_second: f64,
+    /// An entity written more recently than this before a sweep is never removed by it.
+    pub grace_period: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            enabled: true,
+            interval: Duration::from_secs(300),
+            jitter: 0.1,
+            max_requests_per_second: 10.0,
+            grace_period: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Spaces calls `1 / max_requests_per_second` apart.
+struct Budget {
+    gap: Duration,
+    next: tokio::time::Instant,
+}
+
+impl Budget {
+    fn new(per_second: f64) -> Budget {
+        Budget {
+            gap: Duration::from_secs_f64(1.0 / per_second.max(0.01)),
+            next: tokio::time::Instant::now(),
+        }
+    }
+
+    async fn take(&mut self) {
+        let now = tokio::time::Instant::now();
+        if self.next > now {
+            tokio::time::sleep(self.next - now).await;
+        }
+        self.next = self.next.max(now) + self.gap;
+    }
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    pub instances: usize,
+    pub tasks: usize,
+    pub added: usize,
+    pub updated: usize,
+    pub removed: usize,
+}
+
+/// One sweep of one cluster; owns what it needs so it runs off the actor.
+struct Sweep {
+    cluster: String,
+    matcher: ClusterRef,
+    tuning: Tuning,
+    ecs: Arc<dyn Ecs>,
+    writer: Addr<StoreWriter>,
+    stats: Arc<ClusterStats>,
+}
+
+impl Sweep {
+    async fn call<T, F>(&self, budget: &mut Budget, mut f: F) -> ecs::Result<T>
+    where
+        F: FnMut() -> crate::store::BoxFuture<'static, ecs::Result<T>>,
+    {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        let mut attempt = 1;
+        loop {
+            budget.take().await;
+            self.stats.api_calls.inc();
+            match f().await {
+                Err(ecs::Error::Throttled(m)) => {
+                    self.stats.throttles.inc();
+                    if attempt >= MAX_THROTTLED {
+                        return Err(ecs::Error::Throttled(m));
+                    }
+                    attempt += 1;
+                    tokio::time::sleep(backoff.delay()).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn list(
+        &self,
+        budget: &mut Budget,
+        tasks: Option<TaskStatus>,
+    ) -> ecs::Result<Vec<String>> {
+        let mut arns = Vec::new();
+        let mut next = None;
+        for _ in 0..MAX_PAGES {
+            let (ecs, cluster, token) = (self.ecs.clone(), self.cluster.clone(), next.clone());
+            let page = self
+                .call(budget, move || {
+                    let (ecs, cluster, token) = (ecs.clone(), cluster.clone(), token.clone());
+                    Box::pin(async move {
+                        match tasks {
+                            Some(s) => ecs.list_tasks(&cluster, s, token).await,
+                            None => ecs.list_container_instances(&cluster, token).await,
+                        }
+                    })
+                })
+                .await?;
+            arns.extend(page.arns);
+            match page.next.filter(|n| !n.is_empty()) {
+                Some(n) => next = Some(n),
+                None => return Ok(arns),
+            }
+        }
+        Err(ecs::Error::Other(format!("more than {MAX_PAGES} pages")))
+    }
+
+    async fn describe(
+        &self,
+        budget: &mut Budget,
+        arns: &[String],
+        tasks: bool,
+    ) -> ecs::Result<ecs::Described> {
+        let mut all = ecs::Described::default();
+        for chunk in arns.chunks(DESCRIBE_BATCH) {
+            let (ecs, cluster, chunk) = (self.ecs.clone(), self.cluster.clone(), chunk.to_vec());
+            let d = self
+                .call(budget, move || {
+                    let (ecs, cluster, chunk) = (ecs.clone(), cluster.clone(), chunk.clone());
+                    Box::pin(async move {
+                        if tasks {
+                            ecs.describe_tasks(&cluster, chunk).await
+                        } else {
+                            ecs.describe_container_instances(&cluster, chunk).await
+                        }
+                    })
+                })
+                .await?;
+            all.entries.extend(d.entries);
+            all.failures.extend(d.failures);
+        }
+        Ok(all)
+    }
+
+    async fn run(self) -> Result<Report, String> {
+        let started_ms = now_ms();
+        let mut budget = Budget::new(self.tuning.max_requests_per_second);
+        let e = |e: ecs::Error| e.to_string();
+        let instance_arns = self.list(&mut budget, None).await.map_err(e)?;
+        let mut task_arns = self
+            .list(&mut budget, Some(TaskStatus::Running))
+            .await
+            .map_err(e)?;
+        task_arns.extend(
+            self.list(&mut budget, Some(TaskStatus::Stopped))
+                .await
+                .map_err(e)?,
+        );
+        task_arns.sort_unstable();
+        task_arns.dedup();
+        let instances = self
+            .describe(&mut budget, &instance_arns, false)
+            .await
+            .map_err(e)?;
+        let tasks = self
+            .describe(&mut budget, &task_arns, true)
+            .await
+            .map_err(e)?;
+
+        // Listed, or described with a failure other than MISSING: not gone.
+        let mut seen: HashSet<String> = instance_arns.iter().chain(&task_arns).cloned().collect();
+        for (arn, reason) in instances.failures.iter().chain(&tasks.failures) {
+            if reason == "MISSING" {
+                seen.remove(arn);
+            } else {
+                seen.insert(arn.clone());
+            }
+        }
+        let before = self.snapshot().await?;
+        let known: HashSet<&str> = self.stored(&before).map(|e| e.arn.as_str()).collect();
+        let entries: Vec<Entry> = instances.entries.into_iter().chain(tasks.entries).collect();
+        let was_known: Vec<bool> = entries
+            .iter()
+            .map(|e| known.contains(e.arn.as_str()))
+            .collect();
+        let mut report = Report {
+            instances: instance_arns.len(),
+            tasks: task_arns.len(),
+            ..Report::default()
+        };
+        let outcomes = self
+            .apply(entries.into_iter().map(Op::Put).collect())
+            .await?;
+        for (o, known) in outcomes.iter().zip(was_known) {
+            if matches!(o, Outcome::Applied(_)) {
+                if known {
+                    report.updated += 1;
+                } else {
+                    report.added += 1;
+                }
+            }
+        }
+
+        let cutoff = started_ms - self.tuning.grace_period.as_millis() as i64;
+        let now = self.snapshot().await?;
+        let gone: Vec<Op> = self
+            .stored(&now)
+            .filter(|e| !seen.contains(&e.arn) && e.stored_at_ms <= cutoff)
+            .map(|e| Op::Delete {
+                arn: e.arn.clone(),
+                if_revision: e.revision,
+            })
+            .collect();
+        let outcomes = self.apply(gone).await?;
+        report.removed = outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Applied(_)))
+            .count();
+        Ok(report)
+    }
+
+    fn stored<'a>(
+        &'a self,
+        snap: &'a crate::view::Snapshot,
+    ) -> impl Iterator<Item = &'a Arc<Entry>> + 'a {
+        snap.tasks
+            .values()
+            .chain(snap.instances.values())
+            .filter(|e| self.matcher.matches(&e.cluster_arn))
+    }
+
+    async fn snapshot(&self) -> Result<crate::view::Snapshot, String> {
+        match self.writer.send(GetSnapshot).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn apply(&self, ops: Vec<Op>) -> Result<Vec<Outcome>, String> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.writer.send(Apply { ops }).await {
+            Ok(Ok(o)) => Ok(o),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// Sweep now (besides the timer); ignored while a sweep runs.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SweepNow;
+
+/// Stop reconciling this cluster.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
+/// The reconciler of one cluster.
+pub struct Reconciler {
+    cluster: String,
+    matcher: ClusterRef,
+    tuning: Tuning,
+    ecs: Arc<dyn Ecs>,
+    writer: Addr<StoreWriter>,
+    stats: Arc<ClusterStats>,
+    /// Set after the first successful sweep (readiness).
+    swept: Arc<AtomicBool>,
+    log: Logger,
+    sweeping: bool,
+    seed: u64,
+}
+
+impl Reconciler {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cluster: String,
+        matcher: ClusterRef,
+        tuning: Tuning,
+        ecs: Arc<dyn Ecs>,
+        writer: Addr<StoreWriter>,
+        stats: Arc<ClusterStats>,
+        swept: Arc<AtomicBool>,
+        log: Logger,
+    ) -> Self {
+        let seed = cluster.bytes().fold(0x9E37_79B9_7F4A_7C15u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3)
+        });
+        Reconciler {
+            cluster,
+            matcher,
+            tuning,
+            ecs,
+            writer,
+            stats,
+            swept,
+            log,
+            sweeping: false,
+            seed,
+        }
+    }
+
+    /// The interval with up to ± `jitter` of it added.
+    fn next_delay(&mut self) -> Duration {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let u = (self.seed % 2001) as f64 / 1000.0 - 1.0;
+        self.tuning
+            .interval
+            .mul_f64((1.0 + self.tuning.jitter * u).max(0.05))
+    }
+
+    fn sweep(&mut self, ctx: &mut Context<Self>) {
+        if self.sweeping {
+            return;
+        }
+        self.sweeping = true;
+        let job = Sweep {
+            cluster: self.cluster.clone(),
+            matcher: self.matcher.clone(),
+            tuning: self.tuning.clone(),
+            ecs: self.ecs.clone(),
+            writer: self.writer.clone(),
+            stats: self.stats.clone(),
+        };
+        let started = Instant::now();
+        ctx.spawn(job.run().into_actor(self).map(move |res, act, ctx| {
+            act.sweeping = false;
+            let s = &act.stats;
+            s.sweeps.inc();
+            s.sweep_micros.add(started.elapsed().as_micros() as u64);
+            match res {
+                Ok(r) => {
+                    s.added.add(r.added as u64);
+                    s.updated.add(r.updated as u64);
+                    s.removed.add(r.removed as u64);
+                    if !act.swept.swap(true, Ordering::SeqCst) {
+                        info!(act.log, "first sweep done"; "instances" => r.instances, "tasks" => r.tasks,
+                            "added" => r.added, "updated" => r.updated, "removed" => r.removed);
+                    } else {
+                        debug!(act.log, "sweep done"; "instances" => r.instances, "tasks" => r.tasks,
+                            "added" => r.added, "updated" => r.updated, "removed" => r.removed);
+                    }
+                }
+                Err(e) => {
+                    s.sweep_errors.inc();
+                    warn!(act.log, "sweep failed; nothing deleted"; "error" => e);
+                }
+            }
+            let delay = act.next_delay();
+            ctx.run_later(delay, |act, ctx| act.sweep(ctx));
+        }));
+    }
+}
+
+impl Actor for Reconciler {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(16);
+        if self.tuning.enabled {
+            self.sweep(ctx);
+        } else {
+            self.swept.store(true, Ordering::SeqCst);
+            info!(self.log, "reconcile disabled for this cluster");
+        }
+    }
+}
+
+impl Supervised for Reconciler {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        warn!(self.log, "reconciler restarting");
+        self.sweeping = false;
+    }
+}
+
+impl Handler<SweepNow> for Reconciler {
+    type Result = ();
+    fn handle(&mut self, _: SweepNow, ctx: &mut Context<Self>) {
+        if self.tuning.enabled {
+            self.sweep(ctx);
+        }
+    }
+}
+
+impl Handler<Retire> for Reconciler {
+    type Result = ();
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// Which clusters to reconcile, and how.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub base: Tuning,
+    /// Per-cluster tuning, by cluster name.
+    pub per_cluster: HashMap<String, Tuning>,
+    /// `Some`: these clusters (names) only; `None`: discover with ListClusters.
+    pub clusters: Option<Vec<String>>,
+}
+
+impl Settings {
+    fn tuning(&self, cluster: &str) -> Tuning {
+        let name = crate::arn::cluster_name(cluster).unwrap_or(cluster);
+        self.per_cluster
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| self.base.clone())
+    }
+}
+
+/// Starts and stops the reconcilers as clusters come and go.
+pub struct ReconcileManager {
+    settings: Settings,
+    ecs: Arc<dyn Ecs>,
+    writer: Addr<StoreWriter>,
+    metrics: Arc<Metrics>,
+    log: Logger,
+    actors: HashMap<String, (Addr<Reconciler>, Arc<AtomicBool>)>,
+    discovered: bool,
+    discovering: bool,
+}
+
+impl ReconcileManager {
+    pub fn new(
+        settings: Settings,
+        ecs: Arc<dyn Ecs>,
+        writer: Addr<StoreWriter>,
+        metrics: Arc<Metrics>,
+        log: Logger,
+    ) -> Self {
+        metrics.reconcile_pending.set(1);
+        ReconcileManager {
+            settings,
+            ecs,
+            writer,
+            metrics,
+            log,
+            actors: HashMap::new(),
+            discovered: false,
+            discovering: false,
+        }
+    }
+
+    fn discover(&mut self, ctx: &mut Context<Self>) {
+        if self.discovering {
+            return;
+        }
+        self.discovering = true;
+        let (ecs, explicit) = (self.ecs.clone(), self.settings.clusters.clone());
+        let fut = async move {
+            if let Some(names) = explicit {
+                return Ok(names);
+            }
+            let mut arns = Vec::new();
+            let mut next = None;
+            for _ in 0..MAX_PAGES {
+                let page = ecs.list_clusters(next).await?;
+                arns.extend(page.arns);
+                match page.next.filter(|n| !n.is_empty()) {
+                    Some(n) => next = Some(n),
+                    None => break,
+                }
+            }
+            Ok::<_, ecs::Error>(arns)
+        };
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+            act.discovering = false;
+            match res {
+                Ok(clusters) => act.reconcile_set(clusters, ctx),
+                Err(e) => {
+                    warn!(act.log, "cannot list clusters; keeping the ones known"; "error" => %e)
+                }
+            }
+        }));
+    }
+
+    fn reconcile_set(&mut self, clusters: Vec<String>, ctx: &mut Context<Self>) {
+        self.discovered = true;
+        let wanted: HashSet<&String> = clusters.iter().collect();
+        for cluster in &clusters {
+            if self.actors.contains_key(cluster) {
+                continue;
+            }
+            let Some(matcher) = ClusterRef::parse(cluster) else {
+                warn!(self.log, "not a cluster name or ARN; skipped"; "cluster" => cluster);
+                continue;
+            };
+            let name = crate::arn::cluster_name(cluster)
+                .unwrap_or(cluster)
+                .to_owned();
+            let stats = self.metrics.cluster(&name);
+            let swept = Arc::new(AtomicBool::new(false));
+            let (t, e, w, l, s) = (
+                self.settings.tuning(cluster),
+                self.ecs.clone(),
+                self.writer.clone(),
+                self.log.new(slog::o!("cluster" => name.clone())),
+                swept.clone(),
+            );
+            let c = cluster.clone();
+            let addr =
+                Supervisor::start(move |_| Reconciler::new(c, matcher, t, e, w, stats, s, l));
+            info!(self.log, "reconciling a cluster"; "cluster" => &name);
+            self.actors.insert(cluster.clone(), (addr, swept));
+        }
+        let vanished: Vec<String> = self
+            .actors
+            .keys()
+            .filter(|c| !wanted.contains(c))
+            .cloned()
+            .collect();
+        for cluster in vanished {
+            if let Some((addr, _)) = self.actors.remove(&cluster) {
+                info!(self.log, "cluster gone; removing its entities"; "cluster" => &cluster);
+                let writer = self.writer.clone();
+                let Some(matcher) = ClusterRef::parse(&cluster) else {
+                    continue;
+                };
+                ctx.spawn(
+                    async move {
+                        let _ = addr.send(Retire).await;
+                        let Ok(Ok(snap)) = writer.send(GetSnapshot).await else {
+                            return;
+                        };
+                        let ops: Vec<Op> = snap
+                            .tasks
+                            .values()
+                            .chain(snap.instances.values())
+                            .filter(|e| matcher.matches(&e.cluster_arn))
+                            .map(|e| Op::Delete {
+                                arn: e.arn.clone(),
+                                if_revision: e.revision,
+                            })
+                            .collect();
+                        if !ops.is_empty() {
+                            let _ = writer.send(Apply { ops }).await;
+                        }
+                    }
+                    .into_actor(self),
+                );
+            }
+        }
+        self.update_pending();
+    }
+
+    fn update_pending(&self) {
+        let pending = self
+            .actors
+            .values()
+            .filter(|(_, swept)| !swept.load(Ordering::SeqCst))
+            .count()
+            + usize::from(!self.discovered);
+        self.metrics.reconcile_pending.set(pending as u64);
+    }
+}
+
+impl Actor for ReconcileManager {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(16);
+        self.discover(ctx);
+        let every = self.settings.base.interval.max(Duration::from_secs(1));
+        ctx.run_interval(every, |act, ctx| act.discover(ctx));
+        ctx.run_interval(Duration::from_millis(200), |act, _| act.update_pending());
+    }
+}
+
+impl Supervised for ReconcileManager {}
+
+/// Sweep every cluster now.
+impl Handler<SweepNow> for ReconcileManager {
+    type Result = ();
+    fn handle(&mut self, _: SweepNow, _: &mut Context<Self>) {
+        for (addr, _) in self.actors.values() {
+            addr.do_send(SweepNow);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_spaces_calls() {
+        let mut b = Budget::new(4.0);
+        let t0 = tokio::time::Instant::now();
+        for _ in 0..5 {
+            b.take().await;
+        }
+        let took = t0.elapsed();
+        assert!(took >= Duration::from_millis(999), "{took:?}");
+    }
+}
