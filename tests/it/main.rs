@@ -23,5 +23,6 @@ mod etcd;
 mod fixtures;
 mod ingest;
 mod pipeline;
+mod reconcile;
 mod servers;
 mod support;

@@ -1,0 +1,42 @@
+"""Builds ECS state in a moto server for the reconcile tests.
+
+Usage: python moto_ecs.py ENDPOINT SPEC_JSON
+SPEC_JSON: {"clusters": {"NAME": {"instances": N, "tasks": M}}}
+Prints {"NAME": {"cluster": ARN, "instances": [ARN...], "tasks": [ARN...]}}.
+Tasks are kept RUNNING (moto would otherwise move them on at each Describe).
+"""
+import json
+import sys
+import urllib.request
+
+import boto3
+
+endpoint, spec = sys.argv[1], json.loads(sys.argv[2])
+kw = dict(endpoint_url=endpoint, region_name="us-west-2",
+          aws_access_key_id="test", aws_secret_access_key="test")
+ecs = boto3.client("ecs", **kw)
+ec2 = boto3.client("ec2", **kw)
+
+manual = {"model_name": "ecs::task", "transition": {"progression": "manual", "times": 1000000}}
+urllib.request.urlopen(urllib.request.Request(
+    endpoint + "/moto-api/state-manager/set-transition",
+    data=json.dumps(manual).encode(), method="POST"))
+
+ecs.register_task_definition(family="web", containerDefinitions=[
+    {"name": "web", "image": "nginx", "memory": 128, "cpu": 128}])
+ami = ec2.describe_images()["Images"][0]["ImageId"]
+out = {}
+for name, want in spec["clusters"].items():
+    arn = ecs.create_cluster(clusterName=name)["cluster"]["clusterArn"]
+    instances = []
+    for _ in range(want.get("instances", 0)):
+        inst = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1)["Instances"][0]
+        doc = json.dumps({"instanceId": inst["InstanceId"]})
+        ci = ecs.register_container_instance(cluster=name, instanceIdentityDocument=doc)
+        instances.append(ci["containerInstance"]["containerInstanceArn"])
+    tasks = []
+    if want.get("tasks", 0):
+        run = ecs.run_task(cluster=name, taskDefinition="web", count=want["tasks"])
+        tasks = [t["taskArn"] for t in run["tasks"]]
+    out[name] = {"cluster": arn, "instances": instances, "tasks": tasks}
+print(json.dumps(out))

@@ -1,0 +1,524 @@
+//! The reconciler: against moto's ECS with the real binary, and against a
+//! local stub ECS (paging, throttling, a failing cluster) in process.
+
+use crate::servers::Moto;
+use crate::support::*;
+use actors::decode::{decode, Decoded};
+use actors::ecs::{self, Described, Ecs, Page, TaskStatus};
+use actors::metrics::Metrics;
+use actors::model::Entry;
+use actors::pipeline::{Pipeline, Source};
+use actors::reconciler::{Settings, Tuning};
+use actors::store::{BoxFuture, Embedded};
+use actors::writer::{self, GetSnapshot};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runs `tests/it/moto_ecs.py` against `moto`; returns what it created.
+fn moto_ecs(moto: &Moto, spec: Value) -> Value {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/venv/bin/python");
+    let python = std::env::var_os("MOTO_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or(python);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/moto_ecs.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(moto.url())
+        .arg(spec.to_string())
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "moto_ecs.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+struct EcsStack {
+    moto: Moto,
+    sqs: aws_sdk_sqs::Client,
+    dir: tempfile::TempDir,
+}
+
+impl EcsStack {
+    async fn new() -> EcsStack {
+        let moto = Moto::start();
+        let sqs = moto.sqs();
+        sqs.create_queue()
+            .queue_name("events")
+            .send()
+            .await
+            .unwrap();
+        EcsStack {
+            moto,
+            sqs,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn service(&self, env: &[(&str, String)]) -> Proc {
+        let mut all = self.moto.env();
+        all.push(("CSS_SOURCE__WAIT_TIME", "1s".into()));
+        all.push(("CSS_RECONCILE__JITTER", "0".into()));
+        all.extend(env.iter().cloned());
+        let data = self.dir.path().join("data");
+        Proc::spawn(
+            &["--queue", "events", "--data-dir", data.to_str().unwrap()],
+            &all,
+        )
+    }
+
+    async fn send(&self, body: String) {
+        let url = self
+            .sqs
+            .get_queue_url()
+            .queue_name("events")
+            .send()
+            .await
+            .unwrap();
+        self.sqs
+            .send_message()
+            .queue_url(url.queue_url().unwrap())
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+async fn task(p: &Proc, cluster: &str, arn: &str) -> Option<Value> {
+    let r = p.try_get(&format!("/v1/tasks/{cluster}/{arn}")).await?;
+    (r.status == 200).then(|| r.json())
+}
+
+/// A task event for a task of moto's account (123456789012).
+fn moto_task_event(arn: &str, cluster: &str, version: u64, started_by: &str) -> String {
+    serde_json::json!({
+        "version": "0", "id": format!("ev-{version}"), "detail-type": "ECS Task State Change",
+        "source": "aws.ecs", "account": "123456789012", "region": "us-west-2",
+        "detail": {
+            "clusterArn": format!("arn:aws:ecs:us-west-2:123456789012:cluster/{cluster}"),
+            "taskArn": arn, "lastStatus": "RUNNING", "desiredStatus": "RUNNING",
+            "version": version, "startedBy": started_by,
+        }
+    })
+    .to_string()
+}
+
+#[actix_web::test]
+async fn entities_never_sent_as_events_appear_within_one_interval() {
+    let s = EcsStack::new().await;
+    let made = moto_ecs(
+        &s.moto,
+        serde_json::json!({"clusters": {"fast": {"instances": 1, "tasks": 2}}}),
+    );
+    let p = s.service(&[("CSS_RECONCILE__INTERVAL", "2s".into())]);
+    // Ready means every cluster's first sweep is done: it is all there.
+    p.wait_ready(Duration::from_secs(20)).await;
+    for arn in made["fast"]["tasks"].as_array().unwrap() {
+        let t = task(&p, "fast", arn.as_str().unwrap())
+            .await
+            .expect("task from the first sweep");
+        assert_eq!(t["entity"]["lastStatus"], "RUNNING");
+        assert!(
+            t["entity"].get("version").is_none(),
+            "moto gives no version"
+        );
+    }
+    let ci = made["fast"]["instances"][0].as_str().unwrap();
+    assert_eq!(p.get(&format!("/v1/instances/fast/{ci}")).await.status, 200);
+
+    // A task started later shows up within one interval (2 s) and a sweep.
+    let later = moto_ecs(
+        &s.moto,
+        serde_json::json!({"clusters": {"fast": {"tasks": 1}}}),
+    );
+    let arn = later["fast"]["tasks"][0].as_str().unwrap().to_owned();
+    let appeared = eventually(Duration::from_secs(4), || async {
+        task(&p, "fast", &arn).await.is_some()
+    })
+    .await;
+    assert!(
+        appeared,
+        "a task in ECS but never in an event did not appear within one interval"
+    );
+    assert!(
+        p.metric("css_reconcile_added_total{cluster=\"fast\"}")
+            .await
+            >= 4.0
+    );
+}
+
+#[actix_web::test]
+async fn entities_gone_from_ecs_are_removed_after_the_grace_period_for_good() {
+    let s = EcsStack::new().await;
+    moto_ecs(
+        &s.moto,
+        serde_json::json!({"clusters": {"fast": {"instances": 1, "tasks": 1}}}),
+    );
+    let p = s.service(&[
+        ("CSS_RECONCILE__INTERVAL", "1s".into()),
+        ("CSS_RECONCILE__GRACE_PERIOD", "2s".into()),
+    ]);
+    p.wait_ready(Duration::from_secs(20)).await;
+    let ghost = "arn:aws:ecs:us-west-2:123456789012:task/fast/0000000000000000ghost";
+    s.send(moto_task_event(ghost, "fast", 3, "ghost")).await;
+    let stored = eventually(Duration::from_secs(10), || async {
+        task(&p, "fast", ghost).await.is_some()
+    })
+    .await;
+    assert!(stored, "the event was not stored");
+    // Not removed within the grace period...
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        task(&p, "fast", ghost).await.is_some(),
+        "removed inside the grace period"
+    );
+    // ...but after it.
+    let removed = eventually(Duration::from_secs(10), || async {
+        task(&p, "fast", ghost).await.is_none()
+    })
+    .await;
+    assert!(removed, "an entity absent from ECS was never removed");
+    assert!(
+        p.metric("css_reconcile_removed_total{cluster=\"fast\"}")
+            .await
+            >= 1.0
+    );
+
+    // A late, older event does not bring it back.
+    let stale_before = p.metric("css_events_total{outcome=\"stale\"}").await;
+    s.send(moto_task_event(ghost, "fast", 2, "late")).await;
+    let seen = eventually(Duration::from_secs(10), || async {
+        p.metric("css_events_total{outcome=\"stale\"}").await > stale_before
+    })
+    .await;
+    assert!(seen, "the late event was not judged stale");
+    assert!(
+        task(&p, "fast", ghost).await.is_none(),
+        "a late event brought it back"
+    );
+}
+
+#[actix_web::test]
+async fn a_version_from_an_event_is_not_overwritten_by_a_describe_without_one() {
+    let s = EcsStack::new().await;
+    let made = moto_ecs(
+        &s.moto,
+        serde_json::json!({"clusters": {"fast": {"instances": 1, "tasks": 1}}}),
+    );
+    let arn = made["fast"]["tasks"][0].as_str().unwrap().to_owned();
+    let p = s.service(&[("CSS_RECONCILE__INTERVAL", "1s".into())]);
+    p.wait_ready(Duration::from_secs(20)).await;
+    s.send(moto_task_event(&arn, "fast", 5, "from-event")).await;
+    let learned = eventually(Duration::from_secs(10), || async {
+        task(&p, "fast", &arn)
+            .await
+            .is_some_and(|t| t["entity"]["version"] == 5)
+    })
+    .await;
+    assert!(learned);
+    let sweeps = p
+        .metric("css_reconcile_sweeps_total{cluster=\"fast\"}")
+        .await;
+    let more = eventually(Duration::from_secs(10), || async {
+        p.metric("css_reconcile_sweeps_total{cluster=\"fast\"}")
+            .await
+            >= sweeps + 3.0
+    })
+    .await;
+    assert!(more, "no further sweeps");
+    let t = task(&p, "fast", &arn).await.unwrap();
+    assert_eq!(t["entity"]["version"], 5);
+    assert_eq!(t["entity"]["startedBy"], "from-event");
+}
+
+#[actix_web::test]
+async fn each_cluster_is_swept_at_its_own_interval() {
+    let s = EcsStack::new().await;
+    moto_ecs(
+        &s.moto,
+        serde_json::json!({"clusters": {"fast": {"instances": 1, "tasks": 1}, "slow": {"instances": 1, "tasks": 1}}}),
+    );
+    let cfg = s.dir.path().join("css.toml");
+    std::fs::write(
+        &cfg,
+        "[reconcile]\ninterval = \"1h\"\n[reconcile.clusters.fast]\ninterval = \"1s\"\n",
+    )
+    .unwrap();
+    let mut all = s.moto.env();
+    all.push(("CSS_SOURCE__WAIT_TIME", "1s".into()));
+    let data = s.dir.path().join("data");
+    let p = Proc::spawn(
+        &[
+            "--queue",
+            "events",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        &all,
+    );
+    p.wait_ready(Duration::from_secs(20)).await;
+    let slow_calls = p
+        .metric("css_reconcile_api_calls_total{cluster=\"slow\"}")
+        .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let fast = p
+        .metric("css_reconcile_sweeps_total{cluster=\"fast\"}")
+        .await;
+    let slow = p
+        .metric("css_reconcile_sweeps_total{cluster=\"slow\"}")
+        .await;
+    assert!(fast >= 4.0, "fast swept {fast} times");
+    assert_eq!(slow, 1.0, "slow swept more than once");
+    assert_eq!(
+        p.metric("css_reconcile_api_calls_total{cluster=\"slow\"}")
+            .await,
+        slow_calls
+    );
+}
+
+/// A local stub ECS: pages of 40 ARNs, the first `throttle` calls answered
+/// `ThrottlingException`, clusters in `broken` always failing.
+struct StubEcs {
+    tasks: HashMap<String, Vec<Entry>>,
+    throttle: AtomicUsize,
+    broken: Vec<String>,
+    calls: AtomicUsize,
+}
+
+const PAGE: usize = 40;
+
+fn stub_task(cluster: &str, i: usize) -> Entry {
+    match decode(&task_event(cluster, &format!("t{i:04}"), 1, "RUNNING")) {
+        Ok(Decoded::Entity(e)) => e,
+        other => panic!("{other:?}"),
+    }
+}
+
+impl StubEcs {
+    fn gate(&self, cluster: &str) -> ecs::Result<()> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self
+            .throttle
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(ecs::Error::Throttled("Rate exceeded".into()));
+        }
+        if self.broken.iter().any(|b| cluster.ends_with(b.as_str())) {
+            return Err(ecs::Error::Other("AccessDeniedException".into()));
+        }
+        Ok(())
+    }
+
+    fn page(&self, arns: Vec<String>, next: Option<String>) -> Page {
+        let start: usize = next.and_then(|n| n.parse().ok()).unwrap_or(0);
+        let end = (start + PAGE).min(arns.len());
+        Page {
+            arns: arns[start..end].to_vec(),
+            next: (end < arns.len()).then(|| end.to_string()),
+        }
+    }
+}
+
+fn now<T: Send + 'static>(v: ecs::Result<T>) -> BoxFuture<'static, ecs::Result<T>> {
+    Box::pin(async move { v })
+}
+
+impl Ecs for StubEcs {
+    fn list_clusters(&self, _: Option<String>) -> BoxFuture<'_, ecs::Result<Page>> {
+        let arns = self
+            .tasks
+            .keys()
+            .map(|c| format!("arn:aws:ecs:us-west-2:111122223333:cluster/{c}"))
+            .collect();
+        now(Ok(Page { arns, next: None }))
+    }
+    fn list_container_instances(
+        &self,
+        cluster: &str,
+        _: Option<String>,
+    ) -> BoxFuture<'_, ecs::Result<Page>> {
+        now(self.gate(cluster).map(|_| Page::default()))
+    }
+    fn describe_container_instances(
+        &self,
+        cluster: &str,
+        _: Vec<String>,
+    ) -> BoxFuture<'_, ecs::Result<Described>> {
+        now(self.gate(cluster).map(|_| Described::default()))
+    }
+    fn list_tasks(
+        &self,
+        cluster: &str,
+        status: TaskStatus,
+        next: Option<String>,
+    ) -> BoxFuture<'_, ecs::Result<Page>> {
+        let r = self.gate(cluster).map(|_| {
+            let name = cluster.rsplit('/').next().unwrap_or(cluster);
+            let arns = match status {
+                TaskStatus::Running => self.tasks[name].iter().map(|e| e.arn.clone()).collect(),
+                TaskStatus::Stopped => Vec::new(),
+            };
+            self.page(arns, next)
+        });
+        now(r)
+    }
+    fn describe_tasks(
+        &self,
+        cluster: &str,
+        arns: Vec<String>,
+    ) -> BoxFuture<'_, ecs::Result<Described>> {
+        assert!(arns.len() <= 100, "describe batches are at most 100");
+        let r = self.gate(cluster).map(|_| {
+            let name = cluster.rsplit('/').next().unwrap_or(cluster);
+            Described {
+                entries: self.tasks[name]
+                    .iter()
+                    .filter(|e| arns.contains(&e.arn))
+                    .cloned()
+                    .collect(),
+                failures: Vec::new(),
+            }
+        });
+        now(r)
+    }
+}
+
+#[actix_web::test]
+async fn paging_throttling_and_a_failing_cluster_against_a_stub_ecs() {
+    let stub = Arc::new(StubEcs {
+        tasks: HashMap::from([
+            (
+                "paged".to_owned(),
+                (0..250).map(|i| stub_task("paged", i)).collect(),
+            ),
+            ("broken".to_owned(), Vec::new()),
+        ]),
+        throttle: AtomicUsize::new(3),
+        broken: vec!["broken".into()],
+        calls: AtomicUsize::new(0),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let settings = Settings {
+        base: Tuning {
+            interval: Duration::from_secs(3600),
+            max_requests_per_second: 1000.0,
+            grace_period: Duration::ZERO,
+            ..Tuning::default()
+        },
+        ..Settings::default()
+    };
+    let p = Pipeline::start(
+        Arc::new(Embedded::open(dir.path()).unwrap()),
+        writer::Config::default(),
+        Source::None,
+        Some((settings, stub.clone() as Arc<dyn Ecs>)),
+        metrics.clone(),
+        &css::logging::discard(),
+    );
+    // Something the failing cluster's sweep must not delete.
+    let kept = p
+        .decoder
+        .send(actors::decoder::Decode {
+            messages: vec![actors::decoder::RawMessage::new(
+                "1",
+                task_event("broken", "keep", 1, "RUNNING"),
+            )],
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept, [actors::decoder::MessageOutcome::Applied]);
+
+    let paged = metrics.cluster("paged");
+    let broken = metrics.cluster("broken");
+    let done = eventually(Duration::from_secs(30), || async {
+        paged.sweeps.get() >= 1 && broken.sweeps.get() >= 1
+    })
+    .await;
+    assert!(done, "sweeps did not finish");
+    let snap = p.writer.send(GetSnapshot).await.unwrap().unwrap();
+    let in_cluster = |c: &str| {
+        snap.tasks
+            .values()
+            .filter(|e| e.cluster_arn.ends_with(c))
+            .count()
+    };
+    assert_eq!(in_cluster("/paged"), 250, "every page followed");
+    assert_eq!(in_cluster("/broken"), 1, "a failed sweep deletes nothing");
+    assert_eq!(paged.added.get(), 250);
+    assert_eq!(
+        paged.sweep_errors.get(),
+        0,
+        "throttling was retried, not fatal"
+    );
+    assert_eq!(broken.sweep_errors.get(), 1);
+    assert_eq!(paged.throttles.get() + broken.throttles.get(), 3);
+    // 1 instance list + 7 pages of RUNNING + 1 of STOPPED + 3 describes of ≤ 100, plus retries.
+    assert_eq!(paged.api_calls.get() - paged.throttles.get(), 12);
+    // The failing cluster keeps the service from being ready; the other does not.
+    let pending_one = eventually(Duration::from_secs(2), || async {
+        metrics.reconcile_pending.get() == 1
+    })
+    .await;
+    assert!(pending_one, "pending: {}", metrics.reconcile_pending.get());
+}
+
+#[actix_web::test]
+async fn simulate_with_dropped_events_converges_to_the_simulators_truth() {
+    use css::config::{Dur, Feed};
+    let t = start_with(Feed::Simulate, |s| {
+        s.simulate.clusters = 2;
+        s.simulate.instances_per_cluster = 3;
+        s.simulate.tasks_per_instance = 5;
+        // A still world after the initial state, so "converged" is exact.
+        s.simulate.events_per_second = 0.0;
+        s.simulate.drop_rate = 0.2;
+        s.reconcile.interval = Dur(Duration::from_secs(1));
+    })
+    .await;
+    let actors::pipeline::SourceAddr::Simulate(sim) = t.svc.pipeline.source.clone() else {
+        panic!("no simulator")
+    };
+    let truth = sim.send(actors::source::simulate::GetTruth).await.unwrap();
+    assert_eq!((truth.tasks, truth.instances), (30, 6));
+    let converged = eventually(Duration::from_secs(15), || async {
+        let tasks = t.get("/v1/tasks").await.json()["items"]
+            .as_array()
+            .unwrap()
+            .len();
+        let instances = t.get("/v1/instances").await.json()["items"]
+            .as_array()
+            .unwrap()
+            .len();
+        tasks == truth.tasks && instances == truth.instances
+    })
+    .await;
+    assert!(converged, "the store never matched the simulator");
+    let added: u64 = t
+        .svc
+        .pipeline
+        .metrics
+        .reconcile
+        .lock()
+        .unwrap()
+        .values()
+        .map(|c| c.added.get())
+        .sum();
+    let applied = t.svc.pipeline.metrics.events_applied.get();
+    assert!(added > 0, "nothing was repaired: were events dropped?");
+    assert_eq!(
+        applied + added,
+        36,
+        "events and repairs together make the whole world"
+    );
+}
