@@ -102,6 +102,8 @@ pub struct ClusterStats {
     pub removed: Counter,
     pub api_calls: Counter,
     pub throttles: Counter,
+    /// 1 while this replica leads the cluster's reconcile.
+    pub leader: Gauge,
 }
 
 impl Metrics {

@@ -57,6 +57,7 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         log: &Logger,
     ) -> Pipeline {
+        let store_for_reconcile = store.clone();
         let arbiters: Vec<Arbiter> = (0..5).map(|_| Arbiter::new()).collect();
         let (m, l) = (metrics.clone(), log.new(o!("actor" => "StreamHub")));
         let hub =
@@ -108,8 +109,9 @@ impl Pipeline {
                 log.new(o!("actor" => "Reconciler")),
                 writer.clone(),
             );
+            let s = store_for_reconcile;
             Supervisor::start_in_arbiter(&arbiters[4].handle(), move |_| {
-                ReconcileManager::new(settings, ecs, w, m, l)
+                ReconcileManager::new(settings, ecs, s, w, m, l)
             })
         });
         Pipeline {

@@ -17,7 +17,7 @@ use crate::ecs::{self, Ecs, TaskStatus, DESCRIBE_BATCH};
 use crate::metrics::{ClusterStats, Metrics};
 use crate::model::Entry;
 use crate::source::sqs::Backoff;
-use crate::store::{Op, Outcome};
+use crate::store::{Op, Outcome, Store};
 use crate::time::now_ms;
 use crate::writer::{Apply, GetSnapshot, StoreWriter};
 use actix::prelude::*;
@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 const MAX_THROTTLED: u32 = 8;
 /// Pages followed at most for one listing (10,000 × 100 ARNs).
 const MAX_PAGES: usize = 10_000;
+/// How often a replica that does not lead a cluster checks whether it can.
+const STANDBY_RETRY: Duration = Duration::from_secs(2);
 
 /// Reconcile settings of one cluster.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,6 +93,7 @@ pub struct Report {
 
 /// One sweep of one cluster; owns what it needs so it runs off the actor.
 struct Sweep {
+    store: Arc<dyn Store>,
     cluster: String,
     matcher: ClusterRef,
     tuning: Tuning,
@@ -179,7 +182,16 @@ impl Sweep {
         Ok(all)
     }
 
-    async fn run(self) -> Result<Report, String> {
+    /// Sweeps, if this replica leads the cluster; `None` when another does.
+    async fn run(self) -> Result<Option<Report>, String> {
+        let name = crate::arn::cluster_name(&self.cluster).unwrap_or(&self.cluster);
+        if !self.store.lead(name).await.map_err(|e| e.to_string())? {
+            return Ok(None);
+        }
+        self.sweep().await.map(Some)
+    }
+
+    async fn sweep(&self) -> Result<Report, String> {
         let started_ms = now_ms();
         let mut budget = Budget::new(self.tuning.max_requests_per_second);
         let e = |e: ecs::Error| e.to_string();
@@ -298,6 +310,7 @@ pub struct Retire;
 
 /// The reconciler of one cluster.
 pub struct Reconciler {
+    store: Arc<dyn Store>,
     cluster: String,
     matcher: ClusterRef,
     tuning: Tuning,
@@ -314,6 +327,7 @@ pub struct Reconciler {
 impl Reconciler {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
+        store: Arc<dyn Store>,
         cluster: String,
         matcher: ClusterRef,
         tuning: Tuning,
@@ -327,6 +341,7 @@ impl Reconciler {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3)
         });
         Reconciler {
+            store,
             cluster,
             matcher,
             tuning,
@@ -357,6 +372,7 @@ impl Reconciler {
         }
         self.sweeping = true;
         let job = Sweep {
+            store: self.store.clone(),
             cluster: self.cluster.clone(),
             matcher: self.matcher.clone(),
             tuning: self.tuning.clone(),
@@ -367,11 +383,28 @@ impl Reconciler {
         let started = Instant::now();
         ctx.spawn(job.run().into_actor(self).map(move |res, act, ctx| {
             act.sweeping = false;
-            let s = &act.stats;
+            let s = act.stats.clone();
+            let mut delay = act.next_delay();
+            if let Ok(None) = res {
+                // Another replica leads this cluster: ready, and standing by.
+                if s.leader.get() == 1 {
+                    warn!(act.log, "no longer leading this cluster");
+                }
+                s.leader.set(0);
+                act.swept.store(true, Ordering::SeqCst);
+                delay = delay.min(STANDBY_RETRY);
+                ctx.run_later(delay, |act, ctx| act.sweep(ctx));
+                return;
+            }
+            if s.leader.get() == 0 {
+                info!(act.log, "leading this cluster's reconcile");
+            }
+            s.leader.set(1);
             s.sweeps.inc();
             s.sweep_micros.add(started.elapsed().as_micros() as u64);
             match res {
-                Ok(r) => {
+                Ok(None) => {}
+                Ok(Some(r)) => {
                     s.added.add(r.added as u64);
                     s.updated.add(r.updated as u64);
                     s.removed.add(r.removed as u64);
@@ -388,7 +421,6 @@ impl Reconciler {
                     warn!(act.log, "sweep failed; nothing deleted"; "error" => e);
                 }
             }
-            let delay = act.next_delay();
             ctx.run_later(delay, |act, ctx| act.sweep(ctx));
         }));
     }
@@ -454,6 +486,7 @@ impl Settings {
 /// Starts and stops the reconcilers as clusters come and go.
 pub struct ReconcileManager {
     settings: Settings,
+    store: Arc<dyn Store>,
     ecs: Arc<dyn Ecs>,
     writer: Addr<StoreWriter>,
     metrics: Arc<Metrics>,
@@ -467,6 +500,7 @@ impl ReconcileManager {
     pub fn new(
         settings: Settings,
         ecs: Arc<dyn Ecs>,
+        store: Arc<dyn Store>,
         writer: Addr<StoreWriter>,
         metrics: Arc<Metrics>,
         log: Logger,
@@ -474,6 +508,7 @@ impl ReconcileManager {
         metrics.reconcile_pending.set(1);
         ReconcileManager {
             settings,
+            store,
             ecs,
             writer,
             metrics,
@@ -540,9 +575,10 @@ impl ReconcileManager {
                 self.log.new(slog::o!("cluster" => name.clone())),
                 swept.clone(),
             );
-            let c = cluster.clone();
-            let addr =
-                Supervisor::start(move |_| Reconciler::new(c, matcher, t, e, w, stats, s, l));
+            let (c, store) = (cluster.clone(), self.store.clone());
+            let addr = Supervisor::start(move |_| {
+                Reconciler::new(store, c, matcher, t, e, w, stats, s, l)
+            });
             info!(self.log, "reconciling a cluster"; "cluster" => &name);
             self.actors.insert(cluster.clone(), (addr, swept));
         }

@@ -618,6 +618,12 @@ pub fn render_metrics(m: &Metrics) -> String {
             "ECS API calls throttled.",
             per_cluster(&|s| s.throttles.get().to_string()),
         ),
+        (
+            "css_reconcile_leader",
+            "gauge",
+            "1 while this replica leads the cluster's reconcile.",
+            per_cluster(&|s| s.leader.get().to_string()),
+        ),
     ] {
         let rows: Vec<(&str, String)> = rows.iter().map(|(l, v)| (l.as_str(), v.clone())).collect();
         family(&mut s, name, kind, help, &rows);

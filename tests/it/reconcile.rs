@@ -522,3 +522,66 @@ async fn simulate_with_dropped_events_converges_to_the_simulators_truth() {
         "events and repairs together make the whole world"
     );
 }
+
+#[actix_web::test]
+async fn with_two_replicas_each_cluster_is_swept_by_one_and_the_other_takes_over() {
+    let s = EcsStack::new().await;
+    moto_ecs(
+        &s.moto,
+        serde_json::json!({"clusters": {"alpha": {"instances": 1, "tasks": 1}, "beta": {"instances": 1, "tasks": 1}}}),
+    );
+    let etcd = crate::servers::Etcd::start();
+    let mut env = s.moto.env();
+    env.push(("CSS_SOURCE__WAIT_TIME", "1s".into()));
+    env.push(("CSS_RECONCILE__INTERVAL", "1s".into()));
+    let args = ["--queue", "events", "--etcd-endpoint", &etcd.endpoint()];
+    let mut replicas = vec![Proc::spawn(&args, &env), Proc::spawn(&args, &env)];
+    for r in &replicas {
+        r.wait_ready(Duration::from_secs(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut leader_of_alpha = None;
+    for cluster in ["alpha", "beta"] {
+        let leading = format!("css_reconcile_leader{{cluster=\"{cluster}\"}}");
+        let sweeps = format!("css_reconcile_sweeps_total{{cluster=\"{cluster}\"}}");
+        let mut leaders = Vec::new();
+        for (i, r) in replicas.iter().enumerate() {
+            let (lead, swept) = (r.metric(&leading).await, r.metric(&sweeps).await);
+            if lead == 1.0 {
+                assert!(swept >= 2.0, "{cluster}: the leader swept {swept} times");
+                leaders.push(i);
+            } else {
+                assert_eq!(swept, 0.0, "{cluster}: a replica that does not lead swept");
+            }
+        }
+        assert_eq!(leaders.len(), 1, "{cluster}: leaders {leaders:?}");
+        if cluster == "alpha" {
+            leader_of_alpha = Some(leaders[0]);
+        }
+    }
+
+    // Kill alpha's leader: the other replica takes over within the lease's TTL.
+    let dead = leader_of_alpha.unwrap();
+    replicas[dead].kill();
+    let survivor = &replicas[1 - dead];
+    let took_over = eventually(Duration::from_secs(20), || async {
+        survivor
+            .metric("css_reconcile_sweeps_total{cluster=\"alpha\"}")
+            .await
+            >= 1.0
+    })
+    .await;
+    assert!(took_over, "no replica took over alpha");
+    assert_eq!(
+        survivor
+            .metric("css_reconcile_leader{cluster=\"alpha\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        survivor
+            .metric("css_reconcile_leader{cluster=\"beta\"}")
+            .await,
+        1.0
+    );
+}

@@ -17,11 +17,13 @@ use super::{
 use crate::model::Entry;
 use etcd_client::{
     Certificate, Client, CompactionOptions, Compare, CompareOp, ConnectOptions, EventType,
-    GetOptions, Identity, KeyValue, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    GetOptions, Identity, KeyValue, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions,
 };
 use slog::{info, warn, Logger};
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -32,6 +34,14 @@ const MAX_CONFLICTS: usize = 32;
 const PAGE: i64 = 1000;
 /// Changes batches buffered between the watch and the writer.
 const FEED_BUFFER: usize = 64;
+/// How long a replica's leaderships outlive it (its lease's TTL).
+pub const LEADER_TTL: Duration = Duration::from_secs(6);
+
+/// This replica's lease, kept alive in the background while `alive`.
+struct Lease {
+    id: i64,
+    alive: Arc<AtomicBool>,
+}
 
 /// How to reach etcd.
 #[derive(Debug, Clone, Default)]
@@ -55,6 +65,10 @@ pub struct Etcd {
     log: Logger,
     /// (time, revision) samples for compaction by age.
     samples: Arc<Mutex<VecDeque<(i64, i64)>>>,
+    leaders: String,
+    /// Who this process is, as a leader.
+    holder: String,
+    lease: Arc<tokio::sync::Mutex<Option<Lease>>>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Error {
@@ -121,8 +135,11 @@ impl Etcd {
             client,
             entities: format!("{prefix}/e/"),
             tombstones: format!("{prefix}/t/"),
+            leaders: format!("{prefix}/leader/"),
+            holder: format!("{}-{}", std::process::id(), crate::time::now_ms()),
             log,
             samples: Arc::default(),
+            lease: Arc::default(),
         })
     }
 
@@ -375,6 +392,68 @@ impl Etcd {
         Ok(())
     }
 
+    /// This replica's lease: granted on first use, kept alive in the
+    /// background, granted anew if it was lost.
+    async fn lease(&self) -> Result<i64> {
+        let mut slot = self.lease.lock().await;
+        if let Some(l) = slot.as_ref().filter(|l| l.alive.load(Ordering::SeqCst)) {
+            return Ok(l.id);
+        }
+        let mut leases = self.client.lease_client();
+        let id = leases
+            .grant(LEADER_TTL.as_secs() as i64, None)
+            .await
+            .map_err(unavailable)?
+            .id();
+        let (mut keeper, mut responses) = leases.keep_alive(id).await.map_err(unavailable)?;
+        let alive = Arc::new(AtomicBool::new(true));
+        let flag = alive.clone();
+        let log = self.log.clone();
+        actix::spawn(async move {
+            loop {
+                tokio::time::sleep(LEADER_TTL / 3).await;
+                if keeper.keep_alive().await.is_err() {
+                    break;
+                }
+                match responses.message().await {
+                    Ok(Some(r)) if r.ttl() > 0 => {}
+                    _ => break,
+                }
+            }
+            warn!(log, "leadership lease lost"; "lease" => id);
+            flag.store(false, Ordering::SeqCst);
+        });
+        *slot = Some(Lease { id, alive });
+        Ok(id)
+    }
+
+    async fn try_lead(&self, name: &str) -> Result<bool> {
+        let lease = self.lease().await?;
+        let key = format!("{}{name}", self.leaders);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key.clone(),
+                self.holder.clone(),
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+            .or_else([TxnOp::get(key, None)]);
+        let resp = self
+            .client
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(unavailable)?;
+        if resp.succeeded() {
+            return Ok(true);
+        }
+        let holder = resp.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+            _ => None,
+        });
+        Ok(holder.as_deref() == Some(self.holder.as_bytes()))
+    }
+
     fn change_of(&self, ev: &etcd_client::Event) -> Result<Option<Change>> {
         let (Some(kv), prev) = (ev.kv(), ev.prev_kv()) else {
             return Ok(None);
@@ -497,6 +576,11 @@ impl Store for Etcd {
 
     fn compact_history(&self, now_ms: i64, retention: Duration) -> BoxFuture<'_, Result<()>> {
         Box::pin(self.compact(now_ms, retention))
+    }
+
+    fn lead(&self, name: &str) -> BoxFuture<'_, Result<bool>> {
+        let name = name.to_owned();
+        Box::pin(async move { self.try_lead(&name).await })
     }
 }
 

@@ -120,6 +120,12 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// Tries to be, or stay, the one replica that works on `name` (a cluster
+    /// to reconcile). Always true for a store only one process uses.
+    fn lead(&self, _name: &str) -> BoxFuture<'_, Result<bool>> {
+        Box::pin(async { Ok(true) })
+    }
+
     /// Drops history older than `retention` (streams cannot resume before it).
     fn compact_history(&self, _now_ms: i64, _retention: Duration) -> BoxFuture<'_, Result<()>> {
         Box::pin(async { Ok(()) })
