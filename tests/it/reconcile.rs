@@ -287,7 +287,7 @@ async fn each_cluster_is_swept_at_its_own_interval() {
 /// A local stub ECS: pages of 40 ARNs, the first `throttle` calls answered
 /// `ThrottlingException`, clusters in `broken` always failing.
 struct StubEcs {
-    tasks: HashMap<String, Vec<Entry>>,
+    tasks: std::sync::Mutex<HashMap<String, Vec<Entry>>>,
     throttle: AtomicUsize,
     broken: Vec<String>,
     calls: AtomicUsize,
@@ -336,6 +336,8 @@ impl Ecs for StubEcs {
     fn list_clusters(&self, _: Option<String>) -> BoxFuture<'_, ecs::Result<Page>> {
         let arns = self
             .tasks
+            .lock()
+            .unwrap()
             .keys()
             .map(|c| format!("arn:aws:ecs:us-west-2:111122223333:cluster/{c}"))
             .collect();
@@ -364,7 +366,10 @@ impl Ecs for StubEcs {
         let r = self.gate(cluster).map(|_| {
             let name = cluster.rsplit('/').next().unwrap_or(cluster);
             let arns = match status {
-                TaskStatus::Running => self.tasks[name].iter().map(|e| e.arn.clone()).collect(),
+                TaskStatus::Running => self.tasks.lock().unwrap()[name]
+                    .iter()
+                    .map(|e| e.arn.clone())
+                    .collect(),
                 TaskStatus::Stopped => Vec::new(),
             };
             self.page(arns, next)
@@ -380,7 +385,7 @@ impl Ecs for StubEcs {
         let r = self.gate(cluster).map(|_| {
             let name = cluster.rsplit('/').next().unwrap_or(cluster);
             Described {
-                entries: self.tasks[name]
+                entries: self.tasks.lock().unwrap()[name]
                     .iter()
                     .filter(|e| arns.contains(&e.arn))
                     .cloned()
@@ -395,13 +400,13 @@ impl Ecs for StubEcs {
 #[actix_web::test]
 async fn paging_throttling_and_a_failing_cluster_against_a_stub_ecs() {
     let stub = Arc::new(StubEcs {
-        tasks: HashMap::from([
+        tasks: std::sync::Mutex::new(HashMap::from([
             (
                 "paged".to_owned(),
                 (0..250).map(|i| stub_task("paged", i)).collect(),
             ),
             ("broken".to_owned(), Vec::new()),
-        ]),
+        ])),
         throttle: AtomicUsize::new(3),
         broken: vec!["broken".into()],
         calls: AtomicUsize::new(0),
@@ -578,10 +583,73 @@ async fn with_two_replicas_each_cluster_is_swept_by_one_and_the_other_takes_over
             .await,
         1.0
     );
-    assert_eq!(
+    // Beta's standby retries on its own schedule.
+    let leads_beta = eventually(Duration::from_secs(20), || async {
         survivor
             .metric("css_reconcile_leader{cluster=\"beta\"}")
-            .await,
-        1.0
+            .await
+            == 1.0
+    })
+    .await;
+    assert!(leads_beta, "the survivor does not lead beta");
+}
+
+#[actix_web::test]
+async fn a_cluster_that_vanishes_loses_its_reconciler_and_its_entities() {
+    let stub = Arc::new(StubEcs {
+        tasks: std::sync::Mutex::new(HashMap::from([
+            (
+                "stays".to_owned(),
+                (0..3).map(|i| stub_task("stays", i)).collect(),
+            ),
+            (
+                "goes".to_owned(),
+                (0..4).map(|i| stub_task("goes", i)).collect(),
+            ),
+        ])),
+        throttle: AtomicUsize::new(0),
+        broken: Vec::new(),
+        calls: AtomicUsize::new(0),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let settings = Settings {
+        base: Tuning {
+            interval: Duration::from_secs(1),
+            max_requests_per_second: 1000.0,
+            ..Tuning::default()
+        },
+        ..Settings::default()
+    };
+    let p = Pipeline::start(
+        Arc::new(Embedded::open(dir.path()).unwrap()),
+        writer::Config::default(),
+        Source::None,
+        Some((settings, stub.clone() as Arc<dyn Ecs>)),
+        metrics.clone(),
+        &css::logging::discard(),
     );
+    let count = |c: &'static str| {
+        let w = p.writer.clone();
+        async move {
+            let snap = w.send(GetSnapshot).await.unwrap().unwrap();
+            snap.tasks
+                .values()
+                .filter(|e| e.cluster_arn.ends_with(c))
+                .count()
+        }
+    };
+    let both = eventually(Duration::from_secs(10), || async {
+        count("/goes").await == 4 && count("/stays").await == 3
+    })
+    .await;
+    assert!(both);
+    stub.tasks.lock().unwrap().remove("goes");
+    let removed = eventually(Duration::from_secs(10), || async {
+        count("/goes").await == 0
+    })
+    .await;
+    assert!(removed, "the vanished cluster's entities stayed");
+    assert_eq!(count("/stays").await, 3);
+    assert!(metrics.cluster("stays").sweeps.get() >= 1);
 }
