@@ -653,3 +653,117 @@ async fn a_cluster_that_vanishes_loses_its_reconciler_and_its_entities() {
     assert_eq!(count("/stays").await, 3);
     assert!(metrics.cluster("stays").sweeps.get() >= 1);
 }
+
+/// An HTTP ECS stand-in speaking the real wire protocol (JSON 1.1): it answers
+/// `ThrottlingException` to the first `throttle` calls, then one cluster with
+/// one task.
+async fn ecs_stub(throttle: usize) -> (String, Arc<AtomicUsize>, actix_web::dev::ServerHandle) {
+    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+    let left = Arc::new(AtomicUsize::new(throttle));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (l, c) = (left.clone(), calls.clone());
+    let server = HttpServer::new(move || {
+        let (left, calls) = (l.clone(), c.clone());
+        App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+            let (left, calls) = (left.clone(), calls.clone());
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let json = |v: Value| {
+                    HttpResponse::Ok()
+                        .content_type("application/x-amz-json-1.1")
+                        .body(v.to_string())
+                };
+                if left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                    return HttpResponse::BadRequest()
+                        .content_type("application/x-amz-json-1.1")
+                        .body(r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#);
+                }
+                let cluster = "arn:aws:ecs:us-west-2:123456789012:cluster/stubbed";
+                let task = "arn:aws:ecs:us-west-2:123456789012:task/stubbed/0123456789abcdef";
+                let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("");
+                let running = String::from_utf8_lossy(&body).contains("RUNNING");
+                match target.rsplit('.').next().unwrap_or("") {
+                    "ListClusters" => json(serde_json::json!({"clusterArns": [cluster]})),
+                    "ListContainerInstances" => json(serde_json::json!({"containerInstanceArns": []})),
+                    "DescribeContainerInstances" => json(serde_json::json!({"containerInstances": [], "failures": []})),
+                    "ListTasks" => json(serde_json::json!({"taskArns": if running { vec![task] } else { vec![] }})),
+                    "DescribeTasks" => json(serde_json::json!({"tasks": [{
+                        "taskArn": task, "clusterArn": cluster, "lastStatus": "RUNNING",
+                        "desiredStatus": "RUNNING", "version": 7, "launchType": "FARGATE",
+                        "taskDefinitionArn": "arn:aws:ecs:us-west-2:123456789012:task-definition/web:1",
+                        "createdAt": 1_763_000_000.5, "containers": []}], "failures": []})),
+                    other => HttpResponse::BadRequest().body(format!("unknown operation {other}")),
+                }
+            }
+        }))
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let addr = server.addrs()[0];
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    (format!("http://{addr}"), calls, handle)
+}
+
+#[actix_web::test]
+async fn ecs_throttling_over_the_wire_backs_off_and_then_succeeds() {
+    let (url, calls, server) = ecs_stub(4).await;
+    let config = aws_sdk_ecs::Config::builder()
+        .behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
+        .region(aws_sdk_ecs::config::Region::new("us-west-2"))
+        .endpoint_url(url)
+        .credentials_provider(aws_sdk_ecs::config::Credentials::new(
+            "t", "t", None, None, "t",
+        ))
+        // The SDK's own retries off: the reconciler's backoff is under test.
+        .retry_config(aws_sdk_ecs::config::retry::RetryConfig::disabled())
+        .build();
+    let ecs = Arc::new(actors::ecs::AwsEcs::new(aws_sdk_ecs::Client::from_conf(
+        config,
+    )));
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let settings = Settings {
+        base: Tuning {
+            interval: Duration::from_secs(3600),
+            ..Tuning::default()
+        },
+        // Named, so discovery makes no call and the throttled ones are the sweep's.
+        clusters: Some(vec!["stubbed".into()]),
+        ..Settings::default()
+    };
+    let p = Pipeline::start(
+        Arc::new(Embedded::open(dir.path()).unwrap()),
+        writer::Config::default(),
+        Source::None,
+        Some((settings, ecs as Arc<dyn Ecs>)),
+        metrics.clone(),
+        &css::logging::discard(),
+    );
+    let stats = metrics.cluster("stubbed");
+    let done = eventually(Duration::from_secs(30), || async {
+        stats.sweeps.get() >= 1
+    })
+    .await;
+    assert!(done, "no sweep finished");
+    assert_eq!(
+        stats.sweep_errors.get(),
+        0,
+        "throttling must be retried, not fail the sweep"
+    );
+    assert_eq!(stats.throttles.get(), 4);
+    assert!(calls.load(Ordering::SeqCst) >= 8);
+    let snap = p.writer.send(GetSnapshot).await.unwrap().unwrap();
+    let task = snap
+        .tasks
+        .values()
+        .next()
+        .expect("the stub's task is stored");
+    assert_eq!(task.version, Some(7));
+    assert_eq!(task.launch_type.as_deref(), Some("FARGATE"));
+    let entity: Value = serde_json::from_str(task.entity.get()).unwrap();
+    assert_eq!(entity["createdAt"], "2025-11-13T02:13:20.500Z");
+    server.stop(false).await;
+}
