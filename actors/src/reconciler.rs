@@ -92,6 +92,7 @@ pub struct Report {
 }
 
 /// One sweep of one cluster; owns what it needs so it runs off the actor.
+#[derive(Clone)]
 struct Sweep {
     store: Arc<dyn Store>,
     cluster: String,
@@ -310,13 +311,8 @@ pub struct Retire;
 
 /// The reconciler of one cluster.
 pub struct Reconciler {
-    store: Arc<dyn Store>,
-    cluster: String,
-    matcher: ClusterRef,
-    tuning: Tuning,
-    ecs: Arc<dyn Ecs>,
-    writer: Addr<StoreWriter>,
-    stats: Arc<ClusterStats>,
+    /// What every sweep of this cluster needs.
+    job: Sweep,
     /// Set after the first successful sweep (readiness).
     swept: Arc<AtomicBool>,
     log: Logger,
@@ -325,29 +321,12 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        store: Arc<dyn Store>,
-        cluster: String,
-        matcher: ClusterRef,
-        tuning: Tuning,
-        ecs: Arc<dyn Ecs>,
-        writer: Addr<StoreWriter>,
-        stats: Arc<ClusterStats>,
-        swept: Arc<AtomicBool>,
-        log: Logger,
-    ) -> Self {
-        let seed = cluster.bytes().fold(0x9E37_79B9_7F4A_7C15u64, |h, b| {
+    fn new(job: Sweep, swept: Arc<AtomicBool>, log: Logger) -> Self {
+        let seed = job.cluster.bytes().fold(0x9E37_79B9_7F4A_7C15u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3)
         });
         Reconciler {
-            store,
-            cluster,
-            matcher,
-            tuning,
-            ecs,
-            writer,
-            stats,
+            job,
             swept,
             log,
             sweeping: false,
@@ -361,9 +340,8 @@ impl Reconciler {
         self.seed ^= self.seed >> 7;
         self.seed ^= self.seed << 17;
         let u = (self.seed % 2001) as f64 / 1000.0 - 1.0;
-        self.tuning
-            .interval
-            .mul_f64((1.0 + self.tuning.jitter * u).max(0.05))
+        let t = &self.job.tuning;
+        t.interval.mul_f64((1.0 + t.jitter * u).max(0.05))
     }
 
     fn sweep(&mut self, ctx: &mut Context<Self>) {
@@ -371,19 +349,11 @@ impl Reconciler {
             return;
         }
         self.sweeping = true;
-        let job = Sweep {
-            store: self.store.clone(),
-            cluster: self.cluster.clone(),
-            matcher: self.matcher.clone(),
-            tuning: self.tuning.clone(),
-            ecs: self.ecs.clone(),
-            writer: self.writer.clone(),
-            stats: self.stats.clone(),
-        };
+        let job = self.job.clone();
         let started = Instant::now();
         ctx.spawn(job.run().into_actor(self).map(move |res, act, ctx| {
             act.sweeping = false;
-            let s = act.stats.clone();
+            let s = act.job.stats.clone();
             let mut delay = act.next_delay();
             if let Ok(None) = res {
                 // Another replica leads this cluster: ready, and standing by.
@@ -431,7 +401,7 @@ impl Actor for Reconciler {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(16);
-        if self.tuning.enabled {
+        if self.job.tuning.enabled {
             self.sweep(ctx);
         } else {
             self.swept.store(true, Ordering::SeqCst);
@@ -450,7 +420,7 @@ impl Supervised for Reconciler {
 impl Handler<SweepNow> for Reconciler {
     type Result = ();
     fn handle(&mut self, _: SweepNow, ctx: &mut Context<Self>) {
-        if self.tuning.enabled {
+        if self.job.tuning.enabled {
             self.sweep(ctx);
         }
     }
@@ -566,19 +536,21 @@ impl ReconcileManager {
             let name = crate::arn::cluster_name(cluster)
                 .unwrap_or(cluster)
                 .to_owned();
-            let stats = self.metrics.cluster(&name);
+            let job = Sweep {
+                store: self.store.clone(),
+                cluster: cluster.clone(),
+                matcher,
+                tuning: self.settings.tuning(cluster),
+                ecs: self.ecs.clone(),
+                writer: self.writer.clone(),
+                stats: self.metrics.cluster(&name),
+            };
             let swept = Arc::new(AtomicBool::new(false));
-            let (t, e, w, l, s) = (
-                self.settings.tuning(cluster),
-                self.ecs.clone(),
-                self.writer.clone(),
-                self.log.new(slog::o!("cluster" => name.clone())),
+            let (s, l) = (
                 swept.clone(),
+                self.log.new(slog::o!("cluster" => name.clone())),
             );
-            let (c, store) = (cluster.clone(), self.store.clone());
-            let addr = Supervisor::start(move |_| {
-                Reconciler::new(store, c, matcher, t, e, w, stats, s, l)
-            });
+            let addr = Supervisor::start(move |_| Reconciler::new(job, s, l));
             info!(self.log, "reconciling a cluster"; "cluster" => &name);
             self.actors.insert(cluster.clone(), (addr, swept));
         }
