@@ -7,13 +7,16 @@ use actix_web::dev::ServerHandle;
 use actix_web::{web, HttpServer};
 use actors::ecs::{AwsEcs, Ecs};
 use actors::metrics::Metrics;
-use actors::pipeline::{Pipeline, Source};
+use actors::pipeline::{Pipeline, Source, SourceAddr};
 use actors::source::simulate::SimEcs;
-use actors::source::sqs;
+use actors::source::sqs::{self, Drain};
 use actors::store::{self, etcd, Embedded, Etcd, Store};
 use slog::{info, o, Logger};
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+/// How long stopping waits for SQS batches in flight.
+const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -157,9 +160,14 @@ impl Service {
         })
     }
 
-    /// Stops the HTTP server (in-flight requests finish) and the actors.
+    /// Stops taking events (an SQS batch in flight is finished and
+    /// acknowledged first, within `DRAIN_GRACE`), then the HTTP server
+    /// (in-flight requests finish) and the actors.
     pub async fn stop(self) {
         info!(self.log, "stopping");
+        if let SourceAddr::Queue(reader) = &self.pipeline.source {
+            let _ = reader.send(Drain { grace: DRAIN_GRACE }).await;
+        }
         self.server.stop(true).await;
         drop(self.pipeline);
     }

@@ -20,11 +20,6 @@ pub struct Committed {
     pub changes: Arc<Vec<Change>>,
 }
 
-/// The last revision the hub has received (0 before any).
-#[derive(Message)]
-#[rtype(result = "u64")]
-pub struct LastRevision;
-
 /// The StreamHub actor.
 pub struct StreamHub {
     metrics: Arc<Metrics>,
@@ -66,13 +61,5 @@ impl Handler<Committed> for StreamHub {
         if let Some(last) = msg.changes.last() {
             self.last_revision = self.last_revision.max(last.entry.revision);
         }
-    }
-}
-
-impl Handler<LastRevision> for StreamHub {
-    type Result = u64;
-
-    fn handle(&mut self, _: LastRevision, _: &mut Context<Self>) -> u64 {
-        self.last_revision
     }
 }

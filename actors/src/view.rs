@@ -53,13 +53,4 @@ impl Snapshot {
         }
         self.revision = self.revision.max(entry.revision);
     }
-
-    /// Number of stored tasks and instances.
-    pub fn len(&self) -> usize {
-        self.tasks.len() + self.instances.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

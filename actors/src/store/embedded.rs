@@ -11,7 +11,7 @@ use super::{
 };
 use crate::model::Entry;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 const ENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entities");
@@ -24,7 +24,6 @@ const NO_VERSION: u64 = u64::MAX;
 #[derive(Clone)]
 pub struct Embedded {
     db: Arc<Database>,
-    path: PathBuf,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Error {
@@ -51,15 +50,7 @@ impl Embedded {
         }
         txn.open_table(META).map_err(unavailable)?;
         txn.commit().map_err(unavailable)?;
-        Ok(Embedded {
-            db: Arc::new(db),
-            path,
-        })
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Embedded { db: Arc::new(db) })
     }
 
     fn load_sync(&self) -> Result<Loaded> {
