@@ -82,6 +82,8 @@ pub struct Metrics {
     pub dead_lettered: Counter,
     /// `css_view_loaded`: 1 once the view is loaded from the store.
     pub view_loaded: Gauge,
+    /// `css_store_feed_reloads_total`: full reloads because the feed fell behind.
+    pub feed_reloads: Counter,
     /// `css_store_up`: 1 while the store answers.
     pub store_up: Gauge,
     /// `css_reconcile_pending`: clusters whose first sweep is not done yet

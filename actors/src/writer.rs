@@ -28,6 +28,9 @@ use tokio::sync::oneshot;
 
 /// Mailbox capacity: senders wait (`send().await`) beyond this many messages.
 pub const MAILBOX: usize = 256;
+/// How long a write may wait for the store's feed to show it before the feed
+/// is presumed stuck and the view is reloaded.
+const FEED_STALL: Duration = Duration::from_secs(5);
 
 /// Tuning of the writer.
 #[derive(Debug, Clone)]
@@ -113,7 +116,7 @@ pub struct StoreWriter {
     /// Bumped at every (re)load, so batches of an abandoned feed are ignored.
     generation: u64,
     /// Writers answered once the feed brings the view to their revision.
-    awaiting_feed: Vec<(u64, Reply, Vec<Outcome>)>,
+    awaiting_feed: Vec<(u64, Reply, Vec<Outcome>, Instant)>,
 }
 
 /// A batch from the store's feed, tagged with the load it belongs to.
@@ -189,7 +192,10 @@ impl StoreWriter {
                     act.view = view;
                     act.metrics.store_up.set(1);
                     act.release();
-                    act.phase = Phase::Idle;
+                    // A reload while a commit is in flight leaves it in flight.
+                    if act.phase == Phase::Loading {
+                        act.phase = Phase::Idle;
+                    }
                     act.load_backoff = Duration::from_millis(100);
                     act.update_gauges();
                     act.metrics.view_loaded.set(1);
@@ -319,7 +325,8 @@ impl StoreWriter {
         if newest <= self.view.revision {
             let _ = tx.send(Ok(outcomes));
         } else {
-            self.awaiting_feed.push((newest, tx, outcomes));
+            self.awaiting_feed
+                .push((newest, tx, outcomes, Instant::now()));
         }
     }
 
@@ -328,10 +335,27 @@ impl StoreWriter {
         let revision = self.view.revision;
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.awaiting_feed)
             .into_iter()
-            .partition(|(rev, _, _)| *rev <= revision);
+            .partition(|(rev, _, _, _)| *rev <= revision);
         self.awaiting_feed = waiting;
-        for (_, tx, outcomes) in ready {
+        for (_, tx, outcomes, _) in ready {
             let _ = tx.send(Ok(outcomes));
+        }
+    }
+
+    /// A feed that has not shown a committed write within `FEED_STALL` is
+    /// presumed stuck: the view is rebuilt from a full load (built aside and
+    /// swapped in) with a new feed, which also answers the waiting writers.
+    fn check_feed(&mut self, ctx: &mut Context<Self>) {
+        let stuck = self
+            .awaiting_feed
+            .iter()
+            .any(|(_, _, _, since)| since.elapsed() > FEED_STALL);
+        if stuck && self.phase != Phase::Loading {
+            warn!(self.log, "store feed is behind its own writes; reloading the view";
+                "waiting" => self.awaiting_feed.len(), "view_revision" => self.view.revision);
+            self.metrics.feed_reloads.inc();
+            self.generation += 1;
+            self.load(ctx);
         }
     }
 
@@ -428,7 +452,10 @@ impl Actor for StoreWriter {
         ctx.run_interval(self.config.housekeeping_interval, |act, ctx| {
             act.housekeep(ctx)
         });
-        ctx.run_interval(self.config.ping_interval, |act, ctx| act.ping(ctx));
+        ctx.run_interval(self.config.ping_interval, |act, ctx| {
+            act.ping(ctx);
+            act.check_feed(ctx);
+        });
     }
 }
 

@@ -480,6 +480,13 @@ pub fn render_metrics(m: &Metrics) -> String {
     );
     family(
         &mut s,
+        "css_store_feed_reloads_total",
+        "counter",
+        "Full view reloads because the store's feed fell behind.",
+        &one(m.feed_reloads.get()),
+    );
+    family(
+        &mut s,
         "css_store_up",
         "gauge",
         "1 while the store answers.",

@@ -402,3 +402,70 @@ async fn malformed_simulated_messages_do_not_stop_the_pipeline() {
     let m = String::from_utf8(t.get("/metrics").await.body).unwrap();
     assert!(counter(&m, "applied") > seen.1);
 }
+
+/// The embedded store, but claiming a feed that never delivers anything: as
+/// if a watch had silently stalled.
+struct StalledFeed {
+    inner: Embedded,
+    senders: std::sync::Mutex<Vec<tokio::sync::mpsc::Sender<store::Result<Vec<store::Change>>>>>,
+}
+
+impl Store for StalledFeed {
+    fn load(&self) -> BoxFuture<'_, store::Result<Loaded>> {
+        self.inner.load()
+    }
+    fn commit(&self, ops: Vec<Op>, now: i64) -> BoxFuture<'_, store::Result<Vec<Outcome>>> {
+        self.inner.commit(ops, now)
+    }
+    fn purge_tombstones(&self, before: i64) -> BoxFuture<'_, store::Result<usize>> {
+        self.inner.purge_tombstones(before)
+    }
+    fn feed(&self, _: u64) -> Option<actors::store::Feed> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        // Keep the sender so the feed neither ends nor delivers.
+        self.senders.lock().unwrap().push(tx);
+        Some(rx)
+    }
+}
+
+#[actix_web::test]
+async fn a_stalled_feed_is_replaced_by_a_reload_and_writers_are_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(StalledFeed {
+        inner: Embedded::open(dir.path()).unwrap(),
+        senders: Default::default(),
+    });
+    let metrics = Arc::new(Metrics::default());
+    let p = Pipeline::start(
+        store.clone(),
+        writer::Config::default(),
+        Source::None,
+        None,
+        metrics.clone(),
+        &css::logging::discard(),
+    );
+    let started = std::time::Instant::now();
+    let r = p
+        .decoder
+        .send(Decode {
+            messages: messages(&[event(1, 1)]),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r, [MessageOutcome::Applied]);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(4),
+        "answered before the feed could show it ({waited:?})"
+    );
+    assert!(waited < Duration::from_secs(10), "waited {waited:?}");
+    assert_eq!(metrics.feed_reloads.get(), 1);
+    assert_eq!(
+        store.senders.lock().unwrap().len(),
+        2,
+        "a new feed after the reload"
+    );
+    let snap = p.writer.send(GetSnapshot).await.unwrap().unwrap();
+    assert_eq!(snap.tasks.len(), 1, "the reloaded view has the write");
+}
