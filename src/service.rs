@@ -132,18 +132,25 @@ impl Service {
             _ => None,
         };
         let pipeline = Pipeline::start(
-            store,
+            store.clone(),
             settings.writer(),
             source,
             reconcile,
             metrics.clone(),
             &log,
         );
-        let state = web::Data::new(api::State::new(pipeline.writer.clone(), metrics));
+        let streams = api::StreamSettings {
+            max_streams: settings.server.max_streams,
+            buffer: settings.server.stream_buffer as usize,
+        };
+        let state = web::Data::new(api::State::new(&pipeline, store, streams));
         let bind = settings.bind_addr();
         let server = HttpServer::new(move || api::app(state.clone()))
             .workers(std::thread::available_parallelism().map_or(2, |n| n.get().min(4)))
             .disable_signals()
+            // A client that closes its side is gone: its stream stops at once
+            // (an idle stream would otherwise notice only at its next write).
+            .h1_allow_half_closed(false)
             .shutdown_timeout(5)
             .bind(bind)
             .map_err(|source| Error::Bind { addr: bind, source })?;
@@ -168,6 +175,9 @@ impl Service {
         if let SourceAddr::Queue(reader) = &self.pipeline.source {
             let _ = reader.send(Drain { grace: DRAIN_GRACE }).await;
         }
+        // Streams end cleanly (their clients see the chunked end), then
+        // the server waits for requests in flight.
+        let _ = self.pipeline.hub.send(actors::hub::Close).await;
         self.server.stop(true).await;
         drop(self.pipeline);
     }

@@ -1,17 +1,121 @@
-//! StreamHub: receives every committed change, in commit order, from the
-//! StoreWriter, to broadcast it to the clients of the change streams.
+//! StreamHub: receives every committed change, in revision order, from the
+//! StoreWriter (which, on etcd, has it from the watch, so other replicas'
+//! changes arrive too), and broadcasts it to the change streams' subscriptions.
 //!
-//! This first version keeps only what it has seen (the last revision and a
-//! count); client subscriptions build on it.
+//! Each subscription is a bounded channel: broadcasting never waits. A
+//! subscription whose channel is full is cut (`TooSlow`, with the revision to
+//! resume from). The hub also keeps a ring of the latest changes, so that a
+//! stream that caught up from the store's history can go live from the exact
+//! revision it reached: no gap, no duplicate ([`Subscribe`]).
 
 use crate::metrics::Metrics;
+use crate::model::{Entry, Kind, SharedEntry};
 use crate::store::Change;
 use actix::prelude::*;
-use slog::{warn, Logger};
-use std::sync::Arc;
+use bytes::Bytes;
+use slog::{debug, warn, Logger};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
 
 /// Mailbox capacity: the writer waits beyond this many unhandled commits.
 pub const MAILBOX: usize = 256;
+/// Changes kept for streams going live.
+pub const RING: usize = 4096;
+
+/// One change as a stream sends it: the item wrapper rendered once, shared by
+/// every subscription.
+#[derive(Debug)]
+pub struct Item {
+    pub revision: u64,
+    pub kind: Kind,
+    pub deleted: bool,
+    pub entry: SharedEntry,
+    /// `{"entity":…,"metadata":{…}}`, without a newline.
+    pub line: Bytes,
+}
+
+impl Item {
+    pub fn new(change: &Change) -> Item {
+        let mut line = String::with_capacity(change.entry.entity.get().len() + 64);
+        change.entry.write_item(change.deleted, &mut line);
+        Item {
+            revision: change.entry.revision,
+            kind: change.entry.kind,
+            deleted: change.deleted,
+            entry: change.entry.clone(),
+            line: Bytes::from(line),
+        }
+    }
+}
+
+/// Which changes a subscription wants, besides its kind.
+pub type Filter = Arc<dyn Fn(&Entry) -> bool + Send + Sync>;
+
+/// Why the hub ended a subscription (its channel then closes, after the items
+/// already in it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The channel was full: the change at `resume_from` and later ones were
+    /// not sent.
+    TooSlow { resume_from: u64 },
+    /// The hub lost track of changes (the view was reloaded): read them from
+    /// the store's history, then subscribe again.
+    Rewind,
+    /// The service is stopping.
+    Closed,
+}
+
+/// What a subscription and the hub share.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// The newest revision the hub had handled when it last broadcast: every
+    /// matching change up to it is in the channel already.
+    pub seen: AtomicU64,
+    end: Mutex<Option<End>>,
+}
+
+impl Shared {
+    /// Why the subscription ended; `None` while it runs.
+    pub fn end(&self) -> Option<End> {
+        self.end.lock().ok().and_then(|e| *e)
+    }
+
+    fn set_end(&self, end: End) {
+        if let Ok(mut e) = self.end.lock() {
+            e.get_or_insert(end);
+        }
+    }
+}
+
+/// A live subscription: matching changes in revision order.
+pub struct Subscription {
+    pub items: mpsc::Receiver<Arc<Item>>,
+    pub shared: Arc<Shared>,
+}
+
+/// Subscribe to the changes of `kind` with a revision ≥ `from` that pass
+/// `filter`, through a channel of `buffer` items.
+#[derive(Message)]
+#[rtype(result = "Subscribed")]
+pub struct Subscribe {
+    pub kind: Kind,
+    pub from: u64,
+    pub filter: Filter,
+    pub buffer: usize,
+}
+
+#[derive(MessageResponse)]
+pub enum Subscribed {
+    Live(Subscription),
+    /// The hub does not hold every change from `from` (or holds more than
+    /// fit the buffer): read further in the store's history first.
+    Behind,
+    /// The service is stopping.
+    Closing,
+}
 
 /// The changes of one commit, in revision order.
 #[derive(Message)]
@@ -20,19 +124,68 @@ pub struct Committed {
     pub changes: Arc<Vec<Change>>,
 }
 
+/// The view was (re)loaded at `revision`: changes before it will not come.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reset {
+    pub revision: u64,
+}
+
+/// End every subscription and take no more (shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Close;
+
+struct Sub {
+    kind: Kind,
+    from: u64,
+    filter: Filter,
+    tx: mpsc::Sender<Arc<Item>>,
+    shared: Arc<Shared>,
+}
+
+impl Sub {
+    fn wants(&self, item: &Item) -> bool {
+        self.kind == item.kind && item.revision >= self.from && (self.filter)(&item.entry)
+    }
+}
+
 /// The StreamHub actor.
 pub struct StreamHub {
     metrics: Arc<Metrics>,
     log: Logger,
+    ring: VecDeque<Arc<Item>>,
+    ring_capacity: usize,
+    /// The hub has every change with a revision ≥ `floor` (`u64::MAX` until
+    /// the writer first tells it where the view starts).
+    floor: u64,
     last_revision: u64,
+    subs: Vec<Sub>,
+    closing: bool,
 }
 
 impl StreamHub {
     pub fn new(metrics: Arc<Metrics>, log: Logger) -> Self {
+        Self::with_ring(RING, metrics, log)
+    }
+
+    pub fn with_ring(ring_capacity: usize, metrics: Arc<Metrics>, log: Logger) -> Self {
         StreamHub {
             metrics,
             log,
+            ring: VecDeque::new(),
+            ring_capacity: ring_capacity.max(1),
+            floor: u64::MAX,
             last_revision: 0,
+            subs: Vec::new(),
+            closing: false,
+        }
+    }
+
+    /// Ends every subscription with `end`.
+    fn end_all(&mut self, end: End) {
+        for s in self.subs.drain(..) {
+            s.shared.set_end(end);
         }
     }
 }
@@ -42,14 +195,22 @@ impl Actor for StreamHub {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX);
+        // Forget subscriptions whose stream is gone, even when nothing is sent.
+        ctx.run_interval(Duration::from_secs(1), |act, _| {
+            act.subs.retain(|s| !s.tx.is_closed());
+        });
     }
 }
 
 impl Supervised for StreamHub {
     fn restarting(&mut self, _: &mut Context<Self>) {
         self.metrics.hub_restarts.inc();
-        warn!(self.log, "StreamHub restarting");
-        self.last_revision = 0;
+        warn!(self.log, "StreamHub restarting"; "subscriptions" => self.subs.len());
+        self.ring.clear();
+        if self.floor != u64::MAX {
+            self.floor = self.last_revision + 1;
+        }
+        self.end_all(End::Rewind);
     }
 }
 
@@ -58,8 +219,221 @@ impl Handler<Committed> for StreamHub {
 
     fn handle(&mut self, msg: Committed, _: &mut Context<Self>) {
         self.metrics.hub_changes.add(msg.changes.len() as u64);
-        if let Some(last) = msg.changes.last() {
-            self.last_revision = self.last_revision.max(last.entry.revision);
+        for change in msg.changes.iter() {
+            // Revisions only grow; an older one is from before a reset.
+            if change.entry.revision <= self.last_revision && self.floor != u64::MAX {
+                continue;
+            }
+            let item = Arc::new(Item::new(change));
+            self.last_revision = item.revision;
+            let metrics = &self.metrics;
+            self.subs.retain(|s| {
+                if !s.wants(&item) {
+                    return true;
+                }
+                match s.tx.try_send(item.clone()) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        metrics.streams_too_slow.inc();
+                        s.shared.set_end(End::TooSlow {
+                            resume_from: item.revision,
+                        });
+                        false
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                }
+            });
+            self.ring.push_back(item);
+            if self.ring.len() > self.ring_capacity {
+                if let Some(old) = self.ring.pop_front() {
+                    self.floor = self.floor.max(old.revision + 1);
+                }
+            }
         }
+        for s in &self.subs {
+            s.shared.seen.store(self.last_revision, Ordering::Release);
+        }
+    }
+}
+
+impl Handler<Subscribe> for StreamHub {
+    type Result = Subscribed;
+
+    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Subscribed {
+        if self.closing {
+            return Subscribed::Closing;
+        }
+        if msg.from < self.floor {
+            return Subscribed::Behind;
+        }
+        let buffer = msg.buffer.max(1);
+        let sub = Sub {
+            kind: msg.kind,
+            from: msg.from,
+            filter: msg.filter,
+            tx: mpsc::channel(1).0,
+            shared: Arc::default(),
+        };
+        let start = self.ring.partition_point(|i| i.revision < msg.from);
+        let backlog: Vec<_> = self
+            .ring
+            .range(start..)
+            .filter(|i| sub.wants(i))
+            .cloned()
+            .collect();
+        // Leave room for live changes; a longer backlog is read from the store.
+        if backlog.len() > buffer / 2 {
+            return Subscribed::Behind;
+        }
+        let (tx, items) = mpsc::channel(buffer);
+        for item in backlog {
+            let _ = tx.try_send(item);
+        }
+        let shared = sub.shared.clone();
+        shared.seen.store(self.last_revision, Ordering::Release);
+        debug!(self.log, "stream subscribed"; "from" => msg.from, "open" => self.subs.len() + 1);
+        self.subs.push(Sub { tx, ..sub });
+        Subscribed::Live(Subscription { items, shared })
+    }
+}
+
+impl Handler<Reset> for StreamHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reset, _: &mut Context<Self>) {
+        self.ring.clear();
+        self.floor = msg.revision + 1;
+        self.last_revision = msg.revision;
+        self.end_all(End::Rewind);
+    }
+}
+
+impl Handler<Close> for StreamHub {
+    type Result = ();
+
+    fn handle(&mut self, _: Close, _: &mut Context<Self>) {
+        self.closing = true;
+        self.end_all(End::Closed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Entry;
+
+    fn change(revision: u64, arn: &str) -> Change {
+        let entity = serde_json::value::to_raw_value(&serde_json::json!({"a": arn})).unwrap();
+        Change {
+            entry: Arc::new(Entry {
+                kind: Kind::Task,
+                arn: arn.into(),
+                cluster_arn: "c".into(),
+                version: Some(revision),
+                revision,
+                stored_at_ms: 0,
+                status: "RUNNING".into(),
+                desired_status: None,
+                started_by: None,
+                launch_type: None,
+                container_instance: None,
+                group: None,
+                family: None,
+                agent_connected: None,
+                stopped_at_ms: None,
+                entity,
+            }),
+            deleted: false,
+            moved_from: None,
+        }
+    }
+
+    fn commit(revisions: std::ops::RangeInclusive<u64>) -> Committed {
+        Committed {
+            changes: Arc::new(revisions.map(|r| change(r, &format!("t{r}"))).collect()),
+        }
+    }
+
+    fn subscribe(from: u64, buffer: usize) -> Subscribe {
+        Subscribe {
+            kind: Kind::Task,
+            from,
+            filter: Arc::new(|_| true),
+            buffer,
+        }
+    }
+
+    fn drain(sub: &mut Subscription) -> Vec<u64> {
+        let mut out = Vec::new();
+        while let Ok(i) = sub.items.try_recv() {
+            out.push(i.revision);
+        }
+        out
+    }
+
+    #[actix::test]
+    async fn goes_live_from_the_ring_without_gap_or_duplicate() {
+        let hub = StreamHub::with_ring(
+            8,
+            Arc::default(),
+            slog::Logger::root(slog::Discard, slog::o!()),
+        )
+        .start();
+        assert!(matches!(
+            hub.send(subscribe(1, 16)).await.unwrap(),
+            Subscribed::Behind
+        ));
+        hub.send(Reset { revision: 10 }).await.unwrap();
+        hub.send(commit(11..=20)).await.unwrap();
+        // The ring (8) holds 13..=20: 12 is gone, 13 is there.
+        assert!(matches!(
+            hub.send(subscribe(12, 64)).await.unwrap(),
+            Subscribed::Behind
+        ));
+        let Subscribed::Live(mut sub) = hub.send(subscribe(15, 64)).await.unwrap() else {
+            panic!("not live")
+        };
+        hub.send(commit(21..=22)).await.unwrap();
+        assert_eq!(drain(&mut sub), (15..=22).collect::<Vec<_>>());
+        assert_eq!(sub.shared.seen.load(Ordering::Acquire), 22);
+        // A backlog larger than half the buffer is left to the store.
+        assert!(matches!(
+            hub.send(subscribe(15, 8)).await.unwrap(),
+            Subscribed::Behind
+        ));
+    }
+
+    #[actix::test]
+    async fn a_full_subscription_is_cut_with_where_to_resume() {
+        let metrics: Arc<Metrics> = Arc::default();
+        let hub = StreamHub::new(
+            metrics.clone(),
+            slog::Logger::root(slog::Discard, slog::o!()),
+        )
+        .start();
+        hub.send(Reset { revision: 0 }).await.unwrap();
+        let Subscribed::Live(mut slow) = hub.send(subscribe(1, 4)).await.unwrap() else {
+            panic!("not live")
+        };
+        let Subscribed::Live(mut fast) = hub.send(subscribe(1, 64)).await.unwrap() else {
+            panic!("not live")
+        };
+        hub.send(commit(1..=10)).await.unwrap();
+        assert_eq!(drain(&mut slow), vec![1, 2, 3, 4]);
+        assert_eq!(slow.shared.end(), Some(End::TooSlow { resume_from: 5 }));
+        assert_eq!(drain(&mut fast), (1..=10).collect::<Vec<_>>());
+        assert_eq!(fast.shared.end(), None);
+        assert_eq!(metrics.streams_too_slow.get(), 1);
+        hub.send(Reset { revision: 50 }).await.unwrap();
+        assert_eq!(fast.shared.end(), Some(End::Rewind));
+        assert!(
+            fast.items.recv().await.is_none(),
+            "a rewound channel closes"
+        );
+        hub.send(Close).await.unwrap();
+        assert!(matches!(
+            hub.send(subscribe(51, 4)).await.unwrap(),
+            Subscribed::Closing
+        ));
     }
 }

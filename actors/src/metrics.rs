@@ -30,6 +30,15 @@ impl Gauge {
     pub fn set(&self, v: u64) {
         self.0.store(v, Ordering::Relaxed);
     }
+    /// Adds one; returns the new value.
+    pub fn inc(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::Relaxed) + 1
+    }
+    pub fn dec(&self) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+    }
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
@@ -68,6 +77,16 @@ pub struct Metrics {
     pub hub_restarts: Counter,
     /// `css_stream_changes_total`: changes the StreamHub received.
     pub hub_changes: Counter,
+    /// `css_streams_open`: change streams open now.
+    pub streams_open: Gauge,
+    /// `css_stream_items_sent_total`: item lines written to stream clients.
+    pub stream_items_sent: Counter,
+    /// `css_streams_dropped_total{reason="too_slow"}`: streams cut because
+    /// their client did not keep up.
+    pub streams_too_slow: Counter,
+    /// `css_streams_dropped_total{reason="expired"}`: catch-ups that history
+    /// retention overtook.
+    pub streams_expired: Counter,
     /// `css_sqs_receive_seconds` (summary): ReceiveMessage calls and their time.
     pub sqs_receives: Counter,
     pub sqs_receive_micros: Counter,

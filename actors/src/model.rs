@@ -326,6 +326,20 @@ pub fn family_of(task_definition_arn: &str) -> Option<&str> {
 }
 
 impl Entry {
+    /// Appends the API item wrapper of this entry to `out`:
+    /// `{"entity":…,"metadata":{"entityVersion":"N"}}`, with `"deleted":true`
+    /// in `metadata` for a stream item that announces a removal.
+    pub fn write_item(&self, deleted: bool, out: &mut String) {
+        use std::fmt::Write as _;
+        out.push_str(r#"{"entity":"#);
+        out.push_str(self.entity.get());
+        let _ = write!(out, r#","metadata":{{"entityVersion":"{}""#, self.revision);
+        if deleted {
+            out.push_str(r#","deleted":true"#);
+        }
+        out.push_str("}}");
+    }
+
     /// Renders a task into an entry.
     pub fn from_task(task: &Task) -> Result<Entry, serde_json::Error> {
         Ok(Entry {

@@ -13,7 +13,7 @@
 //! reset: the view is reloaded from the store, and waiting callers are told to
 //! retry.
 
-use crate::hub::{Committed, StreamHub};
+use crate::hub::{Committed, Reset, StreamHub};
 use crate::metrics::Metrics;
 use crate::model::Kind;
 use crate::store::{self, Change, Feed, Op, Outcome, Store};
@@ -185,6 +185,11 @@ impl StoreWriter {
                             "tasks" => view.tasks.len(), "instances" => view.instances.len(),
                             "tombstones" => loaded.tombstones, "revision" => view.revision);
                     act.generation += 1;
+                    // Changes between the old view and this one never reach the
+                    // hub: its streams catch up from the store's history.
+                    act.hub.do_send(Reset {
+                        revision: view.revision,
+                    });
                     if let Some(feed) = act.store.feed(view.revision + 1) {
                         act.fed = true;
                         ctx.add_stream(FeedStream(act.generation, feed));

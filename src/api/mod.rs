@@ -6,12 +6,16 @@
 //! is `{"code", "message"}` JSON; nothing a client sends can panic a handler.
 
 mod query;
+mod stream;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, App, HttpRequest, HttpResponse, ResponseError};
 use actors::arn::{Arn, Resource};
+use actors::hub::StreamHub;
 use actors::metrics::Metrics;
 use actors::model::{Key, Kind, SharedEntry};
+use actors::pipeline::Pipeline;
+use actors::store::Store;
 use actors::view::Snapshot;
 use actors::writer::{GetSnapshot, StoreWriter};
 use query::{Filter, Params, Token, INSTANCE_FILTERS, TASK_FILTERS};
@@ -22,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use query::{INSTANCE_STATUSES, MAX_LIMIT, TASK_STATUSES};
+pub use stream::Settings as StreamSettings;
 
 /// An API error: status, CamelCase code, and a message that contains the
 /// words v0.3 clients look for.
@@ -110,15 +115,22 @@ impl PageCache {
 /// What the handlers share.
 pub struct State {
     writer: actix::Addr<StoreWriter>,
+    hub: actix::Addr<StreamHub>,
+    store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
+    streams: StreamSettings,
     pages: PageCache,
 }
 
 impl State {
-    pub fn new(writer: actix::Addr<StoreWriter>, metrics: Arc<Metrics>) -> State {
+    /// The API over `pipeline`, whose writer owns `store`.
+    pub fn new(pipeline: &Pipeline, store: Arc<dyn Store>, streams: StreamSettings) -> State {
         State {
-            writer,
-            metrics,
+            writer: pipeline.writer.clone(),
+            hub: pipeline.hub.clone(),
+            store,
+            metrics: pipeline.metrics.clone(),
+            streams,
             pages: PageCache {
                 entries: Mutex::new(VecDeque::new()),
             },
@@ -150,7 +162,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(get("/v1/tasks/{rest:.*}", describe_task))
         .service(get("/v1/instances", list_instances))
         .service(get("/v1/instances/{rest:.*}", describe_instance))
-        .service(get("/v1/stream/{rest:.*}", streams_not_yet))
+        .service(get("/v1/stream/tasks", stream_tasks))
+        .service(get("/v1/stream/instances", stream_instances))
         .service(get("/healthz", healthz))
         .service(get("/readyz", readyz))
         .service(get("/metrics", metrics));
@@ -187,13 +200,15 @@ async fn method_not_allowed() -> HttpResponse {
     .error_response()
 }
 
-async fn streams_not_yet() -> HttpResponse {
-    Error::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "NotImplemented",
-        "Change streams are not available in this version yet",
-    )
-    .error_response()
+async fn stream_tasks(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, Error> {
+    stream::stream(Kind::Task, TASK_FILTERS, &req, state).await
+}
+
+async fn stream_instances(
+    req: HttpRequest,
+    state: web::Data<State>,
+) -> Result<HttpResponse, Error> {
+    stream::stream(Kind::Instance, INSTANCE_FILTERS, &req, state).await
 }
 
 fn json(status: StatusCode, body: String) -> HttpResponse {
@@ -238,9 +253,7 @@ async fn list_instances(req: HttpRequest, state: web::Data<State>) -> Result<Htt
 }
 
 fn push_item(out: &mut String, e: &SharedEntry) {
-    out.push_str(r#"{"entity":"#);
-    out.push_str(e.entity.get());
-    let _ = write!(out, r#","metadata":{{"entityVersion":"{}"}}}}"#, e.revision);
+    e.write_item(false, out);
 }
 
 async fn list(
@@ -648,6 +661,34 @@ pub fn render_metrics(m: &Metrics) -> String {
         "counter",
         "Committed changes received by the StreamHub.",
         &one(m.hub_changes.get()),
+    );
+    family(
+        &mut s,
+        "css_streams_open",
+        "gauge",
+        "Change streams open now.",
+        &one(m.streams_open.get()),
+    );
+    family(
+        &mut s,
+        "css_stream_items_sent_total",
+        "counter",
+        "Item lines written to change-stream clients.",
+        &one(m.stream_items_sent.get()),
+    );
+    family(
+        &mut s,
+        "css_streams_dropped_total",
+        "counter",
+        "Streams ended by the server: too_slow (the client did not keep up), \
+        expired (history retention overtook a catch-up).",
+        &[
+            (
+                r#"{reason="too_slow"}"#,
+                m.streams_too_slow.get().to_string(),
+            ),
+            (r#"{reason="expired"}"#, m.streams_expired.get().to_string()),
+        ],
     );
     s
 }

@@ -438,6 +438,15 @@ async fn store_unavailable_is_503() {
         fn purge_tombstones(&self, _: i64) -> BoxFuture<'_, Result<usize>> {
             Box::pin(async { Err(Error::Unavailable("down".into())) })
         }
+        fn compact_history(&self, _: i64, _: std::time::Duration) -> BoxFuture<'_, Result<()>> {
+            Box::pin(async { Err(Error::Unavailable("down".into())) })
+        }
+        fn check_resume(&self, _: u64) -> BoxFuture<'_, Result<actors::store::Resume>> {
+            Box::pin(async { Err(Error::Unavailable("down".into())) })
+        }
+        fn history(&self, _: u64) -> actors::store::Feed {
+            tokio::sync::mpsc::channel(1).1
+        }
     }
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path());
@@ -453,6 +462,8 @@ async fn store_unavailable_is_503() {
         "/v1/tasks",
         "/v1/instances",
         "/v1/tasks/c/arn:aws:ecs:r:1:task/c/t",
+        "/v1/stream/tasks",
+        "/v1/stream/instances?entityVersion=1",
     ] {
         let r = get(svc.addr, path).await;
         assert_eq!(r.status, 503, "{path}");

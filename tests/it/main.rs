@@ -25,4 +25,5 @@ mod ingest;
 mod pipeline;
 mod reconcile;
 mod servers;
+mod streams;
 mod support;

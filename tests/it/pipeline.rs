@@ -109,6 +109,15 @@ impl Store for LosesReply {
     fn purge_tombstones(&self, before: i64) -> BoxFuture<'_, store::Result<usize>> {
         self.inner.purge_tombstones(before)
     }
+    fn compact_history(&self, now: i64, keep: Duration) -> BoxFuture<'_, store::Result<()>> {
+        self.inner.compact_history(now, keep)
+    }
+    fn check_resume(&self, from: u64) -> BoxFuture<'_, store::Result<store::Resume>> {
+        self.inner.check_resume(from)
+    }
+    fn history(&self, from: u64) -> store::Feed {
+        self.inner.history(from)
+    }
 }
 
 #[actix_web::test]
@@ -419,6 +428,15 @@ impl Store for StalledFeed {
     }
     fn purge_tombstones(&self, before: i64) -> BoxFuture<'_, store::Result<usize>> {
         self.inner.purge_tombstones(before)
+    }
+    fn compact_history(&self, now: i64, keep: Duration) -> BoxFuture<'_, store::Result<()>> {
+        self.inner.compact_history(now, keep)
+    }
+    fn check_resume(&self, from: u64) -> BoxFuture<'_, store::Result<store::Resume>> {
+        self.inner.check_resume(from)
+    }
+    fn history(&self, from: u64) -> store::Feed {
+        self.inner.history(from)
     }
     fn feed(&self, _: u64) -> Option<actors::store::Feed> {
         let (tx, rx) = tokio::sync::mpsc::channel(1);

@@ -117,6 +117,10 @@ impl TestService {
         get(self.addr(), path).await
     }
 
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        metric(self.addr(), prefix).await
+    }
+
     /// The `entityVersion` of this test's `n`th write.
     pub fn rev(&self, n: u64) -> String {
         (self.base + n).to_string()
@@ -301,14 +305,18 @@ impl Proc {
         assert!(ok, "service on {} never became ready", self.addr);
     }
 
-    /// A metric's value (first series whose name and labels start with `prefix`).
     pub async fn metric(&self, prefix: &str) -> f64 {
-        let body = self.get("/metrics").await.body;
-        String::from_utf8_lossy(&body)
-            .lines()
-            .find_map(|l| l.strip_prefix(prefix).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or(0.0)
+        metric(self.addr, prefix).await
     }
+}
+
+/// A metric's value (first series whose name and labels start with `prefix`).
+pub async fn metric(addr: SocketAddr, prefix: &str) -> f64 {
+    let body = get(addr, "/metrics").await.body;
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
 }
 
 impl Drop for Proc {
@@ -351,4 +359,154 @@ pub async fn tasks_of(addr: SocketAddr) -> Option<(Vec<(String, u64, u64)>, u64)
         })
         .collect();
     Some((items, rev))
+}
+
+/// A client of one change stream, reading the chunked body as it comes.
+pub struct StreamClient {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    reader: tokio::io::BufReader<TcpStream>,
+    /// Decoded body bytes not yet returned.
+    pending: Vec<u8>,
+    chunked: bool,
+    /// The body has ended (the terminating chunk, or the server closed).
+    pub ended: bool,
+}
+
+impl StreamClient {
+    /// Sends `GET path` with `extra` header lines (each ending in `\r\n`) and
+    /// reads the response head.
+    pub async fn open(addr: SocketAddr, path: &str, extra: &str) -> StreamClient {
+        Self::open_on(
+            TcpStream::connect(addr).await.expect("connect"),
+            path,
+            extra,
+        )
+        .await
+    }
+
+    pub async fn open_on(mut s: TcpStream, path: &str, extra: &str) -> StreamClient {
+        use tokio::io::AsyncBufReadExt;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\n{extra}\r\n");
+        s.write_all(req.as_bytes()).await.expect("send");
+        let mut reader = tokio::io::BufReader::new(s);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line))
+                .await
+                .expect("response head in time")
+                .expect("read head");
+            assert!(n > 0, "connection closed before the head ended: {head}");
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .expect("status line");
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        let chunked = headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+        let mut c = StreamClient {
+            status,
+            headers,
+            reader,
+            pending: Vec::new(),
+            chunked,
+            ended: false,
+        };
+        if let Some(len) = c
+            .header("content-length")
+            .and_then(|l| l.parse::<usize>().ok())
+        {
+            let mut body = vec![0; len];
+            c.reader.read_exact(&mut body).await.expect("body");
+            c.pending = body;
+            c.ended = true;
+        }
+        c
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Reads more of the body; false once it has ended.
+    async fn fill(&mut self) -> bool {
+        use tokio::io::AsyncBufReadExt;
+        if self.ended {
+            return false;
+        }
+        if !self.chunked {
+            let mut buf = [0u8; 8192];
+            let n = self.reader.read(&mut buf).await.unwrap_or(0);
+            self.pending.extend_from_slice(&buf[..n]);
+            self.ended = n == 0;
+            return n > 0;
+        }
+        let mut size = String::new();
+        if self.reader.read_line(&mut size).await.unwrap_or(0) == 0 {
+            self.ended = true;
+            return false;
+        }
+        let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        let mut data = vec![0; size + 2];
+        if self.reader.read_exact(&mut data).await.is_err() {
+            self.ended = true;
+            return false;
+        }
+        if size == 0 {
+            self.ended = true;
+            return false;
+        }
+        self.pending.extend_from_slice(&data[..size]);
+        true
+    }
+
+    /// The next `sep`-terminated record, waiting up to `within`; `None` when
+    /// the body ended or nothing came in time.
+    pub async fn next_record(&mut self, sep: &[u8], within: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(i) = self.pending.windows(sep.len()).position(|w| w == sep) {
+                let rec: Vec<u8> = self.pending.drain(..i + sep.len()).take(i).collect();
+                return Some(String::from_utf8(rec).expect("UTF-8 stream"));
+            }
+            match tokio::time::timeout_at(deadline, self.fill()).await {
+                Ok(true) => {}
+                Ok(false) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// The next NDJSON line as JSON.
+    pub async fn next_json(&mut self, within: Duration) -> Option<Value> {
+        let line = self.next_record(b"\n", within).await?;
+        Some(serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+    }
+
+    /// Whatever body the response had, when it was not a stream (errors).
+    pub fn body_json(&self) -> Value {
+        serde_json::from_slice(&self.pending).expect("JSON body")
+    }
+}
+
+/// The `metadata.entityVersion` of a stream item.
+pub fn version_of(item: &Value) -> u64 {
+    item["metadata"]["entityVersion"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no entityVersion in {item}"))
 }

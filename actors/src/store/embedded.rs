@@ -2,23 +2,33 @@
 //! crash-safe (every commit is fsynced; a torn commit is rolled back on open).
 //!
 //! Tables: `entities` (ARN → header + entry JSON), `tombstones` (ARN → JSON),
-//! `meta` (`revision` → the global revision counter). The value header holds
-//! the ECS version and the cluster ARN so that the version rule needs no JSON
-//! parsing on the write path.
+//! `history` (revision → the change made at it, for stream resume), `meta`
+//! (`revision` → the global revision counter, `history_floor` → the oldest
+//! revision whose change is still in `history`). The value header holds the ECS
+//! version and the cluster ARN so that the version rule needs no JSON parsing
+//! on the write path.
 
 use super::{
-    supersedes, BoxFuture, Change, Current, Error, Loaded, Op, Outcome, Result, Store, Tombstone,
+    supersedes, BoxFuture, Change, Current, Error, Feed, Loaded, Op, Outcome, Result, Resume,
+    Store, Tombstone,
 };
 use crate::model::Entry;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 const ENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entities");
 const TOMBSTONES: TableDefinition<&str, &[u8]> = TableDefinition::new("tombstones");
+const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const REVISION: &str = "revision";
+const HISTORY_FLOOR: &str = "history_floor";
 const NO_VERSION: u64 = u64::MAX;
+/// Changes per page of a history read.
+const HISTORY_PAGE: usize = 512;
+/// Most history rows compacted in one transaction.
+const COMPACT_BATCH: usize = 10_000;
 
 /// The embedded store. Cheap to clone; all clones share one open database.
 #[derive(Clone)]
@@ -48,7 +58,19 @@ impl Embedded {
         for t in [ENTITIES, TOMBSTONES] {
             txn.open_table(t).map_err(unavailable)?;
         }
-        txn.open_table(META).map_err(unavailable)?;
+        txn.open_table(HISTORY).map_err(unavailable)?;
+        {
+            let mut meta = txn.open_table(META).map_err(unavailable)?;
+            // A store made before history was kept has history from now on.
+            if meta.get(HISTORY_FLOOR).map_err(unavailable)?.is_none() {
+                let revision = meta
+                    .get(REVISION)
+                    .map_err(unavailable)?
+                    .map_or(0, |g| g.value());
+                meta.insert(HISTORY_FLOOR, revision + 1)
+                    .map_err(unavailable)?;
+            }
+        }
         txn.commit().map_err(unavailable)?;
         Ok(Embedded { db: Arc::new(db) })
     }
@@ -106,6 +128,15 @@ impl Embedded {
                 outcomes.push(outcome);
             }
             meta.insert(REVISION, rev).map_err(unavailable)?;
+            let mut history = txn.open_table(HISTORY).map_err(unavailable)?;
+            for o in &outcomes {
+                if let Outcome::Applied(c) = o {
+                    let row = history_row(c, now_ms)?;
+                    history
+                        .insert(c.entry.revision, row.as_slice())
+                        .map_err(unavailable)?;
+                }
+            }
         }
         txn.commit().map_err(unavailable)?;
         Ok(outcomes)
@@ -127,6 +158,83 @@ impl Embedded {
         }
         txn.commit().map_err(unavailable)?;
         Ok(purged)
+    }
+
+    fn resume_sync(&self, from: u64) -> Result<Resume> {
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let meta = txn.open_table(META).map_err(unavailable)?;
+        let get =
+            |k| -> Result<u64> { Ok(meta.get(k).map_err(unavailable)?.map_or(0, |g| g.value())) };
+        let (revision, floor) = (get(REVISION)?, get(HISTORY_FLOOR)?);
+        Ok(if from > revision + 1 {
+            Resume::Future { revision }
+        } else if from < floor {
+            Resume::Compacted
+        } else {
+            Resume::Available
+        })
+    }
+
+    /// Up to `HISTORY_PAGE` changes from revision `from` on.
+    fn history_page(&self, from: u64) -> Result<Vec<Change>> {
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let floor = txn
+            .open_table(META)
+            .map_err(unavailable)?
+            .get(HISTORY_FLOOR)
+            .map_err(unavailable)?
+            .map_or(0, |g| g.value());
+        if from < floor {
+            return Err(Error::Compacted);
+        }
+        let history = txn.open_table(HISTORY).map_err(unavailable)?;
+        let mut changes = Vec::new();
+        for row in history
+            .range(from..)
+            .map_err(unavailable)?
+            .take(HISTORY_PAGE)
+        {
+            let (_, v) = row.map_err(unavailable)?;
+            changes.push(parse_history_row(v.value())?);
+        }
+        Ok(changes)
+    }
+
+    /// Drops history rows written before `before_ms`, a batch per transaction.
+    fn compact_sync(&self, before_ms: i64) -> Result<()> {
+        loop {
+            let txn = self.db.begin_write().map_err(unavailable)?;
+            let last;
+            let done;
+            {
+                let mut history = txn.open_table(HISTORY).map_err(unavailable)?;
+                let mut old = Vec::new();
+                for row in history.iter().map_err(unavailable)?.take(COMPACT_BATCH) {
+                    let (k, v) = row.map_err(unavailable)?;
+                    if row_time(v.value())? >= before_ms {
+                        break;
+                    }
+                    old.push(k.value());
+                }
+                for k in &old {
+                    history.remove(k).map_err(unavailable)?;
+                }
+                done = old.len() < COMPACT_BATCH;
+                last = old.last().copied();
+                if let Some(l) = last {
+                    let mut meta = txn.open_table(META).map_err(unavailable)?;
+                    meta.insert(HISTORY_FLOOR, l + 1).map_err(unavailable)?;
+                }
+            }
+            if last.is_none() {
+                txn.abort().map_err(unavailable)?;
+                return Ok(());
+            }
+            txn.commit().map_err(unavailable)?;
+            if done {
+                return Ok(());
+            }
+        }
     }
 
     fn blocking<T: Send + 'static>(
@@ -233,6 +341,32 @@ fn delete(
     }))
 }
 
+/// History row layout: the commit time (i64 LE ms), 1 if a deletion, entry JSON.
+fn history_row(c: &Change, now_ms: i64) -> Result<Vec<u8>> {
+    let mut v = Vec::with_capacity(9 + c.entry.entity.get().len() + 512);
+    v.extend_from_slice(&now_ms.to_le_bytes());
+    v.push(u8::from(c.deleted));
+    serde_json::to_writer(&mut v, &*c.entry).map_err(corrupt)?;
+    Ok(v)
+}
+
+fn row_time(v: &[u8]) -> Result<i64> {
+    let bytes = v.get(..8).and_then(|b| b.try_into().ok());
+    bytes
+        .map(i64::from_le_bytes)
+        .ok_or_else(|| Error::Corrupt("truncated history record".into()))
+}
+
+fn parse_history_row(v: &[u8]) -> Result<Change> {
+    row_time(v)?;
+    let (deleted, json) = (v.get(8) == Some(&1), v.get(9..).unwrap_or_default());
+    Ok(Change {
+        entry: Arc::new(serde_json::from_slice::<Entry>(json).map_err(corrupt)?),
+        deleted,
+        moved_from: None,
+    })
+}
+
 /// Value layout: ECS version (u64 LE, `u64::MAX` = unknown), cluster ARN length
 /// (u32 LE), cluster ARN, entry JSON.
 fn join(entry: &Entry) -> Result<Vec<u8>> {
@@ -272,6 +406,42 @@ impl Store for Embedded {
 
     fn purge_tombstones(&self, before_ms: i64) -> BoxFuture<'_, Result<usize>> {
         self.blocking(move |s| s.purge_sync(before_ms))
+    }
+
+    fn compact_history(&self, now_ms: i64, retention: Duration) -> BoxFuture<'_, Result<()>> {
+        let before = now_ms.saturating_sub(retention.as_millis() as i64);
+        self.blocking(move |s| s.compact_sync(before))
+    }
+
+    fn check_resume(&self, from: u64) -> BoxFuture<'_, Result<Resume>> {
+        self.blocking(move |s| s.resume_sync(from))
+    }
+
+    /// Pages through the `history` table up to its end, then ends: this
+    /// process is the store's only writer, and its StreamHub has the rest.
+    fn history(&self, from: u64) -> Feed {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let this = self.clone();
+        actix::spawn(async move {
+            let mut from = from;
+            loop {
+                let page = this.blocking(move |s| s.history_page(from)).await;
+                let full = match &page {
+                    Ok(changes) => match changes.last() {
+                        Some(last) => {
+                            from = last.entry.revision + 1;
+                            changes.len() == HISTORY_PAGE
+                        }
+                        None => return,
+                    },
+                    Err(_) => false,
+                };
+                if tx.send(page).await.is_err() || !full {
+                    return;
+                }
+            }
+        });
+        rx
     }
 }
 

@@ -11,8 +11,8 @@
 //! so a write made by another replica shows up too.
 
 use super::{
-    supersedes, BoxFuture, Change, Current, Error, Feed, Loaded, Op, Outcome, Result, Store,
-    Tombstone,
+    supersedes, BoxFuture, Change, Current, Error, Feed, Loaded, Op, Outcome, Result, Resume,
+    Store, Tombstone,
 };
 use crate::model::Entry;
 use etcd_client::{
@@ -358,6 +358,31 @@ impl Etcd {
         Ok(revision_of(resp.header()))
     }
 
+    /// Whether etcd still has every revision from `from` on: a count-only read
+    /// at `from` fails once it is compacted.
+    async fn resume(&self, from: u64) -> Result<Resume> {
+        let revision = self.revision().await?.max(0) as u64;
+        if from > revision + 1 {
+            return Ok(Resume::Future { revision });
+        }
+        if from > revision {
+            return Ok(Resume::Available);
+        }
+        let opts = GetOptions::new()
+            .with_count_only()
+            .with_revision(from.max(1) as i64);
+        match self
+            .client
+            .kv_client()
+            .get(self.entities.clone(), Some(opts))
+            .await
+        {
+            Ok(_) => Ok(Resume::Available),
+            Err(e) if e.to_string().contains("compacted") => Ok(Resume::Compacted),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     async fn compact(&self, now_ms: i64, retention: Duration) -> Result<()> {
         let revision = self.revision().await?;
         let cutoff = now_ms - retention.as_millis() as i64;
@@ -495,7 +520,12 @@ impl Etcd {
             let mut watch = self.client.watch_client();
             match watch.watch(self.entities.clone(), Some(opts)).await {
                 Ok(mut stream) => loop {
-                    match stream.message().await {
+                    let message = tokio::select! {
+                        m = stream.message() => m,
+                        // Nobody reads any more (a stream reader went live).
+                        () = tx.closed() => return,
+                    };
+                    match message {
                         Ok(Some(resp)) => {
                             delay = Duration::from_millis(100);
                             if resp.compact_revision() > 0 {
@@ -576,6 +606,17 @@ impl Store for Etcd {
 
     fn compact_history(&self, now_ms: i64, retention: Duration) -> BoxFuture<'_, Result<()>> {
         Box::pin(self.compact(now_ms, retention))
+    }
+
+    fn check_resume(&self, from: u64) -> BoxFuture<'_, Result<Resume>> {
+        Box::pin(self.resume(from))
+    }
+
+    /// A watch from `from`: history first, then live changes, until dropped.
+    fn history(&self, from: u64) -> Feed {
+        let (tx, rx) = mpsc::channel(4);
+        actix::spawn(self.clone().watch(from.max(1) as i64, tx));
+        rx
     }
 
     fn lead(&self, name: &str) -> BoxFuture<'_, Result<bool>> {

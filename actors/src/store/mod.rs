@@ -42,8 +42,19 @@ pub enum Error {
 }
 
 /// Batches of committed changes, in revision order, from a store that other
-/// processes write too.
+/// processes write too, or from the store's history.
 pub type Feed = tokio::sync::mpsc::Receiver<Result<Vec<Change>>>;
+
+/// Whether a change stream can start at a revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// Every change from there on is still in the history (or yet to come).
+    Available,
+    /// History before it was compacted: changes would be missing.
+    Compacted,
+    /// It lies beyond the next revision; `revision` is the store's current one.
+    Future { revision: u64 },
+}
 
 /// One write to apply.
 // Nearly every op is a `Put`: boxing it would only add an allocation.
@@ -127,9 +138,16 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Drops history older than `retention` (streams cannot resume before it).
-    fn compact_history(&self, _now_ms: i64, _retention: Duration) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async { Ok(()) })
-    }
+    fn compact_history(&self, now_ms: i64, retention: Duration) -> BoxFuture<'_, Result<()>>;
+
+    /// Whether the history still holds every change from revision `from` (≥ 1).
+    fn check_resume(&self, from: u64) -> BoxFuture<'_, Result<Resume>>;
+
+    /// Every change with a revision ≥ `from` (≥ 1), in revision order, read
+    /// from the store's history: those committed so far, then (for a store
+    /// others write) the ones still to come. A reader that retention overtakes
+    /// gets `Err(Compacted)`. Dropping the receiver stops the reading.
+    fn history(&self, from: u64) -> Feed;
 }
 
 /// What the store holds for an ARN when a new state arrives.

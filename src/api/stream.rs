@@ -1,0 +1,562 @@
+//! Change streams: `/v1/stream/tasks` and `/v1/stream/instances`, as NDJSON
+//! (default) or as Server-Sent Events (`Accept: text/event-stream`).
+//!
+//! A stream is a state machine that actix-web polls as the client reads
+//! ([`Stream::next_chunk`]), so a slow reader slows only its own stream:
+//! 1. `snapshot=true`: every stored matching entity, then a bookmark;
+//! 2. catch-up: changes from the store's history, from the requested
+//!    revision on, until the StreamHub holds the rest ([`Phase::CatchUp`]);
+//! 3. live: the StreamHub's bounded subscription ([`Phase::Live`]).
+//!
+//! `next` is the invariant that makes the hand-over exact: every change
+//! before it has been sent or filtered out, and each phase starts at it.
+
+use super::query::{Filter, Params};
+use super::{Error, State};
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use actors::hub::{self, End, Item, Subscribe, Subscribed, Subscription};
+use actors::metrics::Metrics;
+use actors::model::{Entry, Key, Kind};
+use actors::store::{self, Change, Feed, Resume};
+use actors::view::Snapshot;
+use bytes::Bytes;
+use std::fmt::Write as _;
+use std::ops::Bound;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::error::TryRecvError;
+
+/// Tuning of the streams (`[server]` in the config file).
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Open streams at once; more get 503.
+    pub max_streams: u64,
+    /// Items buffered per live stream before it is cut as too slow.
+    pub buffer: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_streams: 10_000,
+            buffer: 1024,
+        }
+    }
+}
+
+/// Bytes gathered before a chunk is handed to the connection.
+const CHUNK: usize = 32 * 1024;
+/// SSE comment heartbeat while idle.
+const SSE_KEEPALIVE: Duration = Duration::from_secs(15);
+/// How long a catch-up waits on a quiet history before trying to go live again.
+const CATCH_UP_POLL: Duration = Duration::from_millis(100);
+/// History batches between attempts to go live while the history keeps coming.
+const ATTACH_EVERY: u32 = 16;
+/// Longest `heartbeat`, in seconds.
+const MAX_HEARTBEAT: u64 = 300;
+
+fn invalid_version() -> Error {
+    Error::bad_request(
+        "InvalidEntityVersion",
+        "Invalid entity version: expected a non-negative whole number".into(),
+    )
+}
+
+fn parse_version(v: &str) -> Result<u64, Error> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid_version());
+    }
+    v.parse().map_err(|_| invalid_version())
+}
+
+/// Counts a stream as open for as long as it lives.
+struct Open(Arc<Metrics>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.streams_open.dec();
+    }
+}
+
+/// Where a stream is.
+enum Phase {
+    Snapshot {
+        snap: Snapshot,
+        after: Option<Key>,
+    },
+    /// Reading the store's history from `next`; `None` until it is opened
+    /// (going live is tried first).
+    CatchUp(Option<Feed>),
+    Live(Subscription),
+    Done,
+}
+
+/// Whether a step produced output (or changed phase), or would have to wait.
+enum Step {
+    Progress,
+    Idle,
+}
+
+struct Stream {
+    kind: Kind,
+    filter: Arc<Filter>,
+    sse: bool,
+    heartbeat: Option<Duration>,
+    next: u64,
+    phase: Phase,
+    out: Vec<u8>,
+    last_write: Instant,
+    batches: u32,
+    state: web::Data<State>,
+    _open: Open,
+}
+
+/// `GET /v1/stream/tasks` and `/v1/stream/instances`.
+pub async fn stream(
+    kind: Kind,
+    filters: &[&str],
+    req: &HttpRequest,
+    state: web::Data<State>,
+) -> Result<HttpResponse, Error> {
+    let mut allowed = filters.to_vec();
+    allowed.extend(["entityVersion", "snapshot", "heartbeat"]);
+    let params = Params::parse(req.query_string(), &allowed)?;
+    let filter = Filter::parse(kind, &params)?;
+    let sse = req
+        .headers()
+        .get_all(header::ACCEPT)
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"));
+    // An EventSource reconnecting says where it was; that beats the URL's start.
+    let last_event_id = req
+        .headers()
+        .get("last-event-id")
+        .filter(|_| sse)
+        .map(|v| v.to_str().map_err(|_| invalid_version()))
+        .transpose()?
+        .filter(|v| !v.is_empty());
+    let from = match last_event_id {
+        Some(id) => Some(parse_version(id)?.saturating_add(1)),
+        None => params.get("entityVersion").map(parse_version).transpose()?,
+    };
+    let snapshot = match params.get("snapshot") {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case("true") => true,
+        Some(v) if v.eq_ignore_ascii_case("false") => false,
+        Some(_) => {
+            return Err(Error::bad_request(
+                "InvalidParameter",
+                "Invalid snapshot: expected true or false".into(),
+            ))
+        }
+    };
+    if snapshot && from.is_some() {
+        return Err(Error::bad_request(
+            "InvalidParameter",
+            "Invalid snapshot: snapshot=true cannot be combined with entityVersion".into(),
+        ));
+    }
+    let heartbeat = params
+        .get("heartbeat")
+        .map(|v| match v.parse::<u64>() {
+            Ok(s) if (1..=MAX_HEARTBEAT).contains(&s) && v.bytes().all(|b| b.is_ascii_digit()) => {
+                Ok(Duration::from_secs(s))
+            }
+            _ => Err(Error::bad_request(
+                "InvalidParameter",
+                format!("Invalid heartbeat: expected whole seconds from 1 to {MAX_HEARTBEAT}"),
+            )),
+        })
+        .transpose()?;
+
+    let metrics = state.metrics.clone();
+    if metrics.streams_open.inc() > state.streams.max_streams {
+        metrics.streams_open.dec();
+        return Err(Error::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TooManyStreams",
+            "Too many streams: try again later",
+        ));
+    }
+    let open = Open(metrics);
+    let snap = state.snapshot().await?;
+    let (next, phase) = match from {
+        Some(n) => {
+            let n = n.max(1);
+            match state.store.check_resume(n).await {
+                Ok(Resume::Available) => (n, Phase::CatchUp(None)),
+                Ok(Resume::Compacted) => {
+                    return Err(Error::new(
+                        StatusCode::GONE,
+                        "EntityVersionOutOfRange",
+                        format!(
+                            "Entity version is out of range: {n} is older than the retained \
+                            history; list again and stream from the list's entityVersion + 1"
+                        ),
+                    ))
+                }
+                Ok(Resume::Future { revision }) => {
+                    return Err(Error::bad_request(
+                        "EntityVersionOutOfRange",
+                        format!(
+                            "Entity version is out of range: the store's revision is {revision}"
+                        ),
+                    ))
+                }
+                Err(_) => return Err(Error::unavailable()),
+            }
+        }
+        None if snapshot => (snap.revision + 1, Phase::Snapshot { snap, after: None }),
+        None => (snap.revision + 1, Phase::CatchUp(None)),
+    };
+    let s = Stream {
+        kind,
+        filter: Arc::new(filter),
+        sse,
+        heartbeat,
+        next,
+        phase,
+        out: Vec::new(),
+        last_write: Instant::now(),
+        batches: 0,
+        state,
+        _open: open,
+    };
+    let body = futures_util::stream::unfold(Box::new(s), |mut s| async move {
+        let chunk = s.next_chunk().await?;
+        Some((Ok::<_, std::convert::Infallible>(chunk), s))
+    });
+    let content_type = if sse {
+        "text/event-stream"
+    } else {
+        "application/x-ndjson"
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(body))
+}
+
+impl Stream {
+    /// The next piece of the body; `None` ends it.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            if self.out.len() >= CHUNK {
+                return self.take();
+            }
+            let may_wait = self.out.is_empty();
+            if let Step::Idle = self.step(may_wait).await {
+                return self.take();
+            }
+        }
+    }
+
+    fn take(&mut self) -> Option<Bytes> {
+        if self.out.is_empty() {
+            return None;
+        }
+        self.last_write = Instant::now();
+        Some(Bytes::from(std::mem::take(&mut self.out)))
+    }
+
+    /// One move of the state machine; waits only when `may_wait`.
+    async fn step(&mut self, may_wait: bool) -> Step {
+        match std::mem::replace(&mut self.phase, Phase::Done) {
+            Phase::Done => Step::Idle,
+            Phase::Snapshot { snap, after } => {
+                self.snapshot_step(snap, after);
+                Step::Progress
+            }
+            Phase::CatchUp(feed) => self.catch_up_step(feed, may_wait).await,
+            Phase::Live(sub) => self.live_step(sub, may_wait).await,
+        }
+    }
+
+    fn snapshot_step(&mut self, snap: Snapshot, after: Option<Key>) {
+        // Keys are cloned only where a chunk ends.
+        let lower: Bound<Key> = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut last = None;
+        for (key, e) in snap.of(self.kind).range((lower, Bound::Unbounded)) {
+            if self.filter.matches(e) {
+                self.push_item(e, false);
+            }
+            if self.out.len() >= CHUNK {
+                last = Some(key.clone());
+                break;
+            }
+        }
+        match last {
+            Some(after) => {
+                self.phase = Phase::Snapshot {
+                    snap,
+                    after: Some(after),
+                }
+            }
+            None => {
+                self.push_bookmark(snap.revision);
+                self.next = snap.revision + 1;
+                self.phase = Phase::CatchUp(None);
+            }
+        }
+    }
+
+    async fn catch_up_step(&mut self, feed: Option<Feed>, may_wait: bool) -> Step {
+        let Some(mut feed) = feed else {
+            if !may_wait {
+                self.phase = Phase::CatchUp(None);
+                return Step::Idle;
+            }
+            // Go live if the hub holds everything from `next`; else read history.
+            if !self.attach().await {
+                self.phase = Phase::CatchUp(Some(self.state.store.history(self.next)));
+            }
+            return Step::Progress;
+        };
+        match feed.try_recv() {
+            Ok(batch) => {
+                self.phase = Phase::CatchUp(Some(feed));
+                self.take_history(batch);
+                self.batches += 1;
+                if self.batches.is_multiple_of(ATTACH_EVERY) && may_wait {
+                    self.attach().await;
+                }
+                Step::Progress
+            }
+            Err(TryRecvError::Empty) if !may_wait => {
+                self.phase = Phase::CatchUp(Some(feed));
+                Step::Idle
+            }
+            Err(TryRecvError::Empty) => {
+                if self.attach().await {
+                    return Step::Progress;
+                }
+                let wait = self.idle_wait().min(CATCH_UP_POLL);
+                match tokio::time::timeout(wait, feed.recv()).await {
+                    Ok(Some(batch)) => {
+                        self.phase = Phase::CatchUp(Some(feed));
+                        self.take_history(batch);
+                    }
+                    // The history ended (the embedded store's does): the hub
+                    // has the rest, unless it lags; then read on.
+                    Ok(None) => {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        self.phase = Phase::CatchUp(None);
+                    }
+                    Err(_) => {
+                        self.phase = Phase::CatchUp(Some(feed));
+                        if self.heartbeat_due() {
+                            self.push_bookmark(self.next - 1);
+                        }
+                    }
+                }
+                Step::Progress
+            }
+            Err(TryRecvError::Disconnected) => {
+                self.phase = Phase::CatchUp(None);
+                if may_wait {
+                    Step::Progress
+                } else {
+                    Step::Idle
+                }
+            }
+        }
+    }
+
+    fn take_history(&mut self, batch: store::Result<Vec<Change>>) {
+        match batch {
+            Ok(changes) => {
+                for c in changes {
+                    let e = &c.entry;
+                    if e.revision < self.next {
+                        continue;
+                    }
+                    self.next = e.revision + 1;
+                    if e.kind == self.kind && self.filter.matches(e) {
+                        self.push_item(e, c.deleted);
+                    }
+                }
+            }
+            Err(store::Error::Compacted) => {
+                self.state.metrics.streams_expired.inc();
+                self.push_end(
+                    "Expired",
+                    "History retention overtook this catch-up; resume from resumeFrom \
+                    (or list again if that is out of range)",
+                    self.next,
+                );
+            }
+            Err(_) => self.push_end(
+                "StoreUnavailable",
+                "Store unavailable; resume from resumeFrom",
+                self.next,
+            ),
+        }
+    }
+
+    /// Subscribes to the hub from `next`; true when the stream is live now
+    /// (or done: the service is stopping).
+    async fn attach(&mut self) -> bool {
+        let filter = self.filter.clone();
+        let msg = Subscribe {
+            kind: self.kind,
+            from: self.next,
+            filter: Arc::new(move |e: &Entry| filter.matches(e)) as hub::Filter,
+            buffer: self.state.streams.buffer,
+        };
+        match self.state.hub.send(msg).await {
+            Ok(Subscribed::Live(sub)) => {
+                self.phase = Phase::Live(sub);
+                true
+            }
+            Ok(Subscribed::Behind) => false,
+            Ok(Subscribed::Closing) | Err(_) => {
+                self.phase = Phase::Done;
+                true
+            }
+        }
+    }
+
+    async fn live_step(&mut self, mut sub: Subscription, may_wait: bool) -> Step {
+        match sub.items.try_recv() {
+            Ok(item) => {
+                self.live_item(&item);
+                self.phase = Phase::Live(sub);
+                return Step::Progress;
+            }
+            Err(TryRecvError::Disconnected) => {
+                self.ended(&sub);
+                return Step::Progress;
+            }
+            Err(TryRecvError::Empty) if !may_wait => {
+                self.phase = Phase::Live(sub);
+                return Step::Idle;
+            }
+            Err(TryRecvError::Empty) => {}
+        }
+        let wait = self.idle_wait();
+        match tokio::time::timeout(wait, sub.items.recv()).await {
+            Ok(Some(item)) => self.live_item(&item),
+            Ok(None) => {
+                self.ended(&sub);
+                return Step::Progress;
+            }
+            Err(_) => {
+                // Read `seen` before looking: every change up to it is in the
+                // channel, so an empty channel means the client has them all.
+                let seen = sub.shared.seen.load(Ordering::Acquire);
+                match sub.items.try_recv() {
+                    Ok(item) => self.live_item(&item),
+                    Err(TryRecvError::Empty) => {
+                        self.next = self.next.max(seen + 1);
+                        if self.heartbeat_due() {
+                            self.push_bookmark(self.next - 1);
+                        }
+                    }
+                    Err(TryRecvError::Disconnected) => {
+                        self.ended(&sub);
+                        return Step::Progress;
+                    }
+                }
+            }
+        }
+        self.phase = Phase::Live(sub);
+        Step::Progress
+    }
+
+    fn live_item(&mut self, item: &Item) {
+        if item.revision >= self.next {
+            self.next = item.revision + 1;
+            self.push_line(item.revision, item.kind, item.deleted, &item.line);
+        }
+    }
+
+    /// The hub closed the subscription, after the items it holds.
+    fn ended(&mut self, sub: &Subscription) {
+        match sub.shared.end() {
+            Some(End::TooSlow { resume_from }) => self.push_end(
+                "TooSlow",
+                "This client did not keep up with the changes; resume from resumeFrom",
+                resume_from,
+            ),
+            Some(End::Rewind) => {
+                let seen = sub.shared.seen.load(Ordering::Acquire);
+                self.next = self.next.max(seen + 1);
+                self.phase = Phase::CatchUp(None);
+            }
+            Some(End::Closed) | None => self.phase = Phase::Done,
+        }
+    }
+
+    /// How long to wait for a change before a heartbeat is due.
+    fn idle_wait(&self) -> Duration {
+        let every = match (self.heartbeat, self.sse) {
+            (Some(h), true) => h.min(SSE_KEEPALIVE),
+            (Some(h), false) => h,
+            (None, true) => SSE_KEEPALIVE,
+            (None, false) => Duration::from_secs(3600),
+        };
+        every.saturating_sub(self.last_write.elapsed())
+    }
+
+    /// Whether a bookmark is due now; writes an SSE comment if only that is.
+    fn heartbeat_due(&mut self) -> bool {
+        let idle = self.last_write.elapsed();
+        if self.heartbeat.is_some_and(|h| idle >= h) {
+            return true;
+        }
+        if self.sse && idle >= SSE_KEEPALIVE {
+            self.out.extend_from_slice(b": keepalive\n\n");
+        }
+        false
+    }
+
+    fn push_item(&mut self, e: &Entry, deleted: bool) {
+        let mut line = String::with_capacity(e.entity.get().len() + 64);
+        e.write_item(deleted, &mut line);
+        self.push_line(e.revision, e.kind, deleted, line.as_bytes());
+    }
+
+    fn push_line(&mut self, revision: u64, kind: Kind, deleted: bool, line: &[u8]) {
+        self.state.metrics.stream_items_sent.inc();
+        let event = match (deleted, kind) {
+            (true, _) => "deleted",
+            (false, Kind::Task) => "task",
+            (false, Kind::Instance) => "instance",
+        };
+        self.frame(Some(revision), event, line);
+    }
+
+    fn push_bookmark(&mut self, revision: u64) {
+        let line = format!(r#"{{"bookmark":{{"entityVersion":"{revision}"}}}}"#);
+        self.frame(Some(revision), "bookmark", line.as_bytes());
+    }
+
+    /// Writes the final error line and ends the stream.
+    fn push_end(&mut self, code: &str, message: &str, resume_from: u64) {
+        let line = serde_json::json!({"error": {
+            "code": code, "message": message, "resumeFrom": resume_from.to_string(),
+        }})
+        .to_string();
+        self.frame(None, "error", line.as_bytes());
+        self.phase = Phase::Done;
+    }
+
+    fn frame(&mut self, id: Option<u64>, event: &str, data: &[u8]) {
+        if self.sse {
+            let mut head = String::new();
+            if let Some(id) = id {
+                let _ = writeln!(head, "id: {id}");
+            }
+            let _ = write!(head, "event: {event}\ndata: ");
+            self.out.extend_from_slice(head.as_bytes());
+            self.out.extend_from_slice(data);
+            self.out.extend_from_slice(b"\n\n");
+        } else {
+            self.out.extend_from_slice(data);
+            self.out.push(b'\n');
+        }
+    }
+}
