@@ -2,7 +2,8 @@
 //! `/healthz`, `/readyz` and `/metrics`.
 //!
 //! Handlers ask the StoreWriter for a snapshot of the view and answer from it;
-//! list bodies are assembled from each entity's pre-rendered JSON. Every error
+//! list bodies are assembled from each entity's pre-rendered JSON. The change
+//! streams (`stream`) subscribe to the StreamHub. Every error
 //! is `{"code", "message"}` JSON; nothing a client sends can panic a handler.
 
 mod query;

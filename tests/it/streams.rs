@@ -529,3 +529,37 @@ async fn closing_a_thousand_streams_frees_them_all() {
     assert!(c.next_json(5 * SECOND).await.is_some());
     assert_eq!(t.metric("css_streams_open ").await, 1.0);
 }
+
+#[actix_web::test]
+async fn stopping_the_service_ends_open_streams_cleanly() {
+    let t = start().await;
+    write_changes(&t, 10, 1, 10).await;
+    let mut live = StreamClient::open(t.addr(), "/v1/stream/tasks", "").await;
+    let mut sse = StreamClient::open(
+        t.addr(),
+        "/v1/stream/instances",
+        "Accept: text/event-stream\r\n",
+    )
+    .await;
+    let mut replay = StreamClient::open(
+        t.addr(),
+        &path("tasks", &format!("?entityVersion={}", t.base + 1)),
+        "",
+    )
+    .await;
+    assert_eq!(versions_until(&mut replay, t.base + 10).await.len(), 10);
+    let TestService {
+        svc, _dir, _etcd, ..
+    } = t;
+    let started = Instant::now();
+    let stopping = actix_web::rt::spawn(svc.stop());
+    for c in [&mut live, &mut sse, &mut replay] {
+        assert!(c.next_record(b"\n", 5 * SECOND).await.is_none());
+        assert!(
+            c.terminated,
+            "a stream must end with the chunked terminator"
+        );
+    }
+    stopping.await.unwrap();
+    println!("stopped in {:?}", started.elapsed());
+}

@@ -371,6 +371,8 @@ pub struct StreamClient {
     chunked: bool,
     /// The body has ended (the terminating chunk, or the server closed).
     pub ended: bool,
+    /// The body ended with the terminating chunk (a clean end).
+    pub terminated: bool,
 }
 
 impl StreamClient {
@@ -423,6 +425,7 @@ impl StreamClient {
             pending: Vec::new(),
             chunked,
             ended: false,
+            terminated: false,
         };
         if let Some(len) = c
             .header("content-length")
@@ -469,6 +472,7 @@ impl StreamClient {
         }
         if size == 0 {
             self.ended = true;
+            self.terminated = true;
             return false;
         }
         self.pending.extend_from_slice(&data[..size]);

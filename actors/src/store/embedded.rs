@@ -566,4 +566,76 @@ mod tests {
             o => panic!("{o:?}"),
         }
     }
+
+    #[test]
+    fn history_keeps_every_change_until_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Embedded::open(dir.path()).unwrap();
+            assert_eq!(s.resume_sync(1).unwrap(), Resume::Available);
+            s.commit_sync(
+                vec![
+                    Op::Put(entry("a", Some(1), "PENDING")),
+                    Op::Put(entry("a", Some(2), "RUNNING")),
+                    Op::Put(entry("a", Some(1), "PENDING")),
+                ],
+                10,
+            )
+            .unwrap();
+            s.commit_sync(
+                vec![Op::Delete {
+                    arn: "a".into(),
+                    if_revision: 2,
+                }],
+                20,
+            )
+            .unwrap();
+            let h = s.history_page(1).unwrap();
+            let seen: Vec<_> = h
+                .iter()
+                .map(|c| (c.entry.revision, c.entry.status.as_str(), c.deleted))
+                .collect();
+            assert_eq!(
+                seen,
+                [
+                    (1, "PENDING", false),
+                    (2, "RUNNING", false),
+                    (3, "RUNNING", true)
+                ]
+            );
+            assert_eq!(s.history_page(3).unwrap().len(), 1);
+            assert!(s.history_page(4).unwrap().is_empty());
+            assert_eq!(s.resume_sync(4).unwrap(), Resume::Available);
+            assert_eq!(s.resume_sync(5).unwrap(), Resume::Future { revision: 3 });
+            // Rows written before 15 go; the floor moves past them.
+            s.compact_sync(15).unwrap();
+            assert_eq!(s.resume_sync(2).unwrap(), Resume::Compacted);
+            assert!(matches!(s.history_page(1), Err(Error::Compacted)));
+            assert_eq!(s.history_page(3).unwrap().len(), 1);
+        }
+        let s = Embedded::open(dir.path()).unwrap();
+        assert_eq!(s.resume_sync(2).unwrap(), Resume::Compacted);
+        assert_eq!(s.resume_sync(3).unwrap(), Resume::Available);
+        s.compact_sync(100).unwrap();
+        assert_eq!(s.resume_sync(3).unwrap(), Resume::Compacted);
+        assert_eq!(s.resume_sync(4).unwrap(), Resume::Available);
+    }
+
+    #[test]
+    fn a_store_from_before_history_starts_its_history_at_the_next_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Embedded::open(dir.path()).unwrap();
+            s.commit_sync(vec![Op::Put(entry("a", Some(1), "RUNNING"))], 1)
+                .unwrap();
+            // As an older version left it: no floor recorded.
+            let txn = s.db.begin_write().unwrap();
+            txn.open_table(META).unwrap().remove(HISTORY_FLOOR).unwrap();
+            txn.delete_table(HISTORY).unwrap();
+            txn.commit().unwrap();
+        }
+        let s = Embedded::open(dir.path()).unwrap();
+        assert_eq!(s.resume_sync(1).unwrap(), Resume::Compacted);
+        assert_eq!(s.resume_sync(2).unwrap(), Resume::Available);
+    }
 }
