@@ -39,6 +39,11 @@ pub struct Server {
     pub max_streams: u64,
     /// Items buffered per stream before it is cut as too slow.
     pub stream_buffer: u64,
+    /// (ext) PEM certificate chain and private key: serve HTTPS (both or neither).
+    pub tls_cert_file: PathBuf,
+    pub tls_key_file: PathBuf,
+    /// (ext) A file holding the bearer token every `/v1` request must carry.
+    pub auth_token_file: PathBuf,
 }
 
 impl Default for Server {
@@ -47,6 +52,9 @@ impl Default for Server {
             bind: "127.0.0.1:3000".into(),
             max_streams: 10_000,
             stream_buffer: 1024,
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
+            auth_token_file: PathBuf::new(),
         }
     }
 }
@@ -555,7 +563,25 @@ fn check_settings(s: &Settings, has_region: bool, problems: &mut Vec<String>) {
     if st.etcd_cert_file.as_os_str().is_empty() != st.etcd_key_file.as_os_str().is_empty() {
         problems.push("store.etcd_cert_file and store.etcd_key_file go together".into());
     }
+    let sv = &s.server;
+    if sv.tls_cert_file.as_os_str().is_empty() != sv.tls_key_file.as_os_str().is_empty() {
+        problems.push("server.tls_cert_file and server.tls_key_file go together".into());
+    }
+    if !sv.auth_token_file.as_os_str().is_empty() {
+        match std::fs::read_to_string(&sv.auth_token_file) {
+            Ok(t) if t.trim().is_empty() => {
+                problems.push("server.auth_token_file: the file holds no token".into())
+            }
+            Ok(_) => {}
+            Err(e) => problems.push(format!(
+                "server.auth_token_file: cannot read {}: {e}",
+                sv.auth_token_file.display()
+            )),
+        }
+    }
     for (key, path) in [
+        ("server.tls_cert_file", &sv.tls_cert_file),
+        ("server.tls_key_file", &sv.tls_key_file),
         ("store.etcd_password_file", &st.etcd_password_file),
         ("store.etcd_ca_file", &st.etcd_ca_file),
         ("store.etcd_cert_file", &st.etcd_cert_file),
@@ -631,6 +657,7 @@ mod schema {
                 min: 1,
                 max: 1_000_000,
             },
+            ("server", "tls_cert_file" | "tls_key_file" | "auth_token_file") => Ty::Path,
             ("store", "backend") => Ty::OneOf(&["embedded", "etcd"]),
             ("store", "data_dir") => Ty::Path,
             ("store", "etcd_endpoints") => Ty::StrList,

@@ -30,6 +30,29 @@ pub enum Error {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// The TLS certificate or key, or the auth token, could not be used.
+    #[error("{0}")]
+    Security(String),
+}
+
+/// The HTTPS configuration from a PEM certificate chain and private key.
+fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<rustls::ServerConfig, Error> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, p: &std::path::Path, e: &dyn std::fmt::Display| {
+        Error::Security(format!("server.{what}: {}: {e}", p.display()))
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| bad("tls_cert_file", cert, &e))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad("tls_key_file", key, &e))?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| Error::Security(format!("server.tls_cert_file/tls_key_file: {e}")))
 }
 
 /// Opens the configured store: etcd, or the embedded one in `data_dir`.
@@ -143,7 +166,22 @@ impl Service {
             max_streams: settings.server.max_streams,
             buffer: settings.server.stream_buffer as usize,
         };
-        let state = web::Data::new(api::State::new(&pipeline, store, streams));
+        let sv = &settings.server;
+        let token = match sv.auth_token_file.as_os_str().is_empty() {
+            true => None,
+            false => Some(
+                std::fs::read_to_string(&sv.auth_token_file)
+                    .map_err(|e| Error::Security(format!("server.auth_token_file: {e}")))?
+                    .trim()
+                    .to_owned(),
+            ),
+        };
+        let tls = match sv.tls_cert_file.as_os_str().is_empty() {
+            true => None,
+            false => Some(tls_config(&sv.tls_cert_file, &sv.tls_key_file)?),
+        };
+        info!(log, "API security"; "tls" => tls.is_some(), "bearer_auth" => token.is_some());
+        let state = web::Data::new(api::State::new(&pipeline, store, streams).with_token(token));
         let bind = settings.bind_addr();
         let server = HttpServer::new(move || api::app(state.clone()))
             .workers(std::thread::available_parallelism().map_or(2, |n| n.get().min(4)))
@@ -151,9 +189,12 @@ impl Service {
             // A client that closes its side is gone: its stream stops at once
             // (an idle stream would otherwise notice only at its next write).
             .h1_allow_half_closed(false)
-            .shutdown_timeout(5)
-            .bind(bind)
-            .map_err(|source| Error::Bind { addr: bind, source })?;
+            .shutdown_timeout(5);
+        let server = match tls {
+            Some(tls) => server.bind_rustls_0_23(bind, tls),
+            None => server.bind(bind),
+        }
+        .map_err(|source| Error::Bind { addr: bind, source })?;
         let addr = server.addrs().first().copied().unwrap_or(bind);
         let server = server.run();
         let handle = server.handle();

@@ -121,6 +121,8 @@ pub struct State {
     metrics: Arc<Metrics>,
     streams: StreamSettings,
     pages: PageCache,
+    /// The bearer token `/v1` requests must carry, when one is configured.
+    token: Option<Arc<[u8]>>,
 }
 
 impl State {
@@ -135,7 +137,14 @@ impl State {
             pages: PageCache {
                 entries: Mutex::new(VecDeque::new()),
             },
+            token: None,
         }
+    }
+
+    /// Requires `Authorization: Bearer <token>` on every `/v1` path.
+    pub fn with_token(mut self, token: Option<String>) -> State {
+        self.token = token.map(|t| Arc::from(t.into_bytes()));
+        self
     }
 
     async fn snapshot(&self) -> Result<Snapshot, Error> {
@@ -182,10 +191,51 @@ pub fn app(
         InitError = (),
     >,
 > {
+    let token = state.token.clone();
     App::new()
         .app_data(state)
         .configure(configure)
         .default_service(web::to(not_found))
+        .wrap_fn(move |req, srv| {
+            use actix_web::dev::Service as _;
+            use futures_util::future::{ready, Either};
+            let protected = req.path() == "/v1" || req.path().starts_with("/v1/");
+            let denied = protected
+                && token
+                    .as_deref()
+                    .is_some_and(|t| !authorized(req.headers(), t));
+            if denied {
+                let mut res = Error::new(
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthorized",
+                    "Unauthorized: a valid bearer token is required",
+                )
+                .error_response();
+                res.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+                Either::Left(ready(Ok(req.into_response(res))))
+            } else {
+                Either::Right(srv.call(req))
+            }
+        })
+}
+
+/// Whether `headers` carry `Authorization: Bearer <token>`, compared in
+/// constant time (the time taken does not depend on where a guess differs).
+fn authorized(headers: &header::HeaderMap, token: &[u8]) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+    else {
+        return false;
+    };
+    let mut diff = u8::from(given.len() != token.len());
+    for (i, t) in token.iter().enumerate() {
+        diff |= t ^ given.get(i).copied().unwrap_or(!t);
+    }
+    diff == 0
 }
 
 async fn not_found() -> HttpResponse {

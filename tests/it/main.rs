@@ -24,6 +24,7 @@ mod fixtures;
 mod ingest;
 mod pipeline;
 mod reconcile;
+mod security;
 mod servers;
 mod streams;
 mod support;
