@@ -422,6 +422,54 @@ async fn sigkill_mid_ingest_loses_nothing_etcd() {
 }
 
 #[actix_web::test]
+async fn sigterm_mid_ingest_stops_within_the_grace_period_and_loses_nothing() {
+    const N: usize = 1000;
+    let s = Stack::new(Backend::Embedded);
+    let url = s.queue("graceful", &[]).await;
+    let bodies: Vec<String> = (0..N)
+        .map(|i| task_event("graceful", &format!("t{i:04}"), 1, "RUNNING"))
+        .collect();
+    let producer = send_paced(s.sqs.clone(), url.clone(), bodies, 100);
+
+    let mut p = s.service(Some("graceful"), &[]);
+    p.wait_ready(Duration::from_secs(20)).await;
+    let mut stream = StreamClient::open(p.addr, "/v1/stream/tasks", "").await;
+    let partial = wait_for_tasks(&p, N / 4, Duration::from_secs(120))
+        .await
+        .len();
+    let asked = Instant::now();
+    p.terminate();
+    let status = p
+        .wait_exit(Duration::from_secs(15))
+        .await
+        .expect("exits after SIGTERM");
+    let took = asked.elapsed();
+    println!("SIGTERM after {partial} events: exit {status} in {took:?}");
+    assert!(status.success(), "a graceful stop exits 0: {status}");
+    assert!(
+        took < Duration::from_secs(10),
+        "within the grace period: {took:?}"
+    );
+    assert!(partial < N, "stopped too late to prove anything");
+    // Its stream was ended cleanly, not cut.
+    while stream.next_json(Duration::from_secs(5)).await.is_some() {}
+    assert!(
+        stream.terminated,
+        "the stream ends with the chunked terminator"
+    );
+
+    let p = s.service(Some("graceful"), &[]);
+    p.wait_ready(Duration::from_secs(20)).await;
+    producer.await.unwrap();
+    let tasks = wait_for_tasks(&p, N, Duration::from_secs(120)).await;
+    assert_eq!(tasks.len(), N, "none lost");
+    // Exactly once: one store revision per event, across the stop.
+    let (_, rev) = tasks_of(p.addr).await.unwrap();
+    assert_eq!(rev, N as u64);
+    assert!(s.drained(&url, Duration::from_secs(20)).await);
+}
+
+#[actix_web::test]
 async fn an_etcd_outage_during_ingest_pauses_it_and_loses_nothing() {
     let mut s = Stack::new(Backend::Etcd);
     let url = s.queue("outage", &[]).await;
