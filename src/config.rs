@@ -978,20 +978,47 @@ mod tests {
     #[test]
     fn every_example_in_config_dir_loads() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-        let mut n = 0;
+        // The compose and production examples read a queue: they need a region.
+        let env: HashMap<String, String> =
+            [("AWS_REGION".to_owned(), "eu-west-1".to_owned())].into();
+        let mut loaded = HashMap::new();
         for f in std::fs::read_dir(&dir).unwrap() {
             let path = f.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
-                let l = load(
-                    &args(&["--config", path.to_str().unwrap()]),
-                    &HashMap::new(),
-                )
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                assert_eq!(l.settings.server.bind, "127.0.0.1:3000");
-                n += 1;
+                let l = load(&args(&["--config", path.to_str().unwrap()]), &env)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+                loaded.insert(name, l.settings);
             }
         }
-        assert!(n >= 1, "no example in {}", dir.display());
+        let names = |mut v: Vec<&str>| {
+            v.sort_unstable();
+            v.into_iter().map(str::to_owned).collect::<Vec<_>>()
+        };
+        let mut found: Vec<String> = loaded.keys().cloned().collect();
+        found.sort_unstable();
+        assert_eq!(
+            found,
+            names(vec![
+                "cluster-state-service",
+                "local",
+                "compose",
+                "production"
+            ])
+        );
+        assert_eq!(
+            loaded["cluster-state-service"].server.bind,
+            "127.0.0.1:3000"
+        );
+        assert_eq!(loaded["local"].store.backend, "embedded");
+        let compose = &loaded["compose"];
+        assert_eq!(compose.store.etcd_endpoints, ["etcd:2379"]);
+        assert_eq!(compose.source.queue, "ecs-events");
+        let prod = loaded["production"].reconciler();
+        assert_eq!(prod.per_cluster.len(), 4, "per-cluster tuning");
+        assert_eq!(prod.per_cluster["batch"].interval, Duration::from_secs(900));
+        assert!(!prod.per_cluster["sandbox"].enabled);
+        assert_eq!(prod.per_cluster["prod-api"].max_requests_per_second, 5.0);
     }
 
     #[test]

@@ -174,6 +174,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(get("/v1/instances/{rest:.*}", describe_instance))
         .service(get("/v1/stream/tasks", stream_tasks))
         .service(get("/v1/stream/instances", stream_instances))
+        .service(get("/v1/openapi.json", openapi))
         .service(get("/healthz", healthz))
         .service(get("/readyz", readyz))
         .service(get("/metrics", metrics));
@@ -271,6 +272,14 @@ fn json(status: StatusCode, body: String) -> HttpResponse {
 async fn ping(req: HttpRequest) -> Result<HttpResponse, Error> {
     Params::parse(req.query_string(), &[])?;
     Ok(json(StatusCode::OK, r#"{"status":"ok"}"#.into()))
+}
+
+/// The OpenAPI document of this API (`swagger/openapi.json`).
+pub const OPENAPI: &str = include_str!("../../swagger/openapi.json");
+
+async fn openapi(req: HttpRequest) -> Result<HttpResponse, Error> {
+    Params::parse(req.query_string(), &[])?;
+    Ok(json(StatusCode::OK, OPENAPI.into()))
 }
 
 async fn healthz() -> HttpResponse {

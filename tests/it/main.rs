@@ -22,6 +22,7 @@ mod binary;
 mod etcd;
 mod fixtures;
 mod ingest;
+mod openapi;
 mod pipeline;
 mod reconcile;
 mod security;

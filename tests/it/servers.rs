@@ -201,6 +201,19 @@ pub fn make_certs(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
     )
 }
 
+/// The Python of moto's venv (it has jsonschema and openapi-spec-validator).
+pub fn venv_python() -> PathBuf {
+    let fallback = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".ci/venv/bin/moto_server");
+    let moto = binary("MOTO_SERVER", fallback, "moto_server");
+    let python = moto.with_file_name("python");
+    assert!(
+        python.exists(),
+        "no python beside {} (run ./scripts/test, which makes the venv)",
+        moto.display()
+    );
+    python
+}
+
 pub struct Moto {
     child: Child,
     port: u16,

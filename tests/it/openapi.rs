@@ -1,0 +1,196 @@
+//! The OpenAPI document (`swagger/openapi.json`) against the implementation:
+//! real responses of every endpoint, success and error, are recorded and
+//! checked against the document's schemas by `scripts/check-openapi.py`
+//! (openapi-spec-validator + jsonschema, from moto's venv), so the two cannot
+//! drift: a renamed field, a new field or an undocumented status fails here.
+
+use crate::servers::venv_python;
+use crate::support::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Records one plain response.
+async fn sample(t: &TestService, out: &mut Vec<Value>, template: &str, method: &str, path: &str) {
+    let r = request(t.addr(), &method.to_ascii_uppercase(), path).await;
+    let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    out.push(json!({
+        "path": template, "method": method, "status": r.status,
+        "content_type": r.header("content-type"), "body": body,
+    }));
+}
+
+/// Records the first `n` lines of a stream.
+async fn sample_stream(
+    t: &TestService,
+    out: &mut Vec<Value>,
+    template: &str,
+    path: &str,
+    n: usize,
+) {
+    let mut c = StreamClient::open(t.addr(), path, "").await;
+    let mut lines = Vec::new();
+    while lines.len() < n {
+        match c.next_json(Duration::from_secs(5)).await {
+            Some(l) => lines.push(l),
+            None => break,
+        }
+    }
+    assert_eq!(lines.len(), n, "{path}: {lines:?}");
+    out.push(json!({
+        "path": template, "method": "get", "status": c.status,
+        "content_type": c.header("content-type"), "lines": lines,
+    }));
+}
+
+#[actix_web::test]
+async fn every_response_matches_the_openapi_document() {
+    let t = start().await;
+    let fixtures = std::fs::read_dir(fixtures_dir().join("events")).unwrap();
+    let mut bodies: Vec<String> = fixtures
+        .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
+        .collect();
+    bodies.push(task_event("c", "a", 1, "RUNNING"));
+    bodies.push(task_event("c", "b", 1, "PENDING"));
+    t.inject(&bodies).await;
+
+    let served = t.get("/v1/openapi.json").await;
+    let file = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/swagger/openapi.json")).unwrap();
+    assert_eq!(
+        served.body, file,
+        "/v1/openapi.json serves swagger/openapi.json"
+    );
+
+    let task = "arn:aws:ecs:us-west-2:111122223333:task/c/a";
+    let list = t.get("/v1/instances?limit=1").await.json();
+    let inst = list["items"][0]["entity"]["containerInstanceARN"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let inst_cluster = list["items"][0]["entity"]["clusterARN"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let inst_cluster = inst_cluster.rsplit('/').next().unwrap().to_owned();
+
+    let mut s = Vec::new();
+    let (tasks, instances) = ("/v1/tasks", "/v1/instances");
+    let describe_task = "/v1/tasks/{cluster}/{arn}";
+    let describe_inst = "/v1/instances/{cluster}/{arn}";
+    for (template, path) in [
+        ("/v1/ping", "/v1/ping".to_owned()),
+        (tasks, "/v1/tasks".into()),
+        (tasks, "/v1/tasks?limit=1".into()),
+        (tasks, "/v1/tasks?status=STOPPED&launchType=FARGATE".into()),
+        (tasks, "/v1/tasks?colour=red".into()),
+        (tasks, "/v1/tasks?status=bogus".into()),
+        (tasks, "/v1/tasks?limit=0".into()),
+        (instances, "/v1/instances".into()),
+        (instances, "/v1/instances?limit=1".into()),
+        (instances, "/v1/instances?agentConnected=maybe".into()),
+        (describe_task, format!("/v1/tasks/c/{task}")),
+        (
+            describe_task,
+            "/v1/tasks/c/arn:aws:ecs:us-west-2:111122223333:task/c/nope".into(),
+        ),
+        (describe_task, "/v1/tasks/c/not-an-arn".into()),
+        (
+            describe_inst,
+            format!("/v1/instances/{inst_cluster}/{inst}"),
+        ),
+        (describe_inst, format!("/v1/instances/other/{inst}")),
+        (
+            "/v1/stream/tasks",
+            "/v1/stream/tasks?entityVersion=abc".into(),
+        ),
+        (
+            "/v1/stream/tasks",
+            "/v1/stream/tasks?entityVersion=999999".into(),
+        ),
+        (
+            "/v1/stream/instances",
+            "/v1/stream/instances?heartbeat=0".into(),
+        ),
+        ("/v1/openapi.json", "/v1/openapi.json".into()),
+        ("/healthz", "/healthz".into()),
+        ("/readyz", "/readyz".into()),
+        ("/metrics", "/metrics".into()),
+    ] {
+        sample(&t, &mut s, template, "get", &path).await;
+    }
+    sample(&t, &mut s, tasks, "post", "/v1/tasks").await;
+    let n_tasks = t.get("/v1/tasks").await.json()["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    let n_instances = t.get("/v1/instances").await.json()["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    sample_stream(
+        &t,
+        &mut s,
+        "/v1/stream/tasks",
+        "/v1/stream/tasks?snapshot=true",
+        n_tasks + 1,
+    )
+    .await;
+    sample_stream(
+        &t,
+        &mut s,
+        "/v1/stream/instances",
+        "/v1/stream/instances?entityVersion=1",
+        n_instances,
+    )
+    .await;
+
+    // A deletion and a heartbeat bookmark on a live stream.
+    let mut live = StreamClient::open(t.addr(), "/v1/stream/tasks?heartbeat=1", "").await;
+    let arn = "arn:aws:ecs:us-west-2:111122223333:task/c/b";
+    let b = t
+        .svc
+        .pipeline
+        .writer
+        .send(actors::writer::GetSnapshot)
+        .await
+        .unwrap()
+        .unwrap();
+    let rev = b.tasks.values().find(|e| e.arn == arn).unwrap().revision;
+    t.svc
+        .pipeline
+        .writer
+        .send(actors::writer::Apply {
+            ops: vec![actors::store::Op::Delete {
+                arn: arn.into(),
+                if_revision: rev,
+            }],
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let deleted = live.next_json(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(deleted["metadata"]["deleted"], true);
+    let beat = live.next_json(Duration::from_secs(3)).await.unwrap();
+    s.push(
+        json!({"path": "/v1/stream/tasks", "method": "get", "status": 200,
+        "content_type": "application/x-ndjson", "lines": [deleted, beat]}),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let samples = dir.path().join("samples.json");
+    std::fs::write(&samples, serde_json::to_vec_pretty(&s).unwrap()).unwrap();
+    let out = std::process::Command::new(venv_python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/check-openapi.py"
+        ))
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/swagger/openapi.json"))
+        .arg(&samples)
+        .output()
+        .expect("the checker runs");
+    let report = String::from_utf8_lossy(&out.stdout);
+    println!("{report}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "the API and swagger/openapi.json disagree:\n{report}"
+    );
+}
