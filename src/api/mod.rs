@@ -282,8 +282,26 @@ async fn openapi(req: HttpRequest) -> Result<HttpResponse, Error> {
     Ok(json(StatusCode::OK, OPENAPI.into()))
 }
 
-async fn healthz() -> HttpResponse {
-    json(StatusCode::OK, r#"{"status":"ok"}"#.into())
+/// 200 while the process serves and its central actors run (a supervised
+/// actor that restarts keeps its address; one whose arbiter died does not).
+async fn healthz(state: web::Data<State>) -> HttpResponse {
+    let stopped: Vec<&str> = [
+        (state.writer.connected(), "StoreWriter"),
+        (state.hub.connected(), "StreamHub"),
+    ]
+    .into_iter()
+    .filter_map(|(up, name)| (!up).then_some(name))
+    .collect();
+    if stopped.is_empty() {
+        json(StatusCode::OK, r#"{"status":"ok"}"#.into())
+    } else {
+        Error::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unhealthy",
+            format!("Unhealthy: stopped actors: {}", stopped.join(", ")),
+        )
+        .error_response()
+    }
 }
 
 async fn readyz(state: web::Data<State>) -> HttpResponse {

@@ -242,3 +242,61 @@ fn logs_go_to_the_log_file_at_the_chosen_level() {
         "nothing on stderr when logging to a file"
     );
 }
+
+#[actix_web::test]
+async fn a_second_signal_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("big.ndjson");
+    // 2,000 tasks of 8 KB each: a 16 MB list, far more than socket buffers hold.
+    let lines: Vec<String> = (0..2000)
+        .map(|i| {
+            let e = task_event("big", &format!("t{i:04}"), 1, "RUNNING");
+            let mut v: serde_json::Value = serde_json::from_str(&e).unwrap();
+            v["detail"]["stoppedReason"] = "x".repeat(8000).into();
+            v.to_string()
+        })
+        .collect();
+    std::fs::write(&events, lines.join("\n")).unwrap();
+    let data = dir.path().join("data");
+    let mut p = Proc::spawn(
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--replay",
+            events.to_str().unwrap(),
+        ],
+        &[],
+    );
+    p.wait_ready(Duration::from_secs(20)).await;
+    let stored = eventually(Duration::from_secs(60), || async {
+        tasks_of(p.addr).await.is_some_and(|(t, _)| t.len() == 2000)
+    })
+    .await;
+    assert!(stored, "the replay was not stored");
+
+    // A client that asks for the whole list and does not read it: the
+    // response stays in flight, and a graceful stop waits for it.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut stuck = sock.connect(p.addr).await.unwrap();
+    use tokio::io::AsyncWriteExt;
+    stuck
+        .write_all(b"GET /v1/tasks HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    p.terminate();
+    let first = p.wait_exit(Duration::from_secs(1)).await;
+    assert!(
+        first.is_none(),
+        "the first signal stops gracefully: {first:?}"
+    );
+    p.terminate();
+    let second = p
+        .wait_exit(Duration::from_secs(2))
+        .await
+        .expect("a second signal exits at once");
+    assert_eq!(second.code(), Some(130), "{second}");
+    drop(stuck);
+}
