@@ -267,11 +267,12 @@ impl Handler<Subscribe> for StreamHub {
             return Subscribed::Behind;
         }
         let buffer = msg.buffer.max(1);
+        let (tx, items) = mpsc::channel(buffer);
         let sub = Sub {
             kind: msg.kind,
             from: msg.from,
             filter: msg.filter,
-            tx: mpsc::channel(1).0,
+            tx,
             shared: Arc::default(),
         };
         let start = self.ring.partition_point(|i| i.revision < msg.from);
@@ -285,14 +286,13 @@ impl Handler<Subscribe> for StreamHub {
         if backlog.len() > buffer / 2 {
             return Subscribed::Behind;
         }
-        let (tx, items) = mpsc::channel(buffer);
         for item in backlog {
-            let _ = tx.try_send(item);
+            let _ = sub.tx.try_send(item);
         }
         let shared = sub.shared.clone();
         shared.seen.store(self.last_revision, Ordering::Release);
         debug!(self.log, "stream subscribed"; "from" => msg.from, "open" => self.subs.len() + 1);
-        self.subs.push(Sub { tx, ..sub });
+        self.subs.push(sub);
         Subscribed::Live(Subscription { items, shared })
     }
 }
@@ -323,26 +323,10 @@ mod tests {
     use crate::model::Entry;
 
     fn change(revision: u64, arn: &str) -> Change {
-        let entity = serde_json::value::to_raw_value(&serde_json::json!({"a": arn})).unwrap();
+        let mut entry = Entry::test_task(arn, Some(revision), "RUNNING");
+        entry.revision = revision;
         Change {
-            entry: Arc::new(Entry {
-                kind: Kind::Task,
-                arn: arn.into(),
-                cluster_arn: "c".into(),
-                version: Some(revision),
-                revision,
-                stored_at_ms: 0,
-                status: "RUNNING".into(),
-                desired_status: None,
-                started_by: None,
-                launch_type: None,
-                container_instance: None,
-                group: None,
-                family: None,
-                agent_connected: None,
-                stopped_at_ms: None,
-                entity,
-            }),
+            entry: Arc::new(entry),
             deleted: false,
             moved_from: None,
         }

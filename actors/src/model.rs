@@ -326,6 +326,30 @@ pub fn family_of(task_definition_arn: &str) -> Option<&str> {
 }
 
 impl Entry {
+    /// A task entry for unit tests: not yet stored, entity `{"arn", "s": status}`.
+    #[cfg(test)]
+    pub(crate) fn test_task(arn: &str, version: Option<u64>, status: &str) -> Entry {
+        let entity = serde_json::json!({"arn": arn, "s": status});
+        Entry {
+            kind: Kind::Task,
+            arn: arn.into(),
+            cluster_arn: "arn:aws:ecs:r:1:cluster/c".into(),
+            version,
+            revision: 0,
+            stored_at_ms: 0,
+            status: status.into(),
+            desired_status: None,
+            started_by: None,
+            launch_type: None,
+            container_instance: None,
+            group: None,
+            family: None,
+            agent_connected: None,
+            stopped_at_ms: None,
+            entity: serde_json::value::to_raw_value(&entity).expect("JSON value"),
+        }
+    }
+
     /// Appends the API item wrapper of this entry to `out`:
     /// `{"entity":…,"metadata":{"entityVersion":"N"}}`, with `"deleted":true`
     /// in `metadata` for a stream item that announces a removal.

@@ -22,16 +22,7 @@ async fn history_older_than_the_retention_is_compacted() {
         s.store.history_retention = Dur(Duration::from_secs(1));
     })
     .await;
-    let writer = t.svc.pipeline.writer.clone();
-    t.inject(&[
-        task_event("c", "a", 1, "RUNNING"),
-        task_event("c", "a", 2, "RUNNING"),
-    ])
-    .await;
-    writer.send(actors::writer::Housekeep).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    t.inject(&[task_event("c", "a", 3, "RUNNING")]).await;
-    writer.send(actors::writer::Housekeep).await.unwrap();
+    age_out_two_writes(&t).await;
 
     let endpoint = t._etcd.as_ref().unwrap().endpoint();
     let mut c = etcd_client::Client::connect([endpoint], None)

@@ -247,16 +247,7 @@ async fn out_of_range_and_bad_parameters(b: Backend) {
         s.store.history_retention = Dur(SECOND);
     })
     .await;
-    let writer = t.svc.pipeline.writer.clone();
-    t.inject(&[
-        task_event("c", "a", 1, "RUNNING"),
-        task_event("c", "a", 2, "RUNNING"),
-    ])
-    .await;
-    writer.send(actors::writer::Housekeep).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    t.inject(&[task_event("c", "a", 3, "RUNNING")]).await;
-    writer.send(actors::writer::Housekeep).await.unwrap();
+    age_out_two_writes(&t).await;
 
     let compacted = path("tasks", &format!("?entityVersion={}", t.base + 1));
     // (Compaction runs in the background of the housekeeping.)

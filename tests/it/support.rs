@@ -127,6 +127,22 @@ impl TestService {
     }
 }
 
+/// Writes versions 1 and 2 of a task, lets them age past a 1 s
+/// `history_retention` (housekeeping before and after), then writes version 3:
+/// the history of the first two writes is compacted (in the background).
+pub async fn age_out_two_writes(t: &TestService) {
+    let writer = t.svc.pipeline.writer.clone();
+    t.inject(&[
+        task_event("c", "a", 1, "RUNNING"),
+        task_event("c", "a", 2, "RUNNING"),
+    ])
+    .await;
+    writer.send(actors::writer::Housekeep).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    t.inject(&[task_event("c", "a", 3, "RUNNING")]).await;
+    writer.send(actors::writer::Housekeep).await.unwrap();
+}
+
 /// The project's copy of the shared fixtures.
 pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -198,12 +214,8 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-pub fn parse(raw: &[u8]) -> Response {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP head in {:?}", String::from_utf8_lossy(raw)));
-    let head = String::from_utf8_lossy(&raw[..split]);
+/// Status, headers and whether the body is chunked, from a response head.
+fn parse_head(head: &str) -> (u16, Vec<(String, String)>, bool) {
     let mut lines = head.split("\r\n");
     let status = lines
         .next()
@@ -214,10 +226,19 @@ pub fn parse(raw: &[u8]) -> Response {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect();
-    let mut body = raw[split + 4..].to_vec();
     let chunked = headers
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    (status, headers, chunked)
+}
+
+pub fn parse(raw: &[u8]) -> Response {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP head in {:?}", String::from_utf8_lossy(raw)));
+    let (status, headers, chunked) = parse_head(&String::from_utf8_lossy(&raw[..split]));
+    let mut body = raw[split + 4..].to_vec();
     if chunked {
         let mut out = Vec::new();
         let mut rest = &body[..];
@@ -426,19 +447,7 @@ impl StreamClient {
             }
             head.push_str(&line);
         }
-        let mut lines = head.split("\r\n");
-        let status = lines
-            .next()
-            .and_then(|l| l.split(' ').nth(1))
-            .and_then(|s| s.parse().ok())
-            .expect("status line");
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-            .collect();
-        let chunked = headers
-            .iter()
-            .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+        let (status, headers, chunked) = parse_head(&head);
         let mut c = StreamClient {
             status,
             headers,

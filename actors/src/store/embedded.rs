@@ -448,27 +448,10 @@ impl Store for Embedded {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Entry, Kind};
+    use crate::model::Entry;
 
     fn entry(arn: &str, version: Option<u64>, status: &str) -> Entry {
-        Entry {
-            kind: Kind::Task,
-            arn: arn.into(),
-            cluster_arn: "arn:aws:ecs:r:1:cluster/c".into(),
-            version,
-            revision: 0,
-            stored_at_ms: 0,
-            status: status.into(),
-            desired_status: None,
-            started_by: None,
-            launch_type: None,
-            container_instance: None,
-            group: None,
-            family: None,
-            agent_connected: None,
-            stopped_at_ms: None,
-            entity: serde_json::value::to_raw_value(&serde_json::json!({"s": status})).unwrap(),
-        }
+        Entry::test_task(arn, version, status)
     }
 
     fn applied(o: &Outcome) -> bool {
