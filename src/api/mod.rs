@@ -6,6 +6,7 @@
 //! streams (`stream`) subscribe to the StreamHub. Every error
 //! is `{"code", "message"}` JSON; nothing a client sends can panic a handler.
 
+mod listing;
 mod query;
 mod stream;
 
@@ -14,15 +15,16 @@ use actix_web::{web, App, HttpRequest, HttpResponse, ResponseError};
 use actors::arn::{Arn, Resource};
 use actors::hub::StreamHub;
 use actors::metrics::Metrics;
-use actors::model::{Key, Kind, SharedEntry};
+use actors::model::{Key, Kind};
 use actors::pipeline::Pipeline;
 use actors::store::Store;
 use actors::view::Snapshot;
 use actors::writer::{GetSnapshot, StoreWriter};
+use bytes::Bytes;
+use listing::Listing;
 use query::{Filter, Params, Token, INSTANCE_FILTERS, TASK_FILTERS};
 use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
-use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -323,22 +325,18 @@ async fn readyz(state: web::Data<State>) -> HttpResponse {
 }
 
 async fn list_tasks(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, Error> {
-    list(Kind::Task, TASK_FILTERS, &req, &state).await
+    list(Kind::Task, TASK_FILTERS, &req, state).await
 }
 
 async fn list_instances(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, Error> {
-    list(Kind::Instance, INSTANCE_FILTERS, &req, &state).await
-}
-
-fn push_item(out: &mut String, e: &SharedEntry) {
-    e.write_item(false, out);
+    list(Kind::Instance, INSTANCE_FILTERS, &req, state).await
 }
 
 async fn list(
     kind: Kind,
     filters: &[&str],
     req: &HttpRequest,
-    state: &State,
+    state: web::Data<State>,
 ) -> Result<HttpResponse, Error> {
     let mut allowed = filters.to_vec();
     allowed.extend(["limit", "nextToken"]);
@@ -368,52 +366,23 @@ async fn list(
         },
     };
 
-    let map = snap.of(kind);
-    let start = match (&token, &filter.cluster) {
-        (Some(t), _) => Bound::Excluded(t.after.clone()),
-        (None, Some(actors::arn::ClusterRef::Arn(a))) => Bound::Included(Key {
-            cluster_arn: a.clone(),
-            arn: String::new(),
-        }),
-        _ => Bound::Unbounded,
-    };
-    let mut matching = map
-        .range((start, Bound::Unbounded))
-        .map(|(_, e)| e)
-        .filter(|e| filter.matches(e))
-        .peekable();
-
-    let mut body = String::with_capacity(256);
-    body.push_str(r#"{"items":["#);
-    let mut last: Option<&SharedEntry> = None;
-    for (i, e) in matching
-        .by_ref()
-        .take(limit.unwrap_or(usize::MAX))
-        .enumerate()
-    {
-        if i > 0 {
-            body.push(',');
-        }
-        push_item(&mut body, e);
-        last = Some(e);
+    let mut listing = Listing::new(kind, snap, filter, token, limit, state.clone());
+    let mut first = String::with_capacity(8 * 1024);
+    first.push_str(r#"{"items":["#);
+    listing.fill(&mut first, listing::PIECE);
+    if listing.finished() {
+        return Ok(json(StatusCode::OK, first));
     }
-    let more = matching.peek().is_some();
-    let _ = write!(
-        body,
-        r#"],"metadata":{{"entityVersion":"{}"}}"#,
-        snap.revision
+    let body = futures_util::stream::unfold(
+        (Some(Bytes::from(first)), listing),
+        |(first, mut listing)| async move {
+            let piece = first.or_else(|| listing.next_piece())?;
+            Some((Ok::<_, std::convert::Infallible>(piece), (None, listing)))
+        },
     );
-    if let (true, Some(last)) = (more, last) {
-        let token = Token {
-            kind,
-            revision: snap.revision,
-            after: last.key(),
-        };
-        state.pages.put(&snap);
-        let _ = write!(body, r#","nextToken":"{}""#, token.encode());
-    }
-    body.push('}');
-    Ok(json(StatusCode::OK, body))
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .streaming(body))
 }
 
 async fn describe_task(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, Error> {
@@ -491,7 +460,7 @@ async fn describe(
     let snap = state.snapshot().await?;
     let entry = snap.of(kind).get(&key).ok_or_else(not_found)?;
     let mut body = String::with_capacity(entry.entity.get().len() + 64);
-    push_item(&mut body, entry);
+    entry.write_item(false, &mut body);
     Ok(json(StatusCode::OK, body))
 }
 

@@ -195,6 +195,14 @@ impl Filter {
 
     /// Whether `e` passes every given filter.
     pub fn matches(&self, e: &Entry) -> bool {
+        self.cluster
+            .as_ref()
+            .is_none_or(|c| c.matches(&e.cluster_arn))
+            && self.matches_besides_cluster(e)
+    }
+
+    /// [`Filter::matches`] for an entity already known to be in the cluster.
+    pub fn matches_besides_cluster(&self, e: &Entry) -> bool {
         fn eq(want: &Option<String>, have: &Option<String>) -> bool {
             want.as_ref()
                 .is_none_or(|w| have.as_deref() == Some(w.as_str()))
@@ -205,10 +213,6 @@ impl Filter {
         }
         self.kind.is_none_or(|k| k == e.kind)
             && eq_ci(&self.status, Some(&e.status))
-            && self
-                .cluster
-                .as_ref()
-                .is_none_or(|c| c.matches(&e.cluster_arn))
             && eq(&self.started_by, &e.started_by)
             && eq_ci(&self.desired_status, e.desired_status.as_deref())
             && eq_ci(&self.launch_type, e.launch_type.as_deref())

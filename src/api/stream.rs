@@ -48,6 +48,8 @@ impl Default for Settings {
 
 /// Bytes gathered before a chunk is handed to the connection.
 const CHUNK: usize = 32 * 1024;
+/// Shortest time between two writes of a live stream (see `next_chunk`).
+const WRITE_GAP: Duration = Duration::from_millis(10);
 /// SSE comment heartbeat while idle.
 const SSE_KEEPALIVE: Duration = Duration::from_secs(15);
 /// How long a catch-up waits on a quiet history before trying to go live again.
@@ -243,15 +245,30 @@ pub async fn stream(
 impl Stream {
     /// The next piece of the body; `None` ends it.
     async fn next_chunk(&mut self) -> Option<Bytes> {
+        let mut gathered = false;
         loop {
             if self.out.len() >= CHUNK {
                 return self.take();
             }
             let may_wait = self.out.is_empty();
             if let Step::Idle = self.step(may_wait).await {
+                // A live stream that wrote moments ago gathers what follows
+                // for the rest of `WRITE_GAP` before writing again: at most
+                // one write per gap per stream however busy the store is,
+                // and a change that comes alone is still written at once.
+                let due = self.last_write + WRITE_GAP;
+                if !gathered && !self.out.is_empty() && self.is_live() && Instant::now() < due {
+                    gathered = true;
+                    tokio::time::sleep_until(due.into()).await;
+                    continue;
+                }
                 return self.take();
             }
         }
+    }
+
+    fn is_live(&self) -> bool {
+        matches!(self.phase, Phase::Live(_))
     }
 
     fn take(&mut self) -> Option<Bytes> {

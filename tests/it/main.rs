@@ -18,6 +18,7 @@ macro_rules! on_both_backends {
 }
 
 mod api;
+mod bench;
 mod binary;
 mod etcd;
 mod fixtures;

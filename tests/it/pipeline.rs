@@ -268,6 +268,64 @@ async fn hostile_bodies_are_invalid_and_never_stop_the_good_ones() {
 }
 
 #[actix_web::test]
+async fn a_replay_from_a_pipe_applies_lines_as_they_arrive() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("events.fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let opener = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::OpenOptions::new().write(true).open(fifo))
+    };
+    let t = start_with(Feed::Replay(fifo), |_| {}).await;
+    let mut pipe = opener.join().unwrap().unwrap();
+    let SourceAddr::Replay(src) = t.svc.pipeline.source.clone() else {
+        panic!("no replay source")
+    };
+    let count = || async {
+        t.get("/v1/tasks?cluster=piped").await.json()["items"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    // Far fewer lines than a batch, and the pipe stays open: they are
+    // applied as they arrive, not when a batch fills or the input ends.
+    for (round, n) in [(0, 3), (3, 2)] {
+        for i in round..round + n {
+            writeln!(
+                pipe,
+                "{}",
+                task_event("piped", &format!("t{i}"), 1, "RUNNING")
+            )
+            .unwrap();
+        }
+        pipe.flush().unwrap();
+        let want = round + n;
+        assert!(
+            eventually(Duration::from_secs(5), || async { count().await == want }).await,
+            "{want} lines written, {} applied",
+            count().await
+        );
+    }
+    let r = src.send(actors::source::replay::GetReport).await.unwrap();
+    assert_eq!((r.applied, r.done), (5, false));
+    drop(pipe);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            src.send(actors::source::replay::GetReport)
+                .await
+                .unwrap()
+                .done
+        })
+        .await
+    );
+}
+
+#[actix_web::test]
 async fn replay_counts_bad_lines_and_applies_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("events.ndjson");

@@ -29,6 +29,11 @@ fn wait_for_port(port: u16, what: &str) {
     panic!("{what} did not start on port {port}");
 }
 
+/// The etcd binary the tests use (`ETCD_BIN`, else `etcd` on the PATH).
+pub fn etcd_bin() -> PathBuf {
+    binary("ETCD_BIN", PathBuf::from("etcd"), "etcd")
+}
+
 fn binary(env: &str, fallback: PathBuf, what: &str) -> PathBuf {
     let path = std::env::var_os(env).map(PathBuf::from).unwrap_or(fallback);
     let found = path.is_file()
@@ -89,7 +94,7 @@ impl Etcd {
 
     /// Starts it again on the same data and ports.
     pub fn resume(&mut self) {
-        let bin = binary("ETCD_BIN", PathBuf::from("etcd"), "etcd");
+        let bin = etcd_bin();
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let client = format!("{scheme}://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);

@@ -1,6 +1,9 @@
 //! `--replay FILE`: EventBridge events, one JSON per line, fed through the
 //! pipeline in batches. Blank lines are skipped; bad lines are counted, logged
 //! with their line number, and reported at the end; they never stop the replay.
+//!
+//! FILE may be a pipe: whenever the input pauses, the lines read so far are
+//! sent at once instead of waiting for a full batch.
 
 use crate::decode::MAX_BODY_BYTES;
 use crate::decoder::{Decode, EventDecoder, MessageOutcome, RawMessage};
@@ -13,6 +16,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 /// Lines per batch sent to the decoder.
 pub const BATCH: usize = 1000;
+/// Read-ahead: tokio reads a file in pieces of at most 2 MiB, about a full
+/// batch of typical events.
+const READ_AHEAD: usize = 2 * 1024 * 1024;
 /// Attempts at one batch while the store is unavailable.
 const MAX_ATTEMPTS: u32 = 10;
 
@@ -115,6 +121,15 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
     }
 }
 
+/// True when nothing more can be read without waiting. A read this starts
+/// goes on in the background and is picked up by the next one.
+async fn input_paused<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> bool {
+    // A zero timeout polls the read once before it gives up.
+    tokio::time::timeout(Duration::ZERO, r.fill_buf())
+        .await
+        .is_err()
+}
+
 async fn replay(
     path: PathBuf,
     decoder: Addr<EventDecoder>,
@@ -129,12 +144,16 @@ async fn replay(
         }
     };
     info!(log, "replaying events"; "path" => %path.display());
-    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    let mut reader = BufReader::with_capacity(READ_AHEAD, file);
     let mut buf = Vec::new();
     let mut lineno = 0u64;
     let mut batch = Vec::with_capacity(BATCH);
     let mut eof = false;
     while !eof {
+        if !batch.is_empty() && input_paused(&mut reader).await {
+            let messages = std::mem::take(&mut batch);
+            send(&decoder, messages, &report, &log).await;
+        }
         match read_line(&mut reader, &mut buf).await {
             Ok(Some(oversized)) => {
                 lineno += 1;

@@ -1,0 +1,878 @@
+//! `css-bench`: starts the real service and measures what its users feel,
+//! printing each figure beside its target (issue 7, `BENCHMARKS.md`).
+//!
+//! 1. ingest: events through `--replay` into the embedded store and into etcd,
+//!    with etcd's own single-client transaction rate measured in the same run;
+//! 2. queries from this (second) process with concurrent keep-alive clients;
+//! 3. stream fan-out: many open streams while changes are written at a rate;
+//! 4. memory and time to ready after a restart with the full state.
+//!
+//! `--quick` runs small sizes (well under a minute) so that CI keeps the
+//! benchmark working; it checks what was delivered, never the timings.
+//! The exit status is non-zero only when something went wrong (a failed
+//! request, a lost change), never for a missed target.
+
+mod gen;
+mod http;
+mod procs;
+
+use gen::Shape;
+use http::Conn;
+use procs::{Etcd, Service};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "usage: css-bench [--quick] [--skip-etcd] [--parts ingest,etcd,queries,streams]
+                 [--service-bin PATH] [--etcd-bin PATH] [--work-dir DIR]
+                 [--streams N] [--rate N] [--trace FILE]
+  --parts      run only these parts (default: all); without ingest, the state
+               is the one a previous run left in --work-dir
+  --skip-etcd  the same as leaving etcd out of --parts
+  --streams N, --rate N   stream phase: open streams, changes per second
+  --trace FILE  the first stream's deliveries, one per line: change number,
+               written at, received at (ms since the stream phase began)";
+
+struct Sizes {
+    shape: Shape,
+    events: usize,
+    clients: usize,
+    describes: usize,
+    filtered: usize,
+    full: usize,
+    page: usize,
+    streams: usize,
+    rate: usize,
+    stream_secs: u64,
+}
+
+impl Sizes {
+    fn full() -> Sizes {
+        Sizes {
+            shape: Shape {
+                clusters: 100,
+                instances: 5_000,
+                tasks: 100_000,
+            },
+            events: 200_000,
+            clients: 32,
+            describes: 500,
+            filtered: 20,
+            full: 2,
+            page: 1000,
+            streams: 1000,
+            rate: 1000,
+            stream_secs: 10,
+        }
+    }
+
+    fn quick() -> Sizes {
+        Sizes {
+            shape: Shape {
+                clusters: 10,
+                instances: 50,
+                tasks: 1_000,
+            },
+            events: 2_000,
+            clients: 4,
+            describes: 50,
+            filtered: 5,
+            full: 2,
+            page: 100,
+            streams: 20,
+            rate: 200,
+            stream_secs: 2,
+        }
+    }
+}
+
+struct Options {
+    quick: bool,
+    streams: Option<usize>,
+    rate: Option<usize>,
+    trace: Option<PathBuf>,
+    parts: Vec<String>,
+    service: PathBuf,
+    etcd: PathBuf,
+    work: Option<PathBuf>,
+}
+
+impl Options {
+    fn runs(&self, part: &str) -> bool {
+        self.parts.iter().any(|p| p == part)
+    }
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        quick: false,
+        streams: None,
+        rate: None,
+        trace: None,
+        parts: ["ingest", "etcd", "queries", "streams"]
+            .map(String::from)
+            .to_vec(),
+        service: procs::sibling("cluster-state-service"),
+        etcd: std::env::var_os("ETCD_BIN").map_or("etcd".into(), PathBuf::from),
+        work: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || {
+            args.next().map(PathBuf::from).unwrap_or_else(|| {
+                eprintln!("{a} needs a value\n{USAGE}");
+                std::process::exit(64)
+            })
+        };
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--skip-etcd" => o.parts.retain(|p| p != "etcd"),
+            "--parts" => {
+                let v = value();
+                o.parts = v.to_string_lossy().split(',').map(str::to_owned).collect();
+            }
+            "--service-bin" => o.service = value(),
+            "--etcd-bin" => o.etcd = value(),
+            "--work-dir" => o.work = Some(value()),
+            "--trace" => o.trace = Some(value()),
+            "--streams" | "--rate" => {
+                let v = value().to_string_lossy().parse().unwrap_or_else(|_| {
+                    eprintln!("{a} needs a number\n{USAGE}");
+                    std::process::exit(64)
+                });
+                if a == "--streams" {
+                    o.streams = Some(v);
+                } else {
+                    o.rate = Some(v);
+                }
+            }
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0)
+            }
+            _ => {
+                eprintln!("unknown argument {a}\n{USAGE}");
+                std::process::exit(64)
+            }
+        }
+    }
+    o
+}
+
+/// One line of the report.
+struct Row {
+    figure: String,
+    measured: String,
+    target: &'static str,
+    met: Option<bool>,
+}
+
+#[derive(Default)]
+struct Report {
+    rows: Vec<Row>,
+    problems: Vec<String>,
+}
+
+impl Report {
+    fn add(
+        &mut self,
+        figure: impl Into<String>,
+        measured: String,
+        target: &'static str,
+        met: Option<bool>,
+    ) {
+        let row = Row {
+            figure: figure.into(),
+            measured,
+            target,
+            met,
+        };
+        println!(
+            "  {:<46} {:>24}   target {:<12} {}",
+            row.figure,
+            row.measured,
+            row.target,
+            verdict(row.met)
+        );
+        self.rows.push(row);
+    }
+
+    fn check(&mut self, ok: bool, problem: impl FnOnce() -> String) {
+        if !ok {
+            let p = problem();
+            println!("  PROBLEM: {p}");
+            self.problems.push(p);
+        }
+    }
+
+    fn print(&self) {
+        println!("\n| figure | measured | target | |\n|---|---:|---|---|");
+        for r in &self.rows {
+            println!(
+                "| {} | {} | {} | {} |",
+                r.figure,
+                r.measured,
+                r.target,
+                verdict(r.met)
+            );
+        }
+    }
+}
+
+fn verdict(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "met",
+        Some(false) => "MISSED",
+        None => "",
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.0} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn pct(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn main() {
+    let o = options();
+    let mut sizes = if o.quick {
+        Sizes::quick()
+    } else {
+        Sizes::full()
+    };
+    sizes.streams = o.streams.unwrap_or(sizes.streams);
+    sizes.rate = o.rate.unwrap_or(sizes.rate);
+    let own_dir = o.work.is_none();
+    let work = o
+        .work
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("css-bench-{}", std::process::id())));
+    std::fs::create_dir_all(&work).expect("work dir");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let report = rt.block_on(run(&o, &sizes, &work));
+    report.print();
+    if own_dir {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    if !report.problems.is_empty() {
+        eprintln!("\n{} problem(s):", report.problems.len());
+        for p in &report.problems {
+            eprintln!("  {p}");
+        }
+        std::process::exit(1);
+    }
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_default();
+    format!("{cpus} cores ({model})")
+}
+
+async fn run(o: &Options, s: &Sizes, work: &Path) -> Report {
+    let mut report = Report::default();
+    let mode = if o.quick { "quick" } else { "full" };
+    println!(
+        "css-bench ({mode}): {} events, {} tasks + {} instances in {} clusters; {}; service {}",
+        s.events,
+        s.shape.tasks,
+        s.shape.instances,
+        s.shape.clusters,
+        machine(),
+        o.service.display()
+    );
+    let events = work.join("events.ndjson");
+    let data = work.join("data");
+    if o.runs("ingest") || o.runs("etcd") {
+        let f = std::fs::File::create(&events).expect("events file");
+        let mut w = std::io::BufWriter::new(f);
+        gen::write_events(&s.shape, s.events, &mut w).expect("write events");
+        w.flush().expect("write events");
+    }
+
+    if o.runs("ingest") {
+        println!("\n1. ingest");
+        let _ = std::fs::remove_dir_all(&data);
+        let store = [format!("--data-dir={}", data.display())];
+        if let Some(rate) = ingest(o, s, &store, &events, work, &mut report).await {
+            report.add(
+                format!("ingest, embedded ({} events)", s.events),
+                format!("{rate:.0} events/s"),
+                ">= 20000/s",
+                Some(rate >= 20_000.0),
+            );
+        }
+    }
+    if o.runs("etcd") {
+        etcd_ingest(o, s, &events, work, &mut report).await;
+    }
+    if !o.runs("queries") && !o.runs("streams") {
+        return report;
+    }
+
+    println!("\n2-4. restart, memory, queries, streams (embedded store)");
+    let fifo = work.join("changes.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(matches!(made, Ok(st) if st.success()), "mkfifo failed");
+    let args = [
+        format!("--data-dir={}", data.display()),
+        format!("--replay={}", fifo.display()),
+    ];
+    let started = Instant::now();
+    let mut svc = Service::spawn(&o.service, &args, &work.join("service.log"));
+    // The replay source opens the pipe at start; the changes are written later.
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::OpenOptions::new().write(true).open(fifo))
+    };
+    let ready = svc.wait_ready(started, Duration::from_secs(120)).await;
+    report.add(
+        format!("ready after restart ({} tasks)", s.shape.tasks),
+        ms(ready),
+        "<= 5 s",
+        Some(ready <= Duration::from_secs(5)),
+    );
+    let pipe = writer
+        .join()
+        .expect("writer thread")
+        .expect("open the pipe");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss, _) = svc.memory();
+    report.add(
+        format!("RSS when ready ({} tasks)", s.shape.tasks),
+        mib(rss),
+        "<= 400 MiB",
+        Some(rss <= 400 * 1024 * 1024),
+    );
+
+    if o.runs("queries") {
+        queries(svc.addr, s, &mut report).await;
+        let (rss, peak) = svc.memory();
+        let max = 400 * 1024 * 1024;
+        report.add(
+            "RSS after the query load",
+            mib(rss),
+            "<= 400 MiB",
+            Some(rss <= max),
+        );
+        report.add("RSS peak during the query load", mib(peak), "", None);
+    }
+    if o.runs("streams") {
+        streams(svc.addr, s, pipe, o.trace.as_deref(), &mut report).await;
+    }
+    svc.stop();
+    report
+}
+
+/// Replays `events` into a new service with `store` args; events/s, from
+/// start to the last event's outcome.
+async fn ingest(
+    o: &Options,
+    s: &Sizes,
+    store: &[String],
+    events: &Path,
+    work: &Path,
+    report: &mut Report,
+) -> Option<f64> {
+    let mut args = store.to_vec();
+    args.push(format!("--replay={}", events.display()));
+    let started = Instant::now();
+    let mut svc = Service::spawn(&o.service, &args, &work.join("ingest.log"));
+    svc.wait_ready(started, Duration::from_secs(60)).await;
+    let deadline = started + Duration::from_secs(1800);
+    let (mut done, mut applied) = (0, 0);
+    while Instant::now() < deadline {
+        (done, applied) = svc.events_done().await;
+        if done >= s.events as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = started.elapsed();
+    // Every event is a new version of its entity: all are applied.
+    report.check(applied == s.events as u64, || {
+        format!(
+            "ingest: {applied} of {} events applied, {done} done (see {})",
+            s.events,
+            work.join("ingest.log").display()
+        )
+    });
+    let stored = count_items(svc.addr, "/v1/tasks").await;
+    report.check(stored == Some(s.shape.tasks), || {
+        format!("ingest: {stored:?} tasks stored, not {}", s.shape.tasks)
+    });
+    let (rss, peak) = svc.memory();
+    println!(
+        "  (ingest service: RSS {} at the end, peak {})",
+        mib(rss),
+        mib(peak)
+    );
+    svc.stop();
+    (applied == s.events as u64).then(|| s.events as f64 / took.as_secs_f64())
+}
+
+async fn count_items(addr: SocketAddr, path: &str) -> Option<usize> {
+    let mut c = Conn::connect(addr).await.ok()?;
+    let r = c.get(path, true).await.ok()?;
+    (r.status == 200).then(|| count(&r.body, "{\"entity\":"))
+}
+
+fn count(hay: &[u8], needle: &str) -> usize {
+    std::str::from_utf8(hay).map_or(0, |h| h.matches(needle).count())
+}
+
+async fn etcd_ingest(o: &Options, s: &Sizes, events: &Path, work: &Path, report: &mut Report) {
+    let etcd = Etcd::start(&o.etcd, &work.join("etcd"));
+    let mut client = match etcd_client::Client::connect([etcd.endpoint.as_str()], None).await {
+        Ok(c) => c,
+        Err(e) => {
+            report.check(false, || format!("etcd: cannot connect: {e}"));
+            return;
+        }
+    };
+    // etcd's own limit: one client, one small transaction at a time, each a
+    // create-if-absent of a new key (the shape of the service's writes).
+    let value = vec![b'x'; 64];
+    let started = Instant::now();
+    for i in 0..s.events {
+        let key = format!("/bench-raw/{i:08}");
+        let txn = etcd_client::Txn::new()
+            .when([etcd_client::Compare::mod_revision(
+                key.as_str(),
+                etcd_client::CompareOp::Equal,
+                0,
+            )])
+            .and_then([etcd_client::TxnOp::put(key.as_str(), value.clone(), None)]);
+        if let Err(e) = client.txn(txn).await {
+            report.check(false, || format!("etcd: raw transaction failed: {e}"));
+            return;
+        }
+    }
+    let raw = s.events as f64 / started.elapsed().as_secs_f64();
+    report.add(
+        format!("etcd alone, 1 client ({} small txns)", s.events),
+        format!("{raw:.0} txn/s"),
+        "",
+        None,
+    );
+    let store = [format!("--etcd-endpoint={}", etcd.endpoint)];
+    if let Some(rate) = ingest(o, s, &store, events, work, report).await {
+        report.add(
+            format!("ingest, etcd ({} events)", s.events),
+            format!("{rate:.0} events/s"),
+            "",
+            None,
+        );
+        let ratio = rate / raw;
+        report.add(
+            "ingest, etcd, as a share of etcd alone",
+            format!("{:.0} %", ratio * 100.0),
+            ">= 50 %",
+            Some(ratio >= 0.5),
+        );
+    }
+}
+
+/// A small deterministic generator for the clients' choices.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// Runs `per_client` requests on each of `clients` connections at once;
+/// `path(rng)` picks each request. Sorted latencies, and failures.
+async fn load<F>(
+    addr: SocketAddr,
+    clients: usize,
+    per_client: usize,
+    path: F,
+) -> (Vec<Duration>, usize)
+where
+    F: Fn(&mut Rng) -> String + Send + Sync + 'static,
+{
+    let path = Arc::new(path);
+    let mut joins = Vec::new();
+    for c in 0..clients {
+        let path = path.clone();
+        joins.push(tokio::spawn(async move {
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (c as u64 + 1));
+            let mut lat = Vec::with_capacity(per_client);
+            let mut failed = 0;
+            let Ok(mut conn) = Conn::connect(addr).await else {
+                return (lat, per_client);
+            };
+            for _ in 0..per_client {
+                let p = path(&mut rng);
+                let t = Instant::now();
+                match conn.get(&p, false).await {
+                    Ok(r) if r.status == 200 => lat.push(t.elapsed()),
+                    Ok(_) => failed += 1,
+                    Err(_) => {
+                        failed += 1;
+                        match Conn::connect(addr).await {
+                            Ok(c) => conn = c,
+                            Err(_) => return (lat, failed),
+                        }
+                    }
+                }
+            }
+            (lat, failed)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut failed = 0;
+    for j in joins {
+        let (lat, f) = j.await.unwrap_or_default();
+        all.extend(lat);
+        failed += f;
+    }
+    all.sort_unstable();
+    (all, failed)
+}
+
+fn latency_rows(
+    report: &mut Report,
+    name: &str,
+    lat: &[Duration],
+    target: &'static str,
+    p99_max: Option<Duration>,
+) {
+    report.add(format!("{name}: p50"), ms(pct(lat, 0.50)), "", None);
+    report.add(
+        format!("{name}: p99 ({} samples)", lat.len()),
+        ms(pct(lat, 0.99)),
+        target,
+        p99_max.map(|m| !lat.is_empty() && pct(lat, 0.99) <= m),
+    );
+}
+
+async fn queries(addr: SocketAddr, s: &Sizes, report: &mut Report) {
+    let shape = s.shape;
+    let per_cluster = shape.tasks / shape.clusters;
+    // What the timed requests answer is checked once, untimed.
+    let full = count_items(addr, "/v1/tasks").await;
+    report.check(full == Some(shape.tasks), || {
+        format!(
+            "queries: the full list has {full:?} tasks, not {}",
+            shape.tasks
+        )
+    });
+    let one = count_items(addr, &format!("/v1/tasks?cluster={}", shape.cluster(7))).await;
+    report.check(one == Some(per_cluster), || {
+        format!("queries: a cluster lists {one:?} tasks, not {per_cluster}")
+    });
+    let d = count_items(addr, &shape.describe_path(42)).await;
+    report.check(d == Some(1), || {
+        "queries: describe did not find task 42".into()
+    });
+
+    let c = s.clients;
+    println!("  ({c} concurrent clients, keep-alive)");
+    let (lat, failed) = load(addr, c, s.describes, move |r| {
+        shape.describe_path(r.below(shape.tasks))
+    })
+    .await;
+    report.check(failed == 0, || {
+        format!("describe: {failed} failed requests")
+    });
+    latency_rows(
+        report,
+        "describe one task",
+        &lat,
+        "p99 <= 2 ms",
+        Some(Duration::from_millis(2)),
+    );
+
+    let (lat, failed) = load(addr, c, s.filtered, move |r| {
+        format!(
+            "/v1/tasks?cluster={}",
+            shape.cluster(r.below(shape.clusters))
+        )
+    })
+    .await;
+    report.check(failed == 0, || {
+        format!("filtered list: {failed} failed requests")
+    });
+    let name = format!("filtered list ({per_cluster} tasks)");
+    latency_rows(
+        report,
+        &name,
+        &lat,
+        "p99 <= 20 ms",
+        Some(Duration::from_millis(20)),
+    );
+
+    let (lat, failed) = load(addr, c, s.full, |_| "/v1/tasks".to_owned()).await;
+    report.check(failed == 0, || {
+        format!("full list: {failed} failed requests")
+    });
+    let name = format!("full list ({} tasks)", shape.tasks);
+    latency_rows(
+        report,
+        &name,
+        &lat,
+        "p99 <= 500 ms",
+        Some(Duration::from_millis(500)),
+    );
+    let (lat, _) = load(addr, 1, s.full * 4, |_| "/v1/tasks".to_owned()).await;
+    report.add(
+        "full list, 1 client alone: p50",
+        ms(pct(&lat, 0.5)),
+        "",
+        None,
+    );
+
+    paged(addr, s, report).await;
+}
+
+/// Every client walks the whole task list in pages of `s.page`.
+async fn paged(addr: SocketAddr, s: &Sizes, report: &mut Report) {
+    let page = s.page;
+    let expected_pages = s.shape.tasks.div_ceil(page);
+    let mut joins = Vec::new();
+    for _ in 0..s.clients {
+        joins.push(tokio::spawn(async move {
+            let mut conn = Conn::connect(addr).await.ok()?;
+            let mut lat = Vec::new();
+            let mut items = 0;
+            let mut token: Option<String> = None;
+            let walk = Instant::now();
+            loop {
+                let path = match &token {
+                    None => format!("/v1/tasks?limit={page}"),
+                    Some(t) => format!("/v1/tasks?limit={page}&nextToken={t}"),
+                };
+                let t = Instant::now();
+                let r = conn.get(&path, true).await.ok()?;
+                lat.push(t.elapsed());
+                if r.status != 200 {
+                    return None;
+                }
+                items += count(&r.body, "{\"entity\":");
+                token = next_token(&r.body);
+                if token.is_none() {
+                    return Some((lat, items, walk.elapsed()));
+                }
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    let mut walks = Vec::new();
+    for j in joins {
+        match j.await.ok().flatten() {
+            Some((lat, items, walk)) => {
+                report.check(
+                    items == s.shape.tasks && lat.len() == expected_pages,
+                    || {
+                        format!(
+                            "paged list: a walk saw {items} tasks in {} pages",
+                            lat.len()
+                        )
+                    },
+                );
+                all.extend(lat);
+                walks.push(walk);
+            }
+            None => report.check(false, || "paged list: a walk failed".into()),
+        }
+    }
+    all.sort_unstable();
+    walks.sort_unstable();
+    latency_rows(
+        report,
+        &format!("paged list (limit {page}), one page"),
+        &all,
+        "",
+        None,
+    );
+    report.add(
+        "paged list, a whole walk: p50",
+        ms(pct(&walks, 0.5)),
+        "",
+        None,
+    );
+}
+
+fn next_token(body: &[u8]) -> Option<String> {
+    let mark = b"\"nextToken\":\"";
+    let at = body.windows(mark.len()).position(|w| w == mark)? + mark.len();
+    let len = body[at..].iter().position(|&b| b == b'"')?;
+    std::str::from_utf8(&body[at..at + len])
+        .ok()
+        .map(str::to_owned)
+}
+
+/// Opens `s.streams` task streams, writes `s.rate` changes/s into the replay
+/// pipe for `s.stream_secs`, and measures when each stream gets each change.
+async fn streams(
+    addr: SocketAddr,
+    s: &Sizes,
+    pipe: std::fs::File,
+    trace: Option<&Path>,
+    report: &mut Report,
+) {
+    let total = s.rate * s.stream_secs as usize;
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
+    let t0 = Instant::now();
+    let open = Arc::new(AtomicUsize::new(0));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut joins = Vec::new();
+    let trace = trace.map(Path::to_path_buf);
+    for client in 0..s.streams {
+        let (sent, open, mut stop) = (sent.clone(), open.clone(), stop_rx.clone());
+        let trace = trace.clone().filter(|_| client == 0);
+        joins.push(tokio::spawn(async move {
+            let mut traced = String::new();
+            let mut conn = Conn::connect(addr).await.ok()?;
+            if conn.open_stream("/v1/stream/tasks").await.ok()? != 200 {
+                return None;
+            }
+            open.fetch_add(1, Ordering::SeqCst);
+            let mut lat = Vec::with_capacity(total);
+            let mut buf = Vec::new();
+            let finder = gen::SeqFinder::new();
+            let mut ended = false;
+            while lat.len() < total {
+                tokio::select! {
+                    more = conn.next_piece(&mut buf) => {
+                        if !matches!(more, Ok(true)) {
+                            ended = true;
+                            break;
+                        }
+                    }
+                    _ = stop.changed() => break,
+                }
+                let now = t0.elapsed().as_nanos() as u64;
+                let mut start = 0;
+                while let Some(n) = memchr::memchr(b'\n', &buf[start..]) {
+                    let line = &buf[start..start + n];
+                    if let Some(seq) = finder.seq_of(line) {
+                        let at = sent.get(seq).map_or(0, |a| a.load(Ordering::Acquire));
+                        lat.push(Duration::from_nanos(now.saturating_sub(at)));
+                        if trace.is_some() {
+                            let ms = |ns: u64| ns as f64 / 1e6;
+                            let _ = writeln!(traced, "{seq} {:.3} {:.3}", ms(at), ms(now));
+                        }
+                    } else if line.starts_with(b"{\"error\"") {
+                        ended = true;
+                    }
+                    start += n + 1;
+                }
+                buf.drain(..start);
+            }
+            if let Some(path) = trace {
+                let _ = std::fs::write(path, traced);
+            }
+            Some((lat, ended))
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while open.load(Ordering::SeqCst) < s.streams && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let opened = open.load(Ordering::SeqCst);
+    report.check(opened == s.streams, || {
+        format!("streams: only {opened} of {} opened", s.streams)
+    });
+    println!(
+        "  ({opened} streams open; writing {} changes/s for {} s)",
+        s.rate, s.stream_secs
+    );
+
+    let (shape, rate) = (s.shape, s.rate);
+    let writer_sent = sent.clone();
+    let writer = std::thread::spawn(move || {
+        let mut pipe = std::io::BufWriter::with_capacity(1 << 20, pipe);
+        let begin = Instant::now();
+        // Versions above any earlier run's on the same state.
+        let base = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1000, |d| d.as_millis() as u64 * 1000);
+        let lines: Vec<String> = (0..total).map(|q| shape.change(base, q)).collect();
+        let begin_ns = begin.duration_since(t0).as_nanos() as u64;
+        let mut next = 0;
+        while next < total {
+            let due = ((begin.elapsed().as_secs_f64() * rate as f64) as usize + 1).min(total);
+            while next < due {
+                let at = begin_ns.max(t0.elapsed().as_nanos() as u64);
+                writer_sent[next].store(at, Ordering::Release);
+                let _ = pipe.write_all(lines[next].as_bytes());
+                let _ = pipe.write_all(b"\n");
+                next += 1;
+            }
+            let _ = pipe.flush();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let _ = pipe.flush();
+        // Closing the pipe ends the replay; the service keeps serving.
+    });
+    let wrote = Instant::now();
+    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    let writing = wrote.elapsed();
+    // Give the last changes time to arrive, then stop the readers.
+    let grace = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < grace && joins.iter().any(|j| !j.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop_tx.send(true);
+    let mut all = Vec::with_capacity(total * s.streams);
+    let (mut short, mut ended) = (0, 0);
+    for j in joins {
+        if let Some((lat, e)) = j.await.ok().flatten() {
+            short += usize::from(lat.len() < total);
+            ended += usize::from(e);
+            all.extend(lat);
+        }
+    }
+    report.check(short == 0 && ended == 0, || {
+        format!("streams: {short} streams missed changes, {ended} were ended by the server")
+    });
+    all.sort_unstable();
+    println!(
+        "  ({} deliveries in all; writing took {:.1} s)",
+        all.len(),
+        writing.as_secs_f64()
+    );
+    let name = format!("stream delivery, {} streams x {}/s", s.streams, s.rate);
+    latency_rows(
+        report,
+        &name,
+        &all,
+        "p99 <= 100 ms",
+        Some(Duration::from_millis(100)),
+    );
+}

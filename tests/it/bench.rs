@@ -1,0 +1,53 @@
+//! The benchmark's quick mode, run as a test so that it keeps working: every
+//! part runs against the real service binary and real etcd, and what it
+//! delivers is checked by the benchmark itself (every event applied, every
+//! list complete, every change on every stream). Timings are never asserted.
+
+use crate::servers::etcd_bin;
+use crate::support::BIN;
+
+const BENCH: &str = env!("CARGO_BIN_EXE_css-bench");
+
+#[test]
+fn the_quick_benchmark_runs_every_part_and_loses_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(BENCH)
+        .args(["--quick", "--service-bin", BIN, "--etcd-bin"])
+        .arg(etcd_bin())
+        .arg("--work-dir")
+        .arg(work.path())
+        .output()
+        .expect("css-bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "css-bench failed:\n{stdout}\n{stderr}"
+    );
+    // The final table has a row for every figure the issue asks for.
+    let table: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| ")).collect();
+    for figure in [
+        "ingest, embedded (2000 events)",
+        "etcd alone, 1 client (2000 small txns)",
+        "ingest, etcd (2000 events)",
+        "ingest, etcd, as a share of etcd alone",
+        "ready after restart (1000 tasks)",
+        "RSS when ready (1000 tasks)",
+        "describe one task: p99",
+        "filtered list (100 tasks): p99",
+        "full list (1000 tasks): p99",
+        "paged list (limit 100), one page: p99",
+        "stream delivery, 20 streams x 200/s: p99 (8000 samples)",
+    ] {
+        let row = table.iter().find(|l| l.starts_with(&format!("| {figure}")));
+        let row = row.unwrap_or_else(|| panic!("no row for {figure:?} in:\n{stdout}"));
+        // Each row has a measured figure with a unit.
+        let measured = row.split('|').nth(2).unwrap_or("").trim();
+        assert!(
+            ["events/s", "txn/s", "%", "ms", "MiB"]
+                .iter()
+                .any(|u| measured.ends_with(u)),
+            "{row}"
+        );
+    }
+}
