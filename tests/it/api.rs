@@ -12,6 +12,7 @@ on_both_backends!(
     describe_by_name_or_arn_raw_or_encoded,
     every_error_row,
     pages_concatenate_to_the_unpaged_list_from_one_snapshot,
+    large_lists_are_streamed_in_pieces_and_equal_their_pages,
     hostile_requests_get_4xx_json_and_never_break_the_server,
 );
 
@@ -507,6 +508,92 @@ async fn all_pages(t: &TestService, first: &str) -> (Vec<Value>, usize, Vec<Stri
         }
     }
     panic!("paging never ended");
+}
+
+/// Lists larger than one piece (256 KiB) are sent chunked while written;
+/// they must say the same as a list assembled whole: every item once, in
+/// order, the limit and `nextToken` exact across pieces, and the `cluster`
+/// filter (which jumps over other clusters) exact by name and by ARN.
+async fn large_lists_are_streamed_in_pieces_and_equal_their_pages(b: Backend) {
+    let t = start_on(b).await;
+    let padding = "x".repeat(2000);
+    let clusters = ["a-first", "b-second", "c-third", "d-fourth"];
+    let events: Vec<String> = (0..600)
+        .map(|i| {
+            task(clusters[i % 4], &format!("t{i:04}"), 1, |d| {
+                d["startedBy"] = json!(format!("by-{}-{padding}", i % 5));
+            })
+        })
+        .collect();
+    for chunk in events.chunks(100) {
+        t.inject(chunk).await;
+    }
+    let r = t.get("/v1/tasks").await;
+    assert!(r.body.len() > 3 * 256 * 1024, "{} bytes", r.body.len());
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    let all = r.json();
+    let items = all["items"].as_array().unwrap();
+    assert_eq!(items.len(), 600);
+    let keys: Vec<(String, String)> = items
+        .iter()
+        .map(|i| {
+            let e = &i["entity"];
+            (
+                e["clusterARN"].as_str().unwrap().into(),
+                e["taskARN"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(keys, sorted, "in order, each once");
+
+    // Pages far larger than a piece concatenate to the same list.
+    for limit in [150, 599, 600, 1000] {
+        let (paged, pages, revisions) = all_pages(&t, &format!("/v1/tasks?limit={limit}")).await;
+        assert_eq!(&paged, items, "limit {limit}");
+        assert_eq!(pages, 600usize.div_ceil(limit), "limit {limit}");
+        assert!(revisions.iter().all(|r| *r == revisions[0]));
+    }
+
+    // The cluster filter, by name and by ARN, alone and with another filter.
+    for (i, c) in clusters.iter().enumerate() {
+        let want: Vec<&(String, String)> = keys
+            .iter()
+            .filter(|(cl, _)| *cl == cluster_arn(c))
+            .collect();
+        for by in [
+            c.to_string(),
+            cluster_arn(c).replace(':', "%3A").replace('/', "%2F"),
+        ] {
+            let got = t.get(&format!("/v1/tasks?cluster={by}")).await.json();
+            let got = got["items"].as_array().unwrap();
+            assert_eq!(got.len(), want.len(), "cluster={by}");
+            assert!(got
+                .iter()
+                .all(|g| g["entity"]["clusterARN"] == json!(cluster_arn(c))));
+            let paged = all_pages(&t, &format!("/v1/tasks?cluster={by}&limit=40"))
+                .await
+                .0;
+            assert_eq!(&paged, got, "cluster={by} paged");
+        }
+        let by = format!("by-{i}-{padding}");
+        let got = t
+            .get(&format!("/v1/tasks?cluster={c}&startedBy={by}"))
+            .await
+            .json();
+        let expected = (0..600).filter(|n| n % 4 == i && n % 5 == i).count();
+        assert_eq!(
+            got["items"].as_array().unwrap().len(),
+            expected,
+            "{c} and startedBy"
+        );
+    }
+    assert_eq!(
+        t.get("/v1/tasks?cluster=zz-none").await.json()["items"],
+        json!([])
+    );
 }
 
 async fn pages_concatenate_to_the_unpaged_list_from_one_snapshot(b: Backend) {
