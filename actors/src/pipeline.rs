@@ -9,7 +9,7 @@ use crate::reconciler::{self, ReconcileManager};
 use crate::sim;
 use crate::source::{sqs, QueueReader, ReplaySource, SimulateSource};
 use crate::store::Store;
-use crate::writer::{self, StoreWriter};
+use crate::writer::{self, LatestView, StoreWriter};
 use actix::prelude::*;
 use slog::{o, Logger};
 use std::path::PathBuf;
@@ -39,6 +39,8 @@ pub enum SourceAddr {
 pub struct Pipeline {
     pub hub: Addr<StreamHub>,
     pub writer: Addr<StoreWriter>,
+    /// The writer's latest view, for readers that must not wait on it.
+    pub latest: LatestView,
     pub decoder: Addr<EventDecoder>,
     pub source: SourceAddr,
     /// The reconcile manager, when reconciling.
@@ -67,8 +69,10 @@ impl Pipeline {
             log.new(o!("actor" => "StoreWriter")),
             hub.clone(),
         );
+        let latest = LatestView::default();
+        let v = latest.clone();
         let writer = Supervisor::start_in_arbiter(&arbiters[1].handle(), move |_| {
-            StoreWriter::new(store, h, config, m, l)
+            StoreWriter::new(store, h, v, config, m, l)
         });
         let (m, l, w) = (
             metrics.clone(),
@@ -117,6 +121,7 @@ impl Pipeline {
         Pipeline {
             hub,
             writer,
+            latest,
             decoder,
             source,
             reconcile,

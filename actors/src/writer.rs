@@ -74,6 +74,24 @@ pub struct Apply {
 #[rtype(result = "Result<Snapshot, store::Error>")]
 pub struct GetSnapshot;
 
+/// The writer's latest view, readable without a message to the writer (the
+/// API reads it on every request); `None` while the view is (re)loading.
+/// Updated whenever the view changes, before any caller is answered.
+#[derive(Clone, Default)]
+pub struct LatestView(Arc<std::sync::RwLock<Option<Snapshot>>>);
+
+impl LatestView {
+    pub fn get(&self) -> Option<Snapshot> {
+        self.0.read().ok()?.clone()
+    }
+
+    fn set(&self, view: Option<Snapshot>) {
+        if let Ok(mut v) = self.0.write() {
+            *v = view;
+        }
+    }
+}
+
 /// Run retention and tombstone expiry now (also runs on a timer).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -107,6 +125,7 @@ pub struct StoreWriter {
     log: Logger,
     phase: Phase,
     view: Snapshot,
+    latest: LatestView,
     pending: VecDeque<Pending>,
     load_backoff: Duration,
     retention_queued: bool,
@@ -143,11 +162,14 @@ impl StoreWriter {
     pub fn new(
         store: Arc<dyn Store>,
         hub: Addr<StreamHub>,
+        latest: LatestView,
         config: Config,
         metrics: Arc<Metrics>,
         log: Logger,
     ) -> Self {
+        latest.set(None);
         StoreWriter {
+            latest,
             store,
             hub,
             config,
@@ -218,7 +240,9 @@ impl StoreWriter {
         ));
     }
 
+    /// After every change of the view: publish it and its gauges.
     fn update_gauges(&self) {
+        self.latest.set(Some(self.view.clone()));
         self.metrics.view_tasks.set(self.view.tasks.len() as u64);
         self.metrics
             .view_instances
@@ -499,6 +523,7 @@ impl Supervised for StoreWriter {
         // Reset: dropping the pending replies tells their callers to retry.
         self.phase = Phase::Loading;
         self.view = Snapshot::default();
+        self.latest.set(None);
         self.pending.clear();
         self.retention_queued = false;
         self.fed = false;

@@ -19,7 +19,7 @@ use actors::model::{Key, Kind};
 use actors::pipeline::Pipeline;
 use actors::store::Store;
 use actors::view::Snapshot;
-use actors::writer::{GetSnapshot, StoreWriter};
+use actors::writer::{LatestView, StoreWriter};
 use bytes::Bytes;
 use listing::Listing;
 use query::{Filter, Params, Token, INSTANCE_FILTERS, TASK_FILTERS};
@@ -118,6 +118,7 @@ impl PageCache {
 /// What the handlers share.
 pub struct State {
     writer: actix::Addr<StoreWriter>,
+    latest: LatestView,
     hub: actix::Addr<StreamHub>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
@@ -132,6 +133,7 @@ impl State {
     pub fn new(pipeline: &Pipeline, store: Arc<dyn Store>, streams: StreamSettings) -> State {
         State {
             writer: pipeline.writer.clone(),
+            latest: pipeline.latest.clone(),
             hub: pipeline.hub.clone(),
             store,
             metrics: pipeline.metrics.clone(),
@@ -149,9 +151,11 @@ impl State {
         self
     }
 
+    /// The writer's latest view, read without a message to it; 503 while
+    /// the view loads or if the writer is gone.
     async fn snapshot(&self) -> Result<Snapshot, Error> {
-        match self.writer.send(GetSnapshot).await {
-            Ok(Ok(s)) => Ok(s),
+        match self.latest.get() {
+            Some(s) if self.writer.connected() => Ok(s),
             _ => Err(Error::unavailable()),
         }
     }
