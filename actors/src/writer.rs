@@ -197,7 +197,6 @@ impl StoreWriter {
                         ..Snapshot::default()
                     };
                     for e in loaded.entries {
-                        let e = Arc::new(e);
                         match e.kind {
                             Kind::Task => view.tasks.insert(e.key(), e),
                             Kind::Instance => view.instances.insert(e.key(), e),

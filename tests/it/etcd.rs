@@ -134,3 +134,77 @@ async fn etcd_over_tls() {
     assert_eq!(get(svc.addr, "/readyz").await.status, 503);
     svc.stop().await;
 }
+
+/// A write skips the read before its compare-and-swap by guessing from what
+/// this replica last saw; another replica's writes make those guesses wrong,
+/// and the version rule must still hold, read from etcd, every time.
+#[actix_web::test]
+async fn writes_from_a_replica_with_an_outdated_view_follow_the_version_rule() {
+    use actors::decode::{decode, Decoded};
+    use actors::store::{self, Op, Outcome, Store};
+    let etcd = Etcd::start();
+    let config = store::etcd::Config {
+        endpoints: vec![etcd.endpoint()],
+        key_prefix: "/guess".into(),
+        ..Default::default()
+    };
+    let connect = || store::Etcd::connect(&config, css::logging::discard());
+    let (a, b) = (connect().await.unwrap(), connect().await.unwrap());
+    a.load().await.unwrap();
+    b.load().await.unwrap();
+    let put = |version: u64, status: &str| match decode(&task_event("g", "t1", version, status)) {
+        Ok(Decoded::Entity(e)) => vec![Op::Put(e)],
+        other => panic!("{other:?}"),
+    };
+    let one = |outcomes: store::Result<Vec<Outcome>>| outcomes.unwrap().pop().unwrap();
+    let applied = |o: Outcome| match o {
+        Outcome::Applied(c) => c,
+        Outcome::Stale => panic!("stale, expected applied"),
+    };
+    let stale = |o: Outcome| matches!(o, Outcome::Stale);
+
+    // b writes v5; a has never seen the task: its guess (absent) is wrong.
+    let v5 = applied(one(b.commit(put(5, "PENDING"), 1).await));
+    assert!(
+        stale(one(a.commit(put(3, "PENDING"), 1).await)),
+        "v3 over v5"
+    );
+    let v6 = applied(one(a.commit(put(6, "RUNNING"), 1).await));
+    assert!(v6.entry.revision > v5.entry.revision);
+    // b last saw v5: its guess lets v5 < v4 < v6 through; the read must not.
+    assert!(
+        stale(one(b.commit(put(4, "RUNNING"), 1).await)),
+        "v4 over v6"
+    );
+    let v7 = applied(one(b.commit(put(7, "RUNNING"), 1).await));
+
+    // a deletes at the revision it saw (v6): the task has changed since.
+    let delete = |rev: u64| {
+        vec![Op::Delete {
+            arn: v5.entry.arn.clone(),
+            if_revision: rev,
+        }]
+    };
+    assert!(stale(one(a.commit(delete(v6.entry.revision), 1).await)));
+    let gone = applied(one(a.commit(delete(v7.entry.revision), 1).await));
+    assert!(gone.deleted && gone.entry.version == Some(7));
+
+    // b still guesses v7 live: the tombstone (v7) must block v7 and admit v8.
+    assert!(stale(one(b.commit(put(7, "STOPPED"), 1).await)));
+    let v8 = applied(one(b.commit(put(8, "STOPPED"), 1).await));
+    assert!(v8.entry.revision > gone.entry.revision);
+    assert_eq!(v8.entry.status, "STOPPED");
+
+    // What etcd holds, read afresh, is v8, and nothing older got in.
+    let fresh = connect().await.unwrap().load().await.unwrap();
+    assert_eq!(fresh.entries.len(), 1);
+    assert_eq!(fresh.entries[0].version, Some(8));
+    assert_eq!(fresh.entries[0].revision, v8.entry.revision);
+
+    // a deletes v8 and purges the tombstone: the task is unknown again, so
+    // any version applies (rule 7), though b's guess (v8 live) says stale.
+    assert!(applied(one(a.commit(delete(v8.entry.revision), 1).await)).deleted);
+    assert_eq!(a.purge_tombstones(i64::MAX).await.unwrap(), 1);
+    let v2 = applied(one(b.commit(put(2, "PENDING"), 1).await));
+    assert_eq!(v2.entry.version, Some(2));
+}

@@ -93,7 +93,9 @@ impl Embedded {
         for row in entities.iter().map_err(unavailable)? {
             let (_, v) = row.map_err(unavailable)?;
             let (_, _, json) = split(v.value())?;
-            entries.push(serde_json::from_slice::<Entry>(json).map_err(corrupt)?);
+            entries.push(Arc::new(
+                serde_json::from_slice::<Entry>(json).map_err(corrupt)?,
+            ));
         }
         let revision = txn
             .open_table(META)

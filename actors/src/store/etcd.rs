@@ -2,10 +2,17 @@
 //!
 //! Keys (under `key_prefix`): `{prefix}/e/{ARN}` holds an entry's JSON,
 //! `{prefix}/t/{ARN}` a tombstone. Each write is a compare-and-swap
-//! transaction on the `mod_revision` of both keys, as read just before, so the
-//! version rule holds whichever replica writes; a lost race re-reads and
-//! decides again. One entity per transaction: every change gets its own etcd
-//! revision, which is its `entityVersion`.
+//! transaction on the `mod_revision` of both keys, so the version rule holds
+//! whichever replica writes; a lost race re-reads and decides again. One
+//! entity per transaction: every change gets its own etcd revision, which is
+//! its `entityVersion`.
+//!
+//! What the compares expect comes from what this replica last saw of the ARN
+//! ([`Seen`]: loaded at start, then what it wrote), so a write is one round
+//! trip, not a read and a write. That is only a guess, checked by the
+//! compares: when another replica wrote in between, the transaction fails and
+//! the write reads and decides again, and a guess that says "stale" is
+//! confirmed by a read before the event is dropped.
 //!
 //! The view of every replica is fed by a watch on `{prefix}/e/` ([`Store::feed`]),
 //! so a write made by another replica shows up too.
@@ -14,14 +21,14 @@ use super::{
     supersedes, BoxFuture, Change, Current, Error, Feed, Loaded, Op, Outcome, Result, Resume,
     Store, Tombstone,
 };
-use crate::model::Entry;
+use crate::model::{Entry, SharedEntry};
 use etcd_client::{
     Certificate, Client, CompactionOptions, Compare, CompareOp, ConnectOptions, EventType,
     GetOptions, Identity, KeyValue, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse,
     WatchOptions,
 };
 use slog::{info, warn, Logger};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -69,6 +76,54 @@ pub struct Etcd {
     /// Who this process is, as a leader.
     holder: String,
     lease: Arc<tokio::sync::Mutex<Option<Lease>>>,
+    /// What this replica last saw of each ARN it holds or remembers deleted.
+    seen: Arc<Mutex<HashMap<String, Seen>>>,
+}
+
+/// What an ARN's two keys held when this replica last read or wrote them.
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    /// The live entry; its `revision` is the key's `mod_revision`.
+    live: Option<SharedEntry>,
+    tomb: Option<SeenTomb>,
+}
+
+/// Where what [`Seen`] records was learnt.
+#[derive(Debug, Clone, Copy)]
+enum Learnt {
+    Read,
+    Write,
+    Feed,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SeenTomb {
+    /// The key's `mod_revision`.
+    revision: i64,
+    /// The version it blocks up to.
+    version: Option<u64>,
+    deleted_at_ms: i64,
+}
+
+impl Seen {
+    fn current(&self) -> Current<'_> {
+        match (&self.live, self.tomb) {
+            (Some(e), _) => Current::Live {
+                version: e.version,
+                entity: e.entity.get(),
+            },
+            (None, Some(t)) => Current::Gone { version: t.version },
+            (None, None) => Current::Absent,
+        }
+    }
+
+    fn live_revision(&self) -> i64 {
+        self.live.as_ref().map_or(0, |e| e.revision as i64)
+    }
+
+    fn tomb_revision(&self) -> i64 {
+        self.tomb.map_or(0, |t| t.revision)
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Error {
@@ -140,6 +195,7 @@ impl Etcd {
             log,
             samples: Arc::default(),
             lease: Arc::default(),
+            seen: Arc::default(),
         })
     }
 
@@ -171,7 +227,7 @@ impl Etcd {
                 revision = revision_of(resp.header());
             }
             for kv in resp.kvs() {
-                entries.push(parse_entry(kv)?);
+                entries.push(Arc::new(parse_entry(kv)?));
             }
             match (resp.more(), resp.kvs().last()) {
                 (true, Some(last)) => {
@@ -189,6 +245,20 @@ impl Etcd {
             .await
             .map_err(unavailable)?
             .count() as usize;
+        // Tombstones are left out: a write guesses there is none, and the
+        // compare tells it otherwise for the few ARNs that have one.
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.clear();
+        seen.extend(entries.iter().map(|e| {
+            (
+                e.arn.clone(),
+                Seen {
+                    live: Some(e.clone()),
+                    tomb: None,
+                },
+            )
+        }));
+        drop(seen);
         Ok(Loaded {
             revision: revision.max(0) as u64,
             entries,
@@ -196,8 +266,43 @@ impl Etcd {
         })
     }
 
-    /// Reads an entity and its tombstone together.
-    async fn read(&self, arn: &str) -> Result<(Option<KeyValue>, Option<KeyValue>)> {
+    /// What this replica last saw of `arn` (nothing known: absent).
+    fn guess(&self, arn: &str) -> Seen {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.get(arn).cloned().unwrap_or_default()
+    }
+
+    /// Records what `arn` holds now, as learnt `from` a read, a write or the
+    /// feed. A read is the truth; a write or the feed can arrive after a
+    /// later state is known (the feed may show a write before the write's
+    /// own answer does), and then changes nothing. At an equal revision the
+    /// feed's copy wins: it is the one the view keeps, so memory holds the
+    /// entry once.
+    fn remember(&self, arn: &str, now: Seen, from: Learnt) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let known = seen
+            .get(arn)
+            .map_or(0, |old| old.live_revision().max(old.tomb_revision()));
+        let new = now.live_revision().max(now.tomb_revision());
+        let keep = match from {
+            Learnt::Read => false,
+            Learnt::Write => known >= new,
+            Learnt::Feed => known > new,
+        };
+        if keep {
+            return;
+        }
+        if now.live.is_none() && now.tomb.is_none() {
+            seen.remove(arn);
+        } else if let Some(old) = seen.get_mut(arn) {
+            *old = now;
+        } else {
+            seen.insert(arn.to_owned(), now);
+        }
+    }
+
+    /// Reads an entity and its tombstone together, and remembers them.
+    async fn read(&self, arn: &str) -> Result<Seen> {
         let mut kv = self.client.kv_client();
         let txn = Txn::new().and_then([
             TxnOp::get(self.entity_key(arn), None),
@@ -208,38 +313,47 @@ impl Etcd {
             TxnOpResponse::Get(mut g) => g.take_kvs().into_iter().next(),
             _ => None,
         });
-        Ok((found.next().flatten(), found.next().flatten()))
+        let (live, tomb) = (found.next().flatten(), found.next().flatten());
+        let now = Seen {
+            live: live.as_ref().map(parse_entry).transpose()?.map(Arc::new),
+            tomb: match tomb {
+                Some(t) => {
+                    let stored: Tombstone = serde_json::from_slice(t.value()).map_err(corrupt)?;
+                    Some(SeenTomb {
+                        revision: t.mod_revision(),
+                        version: stored.version,
+                        deleted_at_ms: stored.deleted_at_ms,
+                    })
+                }
+                None => None,
+            },
+        };
+        self.remember(arn, now.clone(), Learnt::Read);
+        Ok(now)
     }
 
     async fn put(&self, mut entry: Entry, now_ms: i64) -> Result<Outcome> {
         let ekey = self.entity_key(&entry.arn);
         let tkey = self.tombstone_key(&entry.arn);
+        let mut guess = Some(self.guess(&entry.arn));
         for _ in 0..MAX_CONFLICTS {
-            let (live, tomb) = self.read(&entry.arn).await?;
-            let old = live.as_ref().map(parse_entry).transpose()?;
-            let current = match (&old, &tomb) {
-                (Some(e), _) => Current::Live {
-                    version: e.version,
-                    entity: e.entity.get(),
-                },
-                (None, Some(t)) => Current::Gone {
-                    version: serde_json::from_slice::<Tombstone>(t.value())
-                        .map_err(corrupt)?
-                        .version,
-                },
-                (None, None) => Current::Absent,
+            let (seen, guessed) = match guess.take() {
+                Some(seen) => (seen, true),
+                None => (self.read(&entry.arn).await?, false),
             };
-            if !supersedes(entry.version, entry.entity.get(), current) {
+            if !supersedes(entry.version, entry.entity.get(), seen.current()) {
+                if guessed {
+                    continue; // confirm with what the store holds now
+                }
                 return Ok(Outcome::Stale);
             }
             entry.stored_at_ms = now_ms;
             entry.revision = 0;
             let value = serde_json::to_vec(&entry).map_err(corrupt)?;
-            let seen = |kv: &Option<KeyValue>| kv.as_ref().map_or(0, |kv| kv.mod_revision());
             let txn = Txn::new()
                 .when([
-                    Compare::mod_revision(ekey.clone(), CompareOp::Equal, seen(&live)),
-                    Compare::mod_revision(tkey.clone(), CompareOp::Equal, seen(&tomb)),
+                    Compare::mod_revision(ekey.clone(), CompareOp::Equal, seen.live_revision()),
+                    Compare::mod_revision(tkey.clone(), CompareOp::Equal, seen.tomb_revision()),
                 ])
                 .and_then([
                     TxnOp::put(ekey.clone(), value, None),
@@ -253,15 +367,26 @@ impl Etcd {
                 .map_err(unavailable)?;
             if resp.succeeded() {
                 entry.revision = revision_of(resp.header()) as u64;
-                let moved_from = old
+                let moved_from = seen
+                    .live
                     .filter(|o| o.cluster_arn != entry.cluster_arn)
-                    .map(|o| o.cluster_arn);
+                    .map(|o| o.cluster_arn.clone());
+                let entry = Arc::new(entry);
+                self.remember(
+                    &entry.arn,
+                    Seen {
+                        live: Some(entry.clone()),
+                        tomb: None,
+                    },
+                    Learnt::Write,
+                );
                 return Ok(Outcome::Applied(Change {
-                    entry: Arc::new(entry),
+                    entry,
                     deleted: false,
                     moved_from,
                 }));
             }
+            // Another replica wrote it since (or the guess was wrong): read.
         }
         Err(Error::Unavailable(format!(
             "gave up on {} after {MAX_CONFLICTS} write conflicts",
@@ -270,13 +395,16 @@ impl Etcd {
     }
 
     async fn delete(&self, arn: &str, if_revision: u64, now_ms: i64) -> Result<Outcome> {
-        let (Some(live), _) = self.read(arn).await? else {
-            return Ok(Outcome::Stale);
+        // The compare below holds the delete to `if_revision` whatever the
+        // guess: a wrong one can only make it stale, as it should be.
+        let guessed = self.guess(arn).live.filter(|e| e.revision == if_revision);
+        let mut entry = match guessed {
+            Some(e) => Entry::clone(&e),
+            None => match self.read(arn).await?.live {
+                Some(e) if e.revision == if_revision => Entry::clone(&e),
+                _ => return Ok(Outcome::Stale),
+            },
         };
-        if live.mod_revision() as u64 != if_revision {
-            return Ok(Outcome::Stale);
-        }
-        let mut entry = parse_entry(&live)?;
         let tomb = Tombstone {
             kind: entry.kind,
             version: entry.version,
@@ -287,7 +415,7 @@ impl Etcd {
             .when([Compare::mod_revision(
                 self.entity_key(arn),
                 CompareOp::Equal,
-                live.mod_revision(),
+                if_revision as i64,
             )])
             .and_then([
                 TxnOp::delete(self.entity_key(arn), None),
@@ -307,6 +435,12 @@ impl Etcd {
             return Ok(Outcome::Stale);
         }
         entry.revision = revision_of(resp.header()) as u64;
+        let tomb = Some(SeenTomb {
+            revision: entry.revision as i64,
+            version: entry.version,
+            deleted_at_ms: now_ms,
+        });
+        self.remember(arn, Seen { live: None, tomb }, Learnt::Write);
         Ok(Outcome::Applied(Change {
             entry: Arc::new(entry),
             deleted: true,
@@ -341,6 +475,11 @@ impl Etcd {
                 purged += 1;
             }
         }
+        // Whoever purged them (this replica or another), forget them too.
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.retain(|_, s| {
+            s.live.is_some() || s.tomb.is_some_and(|t| t.deleted_at_ms >= before_ms)
+        });
         Ok(purged)
     }
 
@@ -479,6 +618,27 @@ impl Etcd {
         Ok(holder.as_deref() == Some(self.holder.as_bytes()))
     }
 
+    /// Remembers a change seen on the feed: another replica's write, or
+    /// this one's coming back.
+    fn track(&self, c: &Change) {
+        let now = if c.deleted {
+            Seen {
+                live: None,
+                tomb: Some(SeenTomb {
+                    revision: c.entry.revision as i64,
+                    version: c.entry.version,
+                    deleted_at_ms: crate::time::now_ms(),
+                }),
+            }
+        } else {
+            Seen {
+                live: Some(c.entry.clone()),
+                tomb: None,
+            }
+        };
+        self.remember(&c.entry.arn, now, Learnt::Feed);
+    }
+
     fn change_of(&self, ev: &etcd_client::Event) -> Result<Option<Change>> {
         let (Some(kv), prev) = (ev.kv(), ev.prev_kv()) else {
             return Ok(None);
@@ -509,7 +669,9 @@ impl Etcd {
 
     /// Watches `{prefix}/e/` from `from` on, forever: reconnects after errors,
     /// and ends with `Compacted` when the history it needs is gone.
-    async fn watch(self, mut from: i64, tx: mpsc::Sender<Result<Vec<Change>>>) {
+    /// With `track`, what it sees updates this replica's [`Seen`] (for the
+    /// feed, which follows the present; not for a reader of the history).
+    async fn watch(self, mut from: i64, tx: mpsc::Sender<Result<Vec<Change>>>, track: bool) {
         let mut delay = Duration::from_millis(100);
         loop {
             let opts = WatchOptions::new()
@@ -538,7 +700,12 @@ impl Etcd {
                             let mut changes = Vec::with_capacity(resp.events().len());
                             for ev in resp.events() {
                                 match self.change_of(ev) {
-                                    Ok(Some(c)) => changes.push(c),
+                                    Ok(Some(c)) => {
+                                        if track {
+                                            self.track(&c);
+                                        }
+                                        changes.push(c)
+                                    }
                                     Ok(None) => {}
                                     Err(e) => {
                                         warn!(self.log, "unreadable entry in etcd"; "error" => %e)
@@ -600,7 +767,7 @@ impl Store for Etcd {
 
     fn feed(&self, from_revision: u64) -> Option<Feed> {
         let (tx, rx) = mpsc::channel(FEED_BUFFER);
-        actix::spawn(self.clone().watch(from_revision as i64, tx));
+        actix::spawn(self.clone().watch(from_revision as i64, tx, true));
         Some(rx)
     }
 
@@ -615,7 +782,7 @@ impl Store for Etcd {
     /// A watch from `from`: history first, then live changes, until dropped.
     fn history(&self, from: u64) -> Feed {
         let (tx, rx) = mpsc::channel(4);
-        actix::spawn(self.clone().watch(from.max(1) as i64, tx));
+        actix::spawn(self.clone().watch(from.max(1) as i64, tx, false));
         rx
     }
 

@@ -103,7 +103,7 @@ pub struct Tombstone {
 #[derive(Debug, Default)]
 pub struct Loaded {
     pub revision: u64,
-    pub entries: Vec<Entry>,
+    pub entries: Vec<SharedEntry>,
     pub tombstones: usize,
 }
 
