@@ -440,9 +440,14 @@ async fn ingest(
 }
 
 async fn count_items(addr: SocketAddr, path: &str) -> Option<usize> {
+    answer(addr, path).await.map(|(items, _)| items)
+}
+
+/// How many items a list answers with, and its size in bytes.
+async fn answer(addr: SocketAddr, path: &str) -> Option<(usize, usize)> {
     let mut c = Conn::connect(addr).await.ok()?;
     let r = c.get(path, true).await.ok()?;
-    (r.status == 200).then(|| count(&r.body, "{\"entity\":"))
+    (r.status == 200).then(|| (count(&r.body, "{\"entity\":"), r.body.len()))
 }
 
 fn count(hay: &[u8], needle: &str) -> usize {
@@ -584,17 +589,28 @@ async fn queries(addr: SocketAddr, s: &Sizes, report: &mut Report) {
     let shape = s.shape;
     let per_cluster = shape.tasks / shape.clusters;
     // What the timed requests answer is checked once, untimed.
-    let full = count_items(addr, "/v1/tasks").await;
+    let (full, full_bytes) = answer(addr, "/v1/tasks").await.unzip();
     report.check(full == Some(shape.tasks), || {
         format!(
             "queries: the full list has {full:?} tasks, not {}",
             shape.tasks
         )
     });
-    let one = count_items(addr, &format!("/v1/tasks?cluster={}", shape.cluster(7))).await;
+    let (one, one_bytes) = answer(addr, &format!("/v1/tasks?cluster={}", shape.cluster(7)))
+        .await
+        .unzip();
     report.check(one == Some(per_cluster), || {
         format!("queries: a cluster lists {one:?} tasks, not {per_cluster}")
     });
+    // What the list latencies below are made of: bytes, times 32 clients.
+    let kib = |b: Option<usize>| format!("{} KiB", b.unwrap_or(0) / 1024);
+    report.add(
+        "filtered list: size of one answer",
+        kib(one_bytes),
+        "",
+        None,
+    );
+    report.add("full list: size of one answer", kib(full_bytes), "", None);
     let d = count_items(addr, &shape.describe_path(42)).await;
     report.check(d == Some(1), || {
         "queries: describe did not find task 42".into()
@@ -616,6 +632,13 @@ async fn queries(addr: SocketAddr, s: &Sizes, report: &mut Report) {
         "p99 <= 2 ms",
         Some(Duration::from_millis(2)),
     );
+    // The same requests from one client: the cost of a request on its own,
+    // without 31 others queued beside it on two shared cores.
+    let (lat, _) = load(addr, 1, s.describes * 4, move |r| {
+        shape.describe_path(r.below(shape.tasks))
+    })
+    .await;
+    latency_rows(report, "describe one task, 1 client alone", &lat, "", None);
 
     let (lat, failed) = load(addr, c, s.filtered, move |r| {
         format!(
@@ -635,6 +658,14 @@ async fn queries(addr: SocketAddr, s: &Sizes, report: &mut Report) {
         "p99 <= 20 ms",
         Some(Duration::from_millis(20)),
     );
+    let (lat, _) = load(addr, 1, s.filtered * 10, move |r| {
+        format!(
+            "/v1/tasks?cluster={}",
+            shape.cluster(r.below(shape.clusters))
+        )
+    })
+    .await;
+    latency_rows(report, "filtered list, 1 client alone", &lat, "", None);
 
     let (lat, failed) = load(addr, c, s.full, |_| "/v1/tasks".to_owned()).await;
     report.check(failed == 0, || {
@@ -683,7 +714,7 @@ async fn paged(addr: SocketAddr, s: &Sizes, report: &mut Report) {
                     return None;
                 }
                 items += count(&r.body, "{\"entity\":");
-                token = next_token(&r.body);
+                token = string_field(&r.body, "nextToken");
                 if token.is_none() {
                     return Some((lat, items, walk.elapsed()));
                 }
@@ -727,13 +758,31 @@ async fn paged(addr: SocketAddr, s: &Sizes, report: &mut Report) {
     );
 }
 
-fn next_token(body: &[u8]) -> Option<String> {
-    let mark = b"\"nextToken\":\"";
+/// The value of the first `"name":"…"` in a JSON text (no escapes in it).
+fn string_field(body: &[u8], name: &str) -> Option<String> {
+    let mark = format!("\"{name}\":\"");
+    let mark = mark.as_bytes();
     let at = body.windows(mark.len()).position(|w| w == mark)? + mark.len();
     let len = body[at..].iter().position(|&b| b == b'"')?;
     std::str::from_utf8(&body[at..at + len])
         .ok()
         .map(str::to_owned)
+}
+
+/// Resumptions allowed to one stream client before it counts as broken.
+const MAX_RESUMES: usize = 50;
+
+/// What one stream client received.
+#[derive(Default)]
+struct Got {
+    /// Delivery latency of each change, in the order received.
+    lat: Vec<Duration>,
+    /// Changes received out of order or twice.
+    disorder: usize,
+    /// Times the server cut the stream as too slow (and it resumed).
+    cuts: usize,
+    /// The stream ended other than by a `TooSlow` line it could resume from.
+    broken: bool,
 }
 
 /// Opens `s.streams` task streams, writes `s.rate` changes/s into the replay
@@ -762,15 +811,17 @@ async fn streams(
                 return None;
             }
             open.fetch_add(1, Ordering::SeqCst);
-            let mut lat = Vec::with_capacity(total);
+            let mut got = Got {
+                lat: Vec::with_capacity(total),
+                ..Got::default()
+            };
             let mut buf = Vec::new();
             let finder = gen::SeqFinder::new();
-            let mut ended = false;
-            while lat.len() < total {
+            'read: while got.lat.len() < total {
                 tokio::select! {
                     more = conn.next_piece(&mut buf) => {
                         if !matches!(more, Ok(true)) {
-                            ended = true;
+                            got.broken = true;
                             break;
                         }
                     }
@@ -780,24 +831,49 @@ async fn streams(
                 let mut start = 0;
                 while let Some(n) = memchr::memchr(b'\n', &buf[start..]) {
                     let line = &buf[start..start + n];
+                    start += n + 1;
                     if let Some(seq) = finder.seq_of(line) {
+                        // Every change once, in the order written.
+                        got.disorder += usize::from(seq != got.lat.len());
                         let at = sent.get(seq).map_or(0, |a| a.load(Ordering::Acquire));
-                        lat.push(Duration::from_nanos(now.saturating_sub(at)));
+                        got.lat.push(Duration::from_nanos(now.saturating_sub(at)));
                         if trace.is_some() {
                             let ms = |ns: u64| ns as f64 / 1e6;
                             let _ = writeln!(traced, "{seq} {:.3} {:.3}", ms(at), ms(now));
                         }
                     } else if line.starts_with(b"{\"error\"") {
-                        ended = true;
+                        // Cut as too slow: resume where the server says, as a
+                        // client should; nothing may be missing or repeated.
+                        let resume = string_field(line, "resumeFrom");
+                        let too_slow = string_field(line, "code").as_deref() == Some("TooSlow");
+                        let (Some(from), true, true) = (resume, too_slow, got.cuts < MAX_RESUMES)
+                        else {
+                            got.broken = true;
+                            break 'read;
+                        };
+                        got.cuts += 1;
+                        let path = format!("/v1/stream/tasks?entityVersion={from}");
+                        conn = match Conn::connect(addr).await {
+                            Ok(c) => c,
+                            Err(_) => {
+                                got.broken = true;
+                                break 'read;
+                            }
+                        };
+                        if !matches!(conn.open_stream(&path).await, Ok(200)) {
+                            got.broken = true;
+                            break 'read;
+                        }
+                        buf.clear();
+                        continue 'read;
                     }
-                    start += n + 1;
                 }
                 buf.drain(..start);
             }
             if let Some(path) = trace {
                 let _ = std::fs::write(path, traced);
             }
-            Some((lat, ended))
+            Some(got)
         }));
     }
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -850,17 +926,29 @@ async fn streams(
     }
     let _ = stop_tx.send(true);
     let mut all = Vec::with_capacity(total * s.streams);
-    let (mut short, mut ended) = (0, 0);
+    let (mut short, mut broken, mut disorder, mut cuts, mut cut_streams) = (0, 0, 0, 0, 0);
     for j in joins {
-        if let Some((lat, e)) = j.await.ok().flatten() {
-            short += usize::from(lat.len() < total);
-            ended += usize::from(e);
-            all.extend(lat);
+        if let Some(got) = j.await.ok().flatten() {
+            short += usize::from(got.lat.len() < total);
+            broken += usize::from(got.broken);
+            disorder += got.disorder;
+            cuts += got.cuts;
+            cut_streams += usize::from(got.cuts > 0);
+            all.extend(got.lat);
         }
     }
-    report.check(short == 0 && ended == 0, || {
-        format!("streams: {short} streams missed changes, {ended} were ended by the server")
+    report.check(short == 0 && broken == 0 && disorder == 0, || {
+        format!(
+            "streams: {short} streams missed changes, {broken} ended other than as too slow, \
+             {disorder} changes came out of order or twice"
+        )
     });
+    report.add(
+        "streams cut as too slow, then resumed",
+        format!("{cut_streams} streams, {cuts} times"),
+        "",
+        None,
+    );
     all.sort_unstable();
     println!(
         "  ({} deliveries in all; writing took {:.1} s)",
