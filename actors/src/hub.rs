@@ -6,7 +6,9 @@
 //! subscription whose channel is full is cut (`TooSlow`, with the revision to
 //! resume from). The hub also keeps a ring of the latest changes, so that a
 //! stream that caught up from the store's history can go live from the exact
-//! revision it reached: no gap, no duplicate ([`Subscribe`]).
+//! revision it reached: no gap, no duplicate ([`Subscribe`]). A stream that
+//! resumes a little behind (one just cut as too slow) catches up from the
+//! ring itself, in pieces of already rendered items.
 
 use crate::metrics::Metrics;
 use crate::model::{Entry, Kind, SharedEntry};
@@ -24,6 +26,8 @@ use tokio::sync::mpsc;
 pub const MAILBOX: usize = 256;
 /// Changes kept for streams going live.
 pub const RING: usize = 4096;
+/// Most items handed to a catching-up stream at once.
+const BACKLOG_PIECE: usize = 128;
 
 /// One change as a stream sends it: the item wrapper rendered once, shared by
 /// every subscription.
@@ -110,8 +114,15 @@ pub struct Subscribe {
 #[derive(MessageResponse)]
 pub enum Subscribed {
     Live(Subscription),
-    /// The hub does not hold every change from `from` (or holds more than
-    /// fit the buffer): read further in the store's history first.
+    /// The hub holds every change from `from`, but more than fit the buffer:
+    /// here are the first of them (rendered already, as live items are);
+    /// subscribe again from `next`.
+    Backlog {
+        items: Vec<Arc<Item>>,
+        next: u64,
+    },
+    /// The hub does not hold every change from `from`: read further in the
+    /// store's history first.
     Behind,
     /// The service is stopping.
     Closing,
@@ -276,15 +287,24 @@ impl Handler<Subscribe> for StreamHub {
             shared: Arc::default(),
         };
         let start = self.ring.partition_point(|i| i.revision < msg.from);
-        let backlog: Vec<_> = self
+        // Leave room for live changes: a longer backlog is handed over in
+        // pieces, so that a stream resuming after being cut as too slow
+        // catches up on shared items, not by reading the store's history.
+        let room = buffer / 2;
+        let mut backlog: Vec<_> = self
             .ring
             .range(start..)
             .filter(|i| sub.wants(i))
+            .take(room + 1)
             .cloned()
             .collect();
-        // Leave room for live changes; a longer backlog is read from the store.
-        if backlog.len() > buffer / 2 {
-            return Subscribed::Behind;
+        if backlog.len() > room {
+            backlog.truncate(room.clamp(1, BACKLOG_PIECE));
+            let next = backlog.last().map_or(msg.from, |i| i.revision + 1);
+            return Subscribed::Backlog {
+                items: backlog,
+                next,
+            };
         }
         for item in backlog {
             let _ = sub.tx.try_send(item);
@@ -380,11 +400,16 @@ mod tests {
         hub.send(commit(21..=22)).await.unwrap();
         assert_eq!(drain(&mut sub), (15..=22).collect::<Vec<_>>());
         assert_eq!(sub.shared.seen.load(Ordering::Acquire), 22);
-        // A backlog larger than half the buffer is left to the store.
-        assert!(matches!(
-            hub.send(subscribe(15, 8)).await.unwrap(),
-            Subscribed::Behind
-        ));
+        // A backlog larger than half the buffer comes in pieces, then live.
+        let Subscribed::Backlog { items, next } = hub.send(subscribe(15, 8)).await.unwrap() else {
+            panic!("no backlog")
+        };
+        let revisions: Vec<u64> = items.iter().map(|i| i.revision).collect();
+        assert_eq!((revisions, next), ((15..=18).collect(), 19));
+        let Subscribed::Live(mut sub) = hub.send(subscribe(19, 8)).await.unwrap() else {
+            panic!("not live")
+        };
+        assert_eq!(drain(&mut sub), (19..=22).collect::<Vec<_>>());
     }
 
     #[actix::test]

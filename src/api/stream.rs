@@ -413,8 +413,9 @@ impl Stream {
         }
     }
 
-    /// Subscribes to the hub from `next`; true when the stream is live now
-    /// (or done: the service is stopping).
+    /// Subscribes to the hub from `next`; true when the stream is live now,
+    /// has taken a piece of the hub's backlog (and asks again next), or is
+    /// done (the service is stopping); false when only the store has `next`.
     async fn attach(&mut self) -> bool {
         let filter = self.filter.clone();
         let msg = Subscribe {
@@ -426,6 +427,15 @@ impl Stream {
         match self.state.hub.send(msg).await {
             Ok(Subscribed::Live(sub)) => {
                 self.phase = Phase::Live(sub);
+                true
+            }
+            Ok(Subscribed::Backlog { items, next }) => {
+                // From the hub's ring: no history needed up to `next`.
+                for item in &items {
+                    self.push_line(item.revision, item.kind, item.deleted, &item.line);
+                }
+                self.next = next;
+                self.phase = Phase::CatchUp(None);
                 true
             }
             Ok(Subscribed::Behind) => false,

@@ -314,7 +314,10 @@ async fn run(o: &Options, s: &Sizes, work: &Path) -> Report {
         let f = std::fs::File::create(&events).expect("events file");
         let mut w = std::io::BufWriter::new(f);
         gen::write_events(&s.shape, s.events, &mut w).expect("write events");
-        w.flush().expect("write events");
+        // On disk before the clock starts: its write-back would otherwise
+        // compete with the service's own fsyncs during the measurement.
+        let f = w.into_inner().expect("write events");
+        f.sync_all().expect("sync events");
     }
 
     if o.runs("ingest") {
