@@ -764,8 +764,7 @@ async fn paged(addr: SocketAddr, s: &Sizes, report: &mut Report) {
 /// The value of the first `"name":"…"` in a JSON text (no escapes in it).
 fn string_field(body: &[u8], name: &str) -> Option<String> {
     let mark = format!("\"{name}\":\"");
-    let mark = mark.as_bytes();
-    let at = body.windows(mark.len()).position(|w| w == mark)? + mark.len();
+    let at = memchr::memmem::find(body, mark.as_bytes())? + mark.len();
     let len = body[at..].iter().position(|&b| b == b'"')?;
     std::str::from_utf8(&body[at..at + len])
         .ok()
