@@ -11,7 +11,7 @@ use actix::prelude::*;
 use slog::{error, info, warn, Logger};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 /// Lines per batch sent to the decoder.
@@ -19,6 +19,11 @@ pub const BATCH: usize = 1000;
 /// Read-ahead: tokio reads a file in pieces of at most 2 MiB, about a full
 /// batch of typical events.
 const READ_AHEAD: usize = 2 * 1024 * 1024;
+/// Longest a read line waits in a batch before the batch is sent, when the
+/// input keeps coming but slowly (a pipe fed line by line): without it such
+/// a batch would only go at `BATCH` lines or at a pause. A file replays far
+/// faster than this, so its batches stay full.
+const LINGER: Duration = Duration::from_millis(20);
 /// Attempts at one batch while the store is unavailable.
 const MAX_ATTEMPTS: u32 = 10;
 
@@ -148,9 +153,11 @@ async fn replay(
     let mut buf = Vec::new();
     let mut lineno = 0u64;
     let mut batch = Vec::with_capacity(BATCH);
+    let mut first_read = Instant::now();
     let mut eof = false;
     while !eof {
-        if !batch.is_empty() && input_paused(&mut reader).await {
+        if !batch.is_empty() && (first_read.elapsed() >= LINGER || input_paused(&mut reader).await)
+        {
             let messages = std::mem::take(&mut batch);
             send(&decoder, messages, &report, &log).await;
         }
@@ -164,6 +171,9 @@ async fn replay(
                     String::from_utf8_lossy(&buf).trim().to_owned()
                 };
                 if !body.is_empty() {
+                    if batch.is_empty() {
+                        first_read = Instant::now();
+                    }
                     batch.push(RawMessage::new(format!("line {lineno}"), body));
                 }
             }
