@@ -2,8 +2,9 @@
 //! pipeline in batches. Blank lines are skipped; bad lines are counted, logged
 //! with their line number, and reported at the end; they never stop the replay.
 //!
-//! FILE may be a pipe: whenever the input pauses, the lines read so far are
-//! sent at once instead of waiting for a full batch.
+//! FILE may be a pipe: whenever the input pauses, or the first line read has
+//! waited `LINGER`, the lines read so far are sent at once instead of waiting
+//! for a full batch.
 
 use crate::decode::MAX_BODY_BYTES;
 use crate::decoder::{Decode, EventDecoder, MessageOutcome, RawMessage};

@@ -106,6 +106,25 @@ struct SeenTomb {
 }
 
 impl Seen {
+    fn live(entry: SharedEntry) -> Seen {
+        Seen {
+            live: Some(entry),
+            tomb: None,
+        }
+    }
+
+    /// Deleted at `revision`, blocking versions up to `version`.
+    fn gone(revision: u64, version: Option<u64>, deleted_at_ms: i64) -> Seen {
+        Seen {
+            live: None,
+            tomb: Some(SeenTomb {
+                revision: revision as i64,
+                version,
+                deleted_at_ms,
+            }),
+        }
+    }
+
     fn current(&self) -> Current<'_> {
         match (&self.live, self.tomb) {
             (Some(e), _) => Current::Live {
@@ -249,15 +268,11 @@ impl Etcd {
         // compare tells it otherwise for the few ARNs that have one.
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         seen.clear();
-        seen.extend(entries.iter().map(|e| {
-            (
-                e.arn.clone(),
-                Seen {
-                    live: Some(e.clone()),
-                    tomb: None,
-                },
-            )
-        }));
+        seen.extend(
+            entries
+                .iter()
+                .map(|e| (e.arn.clone(), Seen::live(e.clone()))),
+        );
         drop(seen);
         Ok(Loaded {
             revision: revision.max(0) as u64,
@@ -372,14 +387,7 @@ impl Etcd {
                     .filter(|o| o.cluster_arn != entry.cluster_arn)
                     .map(|o| o.cluster_arn.clone());
                 let entry = Arc::new(entry);
-                self.remember(
-                    &entry.arn,
-                    Seen {
-                        live: Some(entry.clone()),
-                        tomb: None,
-                    },
-                    Learnt::Write,
-                );
+                self.remember(&entry.arn, Seen::live(entry.clone()), Learnt::Write);
                 return Ok(Outcome::Applied(Change {
                     entry,
                     deleted: false,
@@ -435,12 +443,8 @@ impl Etcd {
             return Ok(Outcome::Stale);
         }
         entry.revision = revision_of(resp.header()) as u64;
-        let tomb = Some(SeenTomb {
-            revision: entry.revision as i64,
-            version: entry.version,
-            deleted_at_ms: now_ms,
-        });
-        self.remember(arn, Seen { live: None, tomb }, Learnt::Write);
+        let gone = Seen::gone(entry.revision, entry.version, now_ms);
+        self.remember(arn, gone, Learnt::Write);
         Ok(Outcome::Applied(Change {
             entry: Arc::new(entry),
             deleted: true,
@@ -622,19 +626,9 @@ impl Etcd {
     /// this one's coming back.
     fn track(&self, c: &Change) {
         let now = if c.deleted {
-            Seen {
-                live: None,
-                tomb: Some(SeenTomb {
-                    revision: c.entry.revision as i64,
-                    version: c.entry.version,
-                    deleted_at_ms: crate::time::now_ms(),
-                }),
-            }
+            Seen::gone(c.entry.revision, c.entry.version, crate::time::now_ms())
         } else {
-            Seen {
-                live: Some(c.entry.clone()),
-                tomb: None,
-            }
+            Seen::live(c.entry.clone())
         };
         self.remember(&c.entry.arn, now, Learnt::Feed);
     }
