@@ -50,6 +50,14 @@ def main(doc_path, samples_path):
             covered.add((s["path"], s["method"]))
         ctype = (s.get("content_type") or "").split(";")[0].strip()
         content = response.get("content", {})
+        if s["method"] == "head":
+            # HEAD: the GET's headers and no body; its content type is the GET's.
+            if s.get("body") not in (None, ""):
+                problems.append(f"{where}: HEAD sent a body")
+            get = ops["get"]["responses"].get(str(s["status"]), {}).get("content", {})
+            if ctype and ctype not in get:
+                problems.append(f"{where}: content type {ctype!r} not that of GET ({list(get)})")
+            continue
         if ctype not in content:
             problems.append(f"{where}: content type {ctype!r} not documented ({list(content)})")
             continue

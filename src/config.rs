@@ -44,6 +44,12 @@ pub struct Server {
     pub tls_key_file: PathBuf,
     /// (ext) A file holding the bearer token every `/v1` request must carry.
     pub auth_token_file: PathBuf,
+    /// (ext) Origins (`https://host:port`) whose pages may use the API and the
+    /// streams (CORS); empty: same origin only. `"*"` allows any origin.
+    pub cors_allowed_origins: Vec<String>,
+    /// Errors on the v0.3 paths as `text/plain` with the message as the
+    /// body, as v0.3 sent them (for clients generated from its swagger).
+    pub v03_errors: bool,
 }
 
 impl Default for Server {
@@ -55,6 +61,8 @@ impl Default for Server {
             tls_cert_file: PathBuf::new(),
             tls_key_file: PathBuf::new(),
             auth_token_file: PathBuf::new(),
+            cors_allowed_origins: Vec::new(),
+            v03_errors: false,
         }
     }
 }
@@ -567,6 +575,14 @@ fn check_settings(s: &Settings, has_region: bool, problems: &mut Vec<String>) {
     if sv.tls_cert_file.as_os_str().is_empty() != sv.tls_key_file.as_os_str().is_empty() {
         problems.push("server.tls_cert_file and server.tls_key_file go together".into());
     }
+    for origin in &sv.cors_allowed_origins {
+        if !crate::api::cors::valid_origin(origin) {
+            problems.push(format!(
+                "server.cors_allowed_origins: {origin:?} is not an origin \
+                 (scheme://host[:port], no path, or \"*\")"
+            ));
+        }
+    }
     if !sv.auth_token_file.as_os_str().is_empty() {
         match std::fs::read_to_string(&sv.auth_token_file) {
             Ok(t) if t.trim().is_empty() => {
@@ -658,6 +674,8 @@ mod schema {
                 max: 1_000_000,
             },
             ("server", "tls_cert_file" | "tls_key_file" | "auth_token_file") => Ty::Path,
+            ("server", "cors_allowed_origins") => Ty::StrList,
+            ("server", "v03_errors") => Ty::Bool,
             ("store", "backend") => Ty::OneOf(&["embedded", "etcd"]),
             ("store", "data_dir") => Ty::Path,
             ("store", "etcd_endpoints") => Ty::StrList,

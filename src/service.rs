@@ -181,7 +181,12 @@ impl Service {
             false => Some(tls_config(&sv.tls_cert_file, &sv.tls_key_file)?),
         };
         info!(log, "API security"; "tls" => tls.is_some(), "bearer_auth" => token.is_some());
-        let state = web::Data::new(api::State::new(&pipeline, store, streams).with_token(token));
+        let state = web::Data::new(
+            api::State::new(&pipeline, store, streams)
+                .with_token(token)
+                .with_v03_errors(sv.v03_errors)
+                .with_cors(sv.cors_allowed_origins.clone()),
+        );
         let bind = settings.bind_addr();
         let server = HttpServer::new(move || api::app(state.clone()))
             .workers(std::thread::available_parallelism().map_or(2, |n| n.get().min(4)))

@@ -6,7 +6,9 @@
 //! streams (`stream`) subscribe to the StreamHub. Every error
 //! is `{"code", "message"}` JSON; nothing a client sends can panic a handler.
 
+pub mod cors;
 mod listing;
+mod negotiate;
 mod query;
 mod stream;
 
@@ -77,7 +79,7 @@ impl ResponseError for Error {
         let body = serde_json::json!({"code": self.code, "message": self.message});
         let mut r = HttpResponse::build(self.status);
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
-            r.insert_header((header::ALLOW, "GET"));
+            r.insert_header((header::ALLOW, "GET, HEAD"));
         }
         r.content_type("application/json").body(body.to_string())
     }
@@ -126,6 +128,10 @@ pub struct State {
     pages: PageCache,
     /// The bearer token `/v1` requests must carry, when one is configured.
     token: Option<Arc<[u8]>>,
+    /// Errors on the v0.3 paths as `text/plain` (`server.v03_errors`).
+    v03_errors: bool,
+    /// Origins whose pages may use the API (`server.cors_allowed_origins`).
+    cors_origins: Vec<String>,
 }
 
 impl State {
@@ -142,7 +148,22 @@ impl State {
                 entries: Mutex::new(VecDeque::new()),
             },
             token: None,
+            v03_errors: false,
+            cors_origins: Vec::new(),
         }
+    }
+
+    /// Sends errors on the v0.3 paths as `text/plain` with the message as
+    /// the body, as v0.3 did (`server.v03_errors`).
+    pub fn with_v03_errors(mut self, on: bool) -> State {
+        self.v03_errors = on;
+        self
+    }
+
+    /// Lets pages on `origins` use the API and the streams (CORS).
+    pub fn with_cors(mut self, origins: Vec<String>) -> State {
+        self.cors_origins = origins;
+        self
     }
 
     /// Requires `Authorization: Bearer <token>` on every `/v1` path.
@@ -170,7 +191,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         F::Output: actix_web::Responder + 'static,
     {
         web::resource(path)
-            .route(web::get().to(handler))
+            .route(web::get().to(handler.clone()))
+            .route(web::head().to(handler))
             .default_service(web::to(method_not_allowed))
     }
     cfg.service(get("/v1/ping", ping))
@@ -193,12 +215,14 @@ pub fn app(
     impl actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
         Config = (),
-        Response = actix_web::dev::ServiceResponse,
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
         Error = actix_web::Error,
         InitError = (),
     >,
 > {
     let token = state.token.clone();
+    let v03_errors = state.v03_errors;
+    let cors = cors::layer(&state.cors_origins);
     App::new()
         .app_data(state)
         .configure(configure)
@@ -212,21 +236,59 @@ pub fn app(
                     .as_deref()
                     .is_some_and(|t| !authorized(req.headers(), t));
             if denied {
-                let mut res = Error::new(
+                let mut res = req.error_response(Error::new(
                     StatusCode::UNAUTHORIZED,
                     "Unauthorized",
                     "Unauthorized: a valid bearer token is required",
-                )
-                .error_response();
+                ));
                 res.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
                     header::HeaderValue::from_static("Bearer"),
                 );
-                Either::Left(ready(Ok(req.into_response(res))))
+                Either::Left(ready(Ok(res)))
             } else {
                 Either::Right(srv.call(req))
             }
         })
+        .wrap_fn(move |req, srv| {
+            use actix_web::dev::Service as _;
+            use futures_util::FutureExt as _;
+            let plain = v03_errors && is_v03_path(req.path());
+            srv.call(req)
+                .map(move |res| res.map(|res| if plain { as_text_error(res) } else { res }))
+        })
+        .wrap(cors)
+}
+
+/// The paths v0.3 served (its generated clients read their errors as text).
+fn is_v03_path(path: &str) -> bool {
+    matches!(
+        path,
+        "/v1/tasks" | "/v1/instances" | "/v1/stream/tasks" | "/v1/stream/instances"
+    ) || path.starts_with("/v1/tasks/")
+        || path.starts_with("/v1/instances/")
+}
+
+/// An error response as v0.3 sent it: `text/plain`, the message as the body,
+/// the status and the other headers (`Allow`, `WWW-Authenticate`) kept.
+fn as_text_error(res: actix_web::dev::ServiceResponse) -> actix_web::dev::ServiceResponse {
+    let Some(message) = res
+        .response()
+        .error()
+        .and_then(|e| e.as_error::<Error>())
+        .map(|e| e.message.clone())
+    else {
+        return res;
+    };
+    let (req, old) = res.into_parts();
+    let mut new = HttpResponse::build(old.status());
+    for (name, value) in old.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            new.append_header((name.clone(), value.clone()));
+        }
+    }
+    let new = new.content_type("text/plain; charset=utf-8").body(message);
+    actix_web::dev::ServiceResponse::new(req, new)
 }
 
 /// Whether `headers` carry `Authorization: Bearer <token>`, compared in
@@ -245,17 +307,16 @@ fn authorized(headers: &header::HeaderMap, token: &[u8]) -> bool {
     diff == 0
 }
 
-async fn not_found() -> HttpResponse {
-    Error::new(StatusCode::NOT_FOUND, "NotFound", "Not found").error_response()
+async fn not_found() -> Result<HttpResponse, Error> {
+    Err(Error::new(StatusCode::NOT_FOUND, "NotFound", "Not found"))
 }
 
-async fn method_not_allowed() -> HttpResponse {
-    Error::new(
+async fn method_not_allowed() -> Result<HttpResponse, Error> {
+    Err(Error::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "MethodNotAllowed",
         "Method not allowed",
-    )
-    .error_response()
+    ))
 }
 
 async fn stream_tasks(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, Error> {

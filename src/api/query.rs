@@ -75,9 +75,15 @@ impl Params {
 
     /// The non-empty value of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
+        self.value(name).filter(|v| !v.is_empty())
+    }
+
+    /// A parameter's value as sent, empty included: for options, where an
+    /// empty value is an error rather than "no filter".
+    pub fn value(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
-            .find(|(k, v)| k == name && !v.is_empty())
+            .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
 }
@@ -227,9 +233,9 @@ impl Filter {
 
 /// Parses `limit` (1–10000).
 pub fn limit(p: &Params) -> Result<Option<usize>, Error> {
-    p.get("limit")
+    p.value("limit")
         .map(|v| match v.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) && v.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
             _ => Err(Error::bad_request(
                 "InvalidLimit",
                 format!("Invalid limit: expected a whole number from 1 to {MAX_LIMIT}"),

@@ -1,5 +1,6 @@
 //! Change streams: `/v1/stream/tasks` and `/v1/stream/instances`, as NDJSON
-//! (default) or as Server-Sent Events (`Accept: text/event-stream`).
+//! (default), as Server-Sent Events (`Accept: text/event-stream`) or as the
+//! NDJSON bytes under v0.3's `application/octet-stream` (see `negotiate`).
 //!
 //! A stream is a state machine that actix-web polls as the client reads
 //! ([`Stream::next_chunk`]), so a slow reader slows only its own stream:
@@ -11,9 +12,10 @@
 //! `next` is the invariant that makes the hand-over exact: every change
 //! before it has been sent or filtered out, and each phase starts at it.
 
+use super::negotiate::Format;
 use super::query::{Filter, Params};
 use super::{Error, State};
-use actix_web::http::{header, StatusCode};
+use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actors::hub::{self, End, Item, Subscribe, Subscribed, Subscription};
 use actors::metrics::Metrics;
@@ -126,24 +128,31 @@ pub async fn stream(
     allowed.extend(["entityVersion", "snapshot", "heartbeat"]);
     let params = Params::parse(req.query_string(), &allowed)?;
     let filter = Filter::parse(kind, &params)?;
-    let sse = req
-        .headers()
-        .get_all(header::ACCEPT)
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("text/event-stream"));
-    // An EventSource reconnecting says where it was; that beats the URL's start.
+    let format = Format::negotiate(
+        req.headers()
+            .get_all(header::ACCEPT)
+            .filter_map(|v| v.to_str().ok()),
+    );
+    let sse = format == Format::Sse;
+    // An EventSource reconnecting says where it was; that beats the URL's
+    // start. The header is checked whatever the format, used only with SSE.
     let last_event_id = req
         .headers()
         .get("last-event-id")
-        .filter(|_| sse)
         .map(|v| v.to_str().map_err(|_| invalid_version()))
         .transpose()?
-        .filter(|v| !v.is_empty());
+        .filter(|v| !v.is_empty())
+        .map(parse_version)
+        .transpose()?
+        .filter(|_| sse);
     let from = match last_event_id {
-        Some(id) => Some(parse_version(id)?.saturating_add(1)),
-        None => params.get("entityVersion").map(parse_version).transpose()?,
+        Some(id) => Some(id.saturating_add(1)),
+        None => params
+            .value("entityVersion")
+            .map(parse_version)
+            .transpose()?,
     };
-    let snapshot = match params.get("snapshot") {
+    let snapshot = match params.value("snapshot") {
         None => false,
         Some(v) if v.eq_ignore_ascii_case("true") => true,
         Some(v) if v.eq_ignore_ascii_case("false") => false,
@@ -161,7 +170,7 @@ pub async fn stream(
         ));
     }
     let heartbeat = params
-        .get("heartbeat")
+        .value("heartbeat")
         .map(|v| match v.parse::<u64>() {
             Ok(s) if (1..=MAX_HEARTBEAT).contains(&s) && v.bytes().all(|b| b.is_ascii_digit()) => {
                 Ok(Duration::from_secs(s))
@@ -173,6 +182,25 @@ pub async fn stream(
         })
         .transpose()?;
 
+    let snap = state.snapshot().await?;
+    let (next, phase) = match from {
+        Some(n) => {
+            let n = n.max(1);
+            check_resume(n, &state).await?;
+            (n, Phase::CatchUp(None))
+        }
+        None if snapshot => (snap.revision + 1, Phase::Snapshot { snap, after: None }),
+        None => (snap.revision + 1, Phase::CatchUp(None)),
+    };
+    let mut response = HttpResponse::Ok();
+    response
+        .content_type(format.content_type())
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("x-accel-buffering", "no"));
+    // HEAD: what GET would answer, without holding a stream open.
+    if req.method() == Method::HEAD {
+        return Ok(response.finish());
+    }
     let metrics = state.metrics.clone();
     if metrics.streams_open.inc() > state.streams.max_streams {
         metrics.streams_open.dec();
@@ -183,36 +211,6 @@ pub async fn stream(
         ));
     }
     let open = Open(metrics);
-    let snap = state.snapshot().await?;
-    let (next, phase) = match from {
-        Some(n) => {
-            let n = n.max(1);
-            match state.store.check_resume(n).await {
-                Ok(Resume::Available) => (n, Phase::CatchUp(None)),
-                Ok(Resume::Compacted) => {
-                    return Err(Error::new(
-                        StatusCode::GONE,
-                        "EntityVersionOutOfRange",
-                        format!(
-                            "Entity version is out of range: {n} is older than the retained \
-                            history; list again and stream from the list's entityVersion + 1"
-                        ),
-                    ))
-                }
-                Ok(Resume::Future { revision }) => {
-                    return Err(Error::bad_request(
-                        "EntityVersionOutOfRange",
-                        format!(
-                            "Entity version is out of range: the store's revision is {revision}"
-                        ),
-                    ))
-                }
-                Err(_) => return Err(Error::unavailable()),
-            }
-        }
-        None if snapshot => (snap.revision + 1, Phase::Snapshot { snap, after: None }),
-        None => (snap.revision + 1, Phase::CatchUp(None)),
-    };
     let s = Stream {
         kind,
         filter: Arc::new(filter),
@@ -230,16 +228,28 @@ pub async fn stream(
         let chunk = s.next_chunk().await?;
         Some((Ok::<_, std::convert::Infallible>(chunk), s))
     });
-    let content_type = if sse {
-        "text/event-stream"
-    } else {
-        "application/x-ndjson"
-    };
-    Ok(HttpResponse::Ok()
-        .content_type(content_type)
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header(("x-accel-buffering", "no"))
-        .streaming(body))
+    Ok(response.streaming(body))
+}
+
+/// Whether a stream may start at revision `n`: 410 when the history no longer
+/// reaches back to it, 400 when it lies beyond the store's next revision.
+async fn check_resume(n: u64, state: &State) -> Result<(), Error> {
+    match state.store.check_resume(n).await {
+        Ok(Resume::Available) => Ok(()),
+        Ok(Resume::Compacted) => Err(Error::new(
+            StatusCode::GONE,
+            "EntityVersionOutOfRange",
+            format!(
+                "Entity version is out of range: {n} is older than the retained \
+                history; list again and stream from the list's entityVersion + 1"
+            ),
+        )),
+        Ok(Resume::Future { revision }) => Err(Error::bad_request(
+            "EntityVersionOutOfRange",
+            format!("Entity version is out of range: the store's revision is {revision}"),
+        )),
+        Err(_) => Err(Error::unavailable()),
+    }
 }
 
 impl Stream {

@@ -20,6 +20,7 @@ macro_rules! on_both_backends {
 mod api;
 mod bench;
 mod binary;
+mod compat;
 mod etcd;
 mod fixtures;
 mod ingest;

@@ -12,7 +12,10 @@ use std::time::Duration;
 /// Records one plain response.
 async fn sample(t: &TestService, out: &mut Vec<Value>, template: &str, method: &str, path: &str) {
     let r = request(t.addr(), &method.to_ascii_uppercase(), path).await;
-    let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    let body: Value = match r.body.is_empty() {
+        true => Value::Null,
+        false => serde_json::from_slice(&r.body).unwrap_or(Value::String("(not JSON)".into())),
+    };
     out.push(json!({
         "path": template, "method": method, "status": r.status,
         "content_type": r.header("content-type"), "body": body,
@@ -116,8 +119,12 @@ async fn every_response_matches_the_openapi_document() {
         ("/metrics", "/metrics".into()),
     ] {
         sample(&t, &mut s, template, "get", &path).await;
+        sample(&t, &mut s, template, "head", &path).await;
     }
     sample(&t, &mut s, tasks, "post", "/v1/tasks").await;
+    for stream in ["/v1/stream/tasks", "/v1/stream/instances"] {
+        sample(&t, &mut s, stream, "head", stream).await;
+    }
     let n_tasks = t.get("/v1/tasks").await.json()["items"]
         .as_array()
         .unwrap()
@@ -192,5 +199,60 @@ async fn every_response_matches_the_openapi_document() {
     assert!(
         out.status.success(),
         "the API and swagger/openapi.json disagree:\n{report}"
+    );
+}
+
+/// schemathesis (from the test venv) drives the served document against the
+/// service with every check on: the examples, coverage and fuzzing phases,
+/// a bounded number of examples per operation, and the streams read for a
+/// short time (`scripts/schemathesis_hooks.py`). Any failure it reports is
+/// a disagreement between the document and the server.
+#[actix_web::test]
+async fn schemathesis_finds_no_disagreement_with_the_served_document() {
+    let t = start().await;
+    let fixtures = std::fs::read_dir(fixtures_dir().join("events")).unwrap();
+    let bodies: Vec<String> = fixtures
+        .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
+        .collect();
+    t.inject(&bodies).await;
+    let root = env!("CARGO_MANIFEST_DIR");
+    let st = venv_python().with_file_name("st");
+    let addr = t.addr();
+    let started = std::time::Instant::now();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(st)
+            .args(["run", &format!("http://{addr}/v1/openapi.json")])
+            .args(["--checks", "all"])
+            .args(["--phases", "examples,coverage,fuzzing"])
+            .args(["--max-examples", "25", "--seed", "1"])
+            .args(["--request-timeout", "0.5", "--workers", "2"])
+            .args(["--suppress-health-check", "all"])
+            .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
+            .env("PYTHONPATH", format!("{root}/scripts"))
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("schemathesis runs")
+    })
+    .await
+    .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let tail: String = report
+        .lines()
+        .rev()
+        .take(60)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
+    println!(
+        "schemathesis took {:.0} s\n{tail}{}",
+        started.elapsed().as_secs_f64(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "schemathesis found problems:\n{report}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
