@@ -421,7 +421,7 @@ async fn every_error_row(b: Backend) {
         error(&t, method, path, *status, message).await;
     }
     let r = request(t.addr(), "POST", "/v1/tasks").await;
-    assert_eq!(r.header("allow"), Some("GET"));
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
 }
 
 #[actix_web::test]

@@ -184,10 +184,15 @@ async fn entities_gone_from_ecs_are_removed_after_the_grace_period_for_good() {
     })
     .await;
     assert!(removed, "an entity absent from ECS was never removed");
+    // The sweep counts its removals once its write is answered, which can be
+    // a moment after the removal is visible through the API.
     assert!(
-        p.metric("css_reconcile_removed_total{cluster=\"fast\"}")
-            .await
-            >= 1.0
+        eventually(Duration::from_secs(5), || async {
+            p.metric("css_reconcile_removed_total{cluster=\"fast\"}")
+                .await
+                >= 1.0
+        })
+        .await
     );
 
     // A late, older event does not bring it back.

@@ -320,7 +320,7 @@ async fn out_of_range_and_bad_parameters(b: Backend) {
     let r = t.get(&path("instances", "?launchType=EC2")).await;
     assert_eq!(r.status, 400, "task filters are not instance filters");
     let r = request(t.addr(), "POST", "/v1/stream/tasks").await;
-    assert_eq!((r.status, r.header("allow")), (405, Some("GET")));
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")));
     assert_eq!(t.get("/v1/stream/other").await.status, 404);
 }
 
