@@ -32,15 +32,15 @@ transport.is_event_stream = _is_stream
 # cannot be combined with a start version (400 InvalidParameter). A
 # schema-valid request rejected for one of these reasons, and only these, is
 # not a disagreement with the document; every other rejection still fails.
+def _starts_at_a_version(q, h):
+    return q.get("entityVersion") not in (None, "") or bool(h.get("Last-Event-ID"))
+
+
 _STATEFUL = {
     "InvalidNextToken": lambda q, h: bool(q.get("nextToken")),
-    "EntityVersionOutOfRange": lambda q, h: q.get("entityVersion") not in (None, "") or bool(h.get("Last-Event-ID")),
-    "InvalidParameter": lambda q, h: _true(q.get("snapshot")) and (q.get("entityVersion") not in (None, "") or bool(h.get("Last-Event-ID"))),
+    "EntityVersionOutOfRange": _starts_at_a_version,
+    "InvalidParameter": lambda q, h: str(q.get("snapshot")).lower() == "true" and _starts_at_a_version(q, h),
 }
-
-
-def _true(v):
-    return str(v).lower() == "true"
 
 
 @schemathesis.hook

@@ -231,11 +231,20 @@ impl Filter {
     }
 }
 
+/// A decimal whole number written with digits only (no sign, no spaces, not
+/// empty), as every numeric query parameter is; `None` otherwise or on overflow.
+pub fn whole_number(v: &str) -> Option<u64> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
 /// Parses `limit` (1–10000).
 pub fn limit(p: &Params) -> Result<Option<usize>, Error> {
     p.value("limit")
-        .map(|v| match v.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) && v.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        .map(|v| match whole_number(v) {
+            Some(n) if (1..=MAX_LIMIT as u64).contains(&n) => Ok(n as usize),
             _ => Err(Error::bad_request(
                 "InvalidLimit",
                 format!("Invalid limit: expected a whole number from 1 to {MAX_LIMIT}"),

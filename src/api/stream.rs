@@ -13,7 +13,7 @@
 //! before it has been sent or filtered out, and each phase starts at it.
 
 use super::negotiate::Format;
-use super::query::{Filter, Params};
+use super::query::{whole_number, Filter, Params};
 use super::{Error, State};
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -69,10 +69,7 @@ fn invalid_version() -> Error {
 }
 
 fn parse_version(v: &str) -> Result<u64, Error> {
-    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid_version());
-    }
-    v.parse().map_err(|_| invalid_version())
+    whole_number(v).ok_or_else(invalid_version)
 }
 
 /// Counts a stream as open for as long as it lives.
@@ -171,10 +168,8 @@ pub async fn stream(
     }
     let heartbeat = params
         .value("heartbeat")
-        .map(|v| match v.parse::<u64>() {
-            Ok(s) if (1..=MAX_HEARTBEAT).contains(&s) && v.bytes().all(|b| b.is_ascii_digit()) => {
-                Ok(Duration::from_secs(s))
-            }
+        .map(|v| match whole_number(v) {
+            Some(s) if (1..=MAX_HEARTBEAT).contains(&s) => Ok(Duration::from_secs(s)),
             _ => Err(Error::bad_request(
                 "InvalidParameter",
                 format!("Invalid heartbeat: expected whole seconds from 1 to {MAX_HEARTBEAT}"),
