@@ -4,7 +4,7 @@
 use crate::api;
 use crate::config::{Feed, Settings};
 use actix_web::dev::ServerHandle;
-use actix_web::{web, HttpServer};
+use actix_web::web;
 use actors::ecs::{AwsEcs, Ecs};
 use actors::metrics::Metrics;
 use actors::pipeline::{Pipeline, Source, SourceAddr};
@@ -188,21 +188,9 @@ impl Service {
                 .with_cors(sv.cors_allowed_origins.clone()),
         );
         let bind = settings.bind_addr();
-        let server = HttpServer::new(move || api::app(state.clone()))
-            .workers(std::thread::available_parallelism().map_or(2, |n| n.get().min(4)))
-            .disable_signals()
-            // A client that closes its side is gone: its stream stops at once
-            // (an idle stream would otherwise notice only at its next write).
-            .h1_allow_half_closed(false)
-            .on_connect(no_delay)
-            .shutdown_timeout(5);
-        let server = match tls {
-            Some(tls) => server.bind_rustls_0_23(bind, tls),
-            None => server.bind(bind),
-        }
-        .map_err(|source| Error::Bind { addr: bind, source })?;
-        let addr = server.addrs().first().copied().unwrap_or(bind);
-        let server = server.run();
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+        let (addr, server) = api::server::listen(state, bind, tls, workers)
+            .map_err(|source| Error::Bind { addr: bind, source })?;
         let handle = server.handle();
         actix_web::rt::spawn(server);
         info!(log, "serving"; "addr" => %addr);
@@ -227,21 +215,5 @@ impl Service {
         let _ = self.pipeline.hub.send(actors::hub::Close).await;
         self.server.stop(true).await;
         drop(self.pipeline);
-    }
-}
-
-/// Sets `TCP_NODELAY` on each accepted connection. With Nagle's algorithm on,
-/// a small write that follows another still unacknowledged one waits for the
-/// client's delayed ACK (40 ms on Linux): stream items written moments apart,
-/// and the last piece of a streamed list, arrived in 40 ms steps.
-fn no_delay(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
-    use actix_tls::accept::rustls_0_23::TlsStream;
-    use actix_web::rt::net::TcpStream;
-    let tcp = conn.downcast_ref::<TcpStream>().or_else(|| {
-        conn.downcast_ref::<TlsStream<TcpStream>>()
-            .map(|tls| tls.get_ref().0)
-    });
-    if let Some(tcp) = tcp {
-        let _ = tcp.set_nodelay(true);
     }
 }

@@ -7,9 +7,11 @@
 //! is `{"code", "message"}` JSON; nothing a client sends can panic a handler.
 
 pub mod cors;
+pub mod framing;
 mod listing;
 mod negotiate;
 mod query;
+pub mod server;
 mod stream;
 
 use actix_web::http::{header, StatusCode};
@@ -258,6 +260,27 @@ pub fn app(
                 .map(move |res| res.map(|res| if plain { as_text_error(res) } else { res }))
         })
         .wrap(cors)
+        .wrap_fn(|req, srv| {
+            use actix_web::dev::Service as _;
+            use futures_util::future::{ready, Either};
+            use futures_util::FutureExt as _;
+            match rejected(&req) {
+                Some(why) => Either::Left(ready(Ok(req.error_response(why.error())))),
+                None => Either::Right(
+                    srv.call(req)
+                        .map(|res| res.map(|res| res.map_into_boxed_body())),
+                ),
+            }
+        })
+}
+
+/// Why the connection's framing guard replaced this request, when it did
+/// (see [`framing`]).
+fn rejected(req: &actix_web::dev::ServiceRequest) -> Option<framing::Rejection> {
+    if req.path() != framing::REJECTED_PATH {
+        return None;
+    }
+    req.conn_data::<framing::Verdict>()?.rejection()
 }
 
 /// The paths v0.3 served (its generated clients read their errors as text).

@@ -1,7 +1,9 @@
 //! What clients written elsewhere need: the v0.3 generated client's content
 //! types (streams as `application/octet-stream`, errors as `text/plain` with
 //! `server.v03_errors`) checked against the original v0.3 swagger document,
-//! content negotiation of the streams, HEAD on every GET path, and CORS.
+//! content negotiation of the streams, HEAD on every GET path, CORS, and
+//! HTTP/1 framing (JSON errors for heads the server will not read, nothing
+//! answered after a request that asked to close).
 
 use crate::servers::venv_python;
 use crate::support::*;
@@ -323,6 +325,123 @@ async fn every_get_path_answers_head_with_the_same_headers_and_no_body() {
             (405, Some("GET, HEAD")),
             "{path}"
         );
+    }
+}
+
+/// The responses in `raw`, in order (status and body of each).
+fn responses(mut raw: &[u8]) -> Vec<Response> {
+    let mut out = Vec::new();
+    while !raw.is_empty() {
+        let head = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a head")
+            + 4;
+        let r = parse(&raw[..head]);
+        let len: usize = r
+            .header("content-length")
+            .expect("a length")
+            .parse()
+            .unwrap();
+        out.push(parse(&raw[..head + len]));
+        raw = &raw[head + len..];
+    }
+    out
+}
+
+#[actix_web::test]
+async fn heads_the_server_will_not_read_get_json_errors_and_close() {
+    let t = start().await;
+    let get = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let long = |n: usize| {
+        format!(
+            "GET /v1/tasks/{} HTTP/1.1\r\nHost: x\r\n\r\n",
+            "a".repeat(n)
+        )
+    };
+    let cases = [
+        // Past http's own URI limit (64 KiB), and past actix-http's buffer (128 KiB).
+        (long(100_000), 414, "UriTooLong", "URI too long"),
+        (long(200_000), 414, "UriTooLong", "URI too long"),
+        (
+            format!(
+                "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
+                "b".repeat(100_000)
+            ),
+            431,
+            "HeadersTooLarge",
+            "Request header fields too large",
+        ),
+        (
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nBad Name: y\r\n\r\n".into(),
+            400,
+            "MalformedRequest",
+            "Malformed request: invalid header name",
+        ),
+        (
+            "GET /healthz HTTP/1.1\r\n\r\n".into(),
+            400,
+            "MalformedRequest",
+            "Malformed request: missing Host header",
+        ),
+    ];
+    for (req, status, code, message) in cases {
+        // Behind a good request, with another pipelined after it.
+        let out = raw(t.addr(), format!("{get}{req}{get}").as_bytes()).await;
+        let all = responses(&out);
+        assert_eq!(all.len(), 2, "{code}: {}", String::from_utf8_lossy(&out));
+        assert_eq!(all[0].status, 200);
+        let r = &all[1];
+        assert_eq!(
+            (r.status, r.header("content-type")),
+            (status, Some("application/json"))
+        );
+        assert_eq!(r.header("connection"), Some("close"), "{code}");
+        assert_eq!(r.json()["code"], code);
+        assert!(
+            r.json()["message"].as_str().unwrap().starts_with(message),
+            "{code}"
+        );
+    }
+    // A line just within the limit is read (and answered as any request).
+    let r = parse(
+        &raw(
+            t.addr(),
+            long(65_000)
+                .replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await,
+    );
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (404, Some("NotFound"))
+    );
+}
+
+#[actix_web::test]
+async fn nothing_pipelined_after_a_request_that_asks_to_close_is_answered() {
+    let t = start().await;
+    let ping = |extra: &str, version: &str| {
+        format!("GET /v1/ping HTTP/{version}\r\nHost: x\r\n{extra}\r\n")
+    };
+    let close = ping("Connection: close\r\n", "1.1");
+    let bad = "GET /v1/tasks?limit=0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    for (sent, answered) in [
+        // Keep-alive pipelining answers every request, in order.
+        (format!("{}{}{close}", ping("", "1.1"), ping("", "1.1")), vec![200, 200, 200]),
+        (format!("{close}{}", ping("", "1.1")), vec![200]),
+        (format!("{}{bad}{}", ping("", "1.1"), ping("", "1.1")), vec![200, 400]),
+        (format!("{}{}", ping("", "1.0"), ping("", "1.1")), vec![200]),
+        (format!("{}{close}", ping("Connection: keep-alive\r\n", "1.0")), vec![200, 200]),
+        (
+            format!("POST /v1/ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 3\r\n\r\nGET{close}"),
+            vec![405],
+        ),
+    ] {
+        let out = raw(t.addr(), sent.as_bytes()).await;
+        let statuses: Vec<u16> = responses(&out).iter().map(|r| r.status).collect();
+        assert_eq!(statuses, answered, "{sent:?}");
     }
 }
 

@@ -77,7 +77,7 @@ async fn https_serves_with_a_test_certificate() {
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = rustls_pki_types::ServerName::IpAddress(svc.addr.ip().into());
-    let https_get = |path: &'static str| {
+    let https_get = |path: String| {
         let (connector, name) = (connector.clone(), name.clone());
         async move {
             let tcp = tokio::net::TcpStream::connect(svc.addr).await.unwrap();
@@ -90,12 +90,18 @@ async fn https_serves_with_a_test_certificate() {
         }
     };
     let ready = eventually(Duration::from_secs(10), || async {
-        https_get("/readyz").await.status == 200
+        https_get("/readyz".into()).await.status == 200
     })
     .await;
     assert!(ready);
-    let r = https_get("/v1/ping").await;
+    let r = https_get("/v1/ping".into()).await;
     assert_eq!((r.status, r.json()["status"].as_str()), (200, Some("ok")));
+    // The framing checks sit behind TLS too.
+    let r = https_get(format!("/v1/tasks/{}", "a".repeat(70_000))).await;
+    assert_eq!(
+        (r.status, r.json()["code"].as_str()),
+        (414, Some("UriTooLong"))
+    );
     // Plain HTTP on the HTTPS port gets no HTTP answer.
     let plain = raw(svc.addr, b"GET /v1/ping HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(
