@@ -182,7 +182,7 @@ impl Service {
         };
         info!(log, "API security"; "tls" => tls.is_some(), "bearer_auth" => token.is_some());
         let state = web::Data::new(
-            api::State::new(&pipeline, store, streams)
+            api::State::new(&pipeline, streams)
                 .with_token(token)
                 .with_v03_errors(sv.v03_errors)
                 .with_cors(sv.cors_allowed_origins.clone()),

@@ -8,7 +8,8 @@
 //!   a typed [`decode::Error`] for every way a message can be bad.
 //! - [`store`]: the [`store::Store`] trait and its version rule
 //!   ([`store::supersedes`]); [`store::Embedded`] is the redb backend.
-//! - [`view`]: the in-memory view; readers get O(1) [`view::Snapshot`]s.
+//! - [`view`]: the in-memory view; readers get O(1) [`view::Snapshot`]s
+//!   through a [`reader::Reader`], the writer's read handle.
 //! - Actors, each with its messages beside it:
 //!   source ([`source::SimulateSource`], [`source::ReplaySource`]) →
 //!   [`decoder::EventDecoder`] → [`writer::StoreWriter`] → [`hub::StreamHub`].
@@ -26,6 +27,7 @@ pub mod hub;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod reader;
 pub mod reconciler;
 pub mod sim;
 pub mod source;

@@ -99,15 +99,8 @@ pub struct Metrics {
     pub sqs_delete_errors: Counter,
     /// `css_events_dead_lettered_total`: invalid messages sent to the dead-letter queue.
     pub dead_lettered: Counter,
-    /// `css_view_loaded`: 1 once the view is loaded from the store.
-    pub view_loaded: Gauge,
     /// `css_store_feed_reloads_total`: full reloads because the feed fell behind.
     pub feed_reloads: Counter,
-    /// `css_store_up`: 1 while the store answers.
-    pub store_up: Gauge,
-    /// `css_reconcile_pending`: clusters whose first sweep is not done yet
-    /// (plus 1 until the clusters are first discovered).
-    pub reconcile_pending: Gauge,
     /// Per-cluster reconcile counters, by cluster name.
     pub reconcile: Mutex<BTreeMap<String, Arc<ClusterStats>>>,
 }

@@ -5,11 +5,12 @@ use crate::decoder::EventDecoder;
 use crate::ecs::Ecs;
 use crate::hub::StreamHub;
 use crate::metrics::Metrics;
+use crate::reader::{self, Reader};
 use crate::reconciler::{self, ReconcileManager};
 use crate::sim;
 use crate::source::{sqs, QueueReader, ReplaySource, SimulateSource};
 use crate::store::Store;
-use crate::writer::{self, LatestView, StoreWriter};
+use crate::writer::{self, StoreWriter};
 use actix::prelude::*;
 use slog::{o, Logger};
 use std::path::PathBuf;
@@ -39,8 +40,8 @@ pub enum SourceAddr {
 pub struct Pipeline {
     pub hub: Addr<StreamHub>,
     pub writer: Addr<StoreWriter>,
-    /// The writer's latest view, for readers that must not wait on it.
-    pub latest: LatestView,
+    /// The writer's read handle: the only way to observe the store.
+    pub reader: Reader,
     pub decoder: Addr<EventDecoder>,
     pub source: SourceAddr,
     /// The reconcile manager, when reconciling.
@@ -69,10 +70,14 @@ impl Pipeline {
             log.new(o!("actor" => "StoreWriter")),
             hub.clone(),
         );
-        let latest = LatestView::default();
-        let v = latest.clone();
+        let (publisher, reader) = reader::channel(store.clone());
+        let progress = publisher.reconcile_progress();
+        if reconcile.is_some() {
+            // Not ready before the reconcile manager has found the clusters.
+            progress.discovering();
+        }
         let writer = Supervisor::start_in_arbiter(&arbiters[1].handle(), move |_| {
-            StoreWriter::new(store, h, v, config, m, l)
+            StoreWriter::new(store, h, publisher, config, m, l)
         });
         let (m, l, w) = (
             metrics.clone(),
@@ -94,9 +99,10 @@ impl Pipeline {
             }
             Source::Queue(client, cfg) => {
                 let (l, m) = (log.new(o!("actor" => "QueueReader")), metrics.clone());
+                let r = reader.clone();
                 SourceAddr::Queue(Supervisor::start_in_arbiter(
                     &arbiters[3].handle(),
-                    move |_| QueueReader::new(client, cfg, d, m, l),
+                    move |_| QueueReader::new(client, cfg, d, r, m, l),
                 ))
             }
             Source::Replay(path) => {
@@ -113,15 +119,22 @@ impl Pipeline {
                 log.new(o!("actor" => "Reconciler")),
                 writer.clone(),
             );
-            let s = store_for_reconcile;
+            let deps = reconciler::Deps {
+                ecs,
+                store: store_for_reconcile,
+                writer: w,
+                reader: reader.clone(),
+                progress,
+                metrics: m,
+            };
             Supervisor::start_in_arbiter(&arbiters[4].handle(), move |_| {
-                ReconcileManager::new(settings, ecs, s, w, m, l)
+                ReconcileManager::new(settings, deps, l)
             })
         });
         Pipeline {
             hub,
             writer,
-            latest,
+            reader,
             decoder,
             source,
             reconcile,

@@ -16,14 +16,14 @@ use crate::arn::ClusterRef;
 use crate::ecs::{self, Ecs, TaskStatus, DESCRIBE_BATCH};
 use crate::metrics::{ClusterStats, Metrics};
 use crate::model::Entry;
+use crate::reader::{Reader, ReconcileProgress};
 use crate::source::sqs::Backoff;
 use crate::store::{Op, Outcome, Store};
 use crate::time::now_ms;
-use crate::writer::{Apply, GetSnapshot, StoreWriter};
+use crate::writer::{Apply, StoreWriter};
 use actix::prelude::*;
 use slog::{debug, info, warn, Logger};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -91,15 +91,25 @@ pub struct Report {
     pub removed: usize,
 }
 
+/// What the reconcilers work with.
+#[derive(Clone)]
+pub struct Deps {
+    pub ecs: Arc<dyn Ecs>,
+    /// For the reconcile lease only ([`Store::lead`]); reads go through `reader`.
+    pub store: Arc<dyn Store>,
+    pub writer: Addr<StoreWriter>,
+    pub reader: Reader,
+    pub progress: ReconcileProgress,
+    pub metrics: Arc<Metrics>,
+}
+
 /// One sweep of one cluster; owns what it needs so it runs off the actor.
 #[derive(Clone)]
 struct Sweep {
-    store: Arc<dyn Store>,
+    deps: Deps,
     cluster: String,
     matcher: ClusterRef,
     tuning: Tuning,
-    ecs: Arc<dyn Ecs>,
-    writer: Addr<StoreWriter>,
     stats: Arc<ClusterStats>,
 }
 
@@ -135,7 +145,7 @@ impl Sweep {
         let mut arns = Vec::new();
         let mut next = None;
         for _ in 0..MAX_PAGES {
-            let (ecs, cluster, token) = (self.ecs.clone(), self.cluster.clone(), next.clone());
+            let (ecs, cluster, token) = (self.deps.ecs.clone(), self.cluster.clone(), next.clone());
             let page = self
                 .call(budget, move || {
                     let (ecs, cluster, token) = (ecs.clone(), cluster.clone(), token.clone());
@@ -164,7 +174,8 @@ impl Sweep {
     ) -> ecs::Result<ecs::Described> {
         let mut all = ecs::Described::default();
         for chunk in arns.chunks(DESCRIBE_BATCH) {
-            let (ecs, cluster, chunk) = (self.ecs.clone(), self.cluster.clone(), chunk.to_vec());
+            let (ecs, cluster, chunk) =
+                (self.deps.ecs.clone(), self.cluster.clone(), chunk.to_vec());
             let d = self
                 .call(budget, move || {
                     let (ecs, cluster, chunk) = (ecs.clone(), cluster.clone(), chunk.clone());
@@ -186,7 +197,13 @@ impl Sweep {
     /// Sweeps, if this replica leads the cluster; `None` when another does.
     async fn run(self) -> Result<Option<Report>, String> {
         let name = crate::arn::cluster_name(&self.cluster).unwrap_or(&self.cluster);
-        if !self.store.lead(name).await.map_err(|e| e.to_string())? {
+        if !self
+            .deps
+            .store
+            .lead(name)
+            .await
+            .map_err(|e| e.to_string())?
+        {
             return Ok(None);
         }
         self.sweep().await.map(Some)
@@ -280,18 +297,14 @@ impl Sweep {
     }
 
     async fn snapshot(&self) -> Result<crate::view::Snapshot, String> {
-        match self.writer.send(GetSnapshot).await {
-            Ok(Ok(s)) => Ok(s),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(e.to_string()),
-        }
+        self.deps.reader.snapshot().map_err(|e| e.to_string())
     }
 
     async fn apply(&self, ops: Vec<Op>) -> Result<Vec<Outcome>, String> {
         if ops.is_empty() {
             return Ok(Vec::new());
         }
-        match self.writer.send(Apply { ops }).await {
+        match self.deps.writer.send(Apply { ops }).await {
             Ok(Ok(o)) => Ok(o),
             Ok(Err(e)) => Err(e.to_string()),
             Err(e) => Err(e.to_string()),
@@ -314,20 +327,20 @@ pub struct Reconciler {
     /// What every sweep of this cluster needs.
     job: Sweep,
     /// Set after the first successful sweep (readiness).
-    swept: Arc<AtomicBool>,
+    swept: bool,
     log: Logger,
     sweeping: bool,
     seed: u64,
 }
 
 impl Reconciler {
-    fn new(job: Sweep, swept: Arc<AtomicBool>, log: Logger) -> Self {
+    fn new(job: Sweep, log: Logger) -> Self {
         let seed = job.cluster.bytes().fold(0x9E37_79B9_7F4A_7C15u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3)
         });
         Reconciler {
             job,
-            swept,
+            swept: false,
             log,
             sweeping: false,
             seed,
@@ -361,7 +374,7 @@ impl Reconciler {
                     warn!(act.log, "no longer leading this cluster");
                 }
                 s.leader.set(0);
-                act.swept.store(true, Ordering::SeqCst);
+                act.mark_swept();
                 delay = delay.min(STANDBY_RETRY);
                 ctx.run_later(delay, |act, ctx| act.sweep(ctx));
                 return;
@@ -378,7 +391,7 @@ impl Reconciler {
                     s.added.add(r.added as u64);
                     s.updated.add(r.updated as u64);
                     s.removed.add(r.removed as u64);
-                    if !act.swept.swap(true, Ordering::SeqCst) {
+                    if act.mark_swept() {
                         info!(act.log, "first sweep done"; "instances" => r.instances, "tasks" => r.tasks,
                             "added" => r.added, "updated" => r.updated, "removed" => r.removed);
                     } else {
@@ -396,6 +409,14 @@ impl Reconciler {
     }
 }
 
+impl Reconciler {
+    /// Readiness no longer waits for this cluster; true the first time.
+    fn mark_swept(&mut self) -> bool {
+        self.job.deps.progress.swept(&self.job.cluster);
+        !std::mem::replace(&mut self.swept, true)
+    }
+}
+
 impl Actor for Reconciler {
     type Context = Context<Self>;
 
@@ -404,7 +425,7 @@ impl Actor for Reconciler {
         if self.job.tuning.enabled {
             self.sweep(ctx);
         } else {
-            self.swept.store(true, Ordering::SeqCst);
+            self.mark_swept();
             info!(self.log, "reconcile disabled for this cluster");
         }
     }
@@ -456,35 +477,21 @@ impl Settings {
 /// Starts and stops the reconcilers as clusters come and go.
 pub struct ReconcileManager {
     settings: Settings,
-    store: Arc<dyn Store>,
-    ecs: Arc<dyn Ecs>,
-    writer: Addr<StoreWriter>,
-    metrics: Arc<Metrics>,
+    deps: Deps,
     log: Logger,
-    actors: HashMap<String, (Addr<Reconciler>, Arc<AtomicBool>)>,
-    discovered: bool,
+    actors: HashMap<String, Addr<Reconciler>>,
     discovering: bool,
 }
 
 impl ReconcileManager {
-    pub fn new(
-        settings: Settings,
-        ecs: Arc<dyn Ecs>,
-        store: Arc<dyn Store>,
-        writer: Addr<StoreWriter>,
-        metrics: Arc<Metrics>,
-        log: Logger,
-    ) -> Self {
-        metrics.reconcile_pending.set(1);
+    /// Readiness waits until the clusters are known: call
+    /// [`ReconcileProgress::discovering`] before starting it.
+    pub fn new(settings: Settings, deps: Deps, log: Logger) -> Self {
         ReconcileManager {
             settings,
-            store,
-            ecs,
-            writer,
-            metrics,
+            deps,
             log,
             actors: HashMap::new(),
-            discovered: false,
             discovering: false,
         }
     }
@@ -494,7 +501,7 @@ impl ReconcileManager {
             return;
         }
         self.discovering = true;
-        let (ecs, explicit) = (self.ecs.clone(), self.settings.clusters.clone());
+        let (ecs, explicit) = (self.deps.ecs.clone(), self.settings.clusters.clone());
         let fut = async move {
             if let Some(names) = explicit {
                 return Ok(names);
@@ -523,7 +530,6 @@ impl ReconcileManager {
     }
 
     fn reconcile_set(&mut self, clusters: Vec<String>, ctx: &mut Context<Self>) {
-        self.discovered = true;
         let wanted: HashSet<&String> = clusters.iter().collect();
         for cluster in &clusters {
             if self.actors.contains_key(cluster) {
@@ -537,22 +543,17 @@ impl ReconcileManager {
                 .unwrap_or(cluster)
                 .to_owned();
             let job = Sweep {
-                store: self.store.clone(),
+                deps: self.deps.clone(),
                 cluster: cluster.clone(),
                 matcher,
                 tuning: self.settings.tuning(cluster),
-                ecs: self.ecs.clone(),
-                writer: self.writer.clone(),
-                stats: self.metrics.cluster(&name),
+                stats: self.deps.metrics.cluster(&name),
             };
-            let swept = Arc::new(AtomicBool::new(false));
-            let (s, l) = (
-                swept.clone(),
-                self.log.new(slog::o!("cluster" => name.clone())),
-            );
-            let addr = Supervisor::start(move |_| Reconciler::new(job, s, l));
+            self.deps.progress.waiting(cluster);
+            let l = self.log.new(slog::o!("cluster" => name.clone()));
+            let addr = Supervisor::start(move |_| Reconciler::new(job, l));
             info!(self.log, "reconciling a cluster"; "cluster" => &name);
-            self.actors.insert(cluster.clone(), (addr, swept));
+            self.actors.insert(cluster.clone(), addr);
         }
         let vanished: Vec<String> = self
             .actors
@@ -561,16 +562,17 @@ impl ReconcileManager {
             .cloned()
             .collect();
         for cluster in vanished {
-            if let Some((addr, _)) = self.actors.remove(&cluster) {
+            if let Some(addr) = self.actors.remove(&cluster) {
                 info!(self.log, "cluster gone; removing its entities"; "cluster" => &cluster);
-                let writer = self.writer.clone();
+                self.deps.progress.swept(&cluster);
+                let (writer, reader) = (self.deps.writer.clone(), self.deps.reader.clone());
                 let Some(matcher) = ClusterRef::parse(&cluster) else {
                     continue;
                 };
                 ctx.spawn(
                     async move {
                         let _ = addr.send(Retire).await;
-                        let Ok(Ok(snap)) = writer.send(GetSnapshot).await else {
+                        let Ok(snap) = reader.snapshot() else {
                             return;
                         };
                         let ops: Vec<Op> = snap
@@ -591,17 +593,7 @@ impl ReconcileManager {
                 );
             }
         }
-        self.update_pending();
-    }
-
-    fn update_pending(&self) {
-        let pending = self
-            .actors
-            .values()
-            .filter(|(_, swept)| !swept.load(Ordering::SeqCst))
-            .count()
-            + usize::from(!self.discovered);
-        self.metrics.reconcile_pending.set(pending as u64);
+        self.deps.progress.known();
     }
 }
 
@@ -613,7 +605,6 @@ impl Actor for ReconcileManager {
         self.discover(ctx);
         let every = self.settings.base.interval.max(Duration::from_secs(1));
         ctx.run_interval(every, |act, ctx| act.discover(ctx));
-        ctx.run_interval(Duration::from_millis(200), |act, _| act.update_pending());
     }
 }
 
@@ -623,7 +614,7 @@ impl Supervised for ReconcileManager {}
 impl Handler<SweepNow> for ReconcileManager {
     type Result = ();
     fn handle(&mut self, _: SweepNow, _: &mut Context<Self>) {
-        for (addr, _) in self.actors.values() {
+        for addr in self.actors.values() {
             addr.do_send(SweepNow);
         }
     }

@@ -4,9 +4,12 @@
 //! in flight and go to the store together in the next one (group commit), so
 //! one fsync covers many events. A commit's outcomes are applied to the view,
 //! handed to the StreamHub, and only then answered, so a caller that hears
-//! "applied" may acknowledge its message (rule 6).
+//! "applied" may acknowledge its message: nothing is acknowledged before it
+//! is durable.
 //!
-//! Readers ask [`GetSnapshot`] and get an O(1) clone of the view.
+//! Readers observe the view and the health through a
+//! [`Reader`](crate::reader::Reader) of the writer's [`Publisher`]: an O(1)
+//! clone of the view, without a message to the writer.
 //! STOPPED-task retention and tombstone expiry run on a timer.
 //!
 //! A commit error stops the actor; its supervisor restarts it with its state
@@ -16,6 +19,7 @@
 use crate::hub::{Committed, Reset, StreamHub};
 use crate::metrics::Metrics;
 use crate::model::Kind;
+use crate::reader::Publisher;
 use crate::store::{self, Change, Feed, Op, Outcome, Store};
 use crate::time::now_ms;
 use crate::view::Snapshot;
@@ -69,29 +73,6 @@ pub struct Apply {
     pub ops: Vec<Op>,
 }
 
-/// Get a snapshot of the view; `Unavailable` until the view is loaded.
-#[derive(Message)]
-#[rtype(result = "Result<Snapshot, store::Error>")]
-pub struct GetSnapshot;
-
-/// The writer's latest view, readable without a message to the writer (the
-/// API reads it on every request); `None` while the view is (re)loading.
-/// Updated whenever the view changes, before any caller is answered.
-#[derive(Clone, Default)]
-pub struct LatestView(Arc<std::sync::RwLock<Option<Snapshot>>>);
-
-impl LatestView {
-    pub fn get(&self) -> Option<Snapshot> {
-        self.0.read().ok()?.clone()
-    }
-
-    fn set(&self, view: Option<Snapshot>) {
-        if let Ok(mut v) = self.0.write() {
-            *v = view;
-        }
-    }
-}
-
 /// Run retention and tombstone expiry now (also runs on a timer).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -125,7 +106,7 @@ pub struct StoreWriter {
     log: Logger,
     phase: Phase,
     view: Snapshot,
-    latest: LatestView,
+    publisher: Publisher,
     pending: VecDeque<Pending>,
     load_backoff: Duration,
     retention_queued: bool,
@@ -162,14 +143,14 @@ impl StoreWriter {
     pub fn new(
         store: Arc<dyn Store>,
         hub: Addr<StreamHub>,
-        latest: LatestView,
+        publisher: Publisher,
         config: Config,
         metrics: Arc<Metrics>,
         log: Logger,
     ) -> Self {
-        latest.set(None);
+        publisher.view(None);
         StoreWriter {
-            latest,
+            publisher,
             store,
             hub,
             config,
@@ -216,7 +197,7 @@ impl StoreWriter {
                         ctx.add_stream(FeedStream(act.generation, feed));
                     }
                     act.view = view;
-                    act.metrics.store_up.set(1);
+                    act.publisher.store_up(true);
                     act.release();
                     // A reload while a commit is in flight leaves it in flight.
                     if act.phase == Phase::Loading {
@@ -224,7 +205,6 @@ impl StoreWriter {
                     }
                     act.load_backoff = Duration::from_millis(100);
                     act.update_gauges();
-                    act.metrics.view_loaded.set(1);
                     act.kick(ctx);
                 }
                 Err(e) => {
@@ -241,7 +221,7 @@ impl StoreWriter {
 
     /// After every change of the view: publish it and its gauges.
     fn update_gauges(&self) {
-        self.latest.set(Some(self.view.clone()));
+        self.publisher.view(Some(self.view.clone()));
         self.metrics.view_tasks.set(self.view.tasks.len() as u64);
         self.metrics
             .view_instances
@@ -412,14 +392,12 @@ impl StoreWriter {
             async move { store.ping().await }
                 .into_actor(self)
                 .map(|res, act, _| {
-                    let up = u64::from(res.is_ok());
-                    if up != act.metrics.store_up.get() {
+                    if act.publisher.store_up(res.is_ok()) {
                         match &res {
                             Ok(()) => info!(act.log, "store reachable again"),
                             Err(e) => warn!(act.log, "store unreachable"; "error" => %e),
                         }
                     }
-                    act.metrics.store_up.set(up);
                 }),
         );
     }
@@ -474,6 +452,11 @@ impl StoreWriter {
 impl Actor for StoreWriter {
     type Context = Context<Self>;
 
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        // Readers get `Unavailable` until a restarted writer has loaded again.
+        self.publisher.view(None);
+    }
+
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX);
         self.load(ctx);
@@ -516,13 +499,12 @@ impl StreamHandler<FeedItem> for StoreWriter {
 impl Supervised for StoreWriter {
     fn restarting(&mut self, _: &mut Context<Self>) {
         self.metrics.writer_restarts.inc();
-        self.metrics.view_loaded.set(0);
         warn!(self.log, "StoreWriter restarting: reloading the view from the store";
             "dropped_requests" => self.pending.len());
         // Reset: dropping the pending replies tells their callers to retry.
         self.phase = Phase::Loading;
         self.view = Snapshot::default();
-        self.latest.set(None);
+        self.publisher.view(None);
         self.pending.clear();
         self.retention_queued = false;
         self.fed = false;
@@ -549,17 +531,6 @@ impl Handler<Apply> for StoreWriter {
             rx.await
                 .unwrap_or_else(|_| Err(store::Error::Unavailable("the writer restarted".into())))
         })
-    }
-}
-
-impl Handler<GetSnapshot> for StoreWriter {
-    type Result = Result<Snapshot, store::Error>;
-
-    fn handle(&mut self, _: GetSnapshot, _: &mut Context<Self>) -> Self::Result {
-        match self.phase {
-            Phase::Loading => Err(store::Error::Unavailable("the view is not loaded".into())),
-            Phase::Idle | Phase::Committing => Ok(self.view.clone()),
-        }
     }
 }
 

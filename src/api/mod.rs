@@ -21,9 +21,9 @@ use actors::hub::StreamHub;
 use actors::metrics::Metrics;
 use actors::model::{Key, Kind};
 use actors::pipeline::Pipeline;
-use actors::store::Store;
+use actors::reader::Reader;
 use actors::view::Snapshot;
-use actors::writer::{LatestView, StoreWriter};
+use actors::writer::StoreWriter;
 use bytes::Bytes;
 use listing::Listing;
 use query::{Filter, Params, Token, INSTANCE_FILTERS, TASK_FILTERS};
@@ -121,10 +121,10 @@ impl PageCache {
 
 /// What the handlers share.
 pub struct State {
+    /// For `/healthz` only: whether the writer runs.
     writer: actix::Addr<StoreWriter>,
-    latest: LatestView,
+    reader: Reader,
     hub: actix::Addr<StreamHub>,
-    store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     streams: StreamSettings,
     pages: PageCache,
@@ -137,13 +137,12 @@ pub struct State {
 }
 
 impl State {
-    /// The API over `pipeline`, whose writer owns `store`.
-    pub fn new(pipeline: &Pipeline, store: Arc<dyn Store>, streams: StreamSettings) -> State {
+    /// The API over `pipeline`.
+    pub fn new(pipeline: &Pipeline, streams: StreamSettings) -> State {
         State {
             writer: pipeline.writer.clone(),
-            latest: pipeline.latest.clone(),
+            reader: pipeline.reader.clone(),
             hub: pipeline.hub.clone(),
-            store,
             metrics: pipeline.metrics.clone(),
             streams,
             pages: PageCache {
@@ -175,12 +174,9 @@ impl State {
     }
 
     /// The writer's latest view, read without a message to it; 503 while
-    /// the view loads or if the writer is gone.
-    async fn snapshot(&self) -> Result<Snapshot, Error> {
-        match self.latest.get() {
-            Some(s) if self.writer.connected() => Ok(s),
-            _ => Err(Error::unavailable()),
-        }
+    /// the view loads.
+    fn snapshot(&self) -> Result<Snapshot, Error> {
+        self.reader.snapshot().map_err(|_| Error::unavailable())
     }
 }
 
@@ -395,15 +391,7 @@ async fn healthz(state: web::Data<State>) -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<State>) -> HttpResponse {
-    let m = &state.metrics;
-    let waiting: Vec<&str> = [
-        (m.store_up.get() != 1, "store"),
-        (m.view_loaded.get() != 1, "view"),
-        (m.reconcile_pending.get() > 0, "reconcile"),
-    ]
-    .into_iter()
-    .filter_map(|(waiting, what)| waiting.then_some(what))
-    .collect();
+    let waiting = state.reader.health().waiting_for();
     if waiting.is_empty() {
         json(StatusCode::OK, r#"{"status":"ready"}"#.into())
     } else {
@@ -437,11 +425,11 @@ async fn list(
         .transpose()?;
 
     let snap = match &token {
-        None => state.snapshot().await?,
+        None => state.snapshot()?,
         Some(t) => match state.pages.get(t.revision) {
             Some(s) => s,
             None => {
-                let current = state.snapshot().await?;
+                let current = state.snapshot()?;
                 if current.revision != t.revision {
                     return Err(Error::bad_request(
                         "InvalidNextToken",
@@ -545,7 +533,7 @@ async fn describe(
         cluster_arn: cluster.resolve(&parsed),
         arn: arn.clone(),
     };
-    let snap = state.snapshot().await?;
+    let snap = state.snapshot()?;
     let entry = snap.of(kind).get(&key).ok_or_else(not_found)?;
     let mut body = String::with_capacity(entry.entity.get().len() + 64);
     entry.write_item(false, &mut body);
@@ -555,7 +543,7 @@ async fn describe(
 async fn metrics(state: web::Data<State>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(render_metrics(&state.metrics))
+        .body(render_metrics(&state.metrics, &state.reader.health()))
 }
 
 fn family(s: &mut String, name: &str, kind: &str, help: &str, rows: &[(&str, String)]) {
@@ -566,7 +554,7 @@ fn family(s: &mut String, name: &str, kind: &str, help: &str, rows: &[(&str, Str
 }
 
 /// Renders the metrics in the Prometheus text format.
-pub fn render_metrics(m: &Metrics) -> String {
+pub fn render_metrics(m: &Metrics, health: &actors::reader::Health) -> String {
     let mut s = String::new();
     let one = |v: u64| vec![("", v.to_string())];
     family(
@@ -638,7 +626,7 @@ pub fn render_metrics(m: &Metrics) -> String {
         "css_store_up",
         "gauge",
         "1 while the store answers.",
-        &one(m.store_up.get()),
+        &one(u64::from(health.store_up)),
     );
     let secs = |micros: u64| format!("{:.6}", micros as f64 / 1e6);
     family(
@@ -683,7 +671,7 @@ pub fn render_metrics(m: &Metrics) -> String {
         "css_view_loaded",
         "gauge",
         "1 once the view is loaded from the store.",
-        &one(m.view_loaded.get()),
+        &one(u64::from(health.loaded)),
     );
     family(
         &mut s,
@@ -788,7 +776,7 @@ pub fn render_metrics(m: &Metrics) -> String {
         "css_reconcile_pending",
         "gauge",
         "Clusters whose first sweep is not done yet.",
-        &one(m.reconcile_pending.get()),
+        &one(health.reconcile_pending() as u64),
     );
     family(
         &mut s,

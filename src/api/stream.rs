@@ -177,7 +177,7 @@ pub async fn stream(
         })
         .transpose()?;
 
-    let snap = state.snapshot().await?;
+    let snap = state.snapshot()?;
     let (next, phase) = match from {
         Some(n) => {
             let n = n.max(1);
@@ -229,7 +229,7 @@ pub async fn stream(
 /// Whether a stream may start at revision `n`: 410 when the history no longer
 /// reaches back to it, 400 when it lies beyond the store's next revision.
 async fn check_resume(n: u64, state: &State) -> Result<(), Error> {
-    match state.store.check_resume(n).await {
+    match state.reader.check_resume(n).await {
         Ok(Resume::Available) => Ok(()),
         Ok(Resume::Compacted) => Err(Error::new(
             StatusCode::GONE,
@@ -333,7 +333,7 @@ impl Stream {
             }
             // Go live if the hub holds everything from `next`; else read history.
             if !self.attach().await {
-                self.phase = Phase::CatchUp(Some(self.state.store.history(self.next)));
+                self.phase = Phase::CatchUp(Some(self.state.reader.history(self.next)));
             }
             return Step::Progress;
         };

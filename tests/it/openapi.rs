@@ -153,14 +153,7 @@ async fn every_response_matches_the_openapi_document() {
     // A deletion and a heartbeat bookmark on a live stream.
     let mut live = StreamClient::open(t.addr(), "/v1/stream/tasks?heartbeat=1", "").await;
     let arn = "arn:aws:ecs:us-west-2:111122223333:task/c/b";
-    let b = t
-        .svc
-        .pipeline
-        .writer
-        .send(actors::writer::GetSnapshot)
-        .await
-        .unwrap()
-        .unwrap();
+    let b = t.svc.pipeline.reader.snapshot().unwrap();
     let rev = b.tasks.values().find(|e| e.arn == arn).unwrap().revision;
     t.svc
         .pipeline

@@ -6,7 +6,7 @@ use actors::decoder::{Decode, MessageOutcome, RawMessage};
 use actors::metrics::Metrics;
 use actors::pipeline::{Pipeline, Source, SourceAddr};
 use actors::store::{self, BoxFuture, Embedded, Loaded, Op, Outcome, Store};
-use actors::writer::{self, GetSnapshot};
+use actors::writer;
 use css::config::Feed;
 use proptest::prelude::*;
 use std::collections::HashMap;
@@ -71,7 +71,7 @@ proptest! {
                     max.insert(e, v);
                 }
             }
-            let snap = p.writer.send(GetSnapshot).await.unwrap().unwrap();
+            let snap = p.reader.snapshot().unwrap();
             prop_assert_eq!(snap.tasks.len(), max.len());
             for (e, v) in &max {
                 let entry = snap.tasks.values().find(|x| x.arn.ends_with(&format!("/e{e}"))).unwrap();
@@ -165,7 +165,7 @@ async fn a_failed_writer_restarts_with_its_state_reloaded() {
     // store: the write whose reply was lost is there.
     let mut snap = None;
     for _ in 0..100 {
-        if let Ok(Ok(s)) = p.writer.send(GetSnapshot).await {
+        if let Ok(s) = p.reader.snapshot() {
             if metrics.writer_restarts.get() == 1 {
                 snap = Some(s);
                 break;
@@ -197,7 +197,7 @@ async fn a_failed_writer_restarts_with_its_state_reloaded() {
         .unwrap()
         .unwrap();
     assert_eq!(r, [MessageOutcome::Applied]);
-    let snap = p.writer.send(GetSnapshot).await.unwrap().unwrap();
+    let snap = p.reader.snapshot().unwrap();
     assert_eq!((snap.tasks.len(), snap.revision), (4, 4));
 }
 
@@ -542,6 +542,10 @@ async fn a_stalled_feed_is_replaced_by_a_reload_and_writers_are_answered() {
         2,
         "a new feed after the reload"
     );
-    let snap = p.writer.send(GetSnapshot).await.unwrap().unwrap();
-    assert_eq!(snap.tasks.len(), 1, "the reloaded view has the write");
+    // The view is swapped in just after the new feed is opened.
+    let reloaded = eventually(Duration::from_secs(2), || async {
+        p.reader.snapshot().is_ok_and(|s| s.tasks.len() == 1)
+    })
+    .await;
+    assert!(reloaded, "the reloaded view has the write");
 }

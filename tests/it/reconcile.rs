@@ -10,7 +10,7 @@ use actors::model::Entry;
 use actors::pipeline::{Pipeline, Source};
 use actors::reconciler::{Settings, Tuning};
 use actors::store::{BoxFuture, Embedded};
-use actors::writer::{self, GetSnapshot};
+use actors::writer;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -456,7 +456,7 @@ async fn paging_throttling_and_a_failing_cluster_against_a_stub_ecs() {
     })
     .await;
     assert!(done, "sweeps did not finish");
-    let snap = p.writer.send(GetSnapshot).await.unwrap().unwrap();
+    let snap = p.reader.snapshot().unwrap();
     let in_cluster = |c: &str| {
         snap.tasks
             .values()
@@ -477,10 +477,10 @@ async fn paging_throttling_and_a_failing_cluster_against_a_stub_ecs() {
     assert_eq!(paged.api_calls.get() - paged.throttles.get(), 12);
     // The failing cluster keeps the service from being ready; the other does not.
     let pending_one = eventually(Duration::from_secs(2), || async {
-        metrics.reconcile_pending.get() == 1
+        p.reader.health().reconcile_pending() == 1
     })
     .await;
-    assert!(pending_one, "pending: {}", metrics.reconcile_pending.get());
+    assert!(pending_one, "pending: {:?}", p.reader.health());
 }
 
 #[actix_web::test]
@@ -635,9 +635,10 @@ async fn a_cluster_that_vanishes_loses_its_reconciler_and_its_entities() {
         &css::logging::discard(),
     );
     let count = |c: &'static str| {
-        let w = p.writer.clone();
+        let r = p.reader.clone();
         async move {
-            let snap = w.send(GetSnapshot).await.unwrap().unwrap();
+            r.wait_for(|h| h.loaded).await;
+            let snap = r.snapshot().unwrap();
             snap.tasks
                 .values()
                 .filter(|e| e.cluster_arn.ends_with(c))
@@ -760,7 +761,7 @@ async fn ecs_throttling_over_the_wire_backs_off_and_then_succeeds() {
     );
     assert_eq!(stats.throttles.get(), 4);
     assert!(calls.load(Ordering::SeqCst) >= 8);
-    let snap = p.writer.send(GetSnapshot).await.unwrap().unwrap();
+    let snap = p.reader.snapshot().unwrap();
     let task = snap
         .tasks
         .values()

@@ -11,15 +11,17 @@
 
 use crate::decoder::{Decode, EventDecoder, MessageOutcome, RawMessage};
 use crate::metrics::Metrics;
+use crate::reader::{Health, Reader};
 use actix::prelude::*;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
 };
 use aws_sdk_sqs::Client;
 use slog::{error, info, warn, Logger};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// Most messages SQS returns in one receive.
 const MAX_MESSAGES: i32 = 10;
@@ -107,10 +109,12 @@ struct Inner {
     client: Client,
     config: Config,
     decoder: Addr<EventDecoder>,
+    reader: Reader,
     metrics: Arc<Metrics>,
     log: Logger,
     stopping: AtomicBool,
-    active: AtomicUsize,
+    /// Batches received and not yet finished.
+    in_flight: watch::Sender<usize>,
 }
 
 /// Stop receiving; answered once every in-flight batch is finished and
@@ -131,6 +135,7 @@ impl QueueReader {
         client: Client,
         config: Config,
         decoder: Addr<EventDecoder>,
+        reader: Reader,
         metrics: Arc<Metrics>,
         log: Logger,
     ) -> Self {
@@ -139,10 +144,11 @@ impl QueueReader {
                 client,
                 config,
                 decoder,
+                reader,
                 metrics,
                 log,
                 stopping: AtomicBool::new(false),
-                active: AtomicUsize::new(0),
+                in_flight: watch::channel(0).0,
             }),
         }
     }
@@ -166,13 +172,10 @@ impl Handler<Drain> for QueueReader {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, msg: Drain, _: &mut Context<Self>) -> Self::Result {
-        let inner = self.inner.clone();
-        inner.stopping.store(true, Ordering::SeqCst);
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        let mut in_flight = self.inner.in_flight.subscribe();
         Box::pin(async move {
-            let deadline = Instant::now() + msg.grace;
-            while inner.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            let _ = tokio::time::timeout(msg.grace, in_flight.wait_for(|n| *n == 0)).await;
         })
     }
 }
@@ -208,10 +211,6 @@ async fn run(inner: Arc<Inner>) {
     }
 }
 
-fn ready(m: &Metrics) -> bool {
-    m.view_loaded.get() == 1 && m.store_up.get() == 1
-}
-
 /// One receive loop.
 async fn poll(inner: Arc<Inner>, urls: Arc<(String, Option<String>)>) {
     let (url, dlq) = (&urls.0, &urls.1);
@@ -220,9 +219,9 @@ async fn poll(inner: Arc<Inner>, urls: Arc<(String, Option<String>)>) {
     let wait = inner.config.wait_time.as_secs().min(20) as i32;
     let visibility = inner.config.visibility_timeout.as_secs().clamp(1, 43_200) as i32;
     while !inner.stopping.load(Ordering::SeqCst) {
-        if !ready(m) {
+        if !inner.reader.health().writable() {
             // Nothing is received that could not be written.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            inner.reader.wait_for(Health::writable).await;
             continue;
         }
         let started = Instant::now();
@@ -256,9 +255,9 @@ async fn poll(inner: Arc<Inner>, urls: Arc<(String, Option<String>)>) {
         if messages.is_empty() {
             continue;
         }
-        inner.active.fetch_add(1, Ordering::SeqCst);
+        inner.in_flight.send_modify(|n| *n += 1);
         handle(&inner, url, dlq.as_deref(), messages, &mut backoff).await;
-        inner.active.fetch_sub(1, Ordering::SeqCst);
+        inner.in_flight.send_modify(|n| *n -= 1);
     }
 }
 
