@@ -96,7 +96,7 @@ impl Handler<Decode> for EventDecoder {
 
     fn handle(&mut self, msg: Decode, _: &mut Context<Self>) -> Self::Result {
         let n = msg.messages.len();
-        self.metrics.events_received.add(n as u64);
+        self.metrics.events_received.inc_by(n as u64);
         let mut outcomes = vec![MessageOutcome::Stale; n];
         let mut ops = Vec::with_capacity(n);
         let mut slots = Vec::with_capacity(n);

@@ -229,7 +229,7 @@ impl Handler<Committed> for StreamHub {
     type Result = ();
 
     fn handle(&mut self, msg: Committed, _: &mut Context<Self>) {
-        self.metrics.hub_changes.add(msg.changes.len() as u64);
+        self.metrics.hub_changes.inc_by(msg.changes.len() as u64);
         for change in msg.changes.iter() {
             // Revisions only grow; an older one is from before a reset.
             if change.entry.revision <= self.last_revision && self.floor != u64::MAX {

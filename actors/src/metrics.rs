@@ -1,131 +1,350 @@
-//! Counters shared by the actors and rendered by the HTTP layer at `/metrics`.
+//! Every metric of the service, declared once with its help text in a
+//! `prometheus` registry, and encoded in the Prometheus text format at
+//! `/metrics` by [`Metrics::render`].
 //!
-//! Plain atomics: incrementing one is cheap enough for the event hot path.
+//! The actors hold the metrics (atomic children of each family), so counting
+//! an event is one atomic add on the hot path. Label sets are bounded: fixed
+//! outcome, actor and reason names, and one `cluster` label per reconciled
+//! cluster.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-
-/// A monotonically increasing counter.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    pub fn inc(&self) {
-        self.add(1);
-    }
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+use crate::reader::Health;
+use prometheus::core::{AtomicU64, GenericGauge, GenericGaugeVec};
+use prometheus::{
+    Counter, CounterVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry,
+};
 
 /// A value that goes up and down.
-#[derive(Debug, Default)]
-pub struct Gauge(AtomicU64);
+pub type Gauge = GenericGauge<AtomicU64>;
+type GaugeVec = GenericGaugeVec<AtomicU64>;
 
-impl Gauge {
-    pub fn set(&self, v: u64) {
-        self.0.store(v, Ordering::Relaxed);
-    }
-    /// Adds one; returns the new value.
-    pub fn inc(&self) -> u64 {
-        self.0.fetch_add(1, Ordering::Relaxed) + 1
-    }
-    pub fn dec(&self) {
-        let _ = self
-            .0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+/// Buckets of SQS calls, in seconds (a receive long-polls up to 20 s).
+const SQS_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
+];
 
-/// Every metric of the service. Names in `/metrics` are given beside each.
-#[derive(Debug, Default)]
+/// Every metric of the service.
 pub struct Metrics {
-    /// `css_events_total{outcome="received"}`: messages handed to the decoder.
-    pub events_received: Counter,
-    /// `css_events_total{outcome="applied"}`: events that changed the store.
-    pub events_applied: Counter,
-    /// `css_events_total{outcome="stale"}`: events at or below the stored version.
-    pub events_stale: Counter,
-    /// `css_events_total{outcome="ignored"}`: valid events of types not stored.
-    pub events_ignored: Counter,
-    /// `css_events_total{outcome="invalid"}`: messages that could not be decoded.
-    pub events_invalid: Counter,
-    /// `css_store_commits_total`: durable commits.
-    pub store_commits: Counter,
-    /// `css_store_commit_seconds_total`: time spent in commits (microseconds here).
-    pub store_commit_micros: Counter,
-    /// `css_store_errors_total`: failed commits and loads.
-    pub store_errors: Counter,
-    /// `css_store_revision`: the store's revision.
+    registry: Registry,
+    /// `css_events_total{outcome}`: messages handed to the decoder (`received`),
+    /// events that changed the store (`applied`), events at or below the
+    /// stored version (`stale`), valid events of types not stored
+    /// (`ignored`), messages that could not be decoded (`invalid`).
+    pub events_received: IntCounter,
+    pub events_applied: IntCounter,
+    pub events_stale: IntCounter,
+    pub events_ignored: IntCounter,
+    pub events_invalid: IntCounter,
+    pub store_commits: IntCounter,
+    pub store_commit_seconds: Counter,
+    pub store_errors: IntCounter,
     pub store_revision: Gauge,
-    /// `css_view_entities{kind="task"}`.
+    /// `css_view_entities{kind}`.
     pub view_tasks: Gauge,
-    /// `css_view_entities{kind="instance"}`.
     pub view_instances: Gauge,
-    /// `css_store_deletions_total{reason="retention"}`: STOPPED tasks expired.
-    pub retention_deletions: Counter,
-    /// `css_actor_restarts_total{actor="…"}`.
-    pub writer_restarts: Counter,
-    pub decoder_restarts: Counter,
-    pub hub_restarts: Counter,
-    /// `css_stream_changes_total`: changes the StreamHub received.
-    pub hub_changes: Counter,
-    /// `css_streams_open`: change streams open now.
+    pub feed_reloads: IntCounter,
+    /// `css_store_deletions_total{reason="retention"}`.
+    pub retention_deletions: IntCounter,
+    /// `css_actor_restarts_total{actor}`.
+    pub writer_restarts: IntCounter,
+    pub decoder_restarts: IntCounter,
+    pub hub_restarts: IntCounter,
+    pub hub_changes: IntCounter,
     pub streams_open: Gauge,
-    /// `css_stream_items_sent_total`: item lines written to stream clients.
-    pub stream_items_sent: Counter,
-    /// `css_streams_dropped_total{reason="too_slow"}`: streams cut because
-    /// their client did not keep up.
-    pub streams_too_slow: Counter,
-    /// `css_streams_dropped_total{reason="expired"}`: catch-ups that history
-    /// retention overtook.
-    pub streams_expired: Counter,
-    /// `css_sqs_receive_seconds` (summary): ReceiveMessage calls and their time.
-    pub sqs_receives: Counter,
-    pub sqs_receive_micros: Counter,
-    /// `css_sqs_errors_total{op="receive"}`.
-    pub sqs_receive_errors: Counter,
-    /// `css_sqs_delete_seconds` (summary): DeleteMessageBatch calls and their time.
-    pub sqs_deletes: Counter,
-    pub sqs_delete_micros: Counter,
-    /// `css_sqs_errors_total{op="delete"}`.
-    pub sqs_delete_errors: Counter,
-    /// `css_events_dead_lettered_total`: invalid messages sent to the dead-letter queue.
-    pub dead_lettered: Counter,
-    /// `css_store_feed_reloads_total`: full reloads because the feed fell behind.
-    pub feed_reloads: Counter,
-    /// Per-cluster reconcile counters, by cluster name.
-    pub reconcile: Mutex<BTreeMap<String, Arc<ClusterStats>>>,
+    pub stream_items_sent: IntCounter,
+    /// `css_streams_dropped_total{reason}`.
+    pub streams_too_slow: IntCounter,
+    pub streams_expired: IntCounter,
+    pub sqs_receive_seconds: Histogram,
+    pub sqs_delete_seconds: Histogram,
+    /// `css_sqs_errors_total{op}`.
+    pub sqs_receive_errors: IntCounter,
+    pub sqs_delete_errors: IntCounter,
+    pub dead_lettered: IntCounter,
+    /// Rendered from the [`Health`] at each scrape.
+    store_up: Gauge,
+    view_loaded: Gauge,
+    reconcile_pending: Gauge,
+    clusters: ClusterFamilies,
 }
 
-/// Reconcile counters of one cluster (`css_reconcile_*{cluster="…"}`).
-#[derive(Debug, Default)]
+/// The per-cluster families (`css_reconcile_*{cluster}`).
+struct ClusterFamilies {
+    sweeps: IntCounterVec,
+    sweep_errors: IntCounterVec,
+    sweep_seconds: CounterVec,
+    added: IntCounterVec,
+    updated: IntCounterVec,
+    removed: IntCounterVec,
+    api_calls: IntCounterVec,
+    throttles: IntCounterVec,
+    leader: GaugeVec,
+}
+
+/// Reconcile metrics of one cluster.
+#[derive(Debug, Clone)]
 pub struct ClusterStats {
-    pub sweeps: Counter,
-    pub sweep_errors: Counter,
-    pub sweep_micros: Counter,
-    pub added: Counter,
-    pub updated: Counter,
-    pub removed: Counter,
-    pub api_calls: Counter,
-    pub throttles: Counter,
+    pub sweeps: IntCounter,
+    pub sweep_errors: IntCounter,
+    pub sweep_seconds: Counter,
+    pub added: IntCounter,
+    pub updated: IntCounter,
+    pub removed: IntCounter,
+    pub api_calls: IntCounter,
+    pub throttles: IntCounter,
     /// 1 while this replica leads the cluster's reconcile.
     pub leader: Gauge,
 }
 
+/// Declares metrics in one registry. Names and help texts are constants, so
+/// a failure to register is a programming error caught by every test.
+struct Declare<'a>(&'a Registry);
+
+impl Declare<'_> {
+    fn register<M: prometheus::core::Collector + Clone + 'static>(&self, m: M) -> M {
+        self.0
+            .register(Box::new(m.clone()))
+            .expect("metric names are unique and valid");
+        m
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.register(IntCounter::new(name, help).expect("valid metric"))
+    }
+
+    fn seconds(&self, name: &str, help: &str) -> Counter {
+        self.register(Counter::new(name, help).expect("valid metric"))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> Gauge {
+        self.register(Gauge::new(name, help).expect("valid metric"))
+    }
+
+    fn histogram(&self, name: &str, help: &str) -> Histogram {
+        let opts = HistogramOpts::new(name, help).buckets(SQS_BUCKETS.to_vec());
+        self.register(Histogram::with_opts(opts).expect("valid metric"))
+    }
+
+    fn counters(&self, name: &str, help: &str, label: &str) -> IntCounterVec {
+        self.register(IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric"))
+    }
+
+    fn gauges(&self, name: &str, help: &str, label: &str) -> GaugeVec {
+        self.register(GaugeVec::new(Opts::new(name, help), &[label]).expect("valid metric"))
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
 impl Metrics {
-    /// The counters of cluster `name`, made on first use.
-    pub fn cluster(&self, name: &str) -> Arc<ClusterStats> {
-        match self.reconcile.lock() {
-            Ok(mut m) => m.entry(name.to_owned()).or_default().clone(),
-            Err(_) => Arc::default(),
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let d = Declare(&registry);
+        let events = d.counters("css_events_total", "ECS events by outcome.", "outcome");
+        let restarts = d.counters(
+            "css_actor_restarts_total",
+            "Supervised actor restarts.",
+            "actor",
+        );
+        let views = d.gauges(
+            "css_view_entities",
+            "Entities in the in-memory view.",
+            "kind",
+        );
+        let dropped = d.counters(
+            "css_streams_dropped_total",
+            "Streams ended by the server: too_slow (the client did not keep up), \
+             expired (history retention overtook a catch-up).",
+            "reason",
+        );
+        let sqs_errors = d.counters("css_sqs_errors_total", "Failed SQS calls.", "op");
+        let deletions = d.counters(
+            "css_store_deletions_total",
+            "Entities deleted by the service.",
+            "reason",
+        );
+        Metrics {
+            events_received: events.with_label_values(&["received"]),
+            events_applied: events.with_label_values(&["applied"]),
+            events_stale: events.with_label_values(&["stale"]),
+            events_ignored: events.with_label_values(&["ignored"]),
+            events_invalid: events.with_label_values(&["invalid"]),
+            store_commits: d.counter("css_store_commits_total", "Durable store commits."),
+            store_commit_seconds: d.seconds(
+                "css_store_commit_seconds_total",
+                "Time spent in store commits.",
+            ),
+            store_errors: d.counter("css_store_errors_total", "Failed store loads and commits."),
+            store_revision: d.gauge("css_store_revision", "Current store revision."),
+            view_tasks: views.with_label_values(&["task"]),
+            view_instances: views.with_label_values(&["instance"]),
+            feed_reloads: d.counter(
+                "css_store_feed_reloads_total",
+                "Full view reloads because the store's feed fell behind.",
+            ),
+            retention_deletions: deletions.with_label_values(&["retention"]),
+            writer_restarts: restarts.with_label_values(&["StoreWriter"]),
+            decoder_restarts: restarts.with_label_values(&["EventDecoder"]),
+            hub_restarts: restarts.with_label_values(&["StreamHub"]),
+            hub_changes: d.counter(
+                "css_stream_changes_total",
+                "Committed changes received by the StreamHub.",
+            ),
+            streams_open: d.gauge("css_streams_open", "Change streams open now."),
+            stream_items_sent: d.counter(
+                "css_stream_items_sent_total",
+                "Item lines written to change-stream clients.",
+            ),
+            streams_too_slow: dropped.with_label_values(&["too_slow"]),
+            streams_expired: dropped.with_label_values(&["expired"]),
+            sqs_receive_seconds: d.histogram(
+                "css_sqs_receive_seconds",
+                "SQS ReceiveMessage calls (long polls included).",
+            ),
+            sqs_delete_seconds: d
+                .histogram("css_sqs_delete_seconds", "SQS DeleteMessageBatch calls."),
+            sqs_receive_errors: sqs_errors.with_label_values(&["receive"]),
+            sqs_delete_errors: sqs_errors.with_label_values(&["delete"]),
+            dead_lettered: d.counter(
+                "css_events_dead_lettered_total",
+                "Invalid messages sent to the dead-letter queue.",
+            ),
+            store_up: d.gauge("css_store_up", "1 while the store answers."),
+            view_loaded: d.gauge(
+                "css_view_loaded",
+                "1 once the view is loaded from the store.",
+            ),
+            reconcile_pending: d.gauge(
+                "css_reconcile_pending",
+                "Clusters whose first sweep is not done yet.",
+            ),
+            clusters: ClusterFamilies::declare(&d),
+            registry,
         }
+    }
+
+    /// The metrics of cluster `name`.
+    pub fn cluster(&self, name: &str) -> ClusterStats {
+        let c = &self.clusters;
+        let of = |v: &IntCounterVec| v.with_label_values(&[name]);
+        ClusterStats {
+            sweeps: of(&c.sweeps),
+            sweep_errors: of(&c.sweep_errors),
+            sweep_seconds: c.sweep_seconds.with_label_values(&[name]),
+            added: of(&c.added),
+            updated: of(&c.updated),
+            removed: of(&c.removed),
+            api_calls: of(&c.api_calls),
+            throttles: of(&c.throttles),
+            leader: c.leader.with_label_values(&[name]),
+        }
+    }
+
+    /// Forgets the metrics of a cluster that is no longer reconciled.
+    pub fn forget_cluster(&self, name: &str) {
+        let c = &self.clusters;
+        for v in [
+            &c.sweeps,
+            &c.sweep_errors,
+            &c.added,
+            &c.updated,
+            &c.removed,
+            &c.api_calls,
+            &c.throttles,
+        ] {
+            let _ = v.remove_label_values(&[name]);
+        }
+        let _ = c.sweep_seconds.remove_label_values(&[name]);
+        let _ = c.leader.remove_label_values(&[name]);
+    }
+
+    /// Everything, in the Prometheus text format (version 0.0.4), with the
+    /// readiness gauges taken from `health`.
+    pub fn render(&self, health: &Health) -> String {
+        self.store_up.set(u64::from(health.store_up));
+        self.view_loaded.set(u64::from(health.loaded));
+        self.reconcile_pending
+            .set(health.reconcile_pending() as u64);
+        prometheus::TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
+    }
+}
+
+impl ClusterFamilies {
+    fn declare(d: &Declare) -> ClusterFamilies {
+        ClusterFamilies {
+            sweeps: d.counters("css_reconcile_sweeps_total", "Reconcile sweeps.", "cluster"),
+            sweep_errors: d.counters(
+                "css_reconcile_sweep_errors_total",
+                "Sweeps that failed (and deleted nothing).",
+                "cluster",
+            ),
+            sweep_seconds: d.register(
+                CounterVec::new(
+                    Opts::new("css_reconcile_sweep_seconds_total", "Time spent sweeping."),
+                    &["cluster"],
+                )
+                .expect("valid metric"),
+            ),
+            added: d.counters(
+                "css_reconcile_added_total",
+                "Entities a sweep found missing.",
+                "cluster",
+            ),
+            updated: d.counters(
+                "css_reconcile_updated_total",
+                "Entities a sweep found stale.",
+                "cluster",
+            ),
+            removed: d.counters(
+                "css_reconcile_removed_total",
+                "Entities a sweep removed.",
+                "cluster",
+            ),
+            api_calls: d.counters("css_reconcile_api_calls_total", "ECS API calls.", "cluster"),
+            throttles: d.counters(
+                "css_reconcile_throttled_total",
+                "ECS API calls throttled.",
+                "cluster",
+            ),
+            leader: d.gauges(
+                "css_reconcile_leader",
+                "1 while this replica leads the cluster's reconcile.",
+                "cluster",
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_rendered_with_its_help_and_values() {
+        let m = Metrics::new();
+        m.events_applied.inc_by(3);
+        m.cluster("web").sweeps.inc();
+        m.sqs_receive_seconds.observe(0.2);
+        let text = m.render(&Health::default());
+        for line in [
+            "# HELP css_events_total ECS events by outcome.",
+            "# TYPE css_events_total counter",
+            "css_events_total{outcome=\"applied\"} 3",
+            "css_events_total{outcome=\"invalid\"} 0",
+            "css_reconcile_sweeps_total{cluster=\"web\"} 1",
+            "css_sqs_receive_seconds_count 1",
+            "css_view_loaded 0",
+            "css_store_up 0",
+            "css_reconcile_pending 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
+        }
+        m.forget_cluster("web");
+        assert!(!m.render(&Health::default()).contains("cluster=\"web\""));
     }
 }

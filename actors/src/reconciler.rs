@@ -110,7 +110,7 @@ struct Sweep {
     cluster: String,
     matcher: ClusterRef,
     tuning: Tuning,
-    stats: Arc<ClusterStats>,
+    stats: ClusterStats,
 }
 
 impl Sweep {
@@ -384,13 +384,13 @@ impl Reconciler {
             }
             s.leader.set(1);
             s.sweeps.inc();
-            s.sweep_micros.add(started.elapsed().as_micros() as u64);
+            s.sweep_seconds.inc_by(started.elapsed().as_secs_f64());
             match res {
                 Ok(None) => {}
                 Ok(Some(r)) => {
-                    s.added.add(r.added as u64);
-                    s.updated.add(r.updated as u64);
-                    s.removed.add(r.removed as u64);
+                    s.added.inc_by(r.added as u64);
+                    s.updated.inc_by(r.updated as u64);
+                    s.removed.inc_by(r.removed as u64);
                     if act.mark_swept() {
                         info!(act.log, "first sweep done"; "instances" => r.instances, "tasks" => r.tasks,
                             "added" => r.added, "updated" => r.updated, "removed" => r.removed);
@@ -565,6 +565,8 @@ impl ReconcileManager {
             if let Some(addr) = self.actors.remove(&cluster) {
                 info!(self.log, "cluster gone; removing its entities"; "cluster" => &cluster);
                 self.deps.progress.swept(&cluster);
+                let name = crate::arn::cluster_name(&cluster).unwrap_or(&cluster);
+                self.deps.metrics.forget_cluster(name);
                 let (writer, reader) = (self.deps.writer.clone(), self.deps.reader.clone());
                 let Some(matcher) = ClusterRef::parse(&cluster) else {
                     continue;

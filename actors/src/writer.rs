@@ -279,8 +279,8 @@ impl StoreWriter {
         };
         self.metrics.store_commits.inc();
         self.metrics
-            .store_commit_micros
-            .add(started.elapsed().as_micros() as u64);
+            .store_commit_seconds
+            .inc_by(started.elapsed().as_secs_f64());
         // A fed view learns of these changes (and other replicas') from the feed.
         let changes: Vec<_> = if self.fed {
             Vec::new()
@@ -306,7 +306,7 @@ impl StoreWriter {
                             .iter()
                             .filter(|o| matches!(o, Outcome::Applied(_)))
                             .count();
-                        act.metrics.retention_deletions.add(n as u64);
+                        act.metrics.retention_deletions.inc_by(n as u64);
                         if n > 0 {
                             info!(act.log, "expired STOPPED tasks"; "count" => n);
                         }

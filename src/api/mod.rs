@@ -28,7 +28,7 @@ use bytes::Bytes;
 use listing::Listing;
 use query::{Filter, Params, Token, INSTANCE_FILTERS, TASK_FILTERS};
 use std::collections::VecDeque;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -127,6 +127,8 @@ pub struct State {
     hub: actix::Addr<StreamHub>,
     metrics: Arc<Metrics>,
     streams: StreamSettings,
+    /// One permit per stream that may be open (`server.max_streams`).
+    stream_slots: Arc<tokio::sync::Semaphore>,
     pages: PageCache,
     /// The bearer token `/v1` requests must carry, when one is configured.
     token: Option<Arc<[u8]>>,
@@ -144,6 +146,11 @@ impl State {
             reader: pipeline.reader.clone(),
             hub: pipeline.hub.clone(),
             metrics: pipeline.metrics.clone(),
+            stream_slots: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(streams.max_streams)
+                    .unwrap_or(usize::MAX)
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
             streams,
             pages: PageCache {
                 entries: Mutex::new(VecDeque::new()),
@@ -543,277 +550,7 @@ async fn describe(
 async fn metrics(state: web::Data<State>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(render_metrics(&state.metrics, &state.reader.health()))
-}
-
-fn family(s: &mut String, name: &str, kind: &str, help: &str, rows: &[(&str, String)]) {
-    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    for (labels, v) in rows {
-        let _ = writeln!(s, "{name}{labels} {v}");
-    }
-}
-
-/// Renders the metrics in the Prometheus text format.
-pub fn render_metrics(m: &Metrics, health: &actors::reader::Health) -> String {
-    let mut s = String::new();
-    let one = |v: u64| vec![("", v.to_string())];
-    family(
-        &mut s,
-        "css_events_total",
-        "counter",
-        "ECS events by outcome.",
-        &[
-            (
-                r#"{outcome="received"}"#,
-                m.events_received.get().to_string(),
-            ),
-            (r#"{outcome="applied"}"#, m.events_applied.get().to_string()),
-            (r#"{outcome="stale"}"#, m.events_stale.get().to_string()),
-            (r#"{outcome="ignored"}"#, m.events_ignored.get().to_string()),
-            (r#"{outcome="invalid"}"#, m.events_invalid.get().to_string()),
-        ],
-    );
-    family(
-        &mut s,
-        "css_store_commits_total",
-        "counter",
-        "Durable store commits.",
-        &one(m.store_commits.get()),
-    );
-    family(
-        &mut s,
-        "css_store_commit_seconds_total",
-        "counter",
-        "Time spent in store commits.",
-        &[(
-            "",
-            format!("{:.6}", m.store_commit_micros.get() as f64 / 1e6),
-        )],
-    );
-    family(
-        &mut s,
-        "css_store_errors_total",
-        "counter",
-        "Failed store loads and commits.",
-        &one(m.store_errors.get()),
-    );
-    family(
-        &mut s,
-        "css_store_revision",
-        "gauge",
-        "Current store revision.",
-        &one(m.store_revision.get()),
-    );
-    family(
-        &mut s,
-        "css_view_entities",
-        "gauge",
-        "Entities in the in-memory view.",
-        &[
-            (r#"{kind="task"}"#, m.view_tasks.get().to_string()),
-            (r#"{kind="instance"}"#, m.view_instances.get().to_string()),
-        ],
-    );
-    family(
-        &mut s,
-        "css_store_feed_reloads_total",
-        "counter",
-        "Full view reloads because the store's feed fell behind.",
-        &one(m.feed_reloads.get()),
-    );
-    family(
-        &mut s,
-        "css_store_up",
-        "gauge",
-        "1 while the store answers.",
-        &one(u64::from(health.store_up)),
-    );
-    let secs = |micros: u64| format!("{:.6}", micros as f64 / 1e6);
-    family(
-        &mut s,
-        "css_sqs_receive_seconds",
-        "summary",
-        "SQS ReceiveMessage calls (long polls included).",
-        &[
-            ("_sum", secs(m.sqs_receive_micros.get())),
-            ("_count", m.sqs_receives.get().to_string()),
-        ],
-    );
-    family(
-        &mut s,
-        "css_sqs_delete_seconds",
-        "summary",
-        "SQS DeleteMessageBatch calls.",
-        &[
-            ("_sum", secs(m.sqs_delete_micros.get())),
-            ("_count", m.sqs_deletes.get().to_string()),
-        ],
-    );
-    family(
-        &mut s,
-        "css_sqs_errors_total",
-        "counter",
-        "Failed SQS calls.",
-        &[
-            (r#"{op="receive"}"#, m.sqs_receive_errors.get().to_string()),
-            (r#"{op="delete"}"#, m.sqs_delete_errors.get().to_string()),
-        ],
-    );
-    family(
-        &mut s,
-        "css_events_dead_lettered_total",
-        "counter",
-        "Invalid messages sent to the dead-letter queue.",
-        &one(m.dead_lettered.get()),
-    );
-    family(
-        &mut s,
-        "css_view_loaded",
-        "gauge",
-        "1 once the view is loaded from the store.",
-        &one(u64::from(health.loaded)),
-    );
-    family(
-        &mut s,
-        "css_store_deletions_total",
-        "counter",
-        "Entities deleted by the service.",
-        &[(
-            r#"{reason="retention"}"#,
-            m.retention_deletions.get().to_string(),
-        )],
-    );
-    family(
-        &mut s,
-        "css_actor_restarts_total",
-        "counter",
-        "Supervised actor restarts.",
-        &[
-            (
-                r#"{actor="StoreWriter"}"#,
-                m.writer_restarts.get().to_string(),
-            ),
-            (
-                r#"{actor="EventDecoder"}"#,
-                m.decoder_restarts.get().to_string(),
-            ),
-            (r#"{actor="StreamHub"}"#, m.hub_restarts.get().to_string()),
-        ],
-    );
-    let clusters: Vec<(String, Arc<actors::metrics::ClusterStats>)> = m
-        .reconcile
-        .lock()
-        .map(|r| r.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default();
-    let per_cluster =
-        |f: &dyn Fn(&actors::metrics::ClusterStats) -> String| -> Vec<(String, String)> {
-            clusters
-                .iter()
-                .map(|(c, st)| (format!("{{cluster=\"{c}\"}}"), f(st)))
-                .collect()
-        };
-    for (name, kind, help, rows) in [
-        (
-            "css_reconcile_sweeps_total",
-            "counter",
-            "Reconcile sweeps.",
-            per_cluster(&|s| s.sweeps.get().to_string()),
-        ),
-        (
-            "css_reconcile_sweep_errors_total",
-            "counter",
-            "Sweeps that failed (and deleted nothing).",
-            per_cluster(&|s| s.sweep_errors.get().to_string()),
-        ),
-        (
-            "css_reconcile_sweep_seconds_total",
-            "counter",
-            "Time spent sweeping.",
-            per_cluster(&|s| secs(s.sweep_micros.get())),
-        ),
-        (
-            "css_reconcile_added_total",
-            "counter",
-            "Entities a sweep found missing.",
-            per_cluster(&|s| s.added.get().to_string()),
-        ),
-        (
-            "css_reconcile_updated_total",
-            "counter",
-            "Entities a sweep found stale.",
-            per_cluster(&|s| s.updated.get().to_string()),
-        ),
-        (
-            "css_reconcile_removed_total",
-            "counter",
-            "Entities a sweep removed.",
-            per_cluster(&|s| s.removed.get().to_string()),
-        ),
-        (
-            "css_reconcile_api_calls_total",
-            "counter",
-            "ECS API calls.",
-            per_cluster(&|s| s.api_calls.get().to_string()),
-        ),
-        (
-            "css_reconcile_throttled_total",
-            "counter",
-            "ECS API calls throttled.",
-            per_cluster(&|s| s.throttles.get().to_string()),
-        ),
-        (
-            "css_reconcile_leader",
-            "gauge",
-            "1 while this replica leads the cluster's reconcile.",
-            per_cluster(&|s| s.leader.get().to_string()),
-        ),
-    ] {
-        let rows: Vec<(&str, String)> = rows.iter().map(|(l, v)| (l.as_str(), v.clone())).collect();
-        family(&mut s, name, kind, help, &rows);
-    }
-    family(
-        &mut s,
-        "css_reconcile_pending",
-        "gauge",
-        "Clusters whose first sweep is not done yet.",
-        &one(health.reconcile_pending() as u64),
-    );
-    family(
-        &mut s,
-        "css_stream_changes_total",
-        "counter",
-        "Committed changes received by the StreamHub.",
-        &one(m.hub_changes.get()),
-    );
-    family(
-        &mut s,
-        "css_streams_open",
-        "gauge",
-        "Change streams open now.",
-        &one(m.streams_open.get()),
-    );
-    family(
-        &mut s,
-        "css_stream_items_sent_total",
-        "counter",
-        "Item lines written to change-stream clients.",
-        &one(m.stream_items_sent.get()),
-    );
-    family(
-        &mut s,
-        "css_streams_dropped_total",
-        "counter",
-        "Streams ended by the server: too_slow (the client did not keep up), \
-        expired (history retention overtook a catch-up).",
-        &[
-            (
-                r#"{reason="too_slow"}"#,
-                m.streams_too_slow.get().to_string(),
-            ),
-            (r#"{reason="expired"}"#, m.streams_expired.get().to_string()),
-        ],
-    );
-    s
+        .body(state.metrics.render(&state.reader.health()))
 }
 
 #[cfg(test)]

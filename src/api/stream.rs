@@ -72,12 +72,16 @@ fn parse_version(v: &str) -> Result<u64, Error> {
     whole_number(v).ok_or_else(invalid_version)
 }
 
-/// Counts a stream as open for as long as it lives.
-struct Open(Arc<Metrics>);
+/// A stream's place among the `max_streams` open at once, held for as long
+/// as it lives (and counted in `css_streams_open`).
+struct Open {
+    metrics: Arc<Metrics>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
 
 impl Drop for Open {
     fn drop(&mut self) {
-        self.0.streams_open.dec();
+        self.metrics.streams_open.dec();
     }
 }
 
@@ -196,16 +200,18 @@ pub async fn stream(
     if req.method() == Method::HEAD {
         return Ok(response.finish());
     }
-    let metrics = state.metrics.clone();
-    if metrics.streams_open.inc() > state.streams.max_streams {
-        metrics.streams_open.dec();
+    let Ok(slot) = state.stream_slots.clone().try_acquire_owned() else {
         return Err(Error::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "TooManyStreams",
             "Too many streams: try again later",
         ));
-    }
-    let open = Open(metrics);
+    };
+    state.metrics.streams_open.inc();
+    let open = Open {
+        metrics: state.metrics.clone(),
+        _slot: slot,
+    };
     let s = Stream {
         kind,
         filter: Arc::new(filter),

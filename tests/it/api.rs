@@ -771,3 +771,86 @@ async fn hostile_requests_get_4xx_json_and_never_break_the_server(b: Backend) {
     assert_eq!(t.get("/v1/ping").await.status, 200);
     assert_eq!(task_ids(&t, "").await.len(), 5);
 }
+
+/// Every metric family the README lists, by name.
+const METRIC_FAMILIES: &[&str] = &[
+    "css_events_total",
+    "css_store_commits_total",
+    "css_store_commit_seconds_total",
+    "css_store_errors_total",
+    "css_store_revision",
+    "css_view_entities",
+    "css_view_loaded",
+    "css_store_up",
+    "css_sqs_receive_seconds",
+    "css_sqs_delete_seconds",
+    "css_sqs_errors_total",
+    "css_events_dead_lettered_total",
+    "css_reconcile_sweeps_total",
+    "css_reconcile_sweep_errors_total",
+    "css_reconcile_sweep_seconds_total",
+    "css_reconcile_added_total",
+    "css_reconcile_updated_total",
+    "css_reconcile_removed_total",
+    "css_reconcile_api_calls_total",
+    "css_reconcile_throttled_total",
+    "css_reconcile_leader",
+    "css_reconcile_pending",
+    "css_store_deletions_total",
+    "css_actor_restarts_total",
+    "css_stream_changes_total",
+    "css_streams_open",
+    "css_stream_items_sent_total",
+    "css_streams_dropped_total",
+];
+
+#[actix_web::test]
+async fn the_metrics_pass_promtool_and_carry_every_family() {
+    use css::config::Feed;
+    use std::io::Write as _;
+    use std::time::Duration;
+    // The simulator feeds events and answers the reconcilers' ECS calls.
+    let t = start_with(Feed::Simulate, |_| {}).await;
+    t.wait_ready().await;
+    let ready = eventually(Duration::from_secs(10), || async {
+        t.metric("css_reconcile_sweeps_total{cluster=\"prod-web\"}")
+            .await
+            >= 1.0
+    })
+    .await;
+    assert!(ready, "the simulator's clusters were swept");
+    let r = t.get("/metrics").await;
+    assert_eq!(r.header("content-type"), Some("text/plain; version=0.0.4"));
+    let text = String::from_utf8(r.body).unwrap();
+    for family in METRIC_FAMILIES {
+        let declared = format!("# TYPE {family} ");
+        assert!(text.contains(&declared), "{family} missing from\n{text}");
+    }
+    assert_eq!(t.metric("css_view_loaded ").await, 1.0);
+    assert_eq!(t.metric("css_store_up ").await, 1.0);
+    assert!(t.metric("css_events_total{outcome=\"applied\"}").await > 0.0);
+
+    let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let mut check = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("{promtool} (Debian prometheus; scripts/setup installs it): {e}")
+        });
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}"
+    );
+}

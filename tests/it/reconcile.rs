@@ -514,15 +514,12 @@ async fn simulate_with_dropped_events_converges_to_the_simulators_truth() {
     })
     .await;
     assert!(converged, "the store never matched the simulator");
-    let added: u64 = t
-        .svc
-        .pipeline
-        .metrics
-        .reconcile
-        .lock()
-        .unwrap()
-        .values()
-        .map(|c| c.added.get())
+    // Summed over every cluster's css_reconcile_added_total.
+    let metrics = String::from_utf8(t.get("/metrics").await.body).unwrap();
+    let added: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("css_reconcile_added_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum();
     let applied = t.svc.pipeline.metrics.events_applied.get();
     assert!(added > 0, "nothing was repaired: were events dropped?");

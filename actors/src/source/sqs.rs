@@ -235,9 +235,8 @@ async fn poll(inner: Arc<Inner>, urls: Arc<(String, Option<String>)>) {
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
             .await;
-        m.sqs_receive_micros
-            .add(started.elapsed().as_micros() as u64);
-        m.sqs_receives.inc();
+        m.sqs_receive_seconds
+            .observe(started.elapsed().as_secs_f64());
         let messages = match received {
             Ok(out) => {
                 backoff.reset();
@@ -374,9 +373,8 @@ async fn delete(inner: &Inner, url: &str, messages: &[&Message]) {
             .set_entries(Some(entries))
             .send()
             .await;
-        m.sqs_delete_micros
-            .add(started.elapsed().as_micros() as u64);
-        m.sqs_deletes.inc();
+        m.sqs_delete_seconds
+            .observe(started.elapsed().as_secs_f64());
         match res {
             Ok(out) => {
                 let failed: Vec<&str> = out.failed().iter().map(|f| f.id()).collect();
