@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     };
     match loaded.mode {
         Mode::Help => {
-            print!("{}", config::USAGE);
+            print!("{}", config::help());
             return ExitCode::SUCCESS;
         }
         Mode::Version => {

@@ -7,6 +7,10 @@
 //! [`Settings`]. Values from the environment arrive as strings and are coerced
 //! to the key's type during that check.
 
+mod cli;
+
+pub use cli::help;
+
 use actors::{arn, sim, writer};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
@@ -344,120 +348,15 @@ impl fmt::Display for Problems {
 
 impl std::error::Error for Problems {}
 
-/// Usage text of `--help`.
-pub const USAGE: &str = "\
-cluster-state-service: a live, queryable copy of the state of Amazon ECS clusters
-
-Usage: cluster-state-service [OPTIONS]
-
-Options:
-  --bind ADDR                listen address (default 127.0.0.1:3000)
-  --etcd-endpoint HOST:PORT  use the etcd store (repeatable, or comma-separated)
-  --queue NAME               SQS queue name, sqs://NAME or URL (alias --queue_name)
-  --config FILE              TOML configuration file
-  --data-dir DIR             embedded store directory (default ./data)
-  --simulate                 feed the pipeline from the built-in ECS simulator
-  --replay FILE              feed the pipeline from a file of EventBridge events, one per line
-  --log-level LEVEL          debug, info, warn, error, crit or off (env CSS_LOG_LEVEL)
-  --log-file FILE            log to FILE instead of stderr (env CSS_LOG_FILE)
-  --version                  print the version and exit
-  --help                     print this help and exit
-
-Precedence: defaults < --config file < CSS_* environment (CSS_SECTION__KEY) < flags.
-";
-
-#[derive(Debug, Default)]
-struct Flags {
-    mode: Option<Mode>,
-    config: Option<PathBuf>,
-    simulate: bool,
-    replay: Option<PathBuf>,
-    overrides: Vec<(&'static str, Value)>,
-}
-
-fn parse_flags(args: &[String], problems: &mut Vec<String>) -> Flags {
-    let mut flags = Flags::default();
-    let mut endpoints: Vec<Value> = Vec::new();
-    let mut i = 0;
-    while i < args.len() {
-        let arg = &args[i];
-        i += 1;
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_owned())),
-            _ => (arg.as_str(), None),
-        };
-        let takes_value = matches!(
-            name,
-            "--bind"
-                | "--etcd-endpoint"
-                | "--queue"
-                | "--queue_name"
-                | "--config"
-                | "--data-dir"
-                | "--replay"
-                | "--log-level"
-                | "--log-file"
-        );
-        let value = if takes_value {
-            match inline.or_else(|| {
-                let v = args.get(i).cloned();
-                i += 1;
-                v
-            }) {
-                Some(v) => v,
-                None => {
-                    problems.push(format!("{name} needs a value"));
-                    continue;
-                }
-            }
-        } else {
-            if inline.is_some() {
-                problems.push(format!("{name} takes no value"));
-            }
-            String::new()
-        };
-        match name {
-            "--help" | "-h" => flags.mode = Some(Mode::Help),
-            "--version" | "-V" => flags.mode = flags.mode.clone().or(Some(Mode::Version)),
-            "--simulate" => flags.simulate = true,
-            "--replay" => flags.replay = Some(PathBuf::from(value)),
-            "--config" => flags.config = Some(PathBuf::from(value)),
-            "--bind" => flags.overrides.push(("server.bind", Value::String(value))),
-            "--queue" | "--queue_name" => {
-                flags.overrides.push(("source.queue", Value::String(value)))
-            }
-            "--data-dir" => flags
-                .overrides
-                .push(("store.data_dir", Value::String(value))),
-            "--log-level" => flags.overrides.push(("log.level", Value::String(value))),
-            "--log-file" => flags.overrides.push(("log.file", Value::String(value))),
-            "--etcd-endpoint" => endpoints.extend(
-                value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| Value::String(s.to_owned())),
-            ),
-            other => problems.push(format!("unknown argument `{other}` (see --help)")),
-        }
-    }
-    if !endpoints.is_empty() {
-        flags
-            .overrides
-            .push(("store.etcd_endpoints", Value::Array(endpoints)));
-        flags
-            .overrides
-            .push(("store.backend", Value::String("etcd".into())));
-    }
-    flags
-}
-
 /// Loads the configuration from `args` (without the program name) and the
 /// environment `env`.
 pub fn load(args: &[String], env: &HashMap<String, String>) -> Result<Loaded, Problems> {
-    let mut problems = Vec::new();
-    let flags = parse_flags(args, &mut problems);
-    if let Some(mode @ (Mode::Help | Mode::Version)) = flags.mode.clone() {
+    let cli::Parsed {
+        mode,
+        cli: flags,
+        mut problems,
+    } = cli::parse(args);
+    if mode != Mode::Run {
         return Ok(Loaded {
             mode,
             feed: Feed::None,
@@ -506,7 +405,7 @@ pub fn load(args: &[String], env: &HashMap<String, String>) -> Result<Loaded, Pr
             Value::Object(Map::new())
         }
     };
-    for (path, value) in flags.overrides {
+    for (path, value) in flags.overrides() {
         set_path(&mut tree, path, value);
     }
     schema::check(&mut tree, &mut problems);
