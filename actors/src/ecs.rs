@@ -36,6 +36,29 @@ pub struct Page {
     pub next: Option<String>,
 }
 
+/// Pages followed at most for one listing (10,000 × 100 ARNs).
+pub const MAX_PAGES: usize = 10_000;
+
+/// Every ARN of a listing: `page(token)` fetches one page, from `None` (the
+/// first) on, following `next` tokens; at most [`MAX_PAGES`] pages.
+pub async fn all_pages<F, Fut>(mut page: F) -> Result<Vec<String>>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<Page>>,
+{
+    let mut arns = Vec::new();
+    let mut token = None;
+    for _ in 0..MAX_PAGES {
+        let p = page(token.take()).await?;
+        arns.extend(p.arns);
+        match p.next.filter(|n| !n.is_empty()) {
+            Some(next) => token = Some(next),
+            None => return Ok(arns),
+        }
+    }
+    Err(Error::Other(format!("more than {MAX_PAGES} pages")))
+}
+
 /// What a Describe call found, and the ARNs it reported as failures.
 #[derive(Debug, Clone, Default)]
 pub struct Described {
@@ -399,5 +422,42 @@ impl Ecs for AwsEcs {
                 task_entry,
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn all_pages_follows_tokens_to_the_last_page() {
+        let mut asked = Vec::new();
+        let arns = all_pages(|token: Option<String>| {
+            asked.push(token.clone());
+            let n: usize = token.as_deref().map_or(0, |t| t.parse().unwrap());
+            async move {
+                Ok(Page {
+                    arns: vec![format!("a{n}")],
+                    // An empty token ends a listing, as no token does.
+                    next: Some(if n < 2 {
+                        (n + 1).to_string()
+                    } else {
+                        String::new()
+                    }),
+                })
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(arns, ["a0", "a1", "a2"]);
+        assert_eq!(asked, [None, Some("1".into()), Some("2".into())]);
+        let endless = all_pages(|_| async {
+            Ok(Page {
+                arns: Vec::new(),
+                next: Some("again".into()),
+            })
+        })
+        .await;
+        assert!(endless.is_err(), "bounded");
     }
 }

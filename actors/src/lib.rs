@@ -29,6 +29,7 @@ pub mod model;
 pub mod pipeline;
 pub mod reader;
 pub mod reconciler;
+pub mod retry;
 pub mod sim;
 pub mod source;
 pub mod store;

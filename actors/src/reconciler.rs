@@ -17,7 +17,7 @@ use crate::ecs::{self, Ecs, TaskStatus, DESCRIBE_BATCH};
 use crate::metrics::{ClusterStats, Metrics};
 use crate::model::Entry;
 use crate::reader::{Reader, ReconcileProgress};
-use crate::source::sqs::Backoff;
+use crate::retry::{Backoff, Rng};
 use crate::store::{Op, Outcome, Store};
 use crate::time::now_ms;
 use crate::writer::{Apply, StoreWriter};
@@ -29,8 +29,6 @@ use std::time::{Duration, Instant};
 
 /// Attempts at one call while ECS keeps throttling.
 const MAX_THROTTLED: u32 = 8;
-/// Pages followed at most for one listing (10,000 × 100 ARNs).
-const MAX_PAGES: usize = 10_000;
 /// How often a replica that does not lead a cluster checks whether it can.
 const STANDBY_RETRY: Duration = Duration::from_secs(2);
 
@@ -61,23 +59,29 @@ impl Default for Tuning {
 /// Spaces calls `1 / max_requests_per_second` apart.
 struct Budget {
     gap: Duration,
-    next: tokio::time::Instant,
+    next: std::sync::Mutex<tokio::time::Instant>,
 }
 
 impl Budget {
     fn new(per_second: f64) -> Budget {
         Budget {
             gap: Duration::from_secs_f64(1.0 / per_second.max(0.01)),
-            next: tokio::time::Instant::now(),
+            next: std::sync::Mutex::new(tokio::time::Instant::now()),
         }
     }
 
-    async fn take(&mut self) {
+    /// Waits for the next call's turn (turns are handed out in call order).
+    async fn take(&self) {
         let now = tokio::time::Instant::now();
-        if self.next > now {
-            tokio::time::sleep(self.next - now).await;
-        }
-        self.next = self.next.max(now) + self.gap;
+        let turn = match self.next.lock() {
+            Ok(mut next) => {
+                let turn = (*next).max(now);
+                *next = turn + self.gap;
+                turn
+            }
+            Err(_) => now,
+        };
+        tokio::time::sleep_until(turn).await;
     }
 }
 
@@ -114,7 +118,7 @@ struct Sweep {
 }
 
 impl Sweep {
-    async fn call<T, F>(&self, budget: &mut Budget, mut f: F) -> ecs::Result<T>
+    async fn call<T, F>(&self, budget: &Budget, mut f: F) -> ecs::Result<T>
     where
         F: FnMut() -> crate::store::BoxFuture<'static, ecs::Result<T>>,
     {
@@ -137,38 +141,25 @@ impl Sweep {
         }
     }
 
-    async fn list(
-        &self,
-        budget: &mut Budget,
-        tasks: Option<TaskStatus>,
-    ) -> ecs::Result<Vec<String>> {
-        let mut arns = Vec::new();
-        let mut next = None;
-        for _ in 0..MAX_PAGES {
-            let (ecs, cluster, token) = (self.deps.ecs.clone(), self.cluster.clone(), next.clone());
-            let page = self
-                .call(budget, move || {
-                    let (ecs, cluster, token) = (ecs.clone(), cluster.clone(), token.clone());
-                    Box::pin(async move {
-                        match tasks {
-                            Some(s) => ecs.list_tasks(&cluster, s, token).await,
-                            None => ecs.list_container_instances(&cluster, token).await,
-                        }
-                    })
+    async fn list(&self, budget: &Budget, tasks: Option<TaskStatus>) -> ecs::Result<Vec<String>> {
+        ecs::all_pages(|token| {
+            let (ecs, cluster) = (self.deps.ecs.clone(), self.cluster.clone());
+            self.call(budget, move || {
+                let (ecs, cluster, token) = (ecs.clone(), cluster.clone(), token.clone());
+                Box::pin(async move {
+                    match tasks {
+                        Some(s) => ecs.list_tasks(&cluster, s, token).await,
+                        None => ecs.list_container_instances(&cluster, token).await,
+                    }
                 })
-                .await?;
-            arns.extend(page.arns);
-            match page.next.filter(|n| !n.is_empty()) {
-                Some(n) => next = Some(n),
-                None => return Ok(arns),
-            }
-        }
-        Err(ecs::Error::Other(format!("more than {MAX_PAGES} pages")))
+            })
+        })
+        .await
     }
 
     async fn describe(
         &self,
-        budget: &mut Budget,
+        budget: &Budget,
         arns: &[String],
         tasks: bool,
     ) -> ecs::Result<ecs::Described> {
@@ -211,28 +202,25 @@ impl Sweep {
 
     async fn sweep(&self) -> Result<Report, String> {
         let started_ms = now_ms();
-        let mut budget = Budget::new(self.tuning.max_requests_per_second);
+        let budget = Budget::new(self.tuning.max_requests_per_second);
         let e = |e: ecs::Error| e.to_string();
-        let instance_arns = self.list(&mut budget, None).await.map_err(e)?;
+        let instance_arns = self.list(&budget, None).await.map_err(e)?;
         let mut task_arns = self
-            .list(&mut budget, Some(TaskStatus::Running))
+            .list(&budget, Some(TaskStatus::Running))
             .await
             .map_err(e)?;
         task_arns.extend(
-            self.list(&mut budget, Some(TaskStatus::Stopped))
+            self.list(&budget, Some(TaskStatus::Stopped))
                 .await
                 .map_err(e)?,
         );
         task_arns.sort_unstable();
         task_arns.dedup();
         let instances = self
-            .describe(&mut budget, &instance_arns, false)
+            .describe(&budget, &instance_arns, false)
             .await
             .map_err(e)?;
-        let tasks = self
-            .describe(&mut budget, &task_arns, true)
-            .await
-            .map_err(e)?;
+        let tasks = self.describe(&budget, &task_arns, true).await.map_err(e)?;
 
         // Listed, or described with a failure other than MISSING: not gone.
         let mut seen: HashSet<String> = instance_arns.iter().chain(&task_arns).cloned().collect();
@@ -330,12 +318,13 @@ pub struct Reconciler {
     swept: bool,
     log: Logger,
     sweeping: bool,
-    seed: u64,
+    /// Jitter of the sweep interval (seeded by the cluster's name).
+    rng: Rng,
 }
 
 impl Reconciler {
     fn new(job: Sweep, log: Logger) -> Self {
-        let seed = job.cluster.bytes().fold(0x9E37_79B9_7F4A_7C15u64, |h, b| {
+        let seed = job.cluster.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3)
         });
         Reconciler {
@@ -343,16 +332,13 @@ impl Reconciler {
             swept: false,
             log,
             sweeping: false,
-            seed,
+            rng: Rng::new(seed),
         }
     }
 
     /// The interval with up to ± `jitter` of it added.
     fn next_delay(&mut self) -> Duration {
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let u = (self.seed % 2001) as f64 / 1000.0 - 1.0;
+        let u = self.rng.unit() * 2.0 - 1.0;
         let t = &self.job.tuning;
         t.interval.mul_f64((1.0 + t.jitter * u).max(0.05))
     }
@@ -506,17 +492,7 @@ impl ReconcileManager {
             if let Some(names) = explicit {
                 return Ok(names);
             }
-            let mut arns = Vec::new();
-            let mut next = None;
-            for _ in 0..MAX_PAGES {
-                let page = ecs.list_clusters(next).await?;
-                arns.extend(page.arns);
-                match page.next.filter(|n| !n.is_empty()) {
-                    Some(n) => next = Some(n),
-                    None => break,
-                }
-            }
-            Ok::<_, ecs::Error>(arns)
+            ecs::all_pages(|token| ecs.list_clusters(token)).await
         };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             act.discovering = false;
@@ -628,7 +604,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_budget_spaces_calls() {
-        let mut b = Budget::new(4.0);
+        let b = Budget::new(4.0);
         let t0 = tokio::time::Instant::now();
         for _ in 0..5 {
             b.take().await;

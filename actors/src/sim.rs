@@ -7,6 +7,7 @@
 //! STOPPED task is replaced by a new PENDING one, so the population stays put.
 
 use crate::decoder::RawMessage;
+use crate::retry::Rng;
 use crate::time::{format_ms, now_ms};
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -44,34 +45,6 @@ impl Default for Config {
             drop_rate: 0.0,
             malformed_rate: 0.0,
         }
-    }
-}
-
-/// SplitMix64: small, fast, seedable, good enough for a simulation.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n.max(1) as u64) as usize
-    }
-    fn hex(&mut self, len: usize) -> String {
-        let mut s = String::with_capacity(len);
-        while s.len() < len {
-            s.push_str(&format!("{:016x}", self.next_u64()));
-        }
-        s.truncate(len);
-        s
     }
 }
 
@@ -141,7 +114,7 @@ impl Simulator {
     /// Builds the initial state and queues its events.
     pub fn new(config: Config) -> Self {
         let mut sim = Simulator {
-            rng: Rng(config.seed),
+            rng: Rng::new(config.seed),
             clusters: (0..config.clusters)
                 .map(|i| match (CLUSTER_NAMES.get(i), i / CLUSTER_NAMES.len()) {
                     (Some(n), _) => (*n).to_owned(),

@@ -20,6 +20,7 @@ use crate::hub::{Committed, Reset, StreamHub};
 use crate::metrics::Metrics;
 use crate::model::Kind;
 use crate::reader::Publisher;
+use crate::retry::Backoff;
 use crate::store::{self, Change, Feed, Op, Outcome, Store};
 use crate::time::now_ms;
 use crate::view::Snapshot;
@@ -35,6 +36,8 @@ pub const MAILBOX: usize = 256;
 /// How long a write may wait for the store's feed to show it before the feed
 /// is presumed stuck and the view is reloaded.
 const FEED_STALL: Duration = Duration::from_secs(5);
+/// First and longest delay between attempts at loading the view.
+const LOAD_RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
 /// Tuning of the writer.
 #[derive(Debug, Clone)]
@@ -108,7 +111,7 @@ pub struct StoreWriter {
     view: Snapshot,
     publisher: Publisher,
     pending: VecDeque<Pending>,
-    load_backoff: Duration,
+    load_backoff: Backoff,
     retention_queued: bool,
     /// Whether the view follows the store's own feed (changes by any
     /// replica) rather than this writer's commit outcomes.
@@ -159,7 +162,7 @@ impl StoreWriter {
             phase: Phase::Loading,
             view: Snapshot::default(),
             pending: VecDeque::new(),
-            load_backoff: Duration::from_millis(100),
+            load_backoff: Backoff::new(LOAD_RETRY.0, LOAD_RETRY.1),
             retention_queued: false,
             fed: false,
             generation: 0,
@@ -203,14 +206,13 @@ impl StoreWriter {
                     if act.phase == Phase::Loading {
                         act.phase = Phase::Idle;
                     }
-                    act.load_backoff = Duration::from_millis(100);
+                    act.load_backoff.reset();
                     act.update_gauges();
                     act.kick(ctx);
                 }
                 Err(e) => {
                     act.metrics.store_errors.inc();
-                    let delay = act.load_backoff;
-                    act.load_backoff = (delay * 2).min(Duration::from_secs(5));
+                    let delay = act.load_backoff.delay();
                     error!(act.log, "cannot load the view; retrying";
                             "error" => %e, "retry_in_ms" => delay.as_millis() as u64);
                     ctx.run_later(delay, |act, ctx| act.load(ctx));

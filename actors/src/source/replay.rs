@@ -8,6 +8,7 @@
 
 use crate::decode::MAX_BODY_BYTES;
 use crate::decoder::{Decode, EventDecoder, MessageOutcome, RawMessage};
+use crate::retry::Backoff;
 use actix::prelude::*;
 use slog::{error, info, warn, Logger};
 use std::path::PathBuf;
@@ -208,7 +209,7 @@ async fn send(
     log: &Logger,
 ) {
     let n = messages.len() as u64;
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     for attempt in 1..=MAX_ATTEMPTS {
         let res = decoder
             .send(Decode {
@@ -235,8 +236,7 @@ async fn send(
                 warn!(log, "decoder unreachable; retrying"; "attempt" => attempt, "error" => %e)
             }
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
+        tokio::time::sleep(backoff.delay()).await;
     }
     error!(log, "replay batch dropped after retries"; "lines" => n);
     if let Ok(mut r) = report.lock() {

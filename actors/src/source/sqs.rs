@@ -12,6 +12,7 @@
 use crate::decoder::{Decode, EventDecoder, MessageOutcome, RawMessage};
 use crate::metrics::Metrics;
 use crate::reader::{Health, Reader};
+use crate::retry::Backoff;
 use actix::prelude::*;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
@@ -38,41 +39,6 @@ pub struct Config {
     pub pollers: usize,
     /// Name, `sqs://NAME` or URL of the dead-letter queue, if any.
     pub dead_letter_queue: Option<String>,
-}
-
-/// Exponential backoff with jitter, reset after a success.
-#[derive(Debug)]
-pub struct Backoff {
-    next: Duration,
-    min: Duration,
-    max: Duration,
-    seed: u64,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
-            next: min,
-            min,
-            max,
-            seed: 0x2545_F491_4F6C_DD1D ^ std::process::id() as u64,
-        }
-    }
-
-    /// The next delay: doubled each time, up to `max`, with up to 25 % jitter.
-    pub fn delay(&mut self) -> Duration {
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let base = self.next;
-        self.next = (self.next * 2).min(self.max);
-        let jitter = base.mul_f64((self.seed % 1000) as f64 / 4000.0);
-        base + jitter
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.min;
-    }
 }
 
 /// What a `--queue` value names.
@@ -411,16 +377,5 @@ mod tests {
             resolve_ref("https://sqs.us-west-2.amazonaws.com/1/events"),
             Err("https://sqs.us-west-2.amazonaws.com/1/events".into())
         );
-    }
-
-    #[test]
-    fn backoff_grows_to_its_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        let d: Vec<Duration> = (0..6).map(|_| b.delay()).collect();
-        assert!(d[0] >= Duration::from_millis(100) && d[0] <= Duration::from_millis(125));
-        assert!(d[1] >= Duration::from_millis(200));
-        assert!(d[5] <= Duration::from_millis(1250));
-        b.reset();
-        assert!(b.delay() <= Duration::from_millis(125));
     }
 }

@@ -22,6 +22,7 @@ use super::{
     Store, Tombstone,
 };
 use crate::model::{Entry, SharedEntry};
+use crate::retry::Backoff;
 use etcd_client::{
     Certificate, Client, CompactionOptions, Compare, CompareOp, ConnectOptions, EventType,
     GetOptions, Identity, KeyValue, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse,
@@ -666,7 +667,7 @@ impl Etcd {
     /// With `track`, what it sees updates this replica's [`Seen`] (for the
     /// feed, which follows the present; not for a reader of the history).
     async fn watch(self, mut from: i64, tx: mpsc::Sender<Result<Vec<Change>>>, track: bool) {
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         loop {
             let opts = WatchOptions::new()
                 .with_prefix()
@@ -683,7 +684,7 @@ impl Etcd {
                     };
                     match message {
                         Ok(Some(resp)) => {
-                            delay = Duration::from_millis(100);
+                            backoff.reset();
                             if resp.compact_revision() > 0 {
                                 let _ = tx.send(Err(Error::Compacted)).await;
                                 return;
@@ -725,8 +726,7 @@ impl Etcd {
             if tx.is_closed() {
                 return;
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
+            tokio::time::sleep(backoff.delay()).await;
         }
     }
 }
