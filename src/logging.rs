@@ -5,9 +5,45 @@
 //! `warn` — bad input or a retried failure; `info` — lifecycle (start, loaded,
 //! finished, stopping); `debug` — per-event detail. Never a credential.
 
-use crate::config::Log;
-use slog::{o, Drain, Level, LevelFilter, Logger};
+use serde::Deserialize;
+use slog::{o, Drain, LevelFilter, Logger};
 use std::fs::OpenOptions;
+
+/// `[log]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The least severe level written (`CSS_LOG_LEVEL`, `--log-level`).
+    /// Default info.
+    pub level: Level,
+    /// Log to this file instead of stderr (`CSS_LOG_FILE`, `--log-file`).
+    /// Default empty: stderr.
+    pub file: String,
+    /// `term` (for people) or `json` (one object per line). Default term.
+    pub format: Format,
+}
+
+/// `log.level`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Debug,
+    #[default]
+    Info,
+    Warn,
+    Error,
+    Crit,
+    Off,
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    #[default]
+    Term,
+    Json,
+}
 
 /// Flushes the asynchronous log channel when dropped: hold it until exit, so
 /// the last lines (shutdown, fatal errors) are written.
@@ -16,14 +52,14 @@ pub struct Guard {
 }
 
 /// Builds the root logger; fails only when the log file cannot be opened.
-pub fn build(cfg: &Log) -> std::io::Result<(Logger, Guard)> {
-    let level = match cfg.level.as_str() {
-        "debug" => Some(Level::Debug),
-        "warn" => Some(Level::Warning),
-        "error" => Some(Level::Error),
-        "crit" => Some(Level::Critical),
-        "off" => None,
-        _ => Some(Level::Info),
+pub fn build(cfg: &Config) -> std::io::Result<(Logger, Guard)> {
+    let level = match cfg.level {
+        Level::Debug => Some(slog::Level::Debug),
+        Level::Info => Some(slog::Level::Info),
+        Level::Warn => Some(slog::Level::Warning),
+        Level::Error => Some(slog::Level::Error),
+        Level::Crit => Some(slog::Level::Critical),
+        Level::Off => None,
     };
     let Some(level) = level else {
         return Ok((Logger::root(slog::Discard, o!()), Guard { _flush: None }));
@@ -38,7 +74,7 @@ pub fn build(cfg: &Log) -> std::io::Result<(Logger, Guard)> {
                 .open(&cfg.file)?,
         )
     };
-    let drain: Box<dyn Drain<Ok = (), Err = slog::Never> + Send> = if cfg.format == "json" {
+    let drain: Box<dyn Drain<Ok = (), Err = slog::Never> + Send> = if cfg.format == Format::Json {
         Box::new(
             slog_json::Json::new(writer)
                 .add_default_keys()

@@ -9,8 +9,8 @@ use actors::ecs::{AwsEcs, Ecs};
 use actors::metrics::Metrics;
 use actors::pipeline::{Pipeline, Source, SourceAddr};
 use actors::source::simulate::SimEcs;
-use actors::source::sqs::{self, Drain};
-use actors::store::{self, etcd, Embedded, Etcd, Store};
+use actors::source::sqs::Drain;
+use actors::store::{self, Embedded, Etcd, Store};
 use slog::{info, o, Logger};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,28 +58,12 @@ fn tls_config(
 /// Opens the configured store: etcd, or the embedded one in `data_dir`.
 pub async fn open_store(settings: &Settings, log: &Logger) -> Result<Arc<dyn Store>, Error> {
     let st = &settings.store;
-    if st.backend != "etcd" {
+    if st.backend != store::Backend::Etcd {
         return Ok(Arc::new(Embedded::open(&st.data_dir)?));
     }
-    let path = |p: &std::path::PathBuf| (!p.as_os_str().is_empty()).then(|| p.clone());
-    let password = match path(&st.etcd_password_file) {
-        Some(p) => Some(
-            std::fs::read_to_string(&p)
-                .map_err(|e| store::Error::Unavailable(format!("{}: {e}", p.display())))?
-                .trim_end_matches(['\r', '\n'])
-                .to_owned(),
-        ),
-        None => None,
-    };
-    let config = etcd::Config {
-        endpoints: st.etcd_endpoints.clone(),
-        key_prefix: st.key_prefix.clone(),
-        username: (!st.etcd_username.is_empty()).then(|| st.etcd_username.clone()),
-        password,
-        ca_file: path(&st.etcd_ca_file),
-        cert_file: path(&st.etcd_cert_file),
-        key_file: path(&st.etcd_key_file),
-    };
+    let config = st
+        .etcd()
+        .map_err(|e| store::Error::Unavailable(e.to_string()))?;
     info!(log, "using the etcd store"; "endpoints" => st.etcd_endpoints.join(","),
         "key_prefix" => &st.key_prefix, "tls" => config.ca_file.is_some(),
         "auth" => config.username.is_some());
@@ -136,27 +120,16 @@ impl Service {
             Feed::Queue => {
                 let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
                 ecs = Some(Arc::new(AwsEcs::new(aws_sdk_ecs::Client::new(&aws))) as Arc<dyn Ecs>);
-                let s = &settings.source;
-                Source::Queue(
-                    aws_sdk_sqs::Client::new(&aws),
-                    sqs::Config {
-                        queue: s.queue.clone(),
-                        wait_time: s.wait_time.0,
-                        visibility_timeout: s.visibility_timeout.0,
-                        pollers: s.pollers as usize,
-                        dead_letter_queue: (!s.dead_letter_queue.is_empty())
-                            .then(|| s.dead_letter_queue.clone()),
-                    },
-                )
+                Source::Queue(aws_sdk_sqs::Client::new(&aws), settings.source.clone())
             }
         };
         let reconcile = match ecs {
-            Some(ecs) if settings.reconcile.enabled => Some((settings.reconciler(), ecs)),
+            Some(ecs) if settings.reconcile.enabled => Some((settings.reconcile.settings(), ecs)),
             _ => None,
         };
         let pipeline = Pipeline::start(
             store.clone(),
-            settings.writer(),
+            settings.store.writer(),
             source,
             reconcile,
             metrics.clone(),
@@ -187,7 +160,7 @@ impl Service {
                 .with_v03_errors(sv.v03_errors)
                 .with_cors(sv.cors_allowed_origins.clone()),
         );
-        let bind = settings.bind_addr();
+        let bind = settings.server.bind;
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
         let (addr, server) = api::server::listen(state, bind, tls, workers)
             .map_err(|source| Error::Bind { addr: bind, source })?;

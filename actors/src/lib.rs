@@ -20,6 +20,7 @@
 //! Start reading at [`writer`]: it owns every write and the view.
 
 pub mod arn;
+pub mod check;
 pub mod decode;
 pub mod decoder;
 pub mod ecs;

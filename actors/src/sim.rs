@@ -16,19 +16,24 @@ use std::collections::VecDeque;
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// Seed of every random choice: the same seed, the same world. Default 1.
     pub seed: u64,
+    /// Clusters, 1–1000. Default 3.
     pub clusters: usize,
+    /// Container instances per cluster, 0–100,000. Default 10.
     pub instances_per_cluster: usize,
+    /// Tasks per instance, 0–1000. Default 8.
     pub tasks_per_instance: usize,
-    /// Task churn once the initial state is out.
+    /// Task changes per second once the initial state is out, 0–1,000,000.
+    /// Default 20.
     pub events_per_second: f64,
-    /// Share of events sent twice.
+    /// Share of events sent twice, 0–1. Default 0.05.
     pub duplicate_rate: f64,
-    /// Share of events delivered late (after newer ones).
+    /// Share of events delivered late (after newer ones), 0–1. Default 0.05.
     pub reorder_rate: f64,
-    /// Share of events never delivered.
+    /// Share of events never delivered, 0–1. Default 0.
     pub drop_rate: f64,
-    /// Share of messages sent malformed (truncated JSON).
+    /// Share of messages sent malformed (truncated JSON), 0–1. Default 0.
     pub malformed_rate: f64,
 }
 
@@ -44,6 +49,43 @@ impl Default for Config {
             reorder_rate: 0.05,
             drop_rate: 0.0,
             malformed_rate: 0.0,
+        }
+    }
+}
+
+impl Config {
+    /// Ranges serde's types do not check.
+    pub fn check(&self, problems: &mut Vec<String>) {
+        use crate::check::within;
+        within("simulate.clusters", self.clusters, 1, 1000, problems);
+        within(
+            "simulate.instances_per_cluster",
+            self.instances_per_cluster,
+            0,
+            100_000,
+            problems,
+        );
+        within(
+            "simulate.tasks_per_instance",
+            self.tasks_per_instance,
+            0,
+            1000,
+            problems,
+        );
+        within(
+            "simulate.events_per_second",
+            self.events_per_second,
+            0.0,
+            1e6,
+            problems,
+        );
+        for (key, rate) in [
+            ("simulate.duplicate_rate", self.duplicate_rate),
+            ("simulate.reorder_rate", self.reorder_rate),
+            ("simulate.drop_rate", self.drop_rate),
+            ("simulate.malformed_rate", self.malformed_rate),
+        ] {
+            within(key, rate, 0.0, 1.0, problems);
         }
     }
 }

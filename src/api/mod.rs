@@ -6,6 +6,7 @@
 //! streams (`stream`) subscribe to the StreamHub. Every error
 //! is `{"code", "message"}` JSON; nothing a client sends can panic a handler.
 
+pub mod config;
 pub mod cors;
 pub mod framing;
 mod listing;

@@ -2,7 +2,7 @@
 
 use crate::servers::{make_certs, Etcd};
 use crate::support::*;
-use css::config::{Dur, Feed};
+use css::config::Feed;
 use std::time::Duration;
 
 /// Applies one event through the service's pipeline.
@@ -19,7 +19,7 @@ async fn apply(svc: &css::service::Service, body: String) -> Vec<actors::decoder
 #[actix_web::test]
 async fn history_older_than_the_retention_is_compacted() {
     let t = start_with_on(Backend::Etcd, Feed::None, |s| {
-        s.store.history_retention = Dur(Duration::from_secs(1));
+        s.store.history_retention = Duration::from_secs(1);
     })
     .await;
     age_out_two_writes(&t).await;
@@ -74,7 +74,7 @@ async fn etcd_with_a_user_and_password() {
     std::fs::write(&bad, "wrong").unwrap();
     let start = |password_file: std::path::PathBuf| {
         let mut s = settings(dir.path());
-        s.store.backend = "etcd".into();
+        s.store.backend = actors::store::Backend::Etcd;
         s.store.etcd_endpoints = vec![etcd.endpoint()];
         s.store.etcd_username = "root".into();
         s.store.etcd_password_file = password_file;
@@ -108,7 +108,7 @@ async fn etcd_over_tls() {
     let etcd = Etcd::start_with_tls(Some((cert, key)));
     let dir = tempfile::tempdir().unwrap();
     let mut s = settings(dir.path());
-    s.store.backend = "etcd".into();
+    s.store.backend = actors::store::Backend::Etcd;
     s.store.etcd_endpoints = vec![etcd.endpoint()];
     s.store.etcd_ca_file = ca;
     let svc = css::service::Service::start(&s, Feed::None, css::logging::discard())
@@ -125,7 +125,7 @@ async fn etcd_over_tls() {
 
     // Without the CA, the plain client cannot talk to it: never ready.
     let mut s = settings(dir.path());
-    s.store.backend = "etcd".into();
+    s.store.backend = actors::store::Backend::Etcd;
     s.store.etcd_endpoints = vec![etcd.endpoint()];
     let svc = css::service::Service::start(&s, Feed::None, css::logging::discard())
         .await

@@ -136,7 +136,7 @@ async fn the_two_instance_events_in_either_order_end_draining(b: Backend) {
 
 async fn the_stopped_fixture_expires_under_the_default_retention(b: Backend) {
     let t = start_with_on(b, css::config::Feed::None, |s| {
-        s.store.stopped_task_retention = css::config::Dur::secs(3600);
+        s.store.stopped_task_retention = std::time::Duration::from_secs(3600);
     })
     .await;
     t.inject(&[fixture("task-stopped-ec2.json")]).await;

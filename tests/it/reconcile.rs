@@ -485,7 +485,7 @@ async fn paging_throttling_and_a_failing_cluster_against_a_stub_ecs() {
 
 #[actix_web::test]
 async fn simulate_with_dropped_events_converges_to_the_simulators_truth() {
-    use css::config::{Dur, Feed};
+    use css::config::Feed;
     let t = start_with(Feed::Simulate, |s| {
         s.simulate.clusters = 2;
         s.simulate.instances_per_cluster = 3;
@@ -493,7 +493,7 @@ async fn simulate_with_dropped_events_converges_to_the_simulators_truth() {
         // A still world after the initial state, so "converged" is exact.
         s.simulate.events_per_second = 0.0;
         s.simulate.drop_rate = 0.2;
-        s.reconcile.interval = Dur(Duration::from_secs(1));
+        s.reconcile.interval = Duration::from_secs(1);
     })
     .await;
     let actors::pipeline::SourceAddr::Simulate(sim) = t.svc.pipeline.source.clone() else {

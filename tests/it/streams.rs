@@ -3,7 +3,7 @@
 //! heartbeats, slow clients, SSE, limits; on both stores.
 
 use crate::support::*;
-use css::config::{Dur, Feed};
+use css::config::Feed;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -244,7 +244,7 @@ async fn a_client_that_stops_reading_is_cut_and_resumes_without_loss(b: Backend)
 
 async fn out_of_range_and_bad_parameters(b: Backend) {
     let t = start_with_on(b, Feed::None, |s| {
-        s.store.history_retention = Dur(SECOND);
+        s.store.history_retention = SECOND;
     })
     .await;
     age_out_two_writes(&t).await;
@@ -383,7 +383,7 @@ async fn sse_carries_ids_and_resumes_after_last_event_id(b: Backend) {
 
 async fn snapshot_deletions_and_heartbeats(b: Backend) {
     let t = start_with_on(b, Feed::None, |s| {
-        s.store.stopped_task_retention = Dur::secs(3600);
+        s.store.stopped_task_retention = Duration::from_secs(3600);
     })
     .await;
     t.inject(&[
@@ -453,7 +453,7 @@ async fn a_stream_on_one_replica_sees_changes_ingested_by_the_other() {
     let a = start_on(Backend::Etcd).await;
     let endpoint = a._etcd.as_ref().unwrap().endpoint();
     let b = start_with_on(Backend::Embedded, Feed::None, |s| {
-        s.store.backend = "etcd".into();
+        s.store.backend = actors::store::Backend::Etcd;
         s.store.etcd_endpoints = vec![endpoint];
     })
     .await;

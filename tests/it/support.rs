@@ -3,7 +3,7 @@
 //! HTTP/1.1 client (so tests see exactly what goes over the wire).
 
 use actors::decoder::{Decode, MessageOutcome, RawMessage};
-use css::config::{Dur, Feed, Settings};
+use css::config::{Feed, Settings};
 use css::service::Service;
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -33,9 +33,9 @@ pub struct TestService {
 /// enough that fixtures from the past stay readable.
 pub fn settings(dir: &Path) -> Settings {
     let mut s = Settings::default();
-    s.server.bind = "127.0.0.1:0".into();
+    s.server.bind = "127.0.0.1:0".parse().unwrap();
     s.store.data_dir = dir.to_path_buf();
-    s.store.stopped_task_retention = Dur::secs(100 * 365 * 86400);
+    s.store.stopped_task_retention = Duration::from_secs(100 * 365 * 86400);
     s
 }
 
@@ -60,7 +60,7 @@ pub async fn start_with_on(
     let mut s = settings(dir.path());
     let etcd = (b == Backend::Etcd).then(crate::servers::Etcd::start);
     if let Some(e) = &etcd {
-        s.store.backend = "etcd".into();
+        s.store.backend = actors::store::Backend::Etcd;
         s.store.etcd_endpoints = vec![e.endpoint()];
     }
     tweak(&mut s);

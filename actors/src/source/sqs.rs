@@ -29,16 +29,50 @@ const MAX_MESSAGES: i32 = 10;
 /// Attempts at deleting one batch; what is left reappears and is a no-op then.
 const DELETE_ATTEMPTS: u32 = 3;
 
-/// QueueReader settings (`[source]`).
-#[derive(Debug, Clone)]
+/// `[source]`: the SQS queue of ECS events.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Queue name, `sqs://NAME`, or queue URL.
+    /// Queue name, `sqs://NAME` or queue URL; empty: no queue. Default empty.
     pub queue: String,
+    /// Long-poll wait of a receive, 0–20 s (SQS's limit). Default 20s.
+    #[serde(with = "humantime_serde")]
     pub wait_time: Duration,
+    /// How long a received message stays hidden; must exceed the worst time
+    /// from receive to durable write. Default 1m.
+    #[serde(with = "humantime_serde")]
     pub visibility_timeout: Duration,
+    /// Concurrent receive loops of 10 messages each, 1–64. Default 2.
     pub pollers: usize,
-    /// Name, `sqs://NAME` or URL of the dead-letter queue, if any.
-    pub dead_letter_queue: Option<String>,
+    /// Name, `sqs://NAME` or URL of the queue undecodable messages go to;
+    /// empty: the queue's own redrive policy. Default empty.
+    pub dead_letter_queue: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            queue: String::new(),
+            wait_time: Duration::from_secs(20),
+            visibility_timeout: Duration::from_secs(60),
+            pollers: 2,
+            dead_letter_queue: String::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Ranges serde's types do not check.
+    pub fn check(&self, problems: &mut Vec<String>) {
+        crate::check::within("source.pollers", self.pollers, 1, 64, problems);
+        if self.wait_time > Duration::from_secs(20) {
+            problems.push("source.wait_time: SQS waits at most 20s".into());
+        }
+    }
+
+    fn dead_letter_queue(&self) -> Option<&str> {
+        Some(self.dead_letter_queue.as_str()).filter(|q| !q.is_empty())
+    }
 }
 
 /// What a `--queue` value names.
@@ -153,7 +187,7 @@ async fn run(inner: Arc<Inner>) {
             return;
         }
         let main = queue_url(&inner.client, &inner.config.queue).await;
-        let dlq = match &inner.config.dead_letter_queue {
+        let dlq = match inner.config.dead_letter_queue() {
             Some(q) => queue_url(&inner.client, q).await.map(Some),
             None => Ok(None),
         };

@@ -5,9 +5,11 @@
 //! batches of [`Op`]s, deciding inside its own transaction whether each op
 //! still applies, so that the rule holds even when several replicas write.
 
+mod config;
 mod embedded;
 pub mod etcd;
 
+pub use config::{Backend, Config};
 pub use embedded::Embedded;
 pub use etcd::Etcd;
 

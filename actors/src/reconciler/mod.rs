@@ -12,6 +12,10 @@
 //! nothing. A cluster is never swept twice at once; sweeps run in the
 //! background, so the API serves from the start.
 
+mod config;
+
+pub use config::{ClusterTuning, Clusters, Config};
+
 use crate::arn::ClusterRef;
 use crate::ecs::{self, Ecs, TaskStatus, DESCRIBE_BATCH};
 use crate::metrics::{ClusterStats, Metrics};
