@@ -63,8 +63,27 @@ where
 #[derive(Debug, Clone, Default)]
 pub struct Described {
     pub entries: Vec<Entry>,
-    /// `(ARN, reason)`; `MISSING` means ECS no longer knows it.
-    pub failures: Vec<(String, String)>,
+    /// `(ARN, why)` of the ARNs not described.
+    pub failures: Vec<(String, Failure)>,
+}
+
+/// Why an ARN was not described.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// ECS no longer knows it (its reason `MISSING`): it is gone.
+    Missing,
+    /// Any other reason ECS gave, or why its answer could not be converted.
+    Other(String),
+}
+
+impl Failure {
+    /// From ECS's `reason`.
+    pub fn of(reason: &str) -> Failure {
+        match reason {
+            "MISSING" => Failure::Missing,
+            other => Failure::Other(other.to_owned()),
+        }
+    }
 }
 
 /// Which tasks to list.
@@ -137,12 +156,12 @@ fn version(v: i64) -> Option<u64> {
     (v > 0).then_some(v as u64)
 }
 
-fn failures(f: &[aws_sdk_ecs::types::Failure]) -> Vec<(String, String)> {
+fn failures(f: &[aws_sdk_ecs::types::Failure]) -> Vec<(String, Failure)> {
     f.iter()
         .map(|f| {
             (
                 f.arn().unwrap_or_default().to_owned(),
-                f.reason().unwrap_or_default().to_owned(),
+                Failure::of(f.reason().unwrap_or_default()),
             )
         })
         .collect()
@@ -292,9 +311,10 @@ fn described<T>(
     for item in items {
         match convert(item) {
             Ok(e) => d.entries.push(e),
-            Err(e) => d
-                .failures
-                .push((arn(item).unwrap_or_default().to_owned(), e.to_string())),
+            Err(e) => d.failures.push((
+                arn(item).unwrap_or_default().to_owned(),
+                Failure::Other(e.to_string()),
+            )),
         }
     }
     d

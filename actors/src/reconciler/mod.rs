@@ -89,6 +89,17 @@ impl Budget {
     }
 }
 
+/// Why a sweep failed (it then deleted nothing).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("ECS: {0}")]
+    Ecs(#[from] ecs::Error),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::Error),
+    #[error("the StoreWriter is unreachable: {0}")]
+    Writer(#[from] actix::MailboxError),
+}
+
 /// What a sweep did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Report {
@@ -190,52 +201,35 @@ impl Sweep {
     }
 
     /// Sweeps, if this replica leads the cluster; `None` when another does.
-    async fn run(self) -> Result<Option<Report>, String> {
+    async fn run(self) -> Result<Option<Report>, Error> {
         let name = crate::arn::cluster_name(&self.cluster).unwrap_or(&self.cluster);
-        if !self
-            .deps
-            .store
-            .lead(name)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        if !self.deps.store.lead(name).await? {
             return Ok(None);
         }
         self.sweep().await.map(Some)
     }
 
-    async fn sweep(&self) -> Result<Report, String> {
+    async fn sweep(&self) -> Result<Report, Error> {
         let started_ms = now_ms();
         let budget = Budget::new(self.tuning.max_requests_per_second);
-        let e = |e: ecs::Error| e.to_string();
-        let instance_arns = self.list(&budget, None).await.map_err(e)?;
-        let mut task_arns = self
-            .list(&budget, Some(TaskStatus::Running))
-            .await
-            .map_err(e)?;
-        task_arns.extend(
-            self.list(&budget, Some(TaskStatus::Stopped))
-                .await
-                .map_err(e)?,
-        );
+        let instance_arns = self.list(&budget, None).await?;
+        let mut task_arns = self.list(&budget, Some(TaskStatus::Running)).await?;
+        task_arns.extend(self.list(&budget, Some(TaskStatus::Stopped)).await?);
         task_arns.sort_unstable();
         task_arns.dedup();
-        let instances = self
-            .describe(&budget, &instance_arns, false)
-            .await
-            .map_err(e)?;
-        let tasks = self.describe(&budget, &task_arns, true).await.map_err(e)?;
+        let instances = self.describe(&budget, &instance_arns, false).await?;
+        let tasks = self.describe(&budget, &task_arns, true).await?;
 
         // Listed, or described with a failure other than MISSING: not gone.
         let mut seen: HashSet<String> = instance_arns.iter().chain(&task_arns).cloned().collect();
         for (arn, reason) in instances.failures.iter().chain(&tasks.failures) {
-            if reason == "MISSING" {
+            if *reason == ecs::Failure::Missing {
                 seen.remove(arn);
             } else {
                 seen.insert(arn.clone());
             }
         }
-        let before = self.snapshot().await?;
+        let before = self.deps.reader.snapshot()?;
         let known: HashSet<&str> = self.stored(&before).map(|e| e.arn.as_str()).collect();
         let entries: Vec<Entry> = instances.entries.into_iter().chain(tasks.entries).collect();
         let was_known: Vec<bool> = entries
@@ -261,7 +255,7 @@ impl Sweep {
         }
 
         let cutoff = started_ms - self.tuning.grace_period.as_millis() as i64;
-        let now = self.snapshot().await?;
+        let now = self.deps.reader.snapshot()?;
         let gone: Vec<Op> = self
             .stored(&now)
             .filter(|e| !seen.contains(&e.arn) && e.stored_at_ms <= cutoff)
@@ -288,19 +282,11 @@ impl Sweep {
             .filter(|e| self.matcher.matches(&e.cluster_arn))
     }
 
-    async fn snapshot(&self) -> Result<crate::view::Snapshot, String> {
-        self.deps.reader.snapshot().map_err(|e| e.to_string())
-    }
-
-    async fn apply(&self, ops: Vec<Op>) -> Result<Vec<Outcome>, String> {
+    async fn apply(&self, ops: Vec<Op>) -> Result<Vec<Outcome>, Error> {
         if ops.is_empty() {
             return Ok(Vec::new());
         }
-        match self.deps.writer.send(Apply { ops }).await {
-            Ok(Ok(o)) => Ok(o),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(e.to_string()),
-        }
+        Ok(self.deps.writer.send(Apply { ops }).await??)
     }
 }
 
@@ -391,7 +377,7 @@ impl Reconciler {
                 }
                 Err(e) => {
                     s.sweep_errors.inc();
-                    warn!(act.log, "sweep failed; nothing deleted"; "error" => e);
+                    warn!(act.log, "sweep failed; nothing deleted"; "error" => %e);
                 }
             }
             ctx.run_later(delay, |act, ctx| act.sweep(ctx));

@@ -146,7 +146,7 @@ fn describe(
     for arn in arns {
         match find(&arn) {
             Some(e) => d.entries.push(e),
-            None => d.failures.push((arn, "MISSING".into())),
+            None => d.failures.push((arn, crate::ecs::Failure::Missing)),
         }
     }
     d

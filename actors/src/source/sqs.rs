@@ -76,19 +76,28 @@ impl Config {
 }
 
 /// What a `--queue` value names.
-fn resolve_ref(q: &str) -> Result<String, String> {
-    if q.starts_with("https://") || q.starts_with("http://") {
-        Err(q.to_owned())
-    } else {
-        Ok(q.strip_prefix("sqs://").unwrap_or(q).to_owned())
+#[derive(Debug, PartialEq, Eq)]
+enum QueueRef {
+    /// A queue name (`NAME` or `sqs://NAME`): its URL is looked up.
+    Name(String),
+    Url(String),
+}
+
+impl QueueRef {
+    fn parse(q: &str) -> QueueRef {
+        if q.starts_with("https://") || q.starts_with("http://") {
+            QueueRef::Url(q.to_owned())
+        } else {
+            QueueRef::Name(q.strip_prefix("sqs://").unwrap_or(q).to_owned())
+        }
     }
 }
 
 /// Finds the URL of a queue given as a name, `sqs://NAME` or URL.
 async fn queue_url(client: &Client, q: &str) -> Result<String, String> {
-    match resolve_ref(q) {
-        Err(url) => Ok(url),
-        Ok(name) => client
+    match QueueRef::parse(q) {
+        QueueRef::Url(url) => Ok(url),
+        QueueRef::Name(name) => client
             .get_queue_url()
             .queue_name(&name)
             .send()
@@ -405,11 +414,14 @@ mod tests {
 
     #[test]
     fn queue_references() {
-        assert_eq!(resolve_ref("events"), Ok("events".into()));
-        assert_eq!(resolve_ref("sqs://events"), Ok("events".into()));
+        assert_eq!(QueueRef::parse("events"), QueueRef::Name("events".into()));
         assert_eq!(
-            resolve_ref("https://sqs.us-west-2.amazonaws.com/1/events"),
-            Err("https://sqs.us-west-2.amazonaws.com/1/events".into())
+            QueueRef::parse("sqs://events"),
+            QueueRef::Name("events".into())
+        );
+        assert_eq!(
+            QueueRef::parse("https://sqs.us-west-2.amazonaws.com/1/events"),
+            QueueRef::Url("https://sqs.us-west-2.amazonaws.com/1/events".into())
         );
     }
 }

@@ -146,6 +146,13 @@ impl Seen {
     }
 }
 
+/// etcd refuses a read at, or a compaction to, a revision its history no
+/// longer holds with gRPC `OUT_OF_RANGE` ("required revision has been
+/// compacted"); callers ask only for revisions it has reached.
+fn is_compacted(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::OutOfRange)
+}
+
 fn unavailable(e: impl std::fmt::Display) -> Error {
     Error::Unavailable(e.to_string())
 }
@@ -522,7 +529,7 @@ impl Etcd {
             .await
         {
             Ok(_) => Ok(Resume::Available),
-            Err(e) if e.to_string().contains("compacted") => Ok(Resume::Compacted),
+            Err(e) if is_compacted(&e) => Ok(Resume::Compacted),
             Err(e) => Err(unavailable(e)),
         }
     }
@@ -554,7 +561,7 @@ impl Etcd {
             {
                 Ok(_) => info!(self.log, "compacted etcd history"; "revision" => t),
                 // Another replica compacted at or past it already.
-                Err(e) if e.to_string().contains("compacted") => {}
+                Err(e) if is_compacted(&e) => {}
                 Err(e) => return Err(unavailable(e)),
             }
         }
