@@ -97,32 +97,7 @@ impl Service {
         log: Logger,
     ) -> Result<Service, Error> {
         let metrics = Arc::new(Metrics::default());
-        // What answers the reconciler: AWS with a queue, the simulator with --simulate.
-        let mut ecs: Option<Arc<dyn Ecs>> = None;
-        let source = match feed {
-            Feed::None => {
-                info!(
-                    log,
-                    "no event source configured: serving the store as it is \
-                    (use --simulate for a demo, --replay FILE, or --queue)"
-                );
-                Source::None
-            }
-            Feed::Simulate => {
-                let sim = Arc::new(std::sync::Mutex::new(actors::sim::Simulator::new(
-                    settings.simulate.clone(),
-                )));
-                // The simulator answers the reconciler's ECS questions too.
-                ecs = Some(Arc::new(SimEcs { sim: sim.clone() }) as Arc<dyn Ecs>);
-                Source::Simulate(settings.simulate.clone(), sim)
-            }
-            Feed::Replay(p) => Source::Replay(p),
-            Feed::Queue => {
-                let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-                ecs = Some(Arc::new(AwsEcs::new(aws_sdk_ecs::Client::new(&aws))) as Arc<dyn Ecs>);
-                Source::Queue(aws_sdk_sqs::Client::new(&aws), settings.source.clone())
-            }
-        };
+        let (source, ecs) = source(settings, feed, &log).await;
         let reconcile = match ecs {
             Some(ecs) if settings.reconcile.enabled => Some((settings.reconcile.settings(), ecs)),
             _ => None,
@@ -135,35 +110,7 @@ impl Service {
             metrics.clone(),
             &log,
         );
-        let streams = api::StreamSettings {
-            max_streams: settings.server.max_streams,
-            buffer: settings.server.stream_buffer as usize,
-        };
-        let sv = &settings.server;
-        let token = match sv.auth_token_file.as_os_str().is_empty() {
-            true => None,
-            false => Some(
-                std::fs::read_to_string(&sv.auth_token_file)
-                    .map_err(|e| Error::Security(format!("server.auth_token_file: {e}")))?
-                    .trim()
-                    .to_owned(),
-            ),
-        };
-        let tls = match sv.tls_cert_file.as_os_str().is_empty() {
-            true => None,
-            false => Some(tls_config(&sv.tls_cert_file, &sv.tls_key_file)?),
-        };
-        info!(log, "API security"; "tls" => tls.is_some(), "bearer_auth" => token.is_some());
-        let state = web::Data::new(
-            api::State::new(&pipeline, streams)
-                .with_token(token)
-                .with_v03_errors(sv.v03_errors)
-                .with_cors(sv.cors_allowed_origins.clone()),
-        );
-        let bind = settings.server.bind;
-        let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
-        let (addr, server) = api::server::listen(state, bind, tls, workers)
-            .map_err(|source| Error::Bind { addr: bind, source })?;
+        let (addr, server) = serve(settings, &pipeline, &log)?;
         let handle = server.handle();
         actix_web::rt::spawn(server);
         info!(log, "serving"; "addr" => %addr);
@@ -189,4 +136,72 @@ impl Service {
         self.server.stop(true).await;
         drop(self.pipeline);
     }
+}
+
+/// What feeds the pipeline, and what answers the reconcilers' ECS calls: AWS
+/// with a queue, the simulator with `--simulate`, nothing otherwise.
+async fn source(settings: &Settings, feed: Feed, log: &Logger) -> (Source, Option<Arc<dyn Ecs>>) {
+    match feed {
+        Feed::None => {
+            info!(
+                log,
+                "no event source configured: serving the store as it is \
+                (use --simulate for a demo, --replay FILE, or --queue)"
+            );
+            (Source::None, None)
+        }
+        Feed::Simulate => {
+            let sim = Arc::new(std::sync::Mutex::new(actors::sim::Simulator::new(
+                settings.simulate.clone(),
+            )));
+            let ecs = Arc::new(SimEcs { sim: sim.clone() }) as Arc<dyn Ecs>;
+            (Source::Simulate(settings.simulate.clone(), sim), Some(ecs))
+        }
+        Feed::Replay(p) => (Source::Replay(p), None),
+        Feed::Queue => {
+            let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            let ecs = Arc::new(AwsEcs::new(aws_sdk_ecs::Client::new(&aws))) as Arc<dyn Ecs>;
+            let queue = Source::Queue(aws_sdk_sqs::Client::new(&aws), settings.source.clone());
+            (queue, Some(ecs))
+        }
+    }
+}
+
+/// The API over `pipeline`, bound and ready to run, with the configured
+/// bearer token and TLS.
+fn serve(
+    settings: &Settings,
+    pipeline: &Pipeline,
+    log: &Logger,
+) -> Result<(SocketAddr, actix_server::Server), Error> {
+    let sv = &settings.server;
+    let streams = api::StreamSettings {
+        max_streams: sv.max_streams,
+        buffer: sv.stream_buffer as usize,
+    };
+    let token = match sv.auth_token_file.as_os_str().is_empty() {
+        true => None,
+        false => Some(
+            std::fs::read_to_string(&sv.auth_token_file)
+                .map_err(|e| Error::Security(format!("server.auth_token_file: {e}")))?
+                .trim()
+                .to_owned(),
+        ),
+    };
+    let tls = match sv.tls_cert_file.as_os_str().is_empty() {
+        true => None,
+        false => Some(tls_config(&sv.tls_cert_file, &sv.tls_key_file)?),
+    };
+    info!(log, "API security"; "tls" => tls.is_some(), "bearer_auth" => token.is_some());
+    let state = web::Data::new(
+        api::State::new(pipeline, streams)
+            .with_token(token)
+            .with_v03_errors(sv.v03_errors)
+            .with_cors(sv.cors_allowed_origins.clone()),
+    );
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+    api::server::listen(state, sv.bind, tls, workers).map_err(|source| Error::Bind {
+        addr: sv.bind,
+        source,
+    })
 }

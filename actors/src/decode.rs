@@ -1,8 +1,8 @@
 //! Decoding of ECS change events (EventBridge JSON, bare or SNS-wrapped) into
 //! [`Entry`]s. Pure functions; the [`crate::decoder`] actor runs them.
 //!
-//! Event types never deny unknown fields (rule 3 of `events.md`): AWS adds fields
-//! over time. Every way a message can be bad is one variant of [`Error`].
+//! Event types never deny unknown fields: AWS adds fields over time, and an
+//! event with a new field is still a good event. Every way a message can be bad is one variant of [`Error`].
 
 use crate::arn::{Arn, Resource as ArnKind};
 use crate::model::{
@@ -164,7 +164,8 @@ pub fn task_from_detail(d: TaskDetail) -> Result<Task, Error> {
     task_from_parts(d, Some(version))
 }
 
-/// Builds the API task from a detail whose version may be unknown (rule 8).
+/// Builds the API task from a detail whose version may be unknown (an ECS API
+/// answer has none).
 pub fn task_from_parts(d: TaskDetail, version: Option<u64>) -> Result<Task, Error> {
     let (task_arn, cluster_arn) = check_arns(d.task_arn, d.cluster_arn, ArnKind::Task, "taskArn")?;
     let last_status = d
@@ -230,7 +231,8 @@ pub fn instance_from_detail(d: InstanceDetail) -> Result<Instance, Error> {
     instance_from_parts(d, Some(version))
 }
 
-/// Builds the API instance from a detail whose version may be unknown (rule 8).
+/// Builds the API instance from a detail whose version may be unknown (an ECS
+/// API answer has none).
 pub fn instance_from_parts(d: InstanceDetail, version: Option<u64>) -> Result<Instance, Error> {
     let (arn, cluster_arn) = check_arns(
         d.container_instance_arn,

@@ -167,7 +167,8 @@ fn failures(f: &[aws_sdk_ecs::types::Failure]) -> Vec<(String, Failure)> {
         .collect()
 }
 
-/// Converts a described task into an entry (rule 8: no version, no claim).
+/// Converts a described task into an entry. An API answer carries no version,
+/// so it never overrides a version learned from an event.
 pub fn task_entry(t: &aws_sdk_ecs::types::Task) -> std::result::Result<Entry, decode::Error> {
     let detail = TaskDetail {
         task_arn: some(t.task_arn()),

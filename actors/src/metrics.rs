@@ -54,17 +54,44 @@ pub struct Metrics {
     /// `css_streams_dropped_total{reason}`.
     pub streams_too_slow: IntCounter,
     pub streams_expired: IntCounter,
-    pub sqs_receive_seconds: Histogram,
-    pub sqs_delete_seconds: Histogram,
-    /// `css_sqs_errors_total{op}`.
-    pub sqs_receive_errors: IntCounter,
-    pub sqs_delete_errors: IntCounter,
-    pub dead_lettered: IntCounter,
+    pub sqs: SqsMetrics,
     /// Rendered from the [`Health`] at each scrape.
     store_up: Gauge,
     view_loaded: Gauge,
     reconcile_pending: Gauge,
     clusters: ClusterFamilies,
+}
+
+/// The QueueReader's metrics.
+pub struct SqsMetrics {
+    /// `css_sqs_receive_seconds`.
+    pub receive_seconds: Histogram,
+    /// `css_sqs_delete_seconds`.
+    pub delete_seconds: Histogram,
+    /// `css_sqs_errors_total{op}`.
+    pub receive_errors: IntCounter,
+    pub delete_errors: IntCounter,
+    /// `css_events_dead_lettered_total`.
+    pub dead_lettered: IntCounter,
+}
+
+impl SqsMetrics {
+    fn declare(d: &Declare) -> SqsMetrics {
+        let errors = d.counters("css_sqs_errors_total", "Failed SQS calls.", "op");
+        SqsMetrics {
+            receive_seconds: d.histogram(
+                "css_sqs_receive_seconds",
+                "SQS ReceiveMessage calls (long polls included).",
+            ),
+            delete_seconds: d.histogram("css_sqs_delete_seconds", "SQS DeleteMessageBatch calls."),
+            receive_errors: errors.with_label_values(&["receive"]),
+            delete_errors: errors.with_label_values(&["delete"]),
+            dead_lettered: d.counter(
+                "css_events_dead_lettered_total",
+                "Invalid messages sent to the dead-letter queue.",
+            ),
+        }
+    }
 }
 
 /// The per-cluster families (`css_reconcile_*{cluster}`).
@@ -160,7 +187,6 @@ impl Metrics {
              expired (history retention overtook a catch-up).",
             "reason",
         );
-        let sqs_errors = d.counters("css_sqs_errors_total", "Failed SQS calls.", "op");
         let deletions = d.counters(
             "css_store_deletions_total",
             "Entities deleted by the service.",
@@ -200,18 +226,7 @@ impl Metrics {
             ),
             streams_too_slow: dropped.with_label_values(&["too_slow"]),
             streams_expired: dropped.with_label_values(&["expired"]),
-            sqs_receive_seconds: d.histogram(
-                "css_sqs_receive_seconds",
-                "SQS ReceiveMessage calls (long polls included).",
-            ),
-            sqs_delete_seconds: d
-                .histogram("css_sqs_delete_seconds", "SQS DeleteMessageBatch calls."),
-            sqs_receive_errors: sqs_errors.with_label_values(&["receive"]),
-            sqs_delete_errors: sqs_errors.with_label_values(&["delete"]),
-            dead_lettered: d.counter(
-                "css_events_dead_lettered_total",
-                "Invalid messages sent to the dead-letter queue.",
-            ),
+            sqs: SqsMetrics::declare(&d),
             store_up: d.gauge("css_store_up", "1 while the store answers."),
             view_loaded: d.gauge(
                 "css_view_loaded",
@@ -329,7 +344,7 @@ mod tests {
         let m = Metrics::new();
         m.events_applied.inc_by(3);
         m.cluster("web").sweeps.inc();
-        m.sqs_receive_seconds.observe(0.2);
+        m.sqs.receive_seconds.observe(0.2);
         let text = m.render(&Health::default());
         for line in [
             "# HELP css_events_total ECS events by outcome.",

@@ -26,7 +26,7 @@ impl Kind {
     }
 }
 
-/// A task, with the v0.3 field names and the (ext) fields of `api.md`.
+/// A task, with the v0.3 field names plus the fields v0.3 lacked (marked (ext)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Task {
@@ -170,7 +170,7 @@ pub struct KeyValue {
     pub value: Option<String>,
 }
 
-/// A container instance, with the v0.3 field names and the (ext) fields of `api.md`.
+/// A container instance, with the v0.3 field names plus the fields v0.3 lacked (marked (ext)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Instance {
@@ -239,7 +239,7 @@ pub enum ResourceValue<'a> {
 }
 
 impl Resource {
-    /// Renders a resource as `api.md` says: `INTEGER`/`LONG` in decimal,
+    /// Renders a resource value as v0.3 did: `INTEGER`/`LONG` in decimal,
     /// `DOUBLE` with two decimals, `STRINGSET` joined by `,`, anything else `""`.
     pub fn new(name: String, kind: String, value: ResourceValue<'_>) -> Resource {
         let value = match value {
@@ -274,7 +274,8 @@ pub struct Entry {
     pub kind: Kind,
     pub arn: String,
     pub cluster_arn: String,
-    /// ECS's per-entity version; `None` when the source gave none (rule 8).
+    /// ECS's per-entity version; `None` when the source gave none (an ECS API
+    /// answer), which then never overrides a known version.
     pub version: Option<u64>,
     /// The store revision at which this entry was written (`entityVersion`);
     /// 0 until it is stored.

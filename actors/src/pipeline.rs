@@ -87,32 +87,7 @@ impl Pipeline {
         let decoder = Supervisor::start_in_arbiter(&arbiters[2].handle(), move |_| {
             EventDecoder::new(w, m, l)
         });
-        let d = decoder.clone();
-        let source = match source {
-            Source::None => SourceAddr::None,
-            Source::Simulate(cfg, sim) => {
-                let l = log.new(o!("actor" => "SimulateSource"));
-                SourceAddr::Simulate(Supervisor::start_in_arbiter(
-                    &arbiters[3].handle(),
-                    move |_| SimulateSource::new(cfg, sim, d, l),
-                ))
-            }
-            Source::Queue(client, cfg) => {
-                let (l, m) = (log.new(o!("actor" => "QueueReader")), metrics.clone());
-                let r = reader.clone();
-                SourceAddr::Queue(Supervisor::start_in_arbiter(
-                    &arbiters[3].handle(),
-                    move |_| QueueReader::new(client, cfg, d, r, m, l),
-                ))
-            }
-            Source::Replay(path) => {
-                let l = log.new(o!("actor" => "ReplaySource"));
-                SourceAddr::Replay(Supervisor::start_in_arbiter(
-                    &arbiters[3].handle(),
-                    move |_| ReplaySource::new(path, d, l),
-                ))
-            }
-        };
+        let source = source.start(&arbiters[3], &decoder, &reader, &metrics, log);
         let reconcile = reconcile.map(|(settings, ecs)| {
             let (m, l, w) = (
                 metrics.clone(),
@@ -140,6 +115,49 @@ impl Pipeline {
             reconcile,
             metrics,
             arbiters,
+        }
+    }
+}
+
+impl Source {
+    /// Starts the source's actor on `arbiter`, feeding `decoder`.
+    fn start(
+        self,
+        arbiter: &Arbiter,
+        decoder: &Addr<EventDecoder>,
+        reader: &Reader,
+        metrics: &Arc<Metrics>,
+        log: &Logger,
+    ) -> SourceAddr {
+        let d = decoder.clone();
+        match self {
+            Source::None => SourceAddr::None,
+            Source::Simulate(cfg, sim) => {
+                let l = log.new(o!("actor" => "SimulateSource"));
+                SourceAddr::Simulate(Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+                    SimulateSource::new(cfg, sim, d, l)
+                }))
+            }
+            Source::Queue(client, cfg) => {
+                let (l, m) = (log.new(o!("actor" => "QueueReader")), metrics.clone());
+                let r = reader.clone();
+                SourceAddr::Queue(Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+                    QueueReader::new(sqs::Wiring {
+                        client,
+                        config: cfg,
+                        decoder: d,
+                        reader: r,
+                        metrics: m,
+                        log: l,
+                    })
+                }))
+            }
+            Source::Replay(path) => {
+                let l = log.new(o!("actor" => "ReplaySource"));
+                SourceAddr::Replay(Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+                    ReplaySource::new(path, d, l)
+                }))
+            }
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Query parameters of the v1 API: the filters of `api.md`, `limit` and
+//! Query parameters of the v1 API: the list filters, `limit` and
 //! `nextToken`, validated into typed values with the v0.3 error messages.
 
 use super::Error;

@@ -118,26 +118,73 @@ struct Stream {
     _open: Open,
 }
 
-/// `GET /v1/stream/tasks` and `/v1/stream/instances`.
-pub async fn stream(
-    kind: Kind,
-    filters: &[&str],
-    req: &HttpRequest,
-    state: web::Data<State>,
-) -> Result<HttpResponse, Error> {
-    let mut allowed = filters.to_vec();
-    allowed.extend(["entityVersion", "snapshot", "heartbeat"]);
-    let params = Params::parse(req.query_string(), &allowed)?;
-    let filter = Filter::parse(kind, &params)?;
-    let format = Format::negotiate(
-        req.headers()
-            .get_all(header::ACCEPT)
-            .filter_map(|v| v.to_str().ok()),
-    );
-    let sse = format == Format::Sse;
-    // An EventSource reconnecting says where it was; that beats the URL's
-    // start. The header is checked whatever the format, used only with SSE.
-    let last_event_id = req
+/// What a stream request asks for.
+struct Request {
+    filter: Filter,
+    format: Format,
+    /// The first revision wanted, from `Last-Event-ID` (SSE) or `entityVersion`.
+    from: Option<u64>,
+    snapshot: bool,
+    heartbeat: Option<Duration>,
+}
+
+impl Request {
+    fn parse(kind: Kind, filters: &[&str], req: &HttpRequest) -> Result<Request, Error> {
+        let mut allowed = filters.to_vec();
+        allowed.extend(["entityVersion", "snapshot", "heartbeat"]);
+        let params = Params::parse(req.query_string(), &allowed)?;
+        let filter = Filter::parse(kind, &params)?;
+        let format = Format::negotiate(
+            req.headers()
+                .get_all(header::ACCEPT)
+                .filter_map(|v| v.to_str().ok()),
+        );
+        let from = match last_event_id(req, format == Format::Sse)? {
+            Some(id) => Some(id.saturating_add(1)),
+            None => params
+                .value("entityVersion")
+                .map(parse_version)
+                .transpose()?,
+        };
+        let snapshot = match params.value("snapshot") {
+            None => false,
+            Some(v) if v.eq_ignore_ascii_case("true") => true,
+            Some(v) if v.eq_ignore_ascii_case("false") => false,
+            Some(_) => return Err(invalid_snapshot("expected true or false")),
+        };
+        if snapshot && from.is_some() {
+            return Err(invalid_snapshot(
+                "snapshot=true cannot be combined with entityVersion",
+            ));
+        }
+        let heartbeat = params
+            .value("heartbeat")
+            .map(|v| match whole_number(v) {
+                Some(s) if (1..=MAX_HEARTBEAT).contains(&s) => Ok(Duration::from_secs(s)),
+                _ => Err(Error::bad_request(
+                    "InvalidParameter",
+                    format!("Invalid heartbeat: expected whole seconds from 1 to {MAX_HEARTBEAT}"),
+                )),
+            })
+            .transpose()?;
+        Ok(Request {
+            filter,
+            format,
+            from,
+            snapshot,
+            heartbeat,
+        })
+    }
+}
+
+fn invalid_snapshot(why: &str) -> Error {
+    Error::bad_request("InvalidParameter", format!("Invalid snapshot: {why}"))
+}
+
+/// An EventSource reconnecting says where it was; that beats the URL's
+/// start. The header is checked whatever the format, used only with SSE.
+fn last_event_id(req: &HttpRequest, sse: bool) -> Result<Option<u64>, Error> {
+    Ok(req
         .headers()
         .get("last-event-id")
         .map(|v| v.to_str().map_err(|_| invalid_version()))
@@ -145,61 +192,11 @@ pub async fn stream(
         .filter(|v| !v.is_empty())
         .map(parse_version)
         .transpose()?
-        .filter(|_| sse);
-    let from = match last_event_id {
-        Some(id) => Some(id.saturating_add(1)),
-        None => params
-            .value("entityVersion")
-            .map(parse_version)
-            .transpose()?,
-    };
-    let snapshot = match params.value("snapshot") {
-        None => false,
-        Some(v) if v.eq_ignore_ascii_case("true") => true,
-        Some(v) if v.eq_ignore_ascii_case("false") => false,
-        Some(_) => {
-            return Err(Error::bad_request(
-                "InvalidParameter",
-                "Invalid snapshot: expected true or false".into(),
-            ))
-        }
-    };
-    if snapshot && from.is_some() {
-        return Err(Error::bad_request(
-            "InvalidParameter",
-            "Invalid snapshot: snapshot=true cannot be combined with entityVersion".into(),
-        ));
-    }
-    let heartbeat = params
-        .value("heartbeat")
-        .map(|v| match whole_number(v) {
-            Some(s) if (1..=MAX_HEARTBEAT).contains(&s) => Ok(Duration::from_secs(s)),
-            _ => Err(Error::bad_request(
-                "InvalidParameter",
-                format!("Invalid heartbeat: expected whole seconds from 1 to {MAX_HEARTBEAT}"),
-            )),
-        })
-        .transpose()?;
+        .filter(|_| sse))
+}
 
-    let snap = state.snapshot()?;
-    let (next, phase) = match from {
-        Some(n) => {
-            let n = n.max(1);
-            check_resume(n, &state).await?;
-            (n, Phase::CatchUp(None))
-        }
-        None if snapshot => (snap.revision + 1, Phase::Snapshot { snap, after: None }),
-        None => (snap.revision + 1, Phase::CatchUp(None)),
-    };
-    let mut response = HttpResponse::Ok();
-    response
-        .content_type(format.content_type())
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header(("x-accel-buffering", "no"));
-    // HEAD: what GET would answer, without holding a stream open.
-    if req.method() == Method::HEAD {
-        return Ok(response.finish());
-    }
+/// A place among the streams open at once; 503 when there is none.
+fn open(state: &State) -> Result<Open, Error> {
     let Ok(slot) = state.stream_slots.clone().try_acquire_owned() else {
         return Err(Error::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -208,22 +205,51 @@ pub async fn stream(
         ));
     };
     state.metrics.streams_open.inc();
-    let open = Open {
+    Ok(Open {
         metrics: state.metrics.clone(),
         _slot: slot,
+    })
+}
+
+/// `GET /v1/stream/tasks` and `/v1/stream/instances`.
+pub async fn stream(
+    kind: Kind,
+    filters: &[&str],
+    req: &HttpRequest,
+    state: web::Data<State>,
+) -> Result<HttpResponse, Error> {
+    let r = Request::parse(kind, filters, req)?;
+    let snap = state.snapshot()?;
+    let (next, phase) = match r.from {
+        Some(n) => {
+            let n = n.max(1);
+            check_resume(n, &state).await?;
+            (n, Phase::CatchUp(None))
+        }
+        None if r.snapshot => (snap.revision + 1, Phase::Snapshot { snap, after: None }),
+        None => (snap.revision + 1, Phase::CatchUp(None)),
     };
+    let mut response = HttpResponse::Ok();
+    response
+        .content_type(r.format.content_type())
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("x-accel-buffering", "no"));
+    // HEAD: what GET would answer, without holding a stream open.
+    if req.method() == Method::HEAD {
+        return Ok(response.finish());
+    }
     let s = Stream {
         kind,
-        filter: Arc::new(filter),
-        sse,
-        heartbeat,
+        filter: Arc::new(r.filter),
+        sse: r.format == Format::Sse,
+        heartbeat: r.heartbeat,
         next,
         phase,
         out: Vec::new(),
         last_write: Instant::now(),
         batches: 0,
+        _open: open(&state)?,
         state,
-        _open: open,
     };
     let body = futures_util::stream::unfold(Box::new(s), |mut s| async move {
         let chunk = s.next_chunk().await?;

@@ -283,6 +283,14 @@ mod tests {
         a.parse().unwrap()
     }
 
+    /// A configuration file holding `text`, in a directory removed when dropped.
+    fn config_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, text).unwrap();
+        (dir, file)
+    }
+
     fn args(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()
     }
@@ -313,14 +321,10 @@ mod tests {
 
     #[test]
     fn precedence_is_file_then_env_then_flags() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("c.toml");
-        std::fs::write(
-            &file,
+        let (_dir, file) = config_file(
             "[server]\nbind = \"127.0.0.1:1\"\nmax_streams = 5\n[reconcile]\ninterval = \"10s\"\n\
              [reconcile.clusters.Prod-Web]\ninterval = \"30s\"\n[log]\nlevel = \"warn\"\n",
-        )
-        .unwrap();
+        );
         let l = load(
             &args(&["--config", file.to_str().unwrap(), "--bind=127.0.0.1:3"]),
             &env(&[
@@ -349,14 +353,10 @@ mod tests {
 
     #[test]
     fn every_problem_is_listed_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("c.toml");
-        std::fs::write(
-            &file,
+        let (_dir, file) = config_file(
             "bogus = 1\n[server]\nbind = \"nowhere\"\ncolour = \"red\"\n[store]\nhistory_retention = \"soon\"\n\
              [reconcile.clusters.web]\nintervall = \"1s\"\n[nope]\nx = 1\n",
-        )
-        .unwrap();
+        );
         let err = load(
             &args(&[
                 "--config",

@@ -18,7 +18,6 @@ macro_rules! on_both_backends {
 }
 
 mod api;
-mod bench;
 mod binary;
 mod compat;
 mod etcd;

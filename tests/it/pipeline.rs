@@ -86,6 +86,25 @@ proptest! {
     }
 }
 
+/// The `Store` methods a fault-injecting wrapper hands to its `inner` store
+/// unchanged.
+macro_rules! passed_to_inner {
+    () => {
+        fn purge_tombstones(&self, before: i64) -> BoxFuture<'_, store::Result<usize>> {
+            self.inner.purge_tombstones(before)
+        }
+        fn compact_history(&self, now: i64, keep: Duration) -> BoxFuture<'_, store::Result<()>> {
+            self.inner.compact_history(now, keep)
+        }
+        fn check_resume(&self, from: u64) -> BoxFuture<'_, store::Result<store::Resume>> {
+            self.inner.check_resume(from)
+        }
+        fn history(&self, from: u64) -> store::Feed {
+            self.inner.history(from)
+        }
+    };
+}
+
 /// Commits to the real store, then (once armed) reports failure anyway: as if
 /// the process lost the reply after the fsync.
 struct LosesReply {
@@ -106,18 +125,30 @@ impl Store for LosesReply {
             res
         })
     }
-    fn purge_tombstones(&self, before: i64) -> BoxFuture<'_, store::Result<usize>> {
-        self.inner.purge_tombstones(before)
-    }
-    fn compact_history(&self, now: i64, keep: Duration) -> BoxFuture<'_, store::Result<()>> {
-        self.inner.compact_history(now, keep)
-    }
-    fn check_resume(&self, from: u64) -> BoxFuture<'_, store::Result<store::Resume>> {
-        self.inner.check_resume(from)
-    }
-    fn history(&self, from: u64) -> store::Feed {
-        self.inner.history(from)
-    }
+    passed_to_inner!();
+}
+
+/// A pipeline on `store`, fed by nothing but the test.
+fn plain(store: Arc<dyn Store>, metrics: &Arc<Metrics>) -> Pipeline {
+    Pipeline::start(
+        store,
+        writer::Config::default(),
+        Source::None,
+        None,
+        metrics.clone(),
+        &css::logging::discard(),
+    )
+}
+
+/// Hands `bodies` to the pipeline's decoder; what became of each.
+async fn decode(p: &Pipeline, bodies: &[String]) -> Vec<MessageOutcome> {
+    p.decoder
+        .send(Decode {
+            messages: messages(bodies),
+        })
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 #[actix_web::test]
@@ -128,23 +159,9 @@ async fn a_failed_writer_restarts_with_its_state_reloaded() {
         armed: AtomicBool::new(false),
     });
     let metrics = Arc::new(Metrics::default());
-    let p = Pipeline::start(
-        store.clone(),
-        writer::Config::default(),
-        Source::None,
-        None,
-        metrics.clone(),
-        &css::logging::discard(),
-    );
+    let p = plain(store.clone(), &metrics);
     let first = vec![event(1, 1), event(2, 1)];
-    let r = p
-        .decoder
-        .send(Decode {
-            messages: messages(&first),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let r = decode(&p, &first).await;
     assert_eq!(r, [MessageOutcome::Applied, MessageOutcome::Applied]);
 
     store.armed.store(true, Ordering::SeqCst);
@@ -179,23 +196,9 @@ async fn a_failed_writer_restarts_with_its_state_reloaded() {
     assert_eq!(snap.revision, 3);
 
     // The redelivered message is a no-op; new ones apply as usual.
-    let r = p
-        .decoder
-        .send(Decode {
-            messages: messages(&second),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let r = decode(&p, &second).await;
     assert_eq!(r, [MessageOutcome::Stale]);
-    let r = p
-        .decoder
-        .send(Decode {
-            messages: messages(&[event(4, 1)]),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let r = decode(&p, &[event(4, 1)]).await;
     assert_eq!(r, [MessageOutcome::Applied]);
     let snap = p.reader.snapshot().unwrap();
     assert_eq!((snap.tasks.len(), snap.revision), (4, 4));
@@ -393,12 +396,11 @@ async fn truth(t: &TestService) -> actors::source::simulate::Truth {
 #[actix_web::test]
 async fn simulate_with_duplicates_and_reordering_converges_to_the_truth() {
     let t = start_with(Feed::Simulate, |s| {
-        s.simulate.clusters = 2;
-        s.simulate.instances_per_cluster = 3;
-        s.simulate.tasks_per_instance = 4;
-        s.simulate.events_per_second = 0.0;
-        s.simulate.duplicate_rate = 0.3;
-        s.simulate.reorder_rate = 0.3;
+        s.simulate = actors::sim::Config {
+            duplicate_rate: 0.3,
+            reorder_rate: 0.3,
+            ..world(2, 3, 4, 0.0)
+        };
     })
     .await;
     let mut ok = false;
@@ -438,11 +440,10 @@ async fn simulate_with_duplicates_and_reordering_converges_to_the_truth() {
 #[actix_web::test]
 async fn malformed_simulated_messages_do_not_stop_the_pipeline() {
     let t = start_with(Feed::Simulate, |s| {
-        s.simulate.clusters = 1;
-        s.simulate.instances_per_cluster = 2;
-        s.simulate.tasks_per_instance = 2;
-        s.simulate.events_per_second = 200.0;
-        s.simulate.malformed_rate = 0.3;
+        s.simulate = actors::sim::Config {
+            malformed_rate: 0.3,
+            ..world(1, 2, 2, 200.0)
+        };
     })
     .await;
     let counter = |m: &str, outcome: &str| -> u64 {
@@ -484,18 +485,7 @@ impl Store for StalledFeed {
     fn commit(&self, ops: Vec<Op>, now: i64) -> BoxFuture<'_, store::Result<Vec<Outcome>>> {
         self.inner.commit(ops, now)
     }
-    fn purge_tombstones(&self, before: i64) -> BoxFuture<'_, store::Result<usize>> {
-        self.inner.purge_tombstones(before)
-    }
-    fn compact_history(&self, now: i64, keep: Duration) -> BoxFuture<'_, store::Result<()>> {
-        self.inner.compact_history(now, keep)
-    }
-    fn check_resume(&self, from: u64) -> BoxFuture<'_, store::Result<store::Resume>> {
-        self.inner.check_resume(from)
-    }
-    fn history(&self, from: u64) -> store::Feed {
-        self.inner.history(from)
-    }
+    passed_to_inner!();
     fn feed(&self, _: u64) -> Option<actors::store::Feed> {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         // Keep the sender so the feed neither ends nor delivers.
@@ -512,23 +502,9 @@ async fn a_stalled_feed_is_replaced_by_a_reload_and_writers_are_answered() {
         senders: Default::default(),
     });
     let metrics = Arc::new(Metrics::default());
-    let p = Pipeline::start(
-        store.clone(),
-        writer::Config::default(),
-        Source::None,
-        None,
-        metrics.clone(),
-        &css::logging::discard(),
-    );
+    let p = plain(store.clone(), &metrics);
     let started = std::time::Instant::now();
-    let r = p
-        .decoder
-        .send(Decode {
-            messages: messages(&[event(1, 1)]),
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let r = decode(&p, &[event(1, 1)]).await;
     assert_eq!(r, [MessageOutcome::Applied]);
     let waited = started.elapsed();
     assert!(

@@ -109,6 +109,23 @@ fn moto_task_event(arn: &str, cluster: &str, version: u64, started_by: &str) -> 
     .to_string()
 }
 
+/// A pipeline on an embedded store in `dir` whose reconcilers ask `ecs`.
+fn reconciling(
+    dir: &std::path::Path,
+    settings: Settings,
+    ecs: Arc<dyn Ecs>,
+    metrics: &Arc<Metrics>,
+) -> Pipeline {
+    Pipeline::start(
+        Arc::new(Embedded::open(dir).unwrap()),
+        writer::Config::default(),
+        Source::None,
+        Some((settings, ecs)),
+        metrics.clone(),
+        &css::logging::discard(),
+    )
+}
+
 #[actix_web::test]
 async fn entities_never_sent_as_events_appear_within_one_interval() {
     let s = EcsStack::new().await;
@@ -427,14 +444,7 @@ async fn paging_throttling_and_a_failing_cluster_against_a_stub_ecs() {
         },
         ..Settings::default()
     };
-    let p = Pipeline::start(
-        Arc::new(Embedded::open(dir.path()).unwrap()),
-        writer::Config::default(),
-        Source::None,
-        Some((settings, stub.clone() as Arc<dyn Ecs>)),
-        metrics.clone(),
-        &css::logging::discard(),
-    );
+    let p = reconciling(dir.path(), settings, stub.clone(), &metrics);
     // Something the failing cluster's sweep must not delete.
     let kept = p
         .decoder
@@ -487,12 +497,11 @@ async fn paging_throttling_and_a_failing_cluster_against_a_stub_ecs() {
 async fn simulate_with_dropped_events_converges_to_the_simulators_truth() {
     use css::config::Feed;
     let t = start_with(Feed::Simulate, |s| {
-        s.simulate.clusters = 2;
-        s.simulate.instances_per_cluster = 3;
-        s.simulate.tasks_per_instance = 5;
         // A still world after the initial state, so "converged" is exact.
-        s.simulate.events_per_second = 0.0;
-        s.simulate.drop_rate = 0.2;
+        s.simulate = actors::sim::Config {
+            drop_rate: 0.2,
+            ..world(2, 3, 5, 0.0)
+        };
         s.reconcile.interval = Duration::from_secs(1);
     })
     .await;
@@ -623,14 +632,7 @@ async fn a_cluster_that_vanishes_loses_its_reconciler_and_its_entities() {
         },
         ..Settings::default()
     };
-    let p = Pipeline::start(
-        Arc::new(Embedded::open(dir.path()).unwrap()),
-        writer::Config::default(),
-        Source::None,
-        Some((settings, stub.clone() as Arc<dyn Ecs>)),
-        metrics.clone(),
-        &css::logging::discard(),
-    );
+    let p = reconciling(dir.path(), settings, stub.clone(), &metrics);
     let count = |c: &'static str| {
         let r = p.reader.clone();
         async move {
@@ -737,14 +739,7 @@ async fn ecs_throttling_over_the_wire_backs_off_and_then_succeeds() {
         clusters: Some(vec!["stubbed".into()]),
         ..Settings::default()
     };
-    let p = Pipeline::start(
-        Arc::new(Embedded::open(dir.path()).unwrap()),
-        writer::Config::default(),
-        Source::None,
-        Some((settings, ecs as Arc<dyn Ecs>)),
-        metrics.clone(),
-        &css::logging::discard(),
-    );
+    let p = reconciling(dir.path(), settings, ecs, &metrics);
     let stats = metrics.cluster("stubbed");
     let done = eventually(Duration::from_secs(30), || async {
         stats.sweeps.get() >= 1

@@ -544,3 +544,20 @@ pub fn version_of(item: &Value) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no entityVersion in {item}"))
 }
+
+/// A simulated world of `clusters` x `instances` x `tasks` per instance,
+/// changing `events_per_second` once its initial state is out.
+pub fn world(
+    clusters: usize,
+    instances: usize,
+    tasks: usize,
+    events_per_second: f64,
+) -> actors::sim::Config {
+    actors::sim::Config {
+        clusters,
+        instances_per_cluster: instances,
+        tasks_per_instance: tasks,
+        events_per_second,
+        ..actors::sim::Config::default()
+    }
+}

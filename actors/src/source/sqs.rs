@@ -3,7 +3,8 @@
 //!
 //! `pollers` loops each long-poll up to 10 messages, hand them to the
 //! EventDecoder, and delete (in one batch) only the messages whose effect is
-//! durably stored — applied, stale or ignored (rule 6). Undecodable messages
+//! durably stored — applied, stale or ignored: a message is never
+//! acknowledged before its effect is durable. Undecodable messages
 //! go to the dead-letter queue when one is configured, and are then deleted;
 //! otherwise they are left to the queue's own redrive policy. While the store
 //! is unavailable nothing is received, so nothing is acknowledged that was
@@ -114,13 +115,20 @@ async fn queue_url(client: &Client, q: &str) -> Result<String, String> {
     }
 }
 
+/// What a QueueReader works with.
+pub struct Wiring {
+    pub client: Client,
+    pub config: Config,
+    /// Decodes and stores what is received.
+    pub decoder: Addr<EventDecoder>,
+    /// Nothing is received while the store could not take it.
+    pub reader: Reader,
+    pub metrics: Arc<Metrics>,
+    pub log: Logger,
+}
+
 struct Inner {
-    client: Client,
-    config: Config,
-    decoder: Addr<EventDecoder>,
-    reader: Reader,
-    metrics: Arc<Metrics>,
-    log: Logger,
+    wiring: Wiring,
     stopping: AtomicBool,
     /// Batches received and not yet finished.
     in_flight: watch::Sender<usize>,
@@ -140,26 +148,22 @@ pub struct QueueReader {
 }
 
 impl QueueReader {
-    pub fn new(
-        client: Client,
-        config: Config,
-        decoder: Addr<EventDecoder>,
-        reader: Reader,
-        metrics: Arc<Metrics>,
-        log: Logger,
-    ) -> Self {
+    pub fn new(wiring: Wiring) -> Self {
         QueueReader {
             inner: Arc::new(Inner {
-                client,
-                config,
-                decoder,
-                reader,
-                metrics,
-                log,
+                wiring,
                 stopping: AtomicBool::new(false),
                 in_flight: watch::channel(0).0,
             }),
         }
+    }
+}
+
+impl std::ops::Deref for Inner {
+    type Target = Wiring;
+
+    fn deref(&self) -> &Wiring {
+        &self.wiring
     }
 }
 
@@ -244,7 +248,8 @@ async fn poll(inner: Arc<Inner>, urls: Arc<(String, Option<String>)>) {
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
             .await;
-        m.sqs_receive_seconds
+        m.sqs
+            .receive_seconds
             .observe(started.elapsed().as_secs_f64());
         let messages = match received {
             Ok(out) => {
@@ -252,7 +257,7 @@ async fn poll(inner: Arc<Inner>, urls: Arc<(String, Option<String>)>) {
                 out.messages.unwrap_or_default()
             }
             Err(e) => {
-                m.sqs_receive_errors.inc();
+                m.sqs.receive_errors.inc();
                 let delay = backoff.delay();
                 warn!(inner.log, "receive failed; backing off";
                     "error" => %aws_sdk_sqs::error::DisplayErrorContext(&e), "retry_in_ms" => delay.as_millis() as u64);
@@ -341,7 +346,7 @@ async fn dead_letter(inner: &Inner, dlq: &str, msg: &Message, reason: &str) -> b
     }
     match send.send().await {
         Ok(_) => {
-            inner.metrics.dead_lettered.inc();
+            inner.metrics.sqs.dead_lettered.inc();
             true
         }
         Err(e) => {
@@ -382,18 +387,19 @@ async fn delete(inner: &Inner, url: &str, messages: &[&Message]) {
             .set_entries(Some(entries))
             .send()
             .await;
-        m.sqs_delete_seconds
+        m.sqs
+            .delete_seconds
             .observe(started.elapsed().as_secs_f64());
         match res {
             Ok(out) => {
                 let failed: Vec<&str> = out.failed().iter().map(|f| f.id()).collect();
                 pending.retain(|(id, _)| failed.contains(&id.as_str()));
                 if !pending.is_empty() {
-                    m.sqs_delete_errors.inc();
+                    m.sqs.delete_errors.inc();
                 }
             }
             Err(e) => {
-                m.sqs_delete_errors.inc();
+                m.sqs.delete_errors.inc();
                 warn!(inner.log, "delete failed; retrying"; "attempt" => attempt,
                     "error" => %aws_sdk_sqs::error::DisplayErrorContext(&e));
             }

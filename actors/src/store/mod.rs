@@ -91,7 +91,8 @@ pub enum Outcome {
     Stale,
 }
 
-/// A remembered deletion (rule 7): blocks older events for `tombstone_retention`.
+/// A remembered deletion: an event older than it cannot bring the entity back
+/// for `tombstone_retention`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Tombstone {
@@ -165,7 +166,7 @@ pub enum Current<'a> {
     },
 }
 
-/// The version rule (rules 2, 7 and 8 of `events.md`): whether a new state
+/// The version rule: whether a new state
 /// with ECS `version` and rendered `entity` replaces what is stored.
 ///
 /// - a known version applies only above the stored one; equal or lower is stale;

@@ -3,16 +3,35 @@
 //! delivers is checked by the benchmark itself (every event applied, every
 //! list complete, every change on every stream). Timings are never asserted.
 
-use crate::servers::etcd_bin;
-use crate::support::BIN;
+use std::path::PathBuf;
 
 const BENCH: &str = env!("CARGO_BIN_EXE_css-bench");
+
+/// The service binary beside this benchmark's: `cargo test --workspace`
+/// builds it for the service's own tests, in the same target directory.
+fn service_bin() -> PathBuf {
+    let bin = PathBuf::from(BENCH).with_file_name("cluster-state-service");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace` (scripts/test)",
+        bin.display()
+    );
+    bin
+}
+
+/// etcd: `ETCD_BIN` (scripts/test sets it), else `etcd` on the PATH.
+fn etcd_bin() -> PathBuf {
+    std::env::var_os("ETCD_BIN").map_or_else(|| PathBuf::from("etcd"), PathBuf::from)
+}
 
 #[test]
 fn the_quick_benchmark_runs_every_part_and_loses_nothing() {
     let work = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(BENCH)
-        .args(["--quick", "--service-bin", BIN, "--etcd-bin"])
+        .arg("--quick")
+        .arg("--service-bin")
+        .arg(service_bin())
+        .arg("--etcd-bin")
         .arg(etcd_bin())
         .arg("--work-dir")
         .arg(work.path())

@@ -1,5 +1,5 @@
 //! `css-bench`: starts the real service and measures what its users feel,
-//! printing each figure beside its target (issue 7, `BENCHMARKS.md`).
+//! printing each figure beside its target (the targets are in `BENCHMARKS.md`).
 //!
 //! 1. ingest: events through `--replay` into the embedded store and into etcd,
 //!    with etcd's own single-client transaction rate measured in the same run;

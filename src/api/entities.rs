@@ -1,0 +1,228 @@
+//! Lists and describes of tasks and container instances, read from one
+//! snapshot of the view; pages of one listing come from the snapshot of its
+//! first page.
+
+use super::listing::{self, Listing};
+use super::query::{self, Filter, Params, Token, INSTANCE_FILTERS, TASK_FILTERS};
+use super::{json, Error, State};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actors::arn::{Arn, Resource};
+use actors::model::{Key, Kind};
+use actors::view::Snapshot;
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Snapshots that issued a `nextToken`, so later pages come from the same one.
+pub(super) struct PageCache {
+    entries: Mutex<VecDeque<(Snapshot, Instant)>>,
+}
+
+impl PageCache {
+    pub(super) fn new() -> PageCache {
+        PageCache {
+            entries: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Snapshots kept for paging at most, and for how long after last use.
+    const CAPACITY: usize = 32;
+    const TTL: Duration = Duration::from_secs(600);
+
+    pub(super) fn put(&self, snap: &Snapshot) {
+        let Ok(mut e) = self.entries.lock() else {
+            return;
+        };
+        e.retain(|(s, at)| s.revision != snap.revision && at.elapsed() < Self::TTL);
+        if e.len() >= Self::CAPACITY {
+            e.pop_front();
+        }
+        e.push_back((snap.clone(), Instant::now()));
+    }
+
+    pub(super) fn get(&self, revision: u64) -> Option<Snapshot> {
+        let mut e = self.entries.lock().ok()?;
+        let i = e
+            .iter()
+            .position(|(s, at)| s.revision == revision && at.elapsed() < Self::TTL)?;
+        let (snap, _) = e.remove(i)?;
+        e.push_back((snap.clone(), Instant::now()));
+        Some(snap)
+    }
+}
+
+pub(super) async fn list_tasks(
+    req: HttpRequest,
+    state: web::Data<State>,
+) -> Result<HttpResponse, Error> {
+    list(Kind::Task, TASK_FILTERS, &req, state).await
+}
+
+pub(super) async fn list_instances(
+    req: HttpRequest,
+    state: web::Data<State>,
+) -> Result<HttpResponse, Error> {
+    list(Kind::Instance, INSTANCE_FILTERS, &req, state).await
+}
+
+pub(super) async fn list(
+    kind: Kind,
+    filters: &[&str],
+    req: &HttpRequest,
+    state: web::Data<State>,
+) -> Result<HttpResponse, Error> {
+    let mut allowed = filters.to_vec();
+    allowed.extend(["limit", "nextToken"]);
+    let params = Params::parse(req.query_string(), &allowed)?;
+    let filter = Filter::parse(kind, &params)?;
+    let limit = query::limit(&params)?;
+    let token = params
+        .get("nextToken")
+        .map(|t| Token::decode(t, kind))
+        .transpose()?;
+
+    let snap = match &token {
+        None => state.snapshot()?,
+        Some(t) => match state.pages.get(t.revision) {
+            Some(s) => s,
+            None => {
+                let current = state.snapshot()?;
+                if current.revision != t.revision {
+                    return Err(Error::bad_request(
+                        "InvalidNextToken",
+                        "Invalid nextToken: the listing it belongs to has expired; list again"
+                            .into(),
+                    ));
+                }
+                current
+            }
+        },
+    };
+
+    let mut listing = Listing::new(kind, snap, filter, token, limit, state.clone());
+    let mut first = String::with_capacity(8 * 1024);
+    first.push_str(r#"{"items":["#);
+    listing.fill(&mut first, listing::PIECE);
+    if listing.finished() {
+        return Ok(json(StatusCode::OK, first));
+    }
+    let body = futures_util::stream::unfold(
+        (Some(Bytes::from(first)), listing),
+        |(first, mut listing)| async move {
+            let piece = first.or_else(|| listing.next_piece())?;
+            Some((Ok::<_, std::convert::Infallible>(piece), (None, listing)))
+        },
+    );
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .streaming(body))
+}
+
+pub(super) async fn describe_task(
+    req: HttpRequest,
+    state: web::Data<State>,
+) -> Result<HttpResponse, Error> {
+    describe(Kind::Task, "/v1/tasks/", &req, &state).await
+}
+
+pub(super) async fn describe_instance(
+    req: HttpRequest,
+    state: web::Data<State>,
+) -> Result<HttpResponse, Error> {
+    describe(Kind::Instance, "/v1/instances/", &req, &state).await
+}
+
+pub(super) fn decode(s: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
+}
+
+/// Splits the raw path after the prefix into `{cluster}` and `{arn}`.
+///
+/// `{cluster}` is a name or a URL-encoded cluster ARN; a raw cluster ARN (whose
+/// `/` was not encoded) is accepted too. `{arn}` may be raw or encoded.
+pub(super) fn split_cluster_and_arn(rest: &str) -> Option<(String, String)> {
+    let (first, tail) = rest.split_once('/')?;
+    let first = decode(first)?;
+    if first.starts_with("arn:") && first.ends_with(":cluster") {
+        let (name, tail) = tail.split_once('/')?;
+        return Some((format!("{first}/{}", decode(name)?), decode(tail)?));
+    }
+    Some((first, decode(tail)?))
+}
+
+pub(super) async fn describe(
+    kind: Kind,
+    prefix: &str,
+    req: &HttpRequest,
+    state: &State,
+) -> Result<HttpResponse, Error> {
+    let (not_found, resource, what) = match kind {
+        Kind::Task => ("Task not found", Resource::Task, "task"),
+        Kind::Instance => (
+            "Instance not found",
+            Resource::ContainerInstance,
+            "container instance",
+        ),
+    };
+    let not_found = || {
+        Error::new(
+            StatusCode::NOT_FOUND,
+            match kind {
+                Kind::Task => "TaskNotFound",
+                Kind::Instance => "InstanceNotFound",
+            },
+            not_found,
+        )
+    };
+    Params::parse(req.query_string(), &[])?;
+    let rest = req.uri().path().strip_prefix(prefix).unwrap_or_default();
+    let Some((cluster, arn)) = split_cluster_and_arn(rest) else {
+        return Err(Error::new(StatusCode::NOT_FOUND, "NotFound", "Not found"));
+    };
+    let cluster = query::cluster(&cluster)?;
+    let parsed = Arn::parse(&arn, resource).map_err(|_| {
+        Error::bad_request(
+            "InvalidArn",
+            format!("Invalid {what} ARN: {}", query::clip(&arn, 200)),
+        )
+    })?;
+    let key = Key {
+        cluster_arn: cluster.resolve(&parsed),
+        arn: arn.clone(),
+    };
+    let snap = state.snapshot()?;
+    let entry = snap.of(kind).get(&key).ok_or_else(not_found)?;
+    let mut body = String::with_capacity(entry.entity.get().len() + 64);
+    entry.write_item(false, &mut body);
+    Ok(json(StatusCode::OK, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_cluster_and_arn_in_every_spelling() {
+        let arn = "arn:aws:ecs:r:1:task/c/t";
+        let cl = "arn:aws:ecs:r:1:cluster/c";
+        let want = Some(("c".to_owned(), arn.to_owned()));
+        assert_eq!(split_cluster_and_arn(&format!("c/{arn}")), want);
+        assert_eq!(
+            split_cluster_and_arn("c/arn:aws:ecs:r:1:task%2Fc%2Ft"),
+            want
+        );
+        let want = Some((cl.to_owned(), arn.to_owned()));
+        assert_eq!(
+            split_cluster_and_arn(&format!("arn:aws:ecs:r:1:cluster%2Fc/{arn}")),
+            want
+        );
+        assert_eq!(split_cluster_and_arn(&format!("{cl}/{arn}")), want);
+        assert_eq!(split_cluster_and_arn("c"), None);
+        assert_eq!(split_cluster_and_arn("c/%ff"), None);
+    }
+}
