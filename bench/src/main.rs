@@ -27,16 +27,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: css-bench [--quick] [--skip-etcd] [--parts ingest,etcd,queries,streams]
-                 [--service-bin PATH] [--etcd-bin PATH] [--work-dir DIR]
-                 [--streams N] [--rate N] [--trace FILE]
-  --parts      run only these parts (default: all); without ingest, the state
-               is the one a previous run left in --work-dir
-  --skip-etcd  the same as leaving etcd out of --parts
-  --streams N, --rate N   stream phase: open streams, changes per second
-  --trace FILE  the first stream's deliveries, one per line: change number,
-               written at, received at (ms since the stream phase began)";
-
 struct Sizes {
     shape: Shape,
     events: usize,
@@ -90,76 +80,71 @@ impl Sizes {
     }
 }
 
+/// css-bench: starts the real service (and etcd) and measures what its users
+/// feel, each figure beside its target.
+#[derive(clap::Parser)]
+#[command(name = "css-bench", version)]
 struct Options {
+    /// Small sizes (what CI runs); timings are printed, never judged.
+    #[arg(long)]
     quick: bool,
+    /// Open streams in the stream phase.
+    #[arg(long, value_name = "N")]
     streams: Option<usize>,
+    /// Changes per second in the stream phase.
+    #[arg(long, value_name = "N")]
     rate: Option<usize>,
+    /// The first stream's deliveries, one per line: change number, written
+    /// at, received at (ms since the stream phase began).
+    #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
+    /// Run only these parts; without ingest, the state is the one a
+    /// previous run left in --work-dir.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "ingest,etcd,queries,streams"
+    )]
     parts: Vec<String>,
-    service: PathBuf,
+    /// The same as leaving etcd out of --parts.
+    #[arg(long)]
+    skip_etcd: bool,
+    /// The service binary (default: the one beside css-bench).
+    #[arg(long = "service-bin", value_name = "PATH")]
+    service: Option<PathBuf>,
+    /// etcd.
+    #[arg(
+        long = "etcd-bin",
+        value_name = "PATH",
+        env = "ETCD_BIN",
+        default_value = "etcd"
+    )]
     etcd: PathBuf,
+    /// Where the stores and logs go (default: a new temporary directory).
+    #[arg(long = "work-dir", value_name = "DIR")]
     work: Option<PathBuf>,
 }
 
 impl Options {
     fn runs(&self, part: &str) -> bool {
-        self.parts.iter().any(|p| p == part)
+        self.parts.iter().any(|p| p == part) && !(self.skip_etcd && part == "etcd")
     }
 }
 
+/// The service binary to start.
+fn service(o: &Options) -> &std::path::Path {
+    o.service
+        .as_deref()
+        .unwrap_or(std::path::Path::new("cluster-state-service"))
+}
+
 fn options() -> Options {
-    let mut o = Options {
-        quick: false,
-        streams: None,
-        rate: None,
-        trace: None,
-        parts: ["ingest", "etcd", "queries", "streams"]
-            .map(String::from)
-            .to_vec(),
-        service: procs::sibling("cluster-state-service"),
-        etcd: std::env::var_os("ETCD_BIN").map_or("etcd".into(), PathBuf::from),
-        work: None,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = || {
-            args.next().map(PathBuf::from).unwrap_or_else(|| {
-                eprintln!("{a} needs a value\n{USAGE}");
-                std::process::exit(64)
-            })
-        };
-        match a.as_str() {
-            "--quick" => o.quick = true,
-            "--skip-etcd" => o.parts.retain(|p| p != "etcd"),
-            "--parts" => {
-                let v = value();
-                o.parts = v.to_string_lossy().split(',').map(str::to_owned).collect();
-            }
-            "--service-bin" => o.service = value(),
-            "--etcd-bin" => o.etcd = value(),
-            "--work-dir" => o.work = Some(value()),
-            "--trace" => o.trace = Some(value()),
-            "--streams" | "--rate" => {
-                let v = value().to_string_lossy().parse().unwrap_or_else(|_| {
-                    eprintln!("{a} needs a number\n{USAGE}");
-                    std::process::exit(64)
-                });
-                if a == "--streams" {
-                    o.streams = Some(v);
-                } else {
-                    o.rate = Some(v);
-                }
-            }
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                std::process::exit(0)
-            }
-            _ => {
-                eprintln!("unknown argument {a}\n{USAGE}");
-                std::process::exit(64)
-            }
-        }
-    }
+    let mut o = <Options as clap::Parser>::parse();
+    o.service = Some(
+        o.service
+            .take()
+            .unwrap_or_else(|| procs::sibling("cluster-state-service")),
+    );
     o
 }
 
@@ -306,7 +291,7 @@ async fn run(o: &Options, s: &Sizes, work: &Path) -> Report {
         s.shape.instances,
         s.shape.clusters,
         machine(),
-        o.service.display()
+        service(o).display()
     );
     let events = work.join("events.ndjson");
     let data = work.join("data");
@@ -350,7 +335,7 @@ async fn run(o: &Options, s: &Sizes, work: &Path) -> Report {
         format!("--replay={}", fifo.display()),
     ];
     let started = Instant::now();
-    let mut svc = Service::spawn(&o.service, &args, &work.join("service.log"));
+    let mut svc = Service::spawn(service(o), &args, &work.join("service.log"));
     // The replay source opens the pipe at start; the changes are written later.
     let writer = {
         let fifo = fifo.clone();
@@ -408,7 +393,7 @@ async fn ingest(
     let mut args = store.to_vec();
     args.push(format!("--replay={}", events.display()));
     let started = Instant::now();
-    let mut svc = Service::spawn(&o.service, &args, &work.join("ingest.log"));
+    let mut svc = Service::spawn(service(o), &args, &work.join("ingest.log"));
     svc.wait_ready(started, Duration::from_secs(60)).await;
     let deadline = started + Duration::from_secs(1800);
     let (mut done, mut applied) = (0, 0);
