@@ -269,13 +269,25 @@ impl StoreWriter {
             Ok(o) => o,
             Err(e) => {
                 self.metrics.store_errors.inc();
-                error!(self.log, "commit failed; restarting the writer"; "error" => %e);
                 for (_, reply) in replies.into_iter() {
                     if let Some(tx) = reply {
                         let _ = tx.send(Err(e.clone()));
                     }
                 }
-                ctx.stop();
+                self.retention_queued = false;
+                if self.fed {
+                    // The view follows the store's feed, which shows whatever
+                    // part of the commit took effect: nothing to reload. The
+                    // callers were told; they retry (a queue redelivers).
+                    warn!(self.log, "commit failed; callers retry"; "error" => %e);
+                    self.phase = Phase::Idle;
+                    self.kick(ctx);
+                } else {
+                    // What the store holds is unknown (the commit may have
+                    // been durable): reload it.
+                    error!(self.log, "commit failed; restarting the writer"; "error" => %e);
+                    ctx.stop();
+                }
                 return;
             }
         };

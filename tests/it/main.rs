@@ -19,6 +19,7 @@ macro_rules! on_both_backends {
 
 mod api;
 mod binary;
+mod cluster;
 mod compat;
 mod etcd;
 mod fixtures;

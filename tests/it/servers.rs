@@ -134,6 +134,143 @@ impl Drop for Etcd {
     }
 }
 
+/// Three etcd members on loopback, one cluster.
+pub struct EtcdCluster {
+    members: Vec<Member>,
+    dir: tempfile::TempDir,
+}
+
+struct Member {
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+    child: Option<Child>,
+}
+
+impl EtcdCluster {
+    pub fn start() -> EtcdCluster {
+        let members: Vec<Member> = ["m0", "m1", "m2"]
+            .into_iter()
+            .map(|name| Member {
+                name: name.into(),
+                client_port: free_port(),
+                peer_port: free_port(),
+                child: None,
+            })
+            .collect();
+        let mut cluster = EtcdCluster {
+            members,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        for i in 0..3 {
+            cluster.spawn(i);
+        }
+        for m in &cluster.members {
+            wait_for_port(m.client_port, "etcd member");
+        }
+        cluster
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let initial: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect();
+        let m = &self.members[i];
+        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let child = Command::new(etcd_bin())
+            .args(["--name", &m.name, "--data-dir"])
+            .arg(self.dir.path().join(&m.name))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &initial.join(",")])
+            .args([
+                "--initial-cluster-state",
+                "new",
+                "--initial-cluster-token",
+                "css-test",
+            ])
+            .args(["--heartbeat-interval", "100", "--election-timeout", "1000"])
+            .args(["--log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd member starts");
+        self.members[i].child = Some(child);
+    }
+
+    /// Every member's `127.0.0.1:PORT`, as `--etcd-endpoint` takes them.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.client_port))
+            .collect()
+    }
+
+    /// The member that leads the cluster now (asked of the live members).
+    pub async fn leader(&self) -> usize {
+        for _ in 0..100 {
+            for m in self.members.iter().filter(|m| m.child.is_some()) {
+                let ep = format!("127.0.0.1:{}", m.client_port);
+                let Ok(mut c) = etcd_client::Client::connect([ep], None).await else {
+                    continue;
+                };
+                let Ok(status) = c.status().await else {
+                    continue;
+                };
+                let leader = status.leader();
+                if leader == 0 {
+                    continue;
+                }
+                let Ok(list) = c.member_list().await else {
+                    continue;
+                };
+                if let Some(l) = list.members().iter().find(|x| x.id() == leader) {
+                    if let Some(i) = self.members.iter().position(|m| m.name == l.name()) {
+                        return i;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the etcd cluster has no leader");
+    }
+
+    /// SIGKILLs member `i` (its data stays).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts member `i` again on its data and ports.
+    pub fn restart(&mut self, i: usize) {
+        self.spawn(i);
+        wait_for_port(self.members[i].client_port, "etcd member");
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
+
 /// A moto server of its own, speaking SQS and ECS.
 /// Makes a CA and a server certificate for 127.0.0.1 in `dir` with openssl;
 /// returns (CA certificate, server certificate, server key).

@@ -24,17 +24,18 @@ use super::{
 use crate::model::{Entry, SharedEntry};
 use crate::retry::Backoff;
 use etcd_client::{
-    Certificate, Client, CompactionOptions, Compare, CompareOp, ConnectOptions, EventType,
-    GetOptions, Identity, KeyValue, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse,
-    WatchOptions,
+    Certificate, CompactionOptions, Compare, CompareOp, ConnectOptions, EventType, GetOptions,
+    Identity, KeyValue, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
+use members::Members;
 use slog::{info, warn, Logger};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+mod members;
 
 /// Attempts at one write while other replicas keep winning the race.
 const MAX_CONFLICTS: usize = 32;
@@ -45,10 +46,63 @@ const FEED_BUFFER: usize = 64;
 /// How long a replica's leaderships outlive it (its lease's TTL).
 pub const LEADER_TTL: Duration = Duration::from_secs(6);
 
-/// This replica's lease, kept alive in the background while `alive`.
+/// Taken off a lease's life as this replica counts it, for the time a
+/// keep-alive takes to reach etcd.
+const LEASE_MARGIN: Duration = Duration::from_secs(1);
+
+/// This replica's lease. It is counted on only until `valid_until` by this
+/// process's monotonic clock: the time the last keep-alive etcd answered was
+/// sent, plus the TTL it answered, less a margin. A process that was frozen
+/// or cut off finds it has passed before it does anything as a leader.
 struct Lease {
     id: i64,
-    alive: Arc<AtomicBool>,
+    valid_until: Arc<Mutex<tokio::time::Instant>>,
+}
+
+impl Lease {
+    fn valid(&self) -> bool {
+        self.valid_until
+            .lock()
+            .is_ok_and(|until| tokio::time::Instant::now() < *until)
+    }
+}
+
+/// How long a lease granted or renewed with `ttl` seconds is counted on.
+fn lease_life(ttl: i64) -> Duration {
+    Duration::from_secs(ttl.max(0) as u64).saturating_sub(LEASE_MARGIN)
+}
+
+/// Keeps lease `id` alive every third of its TTL while its [`Lease`] lives,
+/// moving `valid_until` on with each answer; stops at the first keep-alive
+/// etcd does not answer in time (the lease then runs out by the clock).
+async fn keep_alive(
+    id: i64,
+    mut keeper: etcd_client::LeaseKeeper,
+    mut responses: etcd_client::LeaseKeepAliveStream,
+    valid_until: std::sync::Weak<Mutex<tokio::time::Instant>>,
+    log: Logger,
+) {
+    loop {
+        tokio::time::sleep(LEADER_TTL / 3).await;
+        let Some(until) = valid_until.upgrade() else {
+            return; // replaced by a new lease
+        };
+        let sent = tokio::time::Instant::now();
+        let answered = tokio::time::timeout(LEADER_TTL / 3, async {
+            keeper.keep_alive().await?;
+            responses.message().await
+        })
+        .await;
+        match answered {
+            Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                if let Ok(mut u) = until.lock() {
+                    *u = sent + lease_life(r.ttl());
+                }
+            }
+            _ => break,
+        }
+    }
+    warn!(log, "leadership lease lost"; "lease" => id);
 }
 
 /// How to reach etcd.
@@ -67,7 +121,7 @@ pub struct Config {
 /// The etcd store. Cheap to clone.
 #[derive(Clone)]
 pub struct Etcd {
-    client: Client,
+    members: Arc<Members>,
     entities: String,
     tombstones: String,
     log: Logger,
@@ -209,12 +263,18 @@ impl Etcd {
             }
             opts = opts.with_tls(tls);
         }
-        let client = Client::connect(&config.endpoints, Some(opts))
+        // A member that has lost its leader refuses calls rather than answer
+        // from a stale state; the next member is asked.
+        let opts = opts.with_require_leader(true);
+        let members = Arc::new(Members::new(&config.endpoints, opts, log.clone()));
+        // With credentials, one member checks them now.
+        members
+            .call(|_| async { Ok(()) })
             .await
             .map_err(unavailable)?;
         let prefix = config.key_prefix.trim_end_matches('/');
         Ok(Etcd {
-            client,
+            members,
             entities: format!("{prefix}/e/"),
             tombstones: format!("{prefix}/t/"),
             leaders: format!("{prefix}/leader/"),
@@ -226,6 +286,30 @@ impl Etcd {
         })
     }
 
+    /// A range read, on whichever member answers.
+    async fn get(&self, key: Vec<u8>, opts: GetOptions) -> Result<etcd_client::GetResponse> {
+        self.members
+            .call(|c| {
+                let (key, opts) = (key.clone(), opts.clone());
+                async move { c.kv_client().get(key, Some(opts)).await }
+            })
+            .await
+            .map_err(unavailable)
+    }
+
+    /// A transaction, on whichever member answers. A transaction whose
+    /// answer was lost may have been applied: its compares then fail on the
+    /// retry, and the caller reads and decides again.
+    async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse> {
+        self.members
+            .call(|c| {
+                let txn = txn.clone();
+                async move { c.kv_client().txn(txn).await }
+            })
+            .await
+            .map_err(unavailable)
+    }
+
     fn entity_key(&self, arn: &str) -> String {
         format!("{}{arn}", self.entities)
     }
@@ -235,7 +319,6 @@ impl Etcd {
     }
 
     async fn load_all(&self) -> Result<Loaded> {
-        let mut kv = self.client.kv_client();
         let end = prefix_end(&self.entities);
         let mut from = self.entities.clone().into_bytes();
         let mut revision = 0;
@@ -246,10 +329,7 @@ impl Etcd {
                 // Every page from the revision of the first: one consistent state.
                 opts = opts.with_revision(revision);
             }
-            let resp = kv
-                .get(from.clone(), Some(opts))
-                .await
-                .map_err(unavailable)?;
+            let resp = self.get(from.clone(), opts).await?;
             if revision == 0 {
                 revision = revision_of(resp.header());
             }
@@ -264,13 +344,12 @@ impl Etcd {
                 _ => break,
             }
         }
-        let tombstones = kv
+        let tombstones = self
             .get(
-                self.tombstones.clone(),
-                Some(GetOptions::new().with_prefix().with_count_only()),
+                self.tombstones.clone().into_bytes(),
+                GetOptions::new().with_prefix().with_count_only(),
             )
-            .await
-            .map_err(unavailable)?
+            .await?
             .count() as usize;
         // Tombstones are left out: a write guesses there is none, and the
         // compare tells it otherwise for the few ARNs that have one.
@@ -326,12 +405,11 @@ impl Etcd {
 
     /// Reads an entity and its tombstone together, and remembers them.
     async fn read(&self, arn: &str) -> Result<Seen> {
-        let mut kv = self.client.kv_client();
         let txn = Txn::new().and_then([
             TxnOp::get(self.entity_key(arn), None),
             TxnOp::get(self.tombstone_key(arn), None),
         ]);
-        let resp = kv.txn(txn).await.map_err(unavailable)?;
+        let resp = self.txn(txn).await?;
         let mut found = resp.op_responses().into_iter().map(|r| match r {
             TxnOpResponse::Get(mut g) => g.take_kvs().into_iter().next(),
             _ => None,
@@ -382,12 +460,7 @@ impl Etcd {
                     TxnOp::put(ekey.clone(), value, None),
                     TxnOp::delete(tkey.clone(), None),
                 ]);
-            let resp = self
-                .client
-                .kv_client()
-                .txn(txn)
-                .await
-                .map_err(unavailable)?;
+            let resp = self.txn(txn).await?;
             if resp.succeeded() {
                 entry.revision = revision_of(resp.header()) as u64;
                 let moved_from = seen
@@ -441,12 +514,7 @@ impl Etcd {
                     None,
                 ),
             ]);
-        let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(unavailable)?;
+        let resp = self.txn(txn).await?;
         if !resp.succeeded() {
             return Ok(Outcome::Stale);
         }
@@ -461,14 +529,12 @@ impl Etcd {
     }
 
     async fn purge(&self, before_ms: i64) -> Result<usize> {
-        let mut kv = self.client.kv_client();
-        let resp = kv
+        let resp = self
             .get(
-                self.tombstones.clone(),
-                Some(GetOptions::new().with_prefix()),
+                self.tombstones.clone().into_bytes(),
+                GetOptions::new().with_prefix(),
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         let mut purged = 0;
         for t in resp.kvs() {
             let old = serde_json::from_slice::<Tombstone>(t.value())
@@ -483,7 +549,7 @@ impl Etcd {
                     t.mod_revision(),
                 )])
                 .and_then([TxnOp::delete(t.key(), None)]);
-            if kv.txn(txn).await.map_err(unavailable)?.succeeded() {
+            if self.txn(txn).await?.succeeded() {
                 purged += 1;
             }
         }
@@ -498,14 +564,11 @@ impl Etcd {
     /// The store's current revision (a count-only read: cheap).
     async fn revision(&self) -> Result<i64> {
         let resp = self
-            .client
-            .kv_client()
             .get(
-                self.entities.clone(),
-                Some(GetOptions::new().with_count_only()),
+                self.entities.clone().into_bytes(),
+                GetOptions::new().with_count_only(),
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         Ok(revision_of(resp.header()))
     }
 
@@ -522,12 +585,12 @@ impl Etcd {
         let opts = GetOptions::new()
             .with_count_only()
             .with_revision(from.max(1) as i64);
-        match self
-            .client
-            .kv_client()
-            .get(self.entities.clone(), Some(opts))
-            .await
-        {
+        let key = self.entities.clone();
+        let read = self.members.call(|c| {
+            let (key, opts) = (key.clone(), opts.clone());
+            async move { c.kv_client().get(key, Some(opts)).await }
+        });
+        match read.await {
             Ok(_) => Ok(Resume::Available),
             Err(e) if is_compacted(&e) => Ok(Resume::Compacted),
             Err(e) => Err(unavailable(e)),
@@ -553,12 +616,12 @@ impl Etcd {
             target
         };
         if let Some(t) = target.filter(|&t| t > 1) {
-            match self
-                .client
-                .kv_client()
-                .compact(t, Some(CompactionOptions::new()))
-                .await
-            {
+            let compacted = self.members.call(|c| async move {
+                c.kv_client()
+                    .compact(t, Some(CompactionOptions::new()))
+                    .await
+            });
+            match compacted.await {
                 Ok(_) => info!(self.log, "compacted etcd history"; "revision" => t),
                 // Another replica compacted at or past it already.
                 Err(e) if is_compacted(&e) => {}
@@ -569,65 +632,79 @@ impl Etcd {
     }
 
     /// This replica's lease: granted on first use, kept alive in the
-    /// background, granted anew if it was lost.
+    /// background, granted anew once it may have expired.
     async fn lease(&self) -> Result<i64> {
         let mut slot = self.lease.lock().await;
-        if let Some(l) = slot.as_ref().filter(|l| l.alive.load(Ordering::SeqCst)) {
+        if let Some(l) = slot.as_ref().filter(|l| l.valid()) {
             return Ok(l.id);
         }
-        let mut leases = self.client.lease_client();
-        let id = leases
-            .grant(LEADER_TTL.as_secs() as i64, None)
+        let asked = tokio::time::Instant::now();
+        let (client, granted) = self
+            .members
+            .call(|c| async move {
+                let g = c
+                    .lease_client()
+                    .grant(LEADER_TTL.as_secs() as i64, None)
+                    .await?;
+                Ok((c, g))
+            })
             .await
-            .map_err(unavailable)?
-            .id();
-        let (mut keeper, mut responses) = leases.keep_alive(id).await.map_err(unavailable)?;
-        let alive = Arc::new(AtomicBool::new(true));
-        let flag = alive.clone();
-        let log = self.log.clone();
-        actix::spawn(async move {
-            loop {
-                tokio::time::sleep(LEADER_TTL / 3).await;
-                if keeper.keep_alive().await.is_err() {
-                    break;
-                }
-                match responses.message().await {
-                    Ok(Some(r)) if r.ttl() > 0 => {}
-                    _ => break,
-                }
-            }
-            warn!(log, "leadership lease lost"; "lease" => id);
-            flag.store(false, Ordering::SeqCst);
-        });
-        *slot = Some(Lease { id, alive });
+            .map_err(unavailable)?;
+        let id = granted.id();
+        let valid_until = Arc::new(Mutex::new(asked + lease_life(granted.ttl())));
+        let mut leases = client.lease_client();
+        let (keeper, responses) = leases.keep_alive(id).await.map_err(unavailable)?;
+        actix::spawn(keep_alive(
+            id,
+            keeper,
+            responses,
+            Arc::downgrade(&valid_until),
+            self.log.clone(),
+        ));
+        *slot = Some(Lease { id, valid_until });
         Ok(id)
     }
 
     async fn try_lead(&self, name: &str) -> Result<bool> {
         let lease = self.lease().await?;
         let key = format!("{}{name}", self.leaders);
+        let holder = self.holder.clone();
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(
                 key.clone(),
-                self.holder.clone(),
+                holder.clone(),
                 Some(PutOptions::new().with_lease(lease)),
             )])
-            .or_else([TxnOp::get(key, None)]);
-        let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(unavailable)?;
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let resp = self.txn(txn).await?;
         if resp.succeeded() {
             return Ok(true);
         }
-        let holder = resp.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+        let held = resp.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| (kv.value().to_vec(), kv.lease())),
             _ => None,
         });
-        Ok(holder.as_deref() == Some(self.holder.as_bytes()))
+        match held {
+            Some((h, l)) if h == holder.as_bytes() && l == lease => Ok(true),
+            // This replica's, under a lease it no longer counts on: moved to
+            // the current one, unless it changed hands meanwhile.
+            Some((h, _)) if h == holder.as_bytes() => {
+                let txn = Txn::new()
+                    .when([Compare::value(
+                        key.clone(),
+                        CompareOp::Equal,
+                        holder.clone(),
+                    )])
+                    .and_then([TxnOp::put(
+                        key,
+                        holder,
+                        Some(PutOptions::new().with_lease(lease)),
+                    )]);
+                Ok(self.txn(txn).await?.succeeded())
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Remembers a change seen on the feed: another replica's write, or
@@ -681,8 +758,12 @@ impl Etcd {
                 .with_start_revision(from)
                 .with_prev_key()
                 .with_progress_notify();
-            let mut watch = self.client.watch_client();
-            match watch.watch(self.entities.clone(), Some(opts)).await {
+            let key = self.entities.clone();
+            let started = self.members.call(|c| {
+                let (key, opts) = (key.clone(), opts.clone());
+                async move { c.watch_client().watch(key, Some(opts)).await }
+            });
+            match started.await {
                 Ok(mut stream) => loop {
                     let message = tokio::select! {
                         m = stream.message() => m,
