@@ -60,6 +60,8 @@ pub struct Metrics {
     view_loaded: Gauge,
     reconcile_pending: Gauge,
     clusters: ClusterFamilies,
+    /// The clusters with series, for `css_reconcile_leader` at each scrape.
+    cluster_names: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// The QueueReader's metrics.
@@ -118,7 +120,7 @@ pub struct ClusterStats {
     pub removed: IntCounter,
     pub api_calls: IntCounter,
     pub throttles: IntCounter,
-    /// 1 while this replica leads the cluster's reconcile.
+    /// 1 while this replica leads the cluster's reconcile (set at each scrape).
     pub leader: Gauge,
 }
 
@@ -237,12 +239,16 @@ impl Metrics {
                 "Clusters whose first sweep is not done yet.",
             ),
             clusters: ClusterFamilies::declare(&d),
+            cluster_names: Default::default(),
             registry,
         }
     }
 
     /// The metrics of cluster `name`.
     pub fn cluster(&self, name: &str) -> ClusterStats {
+        if let Ok(mut names) = self.cluster_names.lock() {
+            names.insert(name.to_owned());
+        }
         let c = &self.clusters;
         let of = |v: &IntCounterVec| v.with_label_values(&[name]);
         ClusterStats {
@@ -260,6 +266,9 @@ impl Metrics {
 
     /// Forgets the metrics of a cluster that is no longer reconciled.
     pub fn forget_cluster(&self, name: &str) {
+        if let Ok(mut names) = self.cluster_names.lock() {
+            names.remove(name);
+        }
         let c = &self.clusters;
         for v in [
             &c.sweeps,
@@ -277,8 +286,16 @@ impl Metrics {
     }
 
     /// Everything, in the Prometheus text format (version 0.0.4), with the
-    /// readiness gauges taken from `health`.
-    pub fn render(&self, health: &Health) -> String {
+    /// readiness gauges taken from `health` and each cluster's
+    /// `css_reconcile_leader` from `leads` (asked now: a replica whose lease
+    /// ran out while it was frozen says so at once).
+    pub fn render(&self, health: &Health, leads: impl Fn(&str) -> bool) -> String {
+        if let Ok(names) = self.cluster_names.lock() {
+            for name in names.iter() {
+                let leader = self.clusters.leader.with_label_values(&[name.as_str()]);
+                leader.set(u64::from(leads(name)));
+            }
+        }
         self.store_up.set(u64::from(health.store_up));
         self.view_loaded.set(u64::from(health.loaded));
         self.reconcile_pending
@@ -345,7 +362,7 @@ mod tests {
         m.events_applied.inc_by(3);
         m.cluster("web").sweeps.inc();
         m.sqs.receive_seconds.observe(0.2);
-        let text = m.render(&Health::default());
+        let text = m.render(&Health::default(), |_| false);
         for line in [
             "# HELP css_events_total ECS events by outcome.",
             "# TYPE css_events_total counter",
@@ -360,6 +377,8 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
         }
         m.forget_cluster("web");
-        assert!(!m.render(&Health::default()).contains("cluster=\"web\""));
+        assert!(!m
+            .render(&Health::default(), |_| false)
+            .contains("cluster=\"web\""));
     }
 }

@@ -167,6 +167,11 @@ impl Reader {
         let _ = rx.wait_for(ready).await;
     }
 
+    /// Whether this replica leads `name`'s reconcile now (see [`Store::leads`]).
+    pub fn leads(&self, name: &str) -> bool {
+        self.store.leads(name)
+    }
+
     /// Every change from revision `from` on (see [`Store::history`]).
     pub fn history(&self, from: u64) -> Feed {
         self.store.history(from)

@@ -76,6 +76,16 @@ pub struct Apply {
     pub ops: Vec<Op>,
 }
 
+/// As [`Apply`], for the leader of `name` (a cluster's reconcile): each
+/// write applies only while this replica still leads it, so a replica that
+/// lost the lead (frozen, cut off) writes nothing.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Outcome>, store::Error>")]
+pub struct ApplyAsLeader {
+    pub ops: Vec<Op>,
+    pub name: String,
+}
+
 /// Run retention and tombstone expiry now (also runs on a timer).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -98,6 +108,8 @@ struct Pending {
     ops: Vec<Op>,
     /// `None` for the writer's own deletions (retention).
     reply: Option<Reply>,
+    /// Written only while this replica leads this name ([`ApplyAsLeader`]).
+    fence: Option<String>,
 }
 
 /// The StoreWriter actor.
@@ -238,8 +250,11 @@ impl StoreWriter {
         }
         let mut ops = Vec::new();
         let mut replies = Vec::new();
+        // One commit holds writes under one fence.
+        let fence = self.pending.front().and_then(|p| p.fence.clone());
         while let Some(p) = self.pending.front() {
-            if !ops.is_empty() && ops.len() + p.ops.len() > self.config.max_commit_ops {
+            let full = !ops.is_empty() && ops.len() + p.ops.len() > self.config.max_commit_ops;
+            if full || p.fence != fence {
                 break;
             }
             let Some(p) = self.pending.pop_front() else {
@@ -252,9 +267,14 @@ impl StoreWriter {
         let store = self.store.clone();
         let started = Instant::now();
         ctx.spawn(
-            async move { store.commit(ops, now_ms()).await }
-                .into_actor(self)
-                .map(move |res, act, ctx| act.committed(res, replies, started, ctx)),
+            async move {
+                match fence {
+                    Some(name) => store.commit_as_leader(ops, now_ms(), &name).await,
+                    None => store.commit(ops, now_ms()).await,
+                }
+            }
+            .into_actor(self)
+            .map(move |res, act, ctx| act.committed(res, replies, started, ctx)),
         );
     }
 
@@ -439,7 +459,11 @@ impl StoreWriter {
                 .collect();
             if !ops.is_empty() {
                 self.retention_queued = true;
-                self.pending.push_back(Pending { ops, reply: None });
+                self.pending.push_back(Pending {
+                    ops,
+                    reply: None,
+                    fence: None,
+                });
                 self.kick(ctx);
             }
         }
@@ -539,13 +563,37 @@ impl Handler<Apply> for StoreWriter {
         self.pending.push_back(Pending {
             ops: msg.ops,
             reply: Some(tx),
+            fence: None,
         });
         self.kick(ctx);
-        Box::pin(async move {
-            rx.await
-                .unwrap_or_else(|_| Err(store::Error::Unavailable("the writer restarted".into())))
-        })
+        Box::pin(answer(rx))
     }
+}
+
+impl Handler<ApplyAsLeader> for StoreWriter {
+    type Result = ResponseFuture<Result<Vec<Outcome>, store::Error>>;
+
+    fn handle(&mut self, msg: ApplyAsLeader, ctx: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        if msg.ops.is_empty() {
+            return Box::pin(async { Ok(Vec::new()) });
+        }
+        self.pending.push_back(Pending {
+            ops: msg.ops,
+            reply: Some(tx),
+            fence: Some(msg.name),
+        });
+        self.kick(ctx);
+        Box::pin(answer(rx))
+    }
+}
+
+/// The answer to a write: its outcomes, or why it was not made.
+async fn answer(
+    rx: oneshot::Receiver<Result<Vec<Outcome>, store::Error>>,
+) -> Result<Vec<Outcome>, store::Error> {
+    rx.await
+        .unwrap_or_else(|_| Err(store::Error::Unavailable("the writer restarted".into())))
 }
 
 impl Handler<Housekeep> for StoreWriter {

@@ -53,5 +53,9 @@ pub(super) async fn readyz(state: web::Data<State>) -> HttpResponse {
 pub(super) async fn metrics(state: web::Data<State>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render(&state.reader.health()))
+        .body(
+            state
+                .metrics
+                .render(&state.reader.health(), |c| state.reader.leads(c)),
+        )
 }

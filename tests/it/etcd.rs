@@ -211,3 +211,46 @@ async fn writes_from_a_replica_with_an_outdated_view_follow_the_version_rule() {
     let v2 = applied(one(b.commit(put(2, "PENDING"), 1).await));
     assert_eq!(v2.entry.version, Some(2));
 }
+
+#[actix_web::test]
+async fn a_replica_that_lost_the_lead_writes_nothing_as_the_leader() {
+    use actors::decode::{decode, Decoded};
+    use actors::store::{self, Op, Store};
+    let etcd = Etcd::start();
+    let config = store::etcd::Config {
+        endpoints: vec![etcd.endpoint()],
+        key_prefix: "css".into(),
+        ..Default::default()
+    };
+    let a = store::Etcd::connect(&config, css::logging::discard())
+        .await
+        .unwrap();
+    let task = |id: &str| match decode(&task_event("c", id, 1, "RUNNING")).unwrap() {
+        Decoded::Entity(e) => Op::Put(e),
+        Decoded::Ignored(t) => panic!("{t}"),
+    };
+    assert!(a.lead("c").await.unwrap());
+    assert!(a.leads("c"));
+    let written = a.commit_as_leader(vec![task("t1")], 1, "c").await.unwrap();
+    assert_eq!(written.len(), 1);
+    // Another replica takes the lead (as after this one's lease ran out).
+    let mut other = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    other
+        .put("css/leader/c", "another replica", None)
+        .await
+        .unwrap();
+    let refused = a.commit_as_leader(vec![task("t2")], 2, "c").await;
+    assert!(
+        matches!(refused, Err(store::Error::NotLeader(ref c)) if c == "c"),
+        "{refused:?}"
+    );
+    assert!(!a.leads("c"), "it knows it no longer leads");
+    let t2 = other
+        .get("css/e/arn:aws:ecs:us-west-2:111122223333:task/c/t2", None)
+        .await;
+    assert_eq!(t2.unwrap().count(), 0, "the fenced write was made");
+    // An unfenced write (an event) is not the leader's business.
+    assert_eq!(a.commit(vec![task("t2")], 3).await.unwrap().len(), 1);
+}

@@ -765,3 +765,61 @@ async fn ecs_throttling_over_the_wire_backs_off_and_then_succeeds() {
     assert_eq!(entity["createdAt"], "2025-11-13T02:13:20.500Z");
     server.stop(false).await;
 }
+
+#[actix_web::test]
+async fn a_frozen_leader_loses_the_lead_and_knows_it_before_it_sweeps_again() {
+    let s = EcsStack::new().await;
+    moto_ecs(
+        &s.moto,
+        serde_json::json!({"clusters": {"alpha": {"instances": 1, "tasks": 1}}}),
+    );
+    let etcd = crate::servers::EtcdCluster::start();
+    let mut env = s.moto.env();
+    env.push(("CSS_SOURCE__WAIT_TIME", "1s".into()));
+    env.push(("CSS_RECONCILE__INTERVAL", "1s".into()));
+    let endpoints = etcd.endpoints().join(",");
+    let args = ["--queue", "events", "--etcd-endpoint", &endpoints];
+    let replicas = [Proc::spawn(&args, &env), Proc::spawn(&args, &env)];
+    for r in &replicas {
+        r.wait_ready(Duration::from_secs(20)).await;
+    }
+    const LEADER: &str = "css_reconcile_leader{cluster=\"alpha\"}";
+    const SWEEPS: &str = "css_reconcile_sweeps_total{cluster=\"alpha\"}";
+    let mut leader = None;
+    for _ in 0..100 {
+        for (i, r) in replicas.iter().enumerate() {
+            if r.metric(LEADER).await == 1.0 {
+                leader = Some(i);
+            }
+        }
+        if leader.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let frozen = leader.expect("a replica leads alpha");
+    let other = &replicas[1 - frozen];
+    // Frozen for longer than its lease: the other takes over within the
+    // lease's TTL plus one standby check.
+    replicas[frozen].signal("STOP");
+    let took_over = eventually(Duration::from_secs(12), || async {
+        other.metric(LEADER).await == 1.0 && other.metric(SWEEPS).await >= 1.0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    replicas[frozen].signal("CONT");
+    assert!(took_over, "the other replica did not take over");
+    // Thawed, it knows at once that it does not lead, and never sweeps again:
+    // never two leaders at once.
+    let swept_before = replicas[frozen].metric(SWEEPS).await;
+    for _ in 0..30 {
+        let leads: Vec<f64> = vec![
+            replicas[0].metric(LEADER).await,
+            replicas[1].metric(LEADER).await,
+        ];
+        assert_eq!(leads[frozen], 0.0, "the thawed replica believes it leads");
+        assert_eq!(leads[1 - frozen], 1.0, "the new leader lost the lead");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(replicas[frozen].metric(SWEEPS).await, swept_before);
+}

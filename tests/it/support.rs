@@ -289,6 +289,15 @@ impl Proc {
         Proc { addr, child }
     }
 
+    /// Sends it a signal (`STOP`, `CONT`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
     /// Asks it to stop (SIGTERM), as an orchestrator would.
     pub fn terminate(&self) {
         let status = std::process::Command::new("kill")

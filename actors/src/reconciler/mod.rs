@@ -24,7 +24,7 @@ use crate::reader::{Reader, ReconcileProgress};
 use crate::retry::{Backoff, Rng};
 use crate::store::{Op, Outcome, Store};
 use crate::time::now_ms;
-use crate::writer::{Apply, StoreWriter};
+use crate::writer::{Apply, ApplyAsLeader, StoreWriter};
 use actix::prelude::*;
 use slog::{debug, info, warn, Logger};
 use std::collections::{HashMap, HashSet};
@@ -286,7 +286,13 @@ impl Sweep {
         if ops.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self.deps.writer.send(Apply { ops }).await??)
+        // Fenced: once another replica leads this cluster, nothing more is written.
+        let name = crate::arn::cluster_name(&self.cluster).unwrap_or(&self.cluster);
+        let ops = ApplyAsLeader {
+            ops,
+            name: name.to_owned(),
+        };
+        Ok(self.deps.writer.send(ops).await??)
     }
 }
 
@@ -306,6 +312,9 @@ pub struct Reconciler {
     job: Sweep,
     /// Set after the first successful sweep (readiness).
     swept: bool,
+    /// Whether the last sweep found this replica leading (for the log; the
+    /// `css_reconcile_leader` gauge asks the store at each scrape).
+    leading: bool,
     log: Logger,
     sweeping: bool,
     /// Jitter of the sweep interval (seeded by the cluster's name).
@@ -320,6 +329,7 @@ impl Reconciler {
         Reconciler {
             job,
             swept: false,
+            leading: false,
             log,
             sweeping: false,
             rng: Rng::new(seed),
@@ -346,19 +356,17 @@ impl Reconciler {
             let mut delay = act.next_delay();
             if let Ok(None) = res {
                 // Another replica leads this cluster: ready, and standing by.
-                if s.leader.get() == 1 {
+                if std::mem::replace(&mut act.leading, false) {
                     warn!(act.log, "no longer leading this cluster");
                 }
-                s.leader.set(0);
                 act.mark_swept();
                 delay = delay.min(STANDBY_RETRY);
                 ctx.run_later(delay, |act, ctx| act.sweep(ctx));
                 return;
             }
-            if s.leader.get() == 0 {
+            if !std::mem::replace(&mut act.leading, true) {
                 info!(act.log, "leading this cluster's reconcile");
             }
-            s.leader.set(1);
             s.sweeps.inc();
             s.sweep_seconds.inc_by(started.elapsed().as_secs_f64());
             match res {

@@ -41,6 +41,10 @@ pub enum Error {
     /// must be loaded again. Retryable, by a full reload.
     #[error("the change feed fell behind the compacted history")]
     Compacted,
+    /// A write made as the leader of `0` found another replica leads it now
+    /// (or this one's lease ran out): nothing was written.
+    #[error("no longer the leader of {0}")]
+    NotLeader(String),
 }
 
 /// Batches of committed changes, in revision order, from a store that other
@@ -138,6 +142,26 @@ pub trait Store: Send + Sync + 'static {
     /// to reconcile). Always true for a store only one process uses.
     fn lead(&self, _name: &str) -> BoxFuture<'_, Result<bool>> {
         Box::pin(async { Ok(true) })
+    }
+
+    /// Whether this replica leads `name` now, by what it knows without
+    /// asking: it won [`Store::lead`] and its lease has not run out by its
+    /// own clock.
+    fn leads(&self, _name: &str) -> bool {
+        true
+    }
+
+    /// As [`Store::commit`], for the leader of `name`: each write applies
+    /// only while this replica still leads it (else `NotLeader`, and what
+    /// was written before the lead was lost stays). A store only one process
+    /// uses needs no fence.
+    fn commit_as_leader(
+        &self,
+        ops: Vec<Op>,
+        now_ms: i64,
+        _name: &str,
+    ) -> BoxFuture<'_, Result<Vec<Outcome>>> {
+        self.commit(ops, now_ms)
     }
 
     /// Drops history older than `retention` (streams cannot resume before it).

@@ -131,6 +131,10 @@ pub struct Etcd {
     /// Who this process is, as a leader.
     holder: String,
     lease: Arc<tokio::sync::Mutex<Option<Lease>>>,
+    /// Until when the current lease is counted on (read without waiting).
+    lease_until: Arc<Mutex<Option<Arc<Mutex<tokio::time::Instant>>>>>,
+    /// The names this replica won the lead of, under its current lease.
+    led: Arc<Mutex<std::collections::HashSet<String>>>,
     /// What this replica last saw of each ARN it holds or remembers deleted.
     seen: Arc<Mutex<HashMap<String, Seen>>>,
 }
@@ -282,6 +286,8 @@ impl Etcd {
             log,
             samples: Arc::default(),
             lease: Arc::default(),
+            lease_until: Arc::default(),
+            led: Arc::default(),
             seen: Arc::default(),
         })
     }
@@ -308,6 +314,93 @@ impl Etcd {
             })
             .await
             .map_err(unavailable)
+    }
+
+    /// Writes `ops` one transaction each; with `fence`, only while this
+    /// replica leads that name.
+    async fn write(&self, ops: Vec<Op>, now_ms: i64, fence: Option<&str>) -> Result<Vec<Outcome>> {
+        let mut outcomes = Vec::with_capacity(ops.len());
+        for op in ops {
+            outcomes.push(match op {
+                Op::Put(entry) => self.put(entry, now_ms, fence).await?,
+                Op::Delete { arn, if_revision } => {
+                    self.delete(&arn, if_revision, now_ms, fence).await?
+                }
+            });
+        }
+        Ok(outcomes)
+    }
+
+    /// A transaction of `compares` and `ops`; with `fence`, also on the
+    /// leader key of that name holding this replica (read back when the
+    /// compares fail, to tell a lost lead from a lost race). Refused at once
+    /// when this replica's lease has run out by its own clock.
+    fn fenced(
+        &self,
+        mut compares: Vec<Compare>,
+        ops: Vec<TxnOp>,
+        fence: Option<&str>,
+    ) -> Result<Txn> {
+        let Some(name) = fence else {
+            return Ok(Txn::new().when(compares).and_then(ops));
+        };
+        if !self.leads_now(name) {
+            return Err(Error::NotLeader(name.to_owned()));
+        }
+        let key = self.leader_key(name);
+        compares.push(Compare::value(
+            key.clone(),
+            CompareOp::Equal,
+            self.holder.clone(),
+        ));
+        Ok(Txn::new()
+            .when(compares)
+            .and_then(ops)
+            .or_else([TxnOp::get(key, None)]))
+    }
+
+    /// `NotLeader` when a fenced transaction failed because the leader key
+    /// no longer holds this replica.
+    fn check_fence(&self, resp: &etcd_client::TxnResponse, fence: Option<&str>) -> Result<()> {
+        let Some(name) = fence.filter(|_| !resp.succeeded()) else {
+            return Ok(());
+        };
+        let holds = resp.op_responses().into_iter().any(|r| match r {
+            TxnOpResponse::Get(g) => g
+                .kvs()
+                .first()
+                .is_some_and(|kv| kv.value() == self.holder.as_bytes()),
+            _ => false,
+        });
+        if holds {
+            return Ok(());
+        }
+        self.led
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        Err(Error::NotLeader(name.to_owned()))
+    }
+
+    /// Whether this replica won the lead of `name` and its lease has not run
+    /// out by its own clock.
+    fn leads_now(&self, name: &str) -> bool {
+        let won = self
+            .led
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(name);
+        let lease = self
+            .lease_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        won && lease
+            .is_some_and(|until| until.lock().is_ok_and(|u| tokio::time::Instant::now() < *u))
+    }
+
+    fn leader_key(&self, name: &str) -> String {
+        format!("{}{name}", self.leaders)
     }
 
     fn entity_key(&self, arn: &str) -> String {
@@ -433,7 +526,7 @@ impl Etcd {
         Ok(now)
     }
 
-    async fn put(&self, mut entry: Entry, now_ms: i64) -> Result<Outcome> {
+    async fn put(&self, mut entry: Entry, now_ms: i64, fence: Option<&str>) -> Result<Outcome> {
         let ekey = self.entity_key(&entry.arn);
         let tkey = self.tombstone_key(&entry.arn);
         let mut guess = Some(self.guess(&entry.arn));
@@ -451,16 +544,19 @@ impl Etcd {
             entry.stored_at_ms = now_ms;
             entry.revision = 0;
             let value = serde_json::to_vec(&entry).map_err(corrupt)?;
-            let txn = Txn::new()
-                .when([
+            let txn = self.fenced(
+                vec![
                     Compare::mod_revision(ekey.clone(), CompareOp::Equal, seen.live_revision()),
                     Compare::mod_revision(tkey.clone(), CompareOp::Equal, seen.tomb_revision()),
-                ])
-                .and_then([
+                ],
+                vec![
                     TxnOp::put(ekey.clone(), value, None),
                     TxnOp::delete(tkey.clone(), None),
-                ]);
+                ],
+                fence,
+            )?;
             let resp = self.txn(txn).await?;
+            self.check_fence(&resp, fence)?;
             if resp.succeeded() {
                 entry.revision = revision_of(resp.header()) as u64;
                 let moved_from = seen
@@ -483,7 +579,13 @@ impl Etcd {
         )))
     }
 
-    async fn delete(&self, arn: &str, if_revision: u64, now_ms: i64) -> Result<Outcome> {
+    async fn delete(
+        &self,
+        arn: &str,
+        if_revision: u64,
+        now_ms: i64,
+        fence: Option<&str>,
+    ) -> Result<Outcome> {
         // The compare below holds the delete to `if_revision` whatever the
         // guess: a wrong one can only make it stale, as it should be.
         let guessed = self.guess(arn).live.filter(|e| e.revision == if_revision);
@@ -500,21 +602,24 @@ impl Etcd {
             revision: 0,
             deleted_at_ms: now_ms,
         };
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
+        let txn = self.fenced(
+            vec![Compare::mod_revision(
                 self.entity_key(arn),
                 CompareOp::Equal,
                 if_revision as i64,
-            )])
-            .and_then([
+            )],
+            vec![
                 TxnOp::delete(self.entity_key(arn), None),
                 TxnOp::put(
                     self.tombstone_key(arn),
                     serde_json::to_vec(&tomb).map_err(corrupt)?,
                     None,
                 ),
-            ]);
+            ],
+            fence,
+        )?;
         let resp = self.txn(txn).await?;
+        self.check_fence(&resp, fence)?;
         if !resp.succeeded() {
             return Ok(Outcome::Stale);
         }
@@ -661,13 +766,25 @@ impl Etcd {
             Arc::downgrade(&valid_until),
             self.log.clone(),
         ));
+        *self.lease_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(valid_until.clone());
         *slot = Some(Lease { id, valid_until });
         Ok(id)
     }
 
     async fn try_lead(&self, name: &str) -> Result<bool> {
+        let leads = self.claim(name).await?;
+        let mut led = self.led.lock().unwrap_or_else(|p| p.into_inner());
+        if leads {
+            led.insert(name.to_owned());
+        } else {
+            led.remove(name);
+        }
+        Ok(leads)
+    }
+
+    async fn claim(&self, name: &str) -> Result<bool> {
         let lease = self.lease().await?;
-        let key = format!("{}{name}", self.leaders);
+        let key = self.leader_key(name);
         let holder = self.holder.clone();
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
@@ -825,18 +942,21 @@ impl Store for Etcd {
     }
 
     fn commit(&self, ops: Vec<Op>, now_ms: i64) -> BoxFuture<'_, Result<Vec<Outcome>>> {
-        Box::pin(async move {
-            let mut outcomes = Vec::with_capacity(ops.len());
-            for op in ops {
-                outcomes.push(match op {
-                    Op::Put(entry) => self.put(entry, now_ms).await?,
-                    Op::Delete { arn, if_revision } => {
-                        self.delete(&arn, if_revision, now_ms).await?
-                    }
-                });
-            }
-            Ok(outcomes)
-        })
+        Box::pin(self.write(ops, now_ms, None))
+    }
+
+    fn commit_as_leader(
+        &self,
+        ops: Vec<Op>,
+        now_ms: i64,
+        name: &str,
+    ) -> BoxFuture<'_, Result<Vec<Outcome>>> {
+        let name = name.to_owned();
+        Box::pin(async move { self.write(ops, now_ms, Some(&name)).await })
+    }
+
+    fn leads(&self, name: &str) -> bool {
+        self.leads_now(name)
     }
 
     fn purge_tombstones(&self, before_ms: i64) -> BoxFuture<'_, Result<usize>> {
