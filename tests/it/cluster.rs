@@ -113,3 +113,56 @@ async fn a_lost_quorum_makes_the_service_unready_and_loses_nothing() {
     assert_eq!(stored(&t).await, (300, t.base + 300));
     assert_eq!(t.svc.pipeline.metrics.writer_restarts.get(), 0);
 }
+
+/// Whether `p` reports leading each of `clusters` (`true`) or none (`false`).
+async fn leads_all(p: &Proc, clusters: &[&str], leading: bool) -> bool {
+    for c in clusters {
+        let gauge = format!("css_reconcile_leader{{cluster=\"{c}\"}}");
+        if (p.metric(&gauge).await == 1.0) != leading {
+            return false;
+        }
+    }
+    true
+}
+
+#[actix_web::test]
+async fn a_replica_cut_off_from_etcd_goes_unready_hands_over_and_recovers() {
+    let etcd = EtcdCluster::start_everywhere();
+    let ns = crate::servers::Netns::new();
+    let env = vec![("CSS_RECONCILE__INTERVAL", "1s".to_owned())];
+    // The simulator's first three clusters (each replica simulates the same).
+    let clusters = ["prod-web", "batch", "9-analytics"];
+    let inside: std::net::SocketAddr = format!("{}:3000", ns.inside_ip).parse().unwrap();
+    let through_veth = etcd.endpoints_at(&ns.host_ip).join(",");
+    let args = ["--simulate", "--etcd-endpoint", &through_veth];
+    let cut_off = Proc::spawn_in(&ns.name, inside, &args, &env);
+    cut_off.wait_ready(Duration::from_secs(30)).await;
+    let led = eventually(Duration::from_secs(10), || {
+        leads_all(&cut_off, &clusters, true)
+    })
+    .await;
+    assert!(led, "the first replica leads every cluster");
+    let on_loopback = etcd.endpoints().join(",");
+    let other = Proc::spawn(&["--simulate", "--etcd-endpoint", &on_loopback], &env);
+    other.wait_ready(Duration::from_secs(30)).await;
+
+    ns.etcd_link(false);
+    let unready = eventually(Duration::from_secs(15), || async {
+        cut_off.status("/readyz").await == Some(503)
+    })
+    .await;
+    assert!(unready, "still ready without etcd");
+    let moved = eventually(Duration::from_secs(25), || async {
+        leads_all(&other, &clusters, true).await && leads_all(&cut_off, &clusters, false).await
+    })
+    .await;
+    assert!(moved, "its clusters did not move to the other replica");
+    assert_eq!(other.status("/readyz").await, Some(200));
+
+    ns.etcd_link(true);
+    let back = eventually(Duration::from_secs(30), || async {
+        cut_off.status("/readyz").await == Some(200)
+    })
+    .await;
+    assert!(back, "not ready again once the link returned");
+}

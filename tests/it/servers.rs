@@ -138,6 +138,8 @@ impl Drop for Etcd {
 pub struct EtcdCluster {
     members: Vec<Member>,
     dir: tempfile::TempDir,
+    /// Clients may come from any interface (a network namespace's veth).
+    everywhere: bool,
 }
 
 struct Member {
@@ -149,6 +151,15 @@ struct Member {
 
 impl EtcdCluster {
     pub fn start() -> EtcdCluster {
+        Self::start_listening(false)
+    }
+
+    /// A cluster whose client ports listen on every interface.
+    pub fn start_everywhere() -> EtcdCluster {
+        Self::start_listening(true)
+    }
+
+    fn start_listening(everywhere: bool) -> EtcdCluster {
         let members: Vec<Member> = ["m0", "m1", "m2"]
             .into_iter()
             .map(|name| Member {
@@ -161,6 +172,7 @@ impl EtcdCluster {
         let mut cluster = EtcdCluster {
             members,
             dir: tempfile::tempdir().unwrap(),
+            everywhere,
         };
         for i in 0..3 {
             cluster.spawn(i);
@@ -179,13 +191,19 @@ impl EtcdCluster {
             .collect();
         let m = &self.members[i];
         let client = format!("http://127.0.0.1:{}", m.client_port);
+        let host = if self.everywhere {
+            "0.0.0.0"
+        } else {
+            "127.0.0.1"
+        };
+        let listen = format!("http://{host}:{}", m.client_port);
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
         let child = Command::new(etcd_bin())
             .args(["--name", &m.name, "--data-dir"])
             .arg(self.dir.path().join(&m.name))
             .args([
                 "--listen-client-urls",
-                &client,
+                &listen,
                 "--advertise-client-urls",
                 &client,
             ])
@@ -213,9 +231,14 @@ impl EtcdCluster {
 
     /// Every member's `127.0.0.1:PORT`, as `--etcd-endpoint` takes them.
     pub fn endpoints(&self) -> Vec<String> {
+        self.endpoints_at("127.0.0.1")
+    }
+
+    /// Every member's endpoint at another address of this host.
+    pub fn endpoints_at(&self, ip: &str) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("127.0.0.1:{}", m.client_port))
+            .map(|m| format!("{ip}:{}", m.client_port))
             .collect()
     }
 
@@ -410,5 +433,68 @@ impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A network namespace with two veth links to this host: `etcd` (which a
+/// test cuts) and `control` (which stays, for the test to reach what runs
+/// inside). Deleted, links and all, when dropped.
+pub struct Netns {
+    pub name: String,
+    /// This host's address on the `etcd` link.
+    pub host_ip: String,
+    /// The namespace's address on the `control` link.
+    pub inside_ip: String,
+    etcd_link: String,
+}
+
+impl Netns {
+    pub fn new() -> Netns {
+        let n = std::process::id() % 250;
+        let ns = Netns {
+            name: format!("css{}", std::process::id()),
+            host_ip: format!("10.231.{n}.1"),
+            inside_ip: format!("10.231.{n}.6"),
+            etcd_link: format!("vn{n}e"),
+        };
+        let _ = Command::new("ip").args(["netns", "del", &ns.name]).status();
+        ns.ip(&["netns", "add", &ns.name]);
+        for (link, host, inside) in [("e", 1, 2), ("c", 5, 6)] {
+            let (h, v) = (format!("vh{n}{link}"), format!("vn{n}{link}"));
+            let _ = Command::new("ip").args(["link", "del", &h]).status();
+            ns.ip(&["link", "add", &h, "type", "veth", "peer", "name", &v]);
+            ns.ip(&["link", "set", &v, "netns", &ns.name]);
+            ns.ip(&["addr", "add", &format!("10.231.{n}.{host}/30"), "dev", &h]);
+            ns.ip(&["link", "set", &h, "up"]);
+            ns.inside(&["addr", "add", &format!("10.231.{n}.{inside}/30"), "dev", &v]);
+            ns.inside(&["link", "set", &v, "up"]);
+        }
+        ns.inside(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let ok = Command::new("ip").args(args).status().expect("ip runs");
+        assert!(ok.success(), "ip {}", args.join(" "));
+    }
+
+    fn inside(&self, args: &[&str]) {
+        let mut all = vec!["netns", "exec", &self.name, "ip"];
+        all.extend_from_slice(args);
+        self.ip(&all);
+    }
+
+    /// Takes the `etcd` link down (`false`) or up again (`true`).
+    pub fn etcd_link(&self, up: bool) {
+        let state = if up { "up" } else { "down" };
+        self.inside(&["link", "set", &self.etcd_link, state]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }

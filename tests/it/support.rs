@@ -289,6 +289,22 @@ impl Proc {
         Proc { addr, child }
     }
 
+    /// The binary run inside network namespace `ns`, serving on `addr` there.
+    pub fn spawn_in(ns: &str, addr: SocketAddr, args: &[&str], env: &[(&str, String)]) -> Proc {
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", ns, BIN, "--bind", &addr.to_string()])
+            .args(args)
+            .env(
+                "CSS_LOG_LEVEL",
+                std::env::var("TEST_LOG_LEVEL").unwrap_or("warn".into()),
+            )
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("binary starts in the namespace");
+        Proc { addr, child }
+    }
+
     /// Sends it a signal (`STOP`, `CONT`, ...).
     pub fn signal(&self, name: &str) {
         let status = std::process::Command::new("kill")
