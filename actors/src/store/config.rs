@@ -32,6 +32,9 @@ pub struct Config {
     /// Prefix of every etcd key, so several services can share a cluster.
     /// Default `css`.
     pub key_prefix: String,
+    /// Writes to etcd in flight together (each its own transaction; writes
+    /// of one ARN stay in order), 1–1024. Default 64.
+    pub etcd_max_in_flight: usize,
     /// How far back a stream may resume (older history is compacted).
     /// Default 1h.
     #[serde(with = "humantime_serde")]
@@ -63,6 +66,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             etcd_endpoints: Vec::new(),
             key_prefix: "css".into(),
+            etcd_max_in_flight: 64,
             history_retention: Duration::from_secs(3600),
             stopped_task_retention: Duration::from_secs(3600),
             tombstone_retention: Duration::from_secs(4 * 86400),
@@ -109,6 +113,7 @@ impl Config {
         Ok(etcd::Config {
             endpoints: self.etcd_endpoints.clone(),
             key_prefix: self.key_prefix.clone(),
+            max_in_flight: self.etcd_max_in_flight,
             username: Some(self.etcd_username.clone()).filter(|u| !u.is_empty()),
             password,
             ca_file: path(&self.etcd_ca_file),
@@ -119,6 +124,8 @@ impl Config {
 
     /// Keys that go together, and files that must be readable.
     pub fn check(&self, problems: &mut Vec<String>) {
+        let in_flight = self.etcd_max_in_flight;
+        crate::check::within("store.etcd_max_in_flight", in_flight, 1, 1024, problems);
         if self.backend == Backend::Etcd && self.etcd_endpoints.is_empty() {
             problems.push("store.backend is \"etcd\" but store.etcd_endpoints is empty".into());
         }

@@ -110,6 +110,8 @@ async fn keep_alive(
 pub struct Config {
     pub endpoints: Vec<String>,
     pub key_prefix: String,
+    /// Writes (transactions) in flight together, for different ARNs.
+    pub max_in_flight: usize,
     pub username: Option<String>,
     /// Read from a file so it never appears in a command line or a log.
     pub password: Option<String>,
@@ -122,6 +124,7 @@ pub struct Config {
 #[derive(Clone)]
 pub struct Etcd {
     members: Arc<Members>,
+    max_in_flight: usize,
     entities: String,
     tombstones: String,
     log: Logger,
@@ -279,6 +282,7 @@ impl Etcd {
         let prefix = config.key_prefix.trim_end_matches('/');
         Ok(Etcd {
             members,
+            max_in_flight: config.max_in_flight.max(1),
             entities: format!("{prefix}/e/"),
             tombstones: format!("{prefix}/t/"),
             leaders: format!("{prefix}/leader/"),
@@ -316,19 +320,51 @@ impl Etcd {
             .map_err(unavailable)
     }
 
-    /// Writes `ops` one transaction each; with `fence`, only while this
-    /// replica leads that name.
+    /// Writes `ops`, one compare-and-swap transaction each (with `fence`,
+    /// only while this replica leads that name): the ops of one ARN in
+    /// order, those of different ARNs up to `max_in_flight` at once. The
+    /// outcomes are in the order of `ops`; on an error, some ops may have
+    /// been written (the feed shows which) and the caller retries.
     async fn write(&self, ops: Vec<Op>, now_ms: i64, fence: Option<&str>) -> Result<Vec<Outcome>> {
-        let mut outcomes = Vec::with_capacity(ops.len());
-        for op in ops {
-            outcomes.push(match op {
-                Op::Put(entry) => self.put(entry, now_ms, fence).await?,
-                Op::Delete { arn, if_revision } => {
-                    self.delete(&arn, if_revision, now_ms, fence).await?
-                }
+        use futures_util::StreamExt as _;
+        let count = ops.len();
+        let mut chains: Vec<Vec<(usize, Op)>> = Vec::new();
+        let mut chain_of: HashMap<String, usize> = HashMap::new();
+        for (i, op) in ops.into_iter().enumerate() {
+            let arn = match &op {
+                Op::Put(entry) => entry.arn.clone(),
+                Op::Delete { arn, .. } => arn.clone(),
+            };
+            let c = *chain_of.entry(arn).or_insert_with(|| {
+                chains.push(Vec::new());
+                chains.len() - 1
             });
+            chains[c].push((i, op));
         }
-        Ok(outcomes)
+        let written: Vec<Result<Vec<(usize, Outcome)>>> =
+            futures_util::stream::iter(chains.into_iter().map(|chain| async move {
+                let mut done = Vec::with_capacity(chain.len());
+                for (i, op) in chain {
+                    done.push((i, self.write_one(op, now_ms, fence).await?));
+                }
+                Ok(done)
+            }))
+            .buffer_unordered(self.max_in_flight)
+            .collect()
+            .await;
+        let mut outcomes = Vec::with_capacity(count);
+        for chain in written {
+            outcomes.extend(chain?);
+        }
+        outcomes.sort_unstable_by_key(|(i, _)| *i);
+        Ok(outcomes.into_iter().map(|(_, o)| o).collect())
+    }
+
+    async fn write_one(&self, op: Op, now_ms: i64, fence: Option<&str>) -> Result<Outcome> {
+        match op {
+            Op::Put(entry) => self.put(entry, now_ms, fence).await,
+            Op::Delete { arn, if_revision } => self.delete(&arn, if_revision, now_ms, fence).await,
+        }
     }
 
     /// A transaction of `compares` and `ops`; with `fence`, also on the
