@@ -529,6 +529,52 @@ async fn etcd_ingest(o: &Options, s: &Sizes, events: &Path, work: &Path, report:
             Some(ratio >= 0.5),
         );
     }
+    first_sweep(
+        o,
+        &etcd.endpoint,
+        if o.quick { 1_000 } else { 10_000 },
+        work,
+        report,
+    )
+    .await;
+}
+
+/// A first sweep of one cluster of `tasks` tasks (the simulator as ECS, its
+/// events all dropped, so every task comes from the sweep) into an empty
+/// prefix of etcd: the time from start until `/readyz` says 200.
+async fn first_sweep(o: &Options, endpoint: &str, tasks: usize, work: &Path, report: &mut Report) {
+    let config = work.join("sweep.toml");
+    let toml = format!(
+        "[store]\nkey_prefix = \"sweep-{}\"\n[reconcile]\nmax_requests_per_second = 1000\n\
+         [simulate]\nclusters = 1\ninstances_per_cluster = 100\ntasks_per_instance = {}\n\
+         events_per_second = 0\ndrop_rate = 1.0\n",
+        std::process::id(),
+        tasks / 100
+    );
+    if let Err(e) = std::fs::write(&config, toml) {
+        report.check(false, || {
+            format!("sweep: cannot write {}: {e}", config.display())
+        });
+        return;
+    }
+    let args = [
+        "--simulate".to_owned(),
+        format!("--config={}", config.display()),
+        format!("--etcd-endpoint={endpoint}"),
+    ];
+    let since = Instant::now();
+    let mut svc = Service::spawn(service(o), &args, &work.join("sweep.log"));
+    let took = svc.wait_ready(since, Duration::from_secs(600)).await;
+    let stored = count_items(svc.addr, "/v1/tasks").await.unwrap_or(0);
+    report.check(stored == tasks, || {
+        format!("first sweep: {stored} tasks stored of {tasks}")
+    });
+    report.add(
+        format!("first sweep into etcd ({tasks} tasks): ready after"),
+        format!("{:.0} ms", took.as_secs_f64() * 1000.0),
+        "",
+        None,
+    );
 }
 
 /// A small deterministic generator for the clients' choices.

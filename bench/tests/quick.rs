@@ -51,6 +51,7 @@ fn the_quick_benchmark_runs_every_part_and_loses_nothing() {
         "ingest, etcd (2000 events)",
         "etcd alone, 64 in flight (2000 small txns)",
         "ingest, etcd, as a share of etcd with 64 in flight",
+        "first sweep into etcd (1000 tasks): ready after",
         "ready after restart (1000 tasks)",
         "RSS when ready (1000 tasks)",
         "describe one task: p99",
