@@ -556,17 +556,7 @@ impl Handler<Apply> for StoreWriter {
     type Result = ResponseFuture<Result<Vec<Outcome>, store::Error>>;
 
     fn handle(&mut self, msg: Apply, ctx: &mut Context<Self>) -> Self::Result {
-        let (tx, rx) = oneshot::channel();
-        if msg.ops.is_empty() {
-            return Box::pin(async { Ok(Vec::new()) });
-        }
-        self.pending.push_back(Pending {
-            ops: msg.ops,
-            reply: Some(tx),
-            fence: None,
-        });
-        self.kick(ctx);
-        Box::pin(answer(rx))
+        self.enqueue(msg.ops, None, ctx)
     }
 }
 
@@ -574,26 +564,34 @@ impl Handler<ApplyAsLeader> for StoreWriter {
     type Result = ResponseFuture<Result<Vec<Outcome>, store::Error>>;
 
     fn handle(&mut self, msg: ApplyAsLeader, ctx: &mut Context<Self>) -> Self::Result {
-        let (tx, rx) = oneshot::channel();
-        if msg.ops.is_empty() {
-            return Box::pin(async { Ok(Vec::new()) });
-        }
-        self.pending.push_back(Pending {
-            ops: msg.ops,
-            reply: Some(tx),
-            fence: Some(msg.name),
-        });
-        self.kick(ctx);
-        Box::pin(answer(rx))
+        self.enqueue(msg.ops, Some(msg.name), ctx)
     }
 }
 
-/// The answer to a write: its outcomes, or why it was not made.
-async fn answer(
-    rx: oneshot::Receiver<Result<Vec<Outcome>, store::Error>>,
-) -> Result<Vec<Outcome>, store::Error> {
-    rx.await
-        .unwrap_or_else(|_| Err(store::Error::Unavailable("the writer restarted".into())))
+impl StoreWriter {
+    /// Queues a caller's `ops` for the next commit; the answer comes once
+    /// they are durable (and shown by the view), or says why not.
+    fn enqueue(
+        &mut self,
+        ops: Vec<Op>,
+        fence: Option<String>,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<Vec<Outcome>, store::Error>> {
+        if ops.is_empty() {
+            return Box::pin(async { Ok(Vec::new()) });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.pending.push_back(Pending {
+            ops,
+            reply: Some(tx),
+            fence,
+        });
+        self.kick(ctx);
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(store::Error::Unavailable("the writer restarted".into())))
+        })
+    }
 }
 
 impl Handler<Housekeep> for StoreWriter {

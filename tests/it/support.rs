@@ -275,7 +275,23 @@ impl Proc {
             .unwrap()
             .local_addr()
             .unwrap();
-        let child = std::process::Command::new(BIN)
+        Self::launch(std::process::Command::new(BIN), addr, args, env)
+    }
+
+    /// The binary run inside network namespace `ns`, serving on `addr` there.
+    pub fn spawn_in(ns: &str, addr: SocketAddr, args: &[&str], env: &[(&str, String)]) -> Proc {
+        let mut ip = std::process::Command::new("ip");
+        ip.args(["netns", "exec", ns, BIN]);
+        Self::launch(ip, addr, args, env)
+    }
+
+    fn launch(
+        mut cmd: std::process::Command,
+        addr: SocketAddr,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> Proc {
+        let child = cmd
             .args(["--bind", &addr.to_string()])
             .args(args)
             .env(
@@ -286,22 +302,6 @@ impl Proc {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("binary starts");
-        Proc { addr, child }
-    }
-
-    /// The binary run inside network namespace `ns`, serving on `addr` there.
-    pub fn spawn_in(ns: &str, addr: SocketAddr, args: &[&str], env: &[(&str, String)]) -> Proc {
-        let child = std::process::Command::new("ip")
-            .args(["netns", "exec", ns, BIN, "--bind", &addr.to_string()])
-            .args(args)
-            .env(
-                "CSS_LOG_LEVEL",
-                std::env::var("TEST_LOG_LEVEL").unwrap_or("warn".into()),
-            )
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("binary starts in the namespace");
         Proc { addr, child }
     }
 
