@@ -66,6 +66,7 @@ async fn stored(t: &TestService) -> (usize, u64) {
 
 #[actix_web::test]
 async fn the_etcd_leader_killed_during_ingest_loses_nothing_and_writes_nothing_twice() {
+    let _alone = heavy().await;
     let mut cluster = EtcdCluster::start();
     let t = on_cluster(&cluster).await;
     let all = events(0, 2000);
@@ -86,6 +87,7 @@ async fn the_etcd_leader_killed_during_ingest_loses_nothing_and_writes_nothing_t
 
 #[actix_web::test]
 async fn a_lost_quorum_makes_the_service_unready_and_loses_nothing() {
+    let _alone = heavy().await;
     let mut cluster = EtcdCluster::start();
     let t = on_cluster(&cluster).await;
     deliver(&t, &events(0, 100)).await;
@@ -127,6 +129,7 @@ async fn leads_all(p: &Proc, clusters: &[&str], leading: bool) -> bool {
 
 #[actix_web::test]
 async fn a_replica_cut_off_from_etcd_goes_unready_hands_over_and_recovers() {
+    let _alone = heavy().await;
     let etcd = EtcdCluster::start_everywhere();
     let ns = crate::servers::Netns::new();
     let env = vec![("CSS_RECONCILE__INTERVAL", "1s".to_owned())];

@@ -541,6 +541,7 @@ async fn simulate_with_dropped_events_converges_to_the_simulators_truth() {
 
 #[actix_web::test]
 async fn with_two_replicas_each_cluster_is_swept_by_one_and_the_other_takes_over() {
+    let _alone = heavy().await;
     let s = EcsStack::new().await;
     moto_ecs(
         &s.moto,
@@ -768,6 +769,7 @@ async fn ecs_throttling_over_the_wire_backs_off_and_then_succeeds() {
 
 #[actix_web::test]
 async fn a_frozen_leader_loses_the_lead_and_knows_it_before_it_sweeps_again() {
+    let _alone = heavy().await;
     let s = EcsStack::new().await;
     moto_ecs(
         &s.moto,

@@ -586,3 +586,14 @@ pub fn world(
         ..actors::sim::Config::default()
     }
 }
+
+/// Held by the tests that load the machine most (several etcd members and
+/// service processes at once) and by the one that times requests
+/// (schemathesis, with a 0.5 s request timeout), so that they never run
+/// together on a machine of two cores.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Waits until no other heavy test runs; the others wait while it is held.
+pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().await
+}
