@@ -126,6 +126,8 @@ pub struct Filter {
     pub container_instance: Option<String>,
     pub family: Option<String>,
     pub group: Option<String>,
+    /// The service a task belongs to: its `group` is `service:NAME`.
+    pub service: Option<String>,
     pub agent_connected: Option<bool>,
 }
 
@@ -139,6 +141,7 @@ pub const TASK_FILTERS: &[&str] = &[
     "containerInstance",
     "family",
     "group",
+    "service",
 ];
 pub const INSTANCE_FILTERS: &[&str] = &["status", "cluster", "agentConnected"];
 
@@ -158,6 +161,7 @@ impl Filter {
                 f.started_by = p.get("startedBy").map(str::to_owned);
                 f.family = p.get("family").map(str::to_owned);
                 f.group = p.get("group").map(str::to_owned);
+                f.service = p.get("service").map(str::to_owned);
                 if let Some(lt) = p.get("launchType") {
                     let upper = lt.to_ascii_uppercase();
                     if !LAUNCH_TYPES.contains(&upper.as_str()) {
@@ -225,6 +229,9 @@ impl Filter {
             && eq(&self.container_instance, &e.container_instance)
             && eq(&self.family, &e.family)
             && eq(&self.group, &e.group)
+            && self.service.as_ref().is_none_or(|s| {
+                e.group.as_deref().and_then(|g| g.strip_prefix("service:")) == Some(s.as_str())
+            })
             && self
                 .agent_connected
                 .is_none_or(|a| e.agent_connected == Some(a))

@@ -213,10 +213,25 @@ async fn every_task_filter(b: Backend) {
         ("?family=nightly-report", &["b1"]),
         ("?family=web", &["b2", "a1", "a2", "a3"]),
         ("?group=service:web&cluster=9batch", &["b2"]),
+        ("?service=web", &["b2", "a1", "a2", "a3"]),
+        ("?service=web&cluster=9batch", &["b2"]),
+        ("?service=nightly-report", &[]),
+        ("?service=", &["b1", "b2", "a1", "a2", "a3"]),
     ];
     for (q, want) in cases {
         assert_eq!(task_ids(&t, q).await, *want, "{q}");
     }
+    // The stream of tasks takes the same filters.
+    let path = "/v1/stream/tasks?service=web&cluster=9batch&snapshot=true";
+    let mut s = StreamClient::open(t.addr(), path, "").await;
+    let within = std::time::Duration::from_secs(5);
+    let first = s.next_json(within).await.expect("an item");
+    assert!(first["entity"]["taskARN"]
+        .as_str()
+        .unwrap()
+        .ends_with("/b2"));
+    let then = s.next_json(within).await.expect("a bookmark");
+    assert!(then.get("bookmark").is_some(), "{then}");
 }
 
 async fn every_instance_filter(b: Backend) {
