@@ -143,10 +143,6 @@ impl<T> Guarded<T> {
         }
     }
 
-    pub fn get_ref(&self) -> &T {
-        &self.io
-    }
-
     pub fn verdict(&self) -> Verdict {
         self.verdict.clone()
     }

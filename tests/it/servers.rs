@@ -51,6 +51,34 @@ fn binary(env: &str, fallback: PathBuf, what: &str) -> PathBuf {
     path
 }
 
+/// How one etcd member is started: its name, data, URLs and cluster.
+struct EtcdMember<'a> {
+    name: &'a str,
+    data_dir: PathBuf,
+    /// Where it listens for clients, and what it tells them.
+    listen: &'a str,
+    client: &'a str,
+    peer: &'a str,
+    initial_cluster: &'a str,
+}
+
+impl EtcdMember<'_> {
+    /// `cmd` (the etcd binary) with this member's flags, quiet.
+    fn command(&self, mut cmd: Command) -> Command {
+        cmd.args(["--name", self.name, "--data-dir"])
+            .arg(&self.data_dir)
+            .args(["--listen-client-urls", self.listen])
+            .args(["--advertise-client-urls", self.client])
+            .args(["--listen-peer-urls", self.peer])
+            .args(["--initial-advertise-peer-urls", self.peer])
+            .args(["--initial-cluster", self.initial_cluster])
+            .args(["--log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd
+    }
+}
+
 /// An etcd server of its own.
 pub struct Etcd {
     child: Option<Child>,
@@ -102,27 +130,15 @@ impl Etcd {
         if let Some((cert, key)) = &self.tls {
             cmd.arg("--cert-file").arg(cert).arg("--key-file").arg(key);
         }
-        let child = cmd
-            .args(["--name", "test", "--data-dir"])
-            .arg(self.dir.path().join("etcd"))
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &format!("test={peer}")])
-            .args(["--log-level", "error"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd starts");
+        let member = EtcdMember {
+            name: "test",
+            data_dir: self.dir.path().join("etcd"),
+            listen: &client,
+            client: &client,
+            peer: &peer,
+            initial_cluster: &format!("test={peer}"),
+        };
+        let child = member.command(cmd).spawn().expect("etcd starts");
         self.child = Some(child);
         wait_for_port(self.client_port, "etcd");
     }
@@ -198,32 +214,19 @@ impl EtcdCluster {
         };
         let listen = format!("http://{host}:{}", m.client_port);
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
-        let child = Command::new(etcd_bin())
-            .args(["--name", &m.name, "--data-dir"])
-            .arg(self.dir.path().join(&m.name))
-            .args([
-                "--listen-client-urls",
-                &listen,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &initial.join(",")])
-            .args([
-                "--initial-cluster-state",
-                "new",
-                "--initial-cluster-token",
-                "css-test",
-            ])
+        let member = EtcdMember {
+            name: &m.name,
+            data_dir: self.dir.path().join(&m.name),
+            listen: &listen,
+            client: &client,
+            peer: &peer,
+            initial_cluster: &initial.join(","),
+        };
+        let mut cmd = member.command(Command::new(etcd_bin()));
+        let child = cmd
+            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", "css-test"])
             .args(["--heartbeat-interval", "100", "--election-timeout", "1000"])
-            .args(["--log-level", "error"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .expect("etcd member starts");
         self.members[i].child = Some(child);

@@ -126,7 +126,10 @@ pub struct Deps {
 #[derive(Clone)]
 struct Sweep {
     deps: Deps,
+    /// As ECS and the configuration name it: a name or an ARN.
     cluster: String,
+    /// Its name: the key of its lead, metrics and tuning.
+    name: String,
     matcher: ClusterRef,
     tuning: Tuning,
     stats: ClusterStats,
@@ -202,8 +205,7 @@ impl Sweep {
 
     /// Sweeps, if this replica leads the cluster; `None` when another does.
     async fn run(self) -> Result<Option<Report>, Error> {
-        let name = crate::arn::cluster_name(&self.cluster).unwrap_or(&self.cluster);
-        if !self.deps.store.lead(name).await? {
+        if !self.deps.store.lead(&self.name).await? {
             return Ok(None);
         }
         self.sweep().await.map(Some)
@@ -287,10 +289,9 @@ impl Sweep {
             return Ok(Vec::new());
         }
         // Fenced: once another replica leads this cluster, nothing more is written.
-        let name = crate::arn::cluster_name(&self.cluster).unwrap_or(&self.cluster);
         let ops = ApplyAsLeader {
             ops,
-            name: name.to_owned(),
+            name: self.name.clone(),
         };
         Ok(self.deps.writer.send(ops).await??)
     }
@@ -522,6 +523,7 @@ impl ReconcileManager {
                 matcher,
                 tuning: self.settings.tuning(cluster),
                 stats: self.deps.metrics.cluster(&name),
+                name: name.clone(),
             };
             self.deps.progress.waiting(cluster);
             let l = self.log.new(slog::o!("cluster" => name.clone()));

@@ -54,6 +54,7 @@ const LEASE_MARGIN: Duration = Duration::from_secs(1);
 /// process's monotonic clock: the time the last keep-alive etcd answered was
 /// sent, plus the TTL it answered, less a margin. A process that was frozen
 /// or cut off finds it has passed before it does anything as a leader.
+#[derive(Clone)]
 struct Lease {
     id: i64,
     valid_until: Arc<Mutex<tokio::time::Instant>>,
@@ -133,10 +134,12 @@ pub struct Etcd {
     leaders: String,
     /// Who this process is, as a leader.
     holder: String,
-    lease: Arc<tokio::sync::Mutex<Option<Lease>>>,
-    /// Until when the current lease is counted on (read without waiting).
-    lease_until: Arc<Mutex<Option<Arc<Mutex<tokio::time::Instant>>>>>,
-    /// The names this replica won the lead of, under its current lease.
+    /// Held while a lease is being granted, so that one is granted at a time.
+    granting: Arc<tokio::sync::Mutex<()>>,
+    /// The current lease (read without waiting by `leads_now`).
+    lease: Arc<Mutex<Option<Lease>>>,
+    /// The names this replica won the lead of, under its current lease
+    /// (emptied when a new lease is granted).
     led: Arc<Mutex<std::collections::HashSet<String>>>,
     /// What this replica last saw of each ARN it holds or remembers deleted.
     seen: Arc<Mutex<HashMap<String, Seen>>>,
@@ -289,8 +292,8 @@ impl Etcd {
             holder: format!("{}-{}", std::process::id(), crate::time::now_ms()),
             log,
             samples: Arc::default(),
+            granting: Arc::default(),
             lease: Arc::default(),
-            lease_until: Arc::default(),
             led: Arc::default(),
             seen: Arc::default(),
         })
@@ -426,13 +429,13 @@ impl Etcd {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains(name);
-        let lease = self
-            .lease_until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        won && lease
-            .is_some_and(|until| until.lock().is_ok_and(|u| tokio::time::Instant::now() < *u))
+        won && self.current_lease().is_some()
+    }
+
+    /// The current lease, while it is counted on.
+    fn current_lease(&self) -> Option<Lease> {
+        let lease = self.lease.lock().unwrap_or_else(|p| p.into_inner());
+        lease.clone().filter(Lease::valid)
     }
 
     fn leader_key(&self, name: &str) -> String {
@@ -775,8 +778,8 @@ impl Etcd {
     /// This replica's lease: granted on first use, kept alive in the
     /// background, granted anew once it may have expired.
     async fn lease(&self) -> Result<i64> {
-        let mut slot = self.lease.lock().await;
-        if let Some(l) = slot.as_ref().filter(|l| l.valid()) {
+        let _granting = self.granting.lock().await;
+        if let Some(l) = self.current_lease() {
             return Ok(l.id);
         }
         let asked = tokio::time::Instant::now();
@@ -802,8 +805,9 @@ impl Etcd {
             Arc::downgrade(&valid_until),
             self.log.clone(),
         ));
-        *self.lease_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(valid_until.clone());
-        *slot = Some(Lease { id, valid_until });
+        // A lead won under the old lease is void until claimed again under this one.
+        self.led.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        *self.lease.lock().unwrap_or_else(|p| p.into_inner()) = Some(Lease { id, valid_until });
         Ok(id)
     }
 
