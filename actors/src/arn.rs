@@ -1,4 +1,4 @@
-//! ECS ARNs: parsing and validation of cluster, task and container-instance ARNs.
+//! ECS ARNs: parsing and validation of cluster, task, container-instance and service ARNs.
 //!
 //! Accepts every partition (`aws`, `aws-cn`, `aws-us-gov`, …) and both resource
 //! formats: short (`task/ID`) and long (`task/CLUSTER/ID`). Entities are keyed by
@@ -12,6 +12,7 @@ pub enum Resource {
     Cluster,
     Task,
     ContainerInstance,
+    Service,
 }
 
 impl Resource {
@@ -20,6 +21,7 @@ impl Resource {
             Resource::Cluster => "cluster",
             Resource::Task => "task",
             Resource::ContainerInstance => "container-instance",
+            Resource::Service => "service",
         }
     }
 }

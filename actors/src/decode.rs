@@ -20,6 +20,10 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 pub const TASK_STATE_CHANGE: &str = "ECS Task State Change";
 /// `detail-type` of a container-instance state change.
 pub const INSTANCE_STATE_CHANGE: &str = "ECS Container Instance State Change";
+/// `detail-type` of a service action (steady state, placement failures, …).
+pub const SERVICE_ACTION: &str = "ECS Service Action";
+/// `detail-type` of a service deployment's change.
+pub const DEPLOYMENT_STATE_CHANGE: &str = "ECS Deployment State Change";
 
 /// Why a message could not be decoded. None of these is retryable: the message
 /// is counted, logged once and dead-lettered.
@@ -58,6 +62,13 @@ pub enum Error {
 pub enum Decoded {
     /// A task or instance to apply.
     Entity(Entry),
+    /// A service event: the service (`resources[0]`) changed and is to be
+    /// described again (services.md).
+    Service {
+        cluster_arn: String,
+        service_arn: String,
+        detail_type: String,
+    },
     /// A valid event of a type the service does not store (its `detail-type`).
     Ignored(String),
 }
@@ -72,6 +83,8 @@ struct Envelope<'a> {
     sns_type: Option<String>,
     #[serde(rename = "Message")]
     sns_message: Option<String>,
+    #[serde(borrow)]
+    resources: Option<&'a RawValue>,
 }
 
 /// Decodes one message body.
@@ -111,6 +124,9 @@ fn decode_event(env: Envelope<'_>) -> Result<Decoded, Error> {
     let is_task = match detail_type.as_str() {
         TASK_STATE_CHANGE => true,
         INSTANCE_STATE_CHANGE => false,
+        SERVICE_ACTION | DEPLOYMENT_STATE_CHANGE => {
+            return service_event(env.detail, env.resources, detail_type)
+        }
         _ => return Ok(Decoded::Ignored(detail_type)),
     };
     let detail = env
@@ -129,6 +145,44 @@ fn decode_event(env: Envelope<'_>) -> Result<Decoded, Error> {
     entry
         .map(Decoded::Entity)
         .map_err(|e| Error::Render(e.to_string()))
+}
+
+/// What a service event must have: a detail object, the service ARN as
+/// `resources[0]`, and the cluster (`detail.clusterArn`, or from a
+/// long-format service ARN).
+fn service_event(
+    detail: Option<&RawValue>,
+    resources: Option<&RawValue>,
+    detail_type: String,
+) -> Result<Decoded, Error> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ServiceDetail {
+        cluster_arn: Option<String>,
+    }
+    let detail = detail
+        .filter(|d| d.get() != "null")
+        .ok_or(Error::NoDetail)?;
+    let d: ServiceDetail =
+        serde_json::from_str(detail.get()).map_err(|e| Error::MalformedDetail(e.to_string()))?;
+    let resources: Vec<serde_json::Value> = match resources {
+        Some(r) => serde_json::from_str::<Option<Vec<serde_json::Value>>>(r.get())
+            .map_err(|_| Error::InvalidArn("resources[0]"))?
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let arn = match resources.into_iter().next() {
+        None => None,
+        Some(serde_json::Value::String(a)) => Some(a),
+        Some(_) => return Err(Error::InvalidArn("resources[0]")),
+    };
+    let (service_arn, cluster_arn) =
+        check_arns(arn, d.cluster_arn, ArnKind::Service, "resources[0]")?;
+    Ok(Decoded::Service {
+        cluster_arn,
+        service_arn,
+        detail_type,
+    })
 }
 
 /// Checks an entity ARN and its cluster ARN; derives the cluster ARN from a
@@ -461,6 +515,65 @@ mod tests {
     }
 
     #[test]
+    fn service_events_name_their_service_or_are_invalid() {
+        let fixture = include_str!("../../tests/fixtures/events/service-action-ignored.json");
+        assert_eq!(
+            decode(fixture),
+            Ok(Decoded::Service {
+                cluster_arn: "arn:aws:ecs:us-west-2:111122223333:cluster/prod-web".into(),
+                service_arn: "arn:aws:ecs:us-west-2:111122223333:service/prod-web/web".into(),
+                detail_type: SERVICE_ACTION.into(),
+            })
+        );
+        // A deployment change has no clusterArn: the long service ARN names it.
+        let deployment = |resources: &str, detail: &str| {
+            format!(
+                r#"{{"detail-type":"ECS Deployment State Change","resources":{resources},"detail":{detail}}}"#
+            )
+        };
+        let d = r#"{"eventName":"SERVICE_DEPLOYMENT_COMPLETED","deploymentId":"ecs-svc/1"}"#;
+        assert!(matches!(
+            decode(&deployment(r#"["arn:aws:ecs:r:1:service/c/web"]"#, d)),
+            Ok(Decoded::Service { cluster_arn, .. }) if cluster_arn == "arn:aws:ecs:r:1:cluster/c"
+        ));
+        for (resources, detail, why) in [
+            ("[]", d, Error::NoArn("resources[0]")),
+            (r#""x""#, d, Error::InvalidArn("resources[0]")),
+            ("[7]", d, Error::InvalidArn("resources[0]")),
+            (
+                r#"["arn:aws:ecs:r:1:task/c/t"]"#,
+                d,
+                Error::InvalidArn("resources[0]"),
+            ),
+            (
+                r#"["arn:aws:ecs:r:1:service/web"]"#,
+                d,
+                Error::NoArn("clusterArn"),
+            ),
+            (
+                r#"["arn:aws:ecs:r:1:service/c/web"]"#,
+                "null",
+                Error::NoDetail,
+            ),
+            (
+                r#"["arn:aws:ecs:r:1:service/c/web"]"#,
+                r#"{"clusterArn":"nope"}"#,
+                Error::InvalidArn("clusterArn"),
+            ),
+        ] {
+            assert_eq!(
+                decode(&deployment(resources, detail)),
+                Err(why),
+                "{resources} {detail}"
+            );
+        }
+        assert!(matches!(
+            decode(&deployment(r#"["arn:aws:ecs:r:1:service/c/web"]"#, "[1]")),
+            Err(Error::MalformedDetail(_))
+        ));
+    }
+
+    #[test]
     fn unwraps_sns_notifications() {
         let sns = serde_json::json!({"Type": "Notification", "Message": TASK}).to_string();
         assert_eq!(entity(&sns).arn, "arn:aws:ecs:us-west-2:1:task/c1/t1");
@@ -473,8 +586,8 @@ mod tests {
     #[test]
     fn ignores_other_detail_types() {
         assert_eq!(
-            decode(r#"{"detail-type":"ECS Deployment State Change","detail":{}}"#),
-            Ok(Decoded::Ignored("ECS Deployment State Change".into()))
+            decode(r#"{"detail-type":"ECS Capacity Provider State Change","detail":{}}"#),
+            Ok(Decoded::Ignored("ECS Capacity Provider State Change".into()))
         );
     }
 

@@ -6,7 +6,8 @@
 //! the reason; it never holds up the good messages of its batch.
 
 use crate::decode::{self, decode, Decoded};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RefreshReason};
+use crate::reconciler::Dirty;
 use crate::store::{self, Op, Outcome};
 use crate::writer::{Apply, StoreWriter};
 use actix::prelude::*;
@@ -64,6 +65,9 @@ pub struct EventDecoder {
     writer: Addr<StoreWriter>,
     metrics: Arc<Metrics>,
     log: Logger,
+    /// Where service events mark their service, when there is an ECS to
+    /// describe it; without one they are ignored.
+    dirty: Option<Dirty>,
 }
 
 impl EventDecoder {
@@ -72,7 +76,15 @@ impl EventDecoder {
             writer,
             metrics,
             log,
+            dirty: None,
         }
+    }
+
+    /// Service events mark their service in `dirty` (applied) instead of
+    /// being ignored.
+    pub fn with_services(mut self, dirty: Option<Dirty>) -> Self {
+        self.dirty = dirty;
+        self
     }
 }
 
@@ -105,6 +117,25 @@ impl Handler<Decode> for EventDecoder {
                 Ok(Decoded::Entity(e)) => {
                     ops.push(Op::Put(e));
                     slots.push(i);
+                }
+                Ok(Decoded::Service {
+                    cluster_arn,
+                    service_arn,
+                    detail_type,
+                }) => {
+                    let marked = self
+                        .dirty
+                        .as_ref()
+                        .is_some_and(|d| d.mark(&cluster_arn, &service_arn, RefreshReason::Event));
+                    if marked {
+                        self.metrics.events_applied.inc();
+                        outcomes[i] = MessageOutcome::Applied;
+                    } else {
+                        // No ECS to ask (or no reconciler of that cluster).
+                        self.metrics.events_ignored.inc();
+                        debug!(self.log, "ignored event"; "message_id" => &m.id, "detail_type" => detail_type);
+                        outcomes[i] = MessageOutcome::Ignored;
+                    }
                 }
                 Ok(Decoded::Ignored(detail_type)) => {
                     self.metrics.events_ignored.inc();

@@ -4,7 +4,10 @@
 //! as moto) through [`AwsEcs`], or the built-in simulator.
 
 use crate::decode::{self, ContainerDetail, InstanceDetail, OverridesDetail, TaskDetail};
-use crate::model::{ContainerOverride, Entry, KeyValue, NetworkBinding, VersionInfo};
+use crate::model::{
+    ContainerOverride, Deployment, Entry, KeyValue, LoadBalancer, NetworkBinding, Service,
+    ServiceEvent, VersionInfo, MAX_SERVICE_EVENTS,
+};
 use crate::store::BoxFuture;
 use crate::time::format_ms;
 use aws_sdk_ecs::error::ProvideErrorMetadata;
@@ -12,6 +15,8 @@ use aws_sdk_ecs::types::DesiredStatus;
 
 /// Most ARNs one Describe call takes.
 pub const DESCRIBE_BATCH: usize = 100;
+/// Most services one `DescribeServices` call takes.
+pub const DESCRIBE_SERVICES_BATCH: usize = 10;
 
 /// Why an ECS call failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -113,6 +118,13 @@ pub trait Ecs: Send + Sync + 'static {
         next: Option<String>,
     ) -> BoxFuture<'_, Result<Page>>;
     fn describe_tasks(&self, cluster: &str, arns: Vec<String>) -> BoxFuture<'_, Result<Described>>;
+    fn list_services(&self, cluster: &str, next: Option<String>) -> BoxFuture<'_, Result<Page>>;
+    /// At most [`DESCRIBE_SERVICES_BATCH`] services (names or ARNs).
+    fn describe_services(
+        &self,
+        cluster: &str,
+        services: Vec<String>,
+    ) -> BoxFuture<'_, Result<Described>>;
 }
 
 /// ECS through the AWS SDK.
@@ -297,6 +309,93 @@ pub fn instance_entry(
     Entry::from_instance(&inst).map_err(|e| decode::Error::Render(e.to_string()))
 }
 
+/// Converts a described service into an entry, read now. `cluster` is the
+/// cluster asked about, for an answer without `clusterArn`.
+pub fn service_entry(
+    s: &aws_sdk_ecs::types::Service,
+    cluster: &str,
+) -> std::result::Result<Entry, decode::Error> {
+    use crate::arn::{Arn, ClusterRef, Resource};
+    let arn = s
+        .service_arn()
+        .filter(|a| !a.is_empty())
+        .ok_or(decode::Error::NoArn("serviceArn"))?;
+    let parsed =
+        Arn::parse(arn, Resource::Service).map_err(|_| decode::Error::InvalidArn("serviceArn"))?;
+    let cluster_arn = match (
+        s.cluster_arn().filter(|c| !c.is_empty()),
+        ClusterRef::parse(cluster),
+    ) {
+        (Some(c), _) => {
+            Arn::parse(c, Resource::Cluster)
+                .map_err(|_| decode::Error::InvalidArn("clusterArn"))?;
+            c.to_owned()
+        }
+        (None, Some(ClusterRef::Arn(c))) => c,
+        (None, Some(ClusterRef::Name(name))) => parsed.cluster_arn(&name),
+        (None, None) => return Err(decode::Error::NoArn("clusterArn")),
+    };
+    let status = s
+        .status()
+        .filter(|st| !st.is_empty())
+        .ok_or(decode::Error::NoStatus("status"))?;
+    let count = |n: i32| Some(i64::from(n));
+    let service = Service {
+        service_arn: arn.to_owned(),
+        service_name: s.service_name().unwrap_or(parsed.id).to_owned(),
+        cluster_arn,
+        status: status.to_owned(),
+        desired_count: count(s.desired_count()),
+        running_count: count(s.running_count()),
+        pending_count: count(s.pending_count()),
+        task_definition_arn: some(s.task_definition()),
+        launch_type: s.launch_type().map(|l| l.as_str().to_owned()),
+        platform_version: some(s.platform_version()),
+        scheduling_strategy: s.scheduling_strategy().map(|l| l.as_str().to_owned()),
+        created_at: time(s.created_at()),
+        deployments: s
+            .deployments()
+            .iter()
+            .map(|d| Deployment {
+                id: some(d.id()),
+                status: some(d.status()),
+                task_definition_arn: some(d.task_definition()),
+                desired_count: count(d.desired_count()),
+                running_count: count(d.running_count()),
+                pending_count: count(d.pending_count()),
+                failed_tasks: count(d.failed_tasks()),
+                rollout_state: d.rollout_state().map(|r| r.as_str().to_owned()),
+                rollout_state_reason: some(d.rollout_state_reason()),
+                launch_type: d.launch_type().map(|l| l.as_str().to_owned()),
+                created_at: time(d.created_at()),
+                updated_at: time(d.updated_at()),
+            })
+            .collect(),
+        events: s
+            .events()
+            .iter()
+            .take(MAX_SERVICE_EVENTS)
+            .map(|e| ServiceEvent {
+                id: some(e.id()),
+                created_at: time(e.created_at()),
+                message: some(e.message()),
+            })
+            .collect(),
+        load_balancers: s
+            .load_balancers()
+            .iter()
+            .map(|l| LoadBalancer {
+                target_group_arn: some(l.target_group_arn()),
+                load_balancer_name: some(l.load_balancer_name()),
+                container_name: some(l.container_name()),
+                container_port: l.container_port().map(i64::from),
+            })
+            .collect(),
+        updated_at: Some(format_ms(crate::time::now_ms())),
+    };
+    Entry::from_service(&service).map_err(|e| decode::Error::Render(e.to_string()))
+}
+
 /// Converts what a Describe returned, reporting entities that cannot be
 /// converted as failures (they are then neither written nor deleted).
 fn described<T>(
@@ -441,6 +540,48 @@ impl Ecs for AwsEcs {
                 out.failures(),
                 |t| t.task_arn(),
                 task_entry,
+            ))
+        })
+    }
+
+    fn list_services(&self, cluster: &str, next: Option<String>) -> BoxFuture<'_, Result<Page>> {
+        let cluster = cluster.to_owned();
+        Box::pin(async move {
+            let out = self
+                .client
+                .list_services()
+                .cluster(cluster)
+                .set_next_token(next)
+                .send()
+                .await
+                .map_err(classify)?;
+            Ok(Page {
+                arns: out.service_arns().to_vec(),
+                next: some(out.next_token()),
+            })
+        })
+    }
+
+    fn describe_services(
+        &self,
+        cluster: &str,
+        services: Vec<String>,
+    ) -> BoxFuture<'_, Result<Described>> {
+        let cluster = cluster.to_owned();
+        Box::pin(async move {
+            let out = self
+                .client
+                .describe_services()
+                .cluster(&cluster)
+                .set_services(Some(services))
+                .send()
+                .await
+                .map_err(classify)?;
+            Ok(described(
+                out.services(),
+                out.failures(),
+                |s| s.service_arn(),
+                |s| service_entry(s, &cluster),
             ))
         })
     }

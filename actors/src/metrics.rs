@@ -7,6 +7,7 @@
 //! outcome, actor and reason names, and one `cluster` label per reconciled
 //! cluster.
 
+use crate::model::Kind;
 use crate::reader::Health;
 use prometheus::core::{AtomicU64, GenericGauge, GenericGaugeVec};
 use prometheus::{
@@ -38,9 +39,8 @@ pub struct Metrics {
     pub store_commit_seconds: Counter,
     pub store_errors: IntCounter,
     pub store_revision: Gauge,
-    /// `css_view_entities{kind}`.
-    pub view_tasks: Gauge,
-    pub view_instances: Gauge,
+    /// `css_view_entities{kind}`, in [`Kind::ALL`] order.
+    pub view_entities: [Gauge; Kind::ALL.len()],
     pub feed_reloads: IntCounter,
     /// `css_store_deletions_total{reason="retention"}`.
     pub retention_deletions: IntCounter,
@@ -107,6 +107,34 @@ struct ClusterFamilies {
     api_calls: IntCounterVec,
     throttles: IntCounterVec,
     leader: GaugeVec,
+    refreshes: IntCounterVec,
+}
+
+/// What made a `DescribeServices` call (`css_service_refreshes_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RefreshReason {
+    /// A task of the service changed.
+    Task,
+    /// A service event named it.
+    Event,
+    /// A sweep.
+    Sweep,
+}
+
+impl RefreshReason {
+    pub const ALL: [RefreshReason; 3] = [
+        RefreshReason::Task,
+        RefreshReason::Event,
+        RefreshReason::Sweep,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefreshReason::Task => "task",
+            RefreshReason::Event => "event",
+            RefreshReason::Sweep => "sweep",
+        }
+    }
 }
 
 /// Reconcile metrics of one cluster.
@@ -122,6 +150,15 @@ pub struct ClusterStats {
     pub throttles: IntCounter,
     /// 1 while this replica leads the cluster's reconcile (set at each scrape).
     pub leader: Gauge,
+    /// `DescribeServices` calls, in [`RefreshReason::ALL`] order.
+    pub refreshes: [IntCounter; 3],
+}
+
+impl ClusterStats {
+    /// Counts one `DescribeServices` call made for `reason`.
+    pub fn refreshed(&self, reason: RefreshReason) {
+        self.refreshes[reason as usize].inc();
+    }
 }
 
 /// Declares metrics in one registry. Names and help texts are constants, so
@@ -207,8 +244,7 @@ impl Metrics {
             ),
             store_errors: d.counter("css_store_errors_total", "Failed store loads and commits."),
             store_revision: d.gauge("css_store_revision", "Current store revision."),
-            view_tasks: views.with_label_values(&["task"]),
-            view_instances: views.with_label_values(&["instance"]),
+            view_entities: Kind::ALL.map(|k| views.with_label_values(&[k.as_str()])),
             feed_reloads: d.counter(
                 "css_store_feed_reloads_total",
                 "Full view reloads because the store's feed fell behind.",
@@ -261,6 +297,8 @@ impl Metrics {
             api_calls: of(&c.api_calls),
             throttles: of(&c.throttles),
             leader: c.leader.with_label_values(&[name]),
+            refreshes: RefreshReason::ALL
+                .map(|r| c.refreshes.with_label_values(&[name, r.as_str()])),
         }
     }
 
@@ -283,6 +321,9 @@ impl Metrics {
         }
         let _ = c.sweep_seconds.remove_label_values(&[name]);
         let _ = c.leader.remove_label_values(&[name]);
+        for r in RefreshReason::ALL {
+            let _ = c.refreshes.remove_label_values(&[name, r.as_str()]);
+        }
     }
 
     /// Everything, in the Prometheus text format (version 0.0.4), with the
@@ -347,6 +388,17 @@ impl ClusterFamilies {
                 "css_reconcile_leader",
                 "1 while this replica leads the cluster's reconcile.",
                 "cluster",
+            ),
+            refreshes: d.register(
+                IntCounterVec::new(
+                    Opts::new(
+                        "css_service_refreshes_total",
+                        "DescribeServices calls, by what caused them: a service event, \
+                         a change of one of its tasks, or a sweep.",
+                    ),
+                    &["cluster", "reason"],
+                )
+                .expect("valid metric"),
             ),
         }
     }

@@ -1,5 +1,6 @@
 //! The domain model: tasks and container instances in the exact v0.3 API shape,
-//! and [`Entry`], the form in which the store, the view and the API hold them.
+//! services in the same style (services.md), and [`Entry`], the form in which
+//! the store, the view and the API hold every kind.
 //!
 //! An entity is rendered to its API JSON once, when it is decoded; lists and
 //! streams then only copy those bytes. The fields the API filters on and the
@@ -15,14 +16,31 @@ use std::sync::Arc;
 pub enum Kind {
     Task,
     Instance,
+    Service,
 }
 
 impl Kind {
+    /// Every kind, in the order of [`Kind::index`].
+    pub const ALL: [Kind; 3] = [Kind::Task, Kind::Instance, Kind::Service];
+
+    /// Its name in tokens, stream events and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Task => "task",
             Kind::Instance => "instance",
+            Kind::Service => "service",
         }
+    }
+
+    /// Its position in [`Kind::ALL`], for per-kind tables.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether entities of this kind carry an ECS version. A service has
+    /// none: it is replaced only when its rendering changes.
+    pub fn versioned(self) -> bool {
+        self != Kind::Service
     }
 }
 
@@ -264,6 +282,133 @@ pub struct VersionInfo {
     pub docker_version: Option<String>,
 }
 
+/// A service, as `DescribeServices` gives it, in the v1 style (services.md).
+/// `updatedAt` comes last: it is when the state was read, not part of it
+/// (see [`state_of`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Service {
+    #[serde(rename = "serviceARN")]
+    pub service_arn: String,
+    pub service_name: String,
+    #[serde(rename = "clusterARN")]
+    pub cluster_arn: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_count: Option<i64>,
+    #[serde(
+        rename = "taskDefinitionARN",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub task_definition_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling_strategy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    #[serde(default)]
+    pub deployments: Vec<Deployment>,
+    /// The latest service events, newest first, at most [`MAX_SERVICE_EVENTS`].
+    #[serde(default)]
+    pub events: Vec<ServiceEvent>,
+    #[serde(default)]
+    pub load_balancers: Vec<LoadBalancer>,
+    /// When this state was read from ECS. Keep it the last field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+}
+
+/// Service events kept per service.
+pub const MAX_SERVICE_EVENTS: usize = 20;
+
+/// A deployment of a service.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(
+        rename = "taskDefinitionARN",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub task_definition_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_tasks: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_state_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+}
+
+/// A message ECS recorded about a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceEvent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A load balancer a service registers its tasks with; ECS's names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadBalancer {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_group_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_port: Option<i64>,
+}
+
+/// The part of a rendered entity that is its state: a service's JSON
+/// without its trailing `updatedAt` (the time it was read), so that reading
+/// an unchanged service again changes nothing. Other kinds are all state.
+pub fn state_of(entity: &str) -> &str {
+    const READ_AT: &str = r#","updatedAt":""#;
+    if !entity.starts_with(r#"{"serviceARN":"#) {
+        return entity;
+    }
+    match entity.rfind(READ_AT) {
+        Some(i)
+            if entity[i + READ_AT.len()..]
+                .strip_suffix(r#""}"#)
+                .is_some_and(|t| !t.contains('"')) =>
+        {
+            &entity[..i]
+        }
+        _ => entity,
+    }
+}
+
 /// An entity as the store, the view and the API hold it: its rendered API JSON
 /// (`entity`) and the fields that ordering, filtering and the version rule need.
 ///
@@ -284,7 +429,7 @@ pub struct Entry {
     /// When it was stored, in Unix milliseconds.
     #[serde(default)]
     pub stored_at_ms: i64,
-    /// `lastStatus` of a task, `status` of an instance.
+    /// `lastStatus` of a task, `status` of an instance or a service.
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_status: Option<String>,
@@ -298,6 +443,12 @@ pub struct Entry {
     pub group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
+    /// The task definition ARN of a service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_definition: Option<String>,
+    /// The PRIMARY deployment's `rolloutState` of a service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_connected: Option<bool>,
     /// `stoppedAt` of a task, in Unix milliseconds (for STOPPED-task retention).
@@ -345,6 +496,8 @@ impl Entry {
             container_instance: None,
             group: None,
             family: None,
+            task_definition: None,
+            rollout: None,
             agent_connected: None,
             stopped_at_ms: None,
             entity: serde_json::value::to_raw_value(&entity).expect("JSON value"),
@@ -385,6 +538,8 @@ impl Entry {
                 .as_deref()
                 .and_then(family_of)
                 .map(str::to_owned),
+            task_definition: None,
+            rollout: None,
             agent_connected: None,
             stopped_at_ms: task.stopped_at.as_deref().and_then(crate::time::parse_ms),
             entity: serde_json::value::to_raw_value(task)?,
@@ -407,10 +562,49 @@ impl Entry {
             container_instance: None,
             group: None,
             family: None,
+            task_definition: None,
+            rollout: None,
             agent_connected: Some(instance.agent_connected),
             stopped_at_ms: None,
             entity: serde_json::value::to_raw_value(instance)?,
         })
+    }
+
+    /// Renders a service into an entry (it has no version: see [`state_of`]).
+    pub fn from_service(service: &Service) -> Result<Entry, serde_json::Error> {
+        let primary = service
+            .deployments
+            .iter()
+            .find(|d| d.status.as_deref() == Some("PRIMARY"));
+        Ok(Entry {
+            kind: Kind::Service,
+            arn: service.service_arn.clone(),
+            cluster_arn: service.cluster_arn.clone(),
+            version: None,
+            revision: 0,
+            stored_at_ms: 0,
+            status: service.status.clone(),
+            desired_status: None,
+            started_by: None,
+            launch_type: service.launch_type.clone(),
+            container_instance: None,
+            group: None,
+            family: service
+                .task_definition_arn
+                .as_deref()
+                .and_then(family_of)
+                .map(str::to_owned),
+            task_definition: service.task_definition_arn.clone(),
+            rollout: primary.and_then(|d| d.rollout_state.clone()),
+            agent_connected: None,
+            stopped_at_ms: None,
+            entity: serde_json::value::to_raw_value(service)?,
+        })
+    }
+
+    /// The name of a service entry (the last part of its ARN).
+    pub fn service_name(&self) -> &str {
+        self.arn.rsplit('/').next().unwrap_or_default()
     }
 
     /// The key that orders entities: by cluster ARN, then by the entity's ARN.
@@ -444,6 +638,50 @@ mod tests {
             Some("web")
         );
         assert_eq!(family_of("web:42"), None);
+    }
+
+    #[test]
+    fn a_services_state_leaves_out_when_it_was_read() {
+        let mut s = Service {
+            service_arn: "arn:aws:ecs:r:1:service/c/web".into(),
+            service_name: "web".into(),
+            cluster_arn: "arn:aws:ecs:r:1:cluster/c".into(),
+            status: "ACTIVE".into(),
+            desired_count: Some(2),
+            running_count: Some(2),
+            pending_count: Some(0),
+            task_definition_arn: None,
+            launch_type: None,
+            platform_version: None,
+            scheduling_strategy: None,
+            created_at: None,
+            deployments: vec![Deployment {
+                status: Some("PRIMARY".into()),
+                rollout_state: Some("COMPLETED".into()),
+                updated_at: Some("2026-01-01T00:00:00.000Z".into()),
+                ..Deployment::default()
+            }],
+            events: Vec::new(),
+            load_balancers: Vec::new(),
+            updated_at: Some("2026-01-01T00:00:01.000Z".into()),
+        };
+        let a = Entry::from_service(&s).unwrap();
+        assert_eq!(a.rollout.as_deref(), Some("COMPLETED"));
+        assert_eq!(a.service_name(), "web");
+        s.updated_at = Some("2026-01-01T00:00:09.000Z".into());
+        let b = Entry::from_service(&s).unwrap();
+        assert_ne!(a.entity.get(), b.entity.get());
+        assert_eq!(state_of(a.entity.get()), state_of(b.entity.get()));
+        assert!(!state_of(a.entity.get()).contains("00:00:01"));
+        s.running_count = Some(1);
+        let c = Entry::from_service(&s).unwrap();
+        assert_ne!(state_of(a.entity.get()), state_of(c.entity.get()));
+        // Only a service's own last field is left out.
+        let task = r#"{"taskARN":"t","updatedAt":"x"}"#;
+        assert_eq!(state_of(task), task);
+        s.updated_at = None;
+        let d = Entry::from_service(&s).unwrap();
+        assert_eq!(state_of(d.entity.get()), d.entity.get());
     }
 
     #[test]

@@ -61,6 +61,8 @@ impl Pipeline {
         log: &Logger,
     ) -> Pipeline {
         let store_for_reconcile = store.clone();
+        // Services are refreshed only where there is an ECS to ask.
+        let dirty = reconcile.as_ref().map(|_| reconciler::Dirty::default());
         let arbiters: Vec<Arbiter> = (0..5).map(|_| Arbiter::new()).collect();
         let (m, l) = (metrics.clone(), log.new(o!("actor" => "StreamHub")));
         let hub =
@@ -76,16 +78,18 @@ impl Pipeline {
             // Not ready before the reconcile manager has found the clusters.
             progress.discovering();
         }
+        let d = dirty.clone();
         let writer = Supervisor::start_in_arbiter(&arbiters[1].handle(), move |_| {
-            StoreWriter::new(store, h, publisher, config, m, l)
+            StoreWriter::new(store, h, publisher, config, m, l).with_services(d)
         });
         let (m, l, w) = (
             metrics.clone(),
             log.new(o!("actor" => "EventDecoder")),
             writer.clone(),
         );
+        let d = dirty.clone();
         let decoder = Supervisor::start_in_arbiter(&arbiters[2].handle(), move |_| {
-            EventDecoder::new(w, m, l)
+            EventDecoder::new(w, m, l).with_services(d)
         });
         let source = source.start(&arbiters[3], &decoder, &reader, &metrics, log);
         let reconcile = reconcile.map(|(settings, ecs)| {
@@ -101,6 +105,7 @@ impl Pipeline {
                 reader: reader.clone(),
                 progress,
                 metrics: m,
+                dirty: dirty.unwrap_or_default(),
             };
             Supervisor::start_in_arbiter(&arbiters[4].handle(), move |_| {
                 ReconcileManager::new(settings, deps, l)

@@ -205,10 +205,7 @@ mod tests {
             let r = r.clone();
             async move { r.wait_for(Health::writable).await }
         });
-        p.view(Some(Snapshot {
-            revision: 7,
-            ..Snapshot::default()
-        }));
+        p.view(Some(Snapshot::at(7)));
         assert!(!waiter.is_finished());
         assert!(p.store_up(true));
         assert!(!p.store_up(true), "unchanged");

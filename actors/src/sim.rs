@@ -5,8 +5,16 @@
 //!
 //! Tasks move PENDING → RUNNING → STOPPING → STOPPED with growing versions; a
 //! STOPPED task is replaced by a new PENDING one, so the population stays put.
+//!
+//! Each cluster runs three services (`web`, `api`, `worker`): their tasks have
+//! `group` `service:NAME` and `startedBy` the deployment's id. Now and then a
+//! service rolls out a new task definition revision: its tasks are replaced
+//! one by one, the rollout goes IN_PROGRESS → COMPLETED (now and then
+//! FAILED), and `ECS Deployment State Change` events announce it. Services
+//! are answered by [`Simulator::service_entry`], as `DescribeServices` would.
 
 use crate::decoder::RawMessage;
+use crate::model::{Deployment, Entry, LoadBalancer, Service, ServiceEvent, MAX_SERVICE_EVENTS};
 use crate::retry::Rng;
 use crate::time::{format_ms, now_ms};
 use serde_json::{json, Value};
@@ -102,6 +110,8 @@ const CLUSTER_NAMES: [&str; 8] = [
     "payments",
     "search",
 ];
+/// Chance per step that a service starts a rollout.
+const ROLLOUT_START_CHANCE: f64 = 0.005;
 const FAMILIES: [(&str, &str); 5] = [
     ("web", "service"),
     ("api", "service"),
@@ -122,6 +132,44 @@ pub struct SimInstance {
     pub registered_ms: i64,
 }
 
+/// A simulated service: one per service family and cluster.
+#[derive(Debug, Clone)]
+pub struct SimService {
+    pub arn: String,
+    pub cluster: usize,
+    pub family: usize,
+    pub created_ms: i64,
+    /// The deployments, PRIMARY (the newest) first.
+    pub deployments: Vec<SimDeployment>,
+    /// Service events, newest first (at most [`MAX_SERVICE_EVENTS`]).
+    pub events: VecDeque<(String, i64, String)>,
+    /// Rollout steps left before a failing rollout fails.
+    failing_in: Option<u32>,
+}
+
+/// A deployment of a simulated service.
+#[derive(Debug, Clone)]
+pub struct SimDeployment {
+    pub id: String,
+    pub revision: u64,
+    pub rollout: &'static str,
+    pub reason: String,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+impl SimService {
+    /// The PRIMARY deployment.
+    pub fn primary(&self) -> &SimDeployment {
+        &self.deployments[0]
+    }
+
+    /// Whether a rollout is under way.
+    pub fn rolling(&self) -> bool {
+        self.primary().rollout == "IN_PROGRESS"
+    }
+}
+
 /// A simulated task.
 #[derive(Debug, Clone)]
 pub struct SimTask {
@@ -129,6 +177,10 @@ pub struct SimTask {
     pub cluster: usize,
     pub instance: Option<usize>,
     pub family: usize,
+    /// Its task definition revision.
+    pub revision: u64,
+    /// The deployment that started it (service tasks).
+    pub deployment: Option<String>,
     pub version: u64,
     pub last_status: &'static str,
     pub desired_status: &'static str,
@@ -144,6 +196,7 @@ pub struct Simulator {
     clusters: Vec<String>,
     instances: Vec<SimInstance>,
     tasks: Vec<SimTask>,
+    services: Vec<SimService>,
     /// Events of the initial state not yet delivered.
     initial: VecDeque<String>,
     /// Late events: (batch number at which to deliver, body).
@@ -168,6 +221,7 @@ impl Simulator {
             config,
             instances: Vec::new(),
             tasks: Vec::new(),
+            services: Vec::new(),
             initial: VecDeque::new(),
             late: Vec::new(),
             batch: 0,
@@ -175,6 +229,31 @@ impl Simulator {
         };
         let now = now_ms();
         for c in 0..sim.config.clusters {
+            for (f, (name, kind)) in FAMILIES.iter().enumerate() {
+                if *kind != "service" {
+                    continue;
+                }
+                let id = sim.deployment_id();
+                sim.services.push(SimService {
+                    arn: format!(
+                        "arn:aws:ecs:{REGION}:{ACCOUNT}:service/{}/{name}",
+                        sim.clusters[c]
+                    ),
+                    cluster: c,
+                    family: f,
+                    created_ms: now - 86_400_000,
+                    deployments: vec![SimDeployment {
+                        reason: format!("ECS deployment {id} completed."),
+                        id,
+                        revision: 3 + f as u64,
+                        rollout: "COMPLETED",
+                        created_ms: now - 86_400_000,
+                        updated_ms: now - 86_000_000,
+                    }],
+                    events: VecDeque::new(),
+                    failing_in: None,
+                });
+            }
             for _ in 0..sim.config.instances_per_cluster {
                 let inst = SimInstance {
                     arn: format!(
@@ -226,6 +305,25 @@ impl Simulator {
         &self.instances
     }
 
+    /// The simulator's truth: its services.
+    pub fn services(&self) -> &[SimService] {
+        &self.services
+    }
+
+    fn deployment_id(&mut self) -> String {
+        format!(
+            "ecs-svc/{}",
+            1_000_000_000_000u64 + self.rng.below(1_000_000_000) as u64
+        )
+    }
+
+    /// The service of a task's cluster and family, if its family is a service.
+    fn service_of(&self, cluster: usize, family: usize) -> Option<usize> {
+        self.services
+            .iter()
+            .position(|s| s.cluster == cluster && s.family == family)
+    }
+
     fn cluster_arn(&self, c: usize) -> String {
         format!(
             "arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{}",
@@ -234,11 +332,24 @@ impl Simulator {
     }
 
     fn new_task(&mut self, cluster: usize, now: i64) -> SimTask {
+        let family = self.rng.below(FAMILIES.len());
+        self.new_task_of(cluster, family, now)
+    }
+
+    /// A new PENDING task of `family`; a service's runs its PRIMARY deployment.
+    fn new_task_of(&mut self, cluster: usize, family: usize, now: i64) -> SimTask {
         let fargate = self.rng.chance(0.2) || self.config.instances_per_cluster == 0;
         let instance = (!fargate).then(|| {
             cluster * self.config.instances_per_cluster
                 + self.rng.below(self.config.instances_per_cluster)
         });
+        let (revision, deployment) = match self.service_of(cluster, family) {
+            Some(s) => {
+                let d = self.services[s].primary();
+                (d.revision, Some(d.id.clone()))
+            }
+            None => (3 + family as u64, None),
+        };
         SimTask {
             arn: format!(
                 "arn:aws:ecs:{REGION}:{ACCOUNT}:task/{}/{}",
@@ -247,7 +358,9 @@ impl Simulator {
             ),
             cluster,
             instance,
-            family: self.rng.below(FAMILIES.len()),
+            family,
+            revision,
+            deployment,
             version: 1,
             last_status: "PENDING",
             desired_status: "RUNNING",
@@ -265,12 +378,12 @@ impl Simulator {
         let mut detail = json!({
             "clusterArn": cluster_arn,
             "taskArn": task.arn,
-            "taskDefinitionArn": format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{family}:{}", 3 + task.family),
+            "taskDefinitionArn": format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{family}:{}", task.revision),
             "lastStatus": task.last_status,
             "desiredStatus": task.desired_status,
             "version": task.version,
             "group": format!("{kind}:{family}"),
-            "startedBy": if kind == "service" { format!("ecs-svc/{}", 1_000_000 + task.family) } else { "events-rule/sim".to_owned() },
+            "startedBy": task.deployment.clone().unwrap_or_else(|| "events-rule/sim".to_owned()),
             "cpu": "256",
             "memory": "512",
             "availabilityZone": format!("{REGION}{}", ["a", "b", "c"][task.cluster % 3]),
@@ -367,6 +480,19 @@ impl Simulator {
     /// One change of the simulated world, as the event it produces.
     fn step(&mut self) -> String {
         let now = now_ms();
+        if !self.services.is_empty() && self.rng.chance(ROLLOUT_START_CHANCE) {
+            let s = self.rng.below(self.services.len());
+            if !self.services[s].rolling() {
+                return self.start_rollout(s, now);
+            }
+        }
+        let rolling: Vec<usize> = (0..self.services.len())
+            .filter(|&s| self.services[s].rolling())
+            .collect();
+        if !rolling.is_empty() && self.rng.chance(0.5) {
+            let s = rolling[self.rng.below(rolling.len())];
+            return self.advance_rollout(s, now);
+        }
         if self.tasks.is_empty() || self.rng.chance(0.1) {
             if let Some(i) =
                 (!self.instances.is_empty()).then(|| self.rng.below(self.instances.len()))
@@ -397,11 +523,220 @@ impl Simulator {
             }
             _ => {
                 // STOPPED: ECS forgets it; a replacement starts in its place.
-                let replacement = self.new_task(self.tasks[t].cluster, now);
+                let (cluster, family) = (self.tasks[t].cluster, self.tasks[t].family);
+                let replacement = self.new_task_of(cluster, family, now);
                 self.tasks[t] = replacement;
             }
         }
         self.task_event(t)
+    }
+
+    /// Starts a rollout of the next revision of service `s`.
+    fn start_rollout(&mut self, s: usize, now: i64) -> String {
+        let id = self.deployment_id();
+        let fails = self.rng.chance(0.15);
+        let failing_in = fails.then(|| 5 + self.rng.below(20) as u32);
+        let svc = &mut self.services[s];
+        let revision = svc.primary().revision + 1;
+        svc.deployments.truncate(1);
+        svc.deployments[0].rollout = "COMPLETED";
+        svc.deployments.insert(
+            0,
+            SimDeployment {
+                reason: format!("ECS deployment {id} in progress."),
+                id,
+                revision,
+                rollout: "IN_PROGRESS",
+                created_ms: now,
+                updated_ms: now,
+            },
+        );
+        svc.failing_in = failing_in;
+        self.service_event(s, now, "SERVICE_DEPLOYMENT_IN_PROGRESS")
+    }
+
+    /// One step of service `s`'s rollout: a task moves on, or the rollout
+    /// ends (COMPLETED, or FAILED when it was going to).
+    fn advance_rollout(&mut self, s: usize, now: i64) -> String {
+        if let Some(left) = self.services[s].failing_in.as_mut() {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                let svc = &mut self.services[s];
+                svc.failing_in = None;
+                svc.deployments[0].rollout = "FAILED";
+                svc.deployments[0].reason =
+                    "ECS deployment circuit breaker: tasks failed to start.".to_owned();
+                svc.deployments[0].updated_ms = now;
+                return self.service_event(s, now, "SERVICE_DEPLOYMENT_FAILED");
+            }
+        }
+        let (cluster, family) = (self.services[s].cluster, self.services[s].family);
+        let revision = self.services[s].primary().revision;
+        let ours = |t: &SimTask| t.cluster == cluster && t.family == family;
+        let next = self
+            .tasks
+            .iter()
+            .position(|t| ours(t) && t.revision == revision && t.last_status == "PENDING")
+            .or_else(|| {
+                self.tasks
+                    .iter()
+                    .position(|t| ours(t) && t.revision != revision)
+            });
+        let Some(t) = next else {
+            let svc = &mut self.services[s];
+            let id = svc.primary().id.clone();
+            svc.deployments.truncate(1);
+            svc.deployments[0].rollout = "COMPLETED";
+            svc.deployments[0].reason = format!("ECS deployment {id} completed.");
+            svc.deployments[0].updated_ms = now;
+            return self.service_event(s, now, "SERVICE_DEPLOYMENT_COMPLETED");
+        };
+        let task = &mut self.tasks[t];
+        task.version += 1;
+        match task.last_status {
+            "PENDING" if task.revision == revision => {
+                task.last_status = "RUNNING";
+                task.started_ms = Some(now);
+            }
+            "PENDING" | "RUNNING" => {
+                task.last_status = "STOPPING";
+                task.desired_status = "STOPPED";
+            }
+            "STOPPING" => {
+                task.last_status = "STOPPED";
+                task.stopped_ms = Some(now);
+            }
+            _ => {
+                let replacement = self.new_task_of(cluster, family, now);
+                self.tasks[t] = replacement;
+            }
+        }
+        self.task_event(t)
+    }
+
+    /// Records a deployment change of service `s` and returns its
+    /// `ECS Deployment State Change` event.
+    fn service_event(&mut self, s: usize, now: i64, name: &str) -> String {
+        let id = self.rng.hex(32);
+        let svc = &mut self.services[s];
+        let d = svc.primary().clone();
+        let service_name = FAMILIES[svc.family].0;
+        let message = match name {
+            "SERVICE_DEPLOYMENT_COMPLETED" => {
+                format!("(service {service_name}) has reached a steady state.")
+            }
+            "SERVICE_DEPLOYMENT_FAILED" => format!(
+                "(service {service_name}) (deployment {}) deployment failed: tasks failed to start.",
+                d.id
+            ),
+            _ => format!(
+                "(service {service_name}) has started a deployment of revision {}.",
+                d.revision
+            ),
+        };
+        svc.events.push_front((id, now, message));
+        svc.events.truncate(MAX_SERVICE_EVENTS);
+        let arn = svc.arn.clone();
+        let detail = json!({
+            "eventType": if name == "SERVICE_DEPLOYMENT_FAILED" { "ERROR" } else { "INFO" },
+            "eventName": name,
+            "deploymentId": d.id,
+            "updatedAt": format_ms(now),
+            "reason": d.reason,
+        });
+        self.envelope(crate::decode::DEPLOYMENT_STATE_CHANGE, &arn, detail)
+    }
+
+    /// The entry a `DescribeServices` of `service` (name or ARN) in cluster
+    /// `c` returns now, if it exists.
+    pub fn service_entry(&self, c: usize, service: &str) -> Option<Entry> {
+        let name = service.rsplit('/').next().unwrap_or(service);
+        let s = self
+            .services
+            .iter()
+            .position(|s| s.cluster == c && FAMILIES[s.family].0 == name)?;
+        let svc = &self.services[s];
+        let ours: Vec<&SimTask> = self
+            .tasks
+            .iter()
+            .filter(|t| t.cluster == c && t.family == svc.family && t.desired_status == "RUNNING")
+            .collect();
+        let count = |rev: Option<u64>, status: &str| {
+            ours.iter()
+                .filter(|t| rev.is_none_or(|r| t.revision == r) && t.last_status == status)
+                .count() as i64
+        };
+        let family = FAMILIES[svc.family].0;
+        let td =
+            |rev: u64| format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{family}:{rev}");
+        let launch = |_: &SimDeployment| Some("EC2".to_owned());
+        let deployments = svc
+            .deployments
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let desired = ours.iter().filter(|t| t.revision == d.revision).count() as i64;
+                Deployment {
+                    id: Some(d.id.clone()),
+                    status: Some(if i == 0 { "PRIMARY" } else { "ACTIVE" }.to_owned()),
+                    task_definition_arn: Some(td(d.revision)),
+                    desired_count: Some(if i == 0 { ours.len() as i64 } else { desired }),
+                    running_count: Some(count(Some(d.revision), "RUNNING")),
+                    pending_count: Some(count(Some(d.revision), "PENDING")),
+                    failed_tasks: Some(i64::from(d.rollout == "FAILED") * 3),
+                    rollout_state: Some(d.rollout.to_owned()),
+                    rollout_state_reason: Some(d.reason.clone()),
+                    launch_type: launch(d),
+                    created_at: Some(format_ms(d.created_ms)),
+                    updated_at: Some(format_ms(d.updated_ms)),
+                }
+            })
+            .collect();
+        let service = Service {
+            service_arn: svc.arn.clone(),
+            service_name: name.to_owned(),
+            cluster_arn: self.cluster_arn(c),
+            status: "ACTIVE".to_owned(),
+            desired_count: Some(ours.len() as i64),
+            running_count: Some(count(None, "RUNNING")),
+            pending_count: Some(count(None, "PENDING")),
+            task_definition_arn: Some(td(svc.primary().revision)),
+            launch_type: Some("EC2".to_owned()),
+            platform_version: None,
+            scheduling_strategy: Some("REPLICA".to_owned()),
+            created_at: Some(format_ms(svc.created_ms)),
+            deployments,
+            events: svc
+                .events
+                .iter()
+                .map(|(id, at, message)| ServiceEvent {
+                    id: Some(id.clone()),
+                    created_at: Some(format_ms(*at)),
+                    message: Some(message.clone()),
+                })
+                .collect(),
+            load_balancers: vec![LoadBalancer {
+                target_group_arn: Some(format!(
+                    "arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:targetgroup/{}-{name}/{}",
+                    self.clusters[c],
+                    1000 + s
+                )),
+                load_balancer_name: None,
+                container_name: Some(name.to_owned()),
+                container_port: Some(8080),
+            }],
+            updated_at: Some(format_ms(now_ms())),
+        };
+        Entry::from_service(&service).ok()
+    }
+
+    /// The ARNs of cluster `c`'s services.
+    pub fn service_arns(&self, c: usize) -> Vec<String> {
+        self.services
+            .iter()
+            .filter(|s| s.cluster == c)
+            .map(|s| s.arn.clone())
+            .collect()
     }
 
     fn message(&mut self, body: String) -> RawMessage {
@@ -457,7 +792,7 @@ impl Simulator {
     }
 
     /// The entry a Describe of task `arn` returns now, if the task exists.
-    pub fn task_entry(&mut self, arn: &str) -> Option<crate::model::Entry> {
+    pub fn task_entry(&mut self, arn: &str) -> Option<Entry> {
         let i = self.tasks.iter().position(|t| t.arn == arn)?;
         let body = self.task_event(i);
         match crate::decode::decode(&body) {
@@ -467,7 +802,7 @@ impl Simulator {
     }
 
     /// The entry a Describe of container instance `arn` returns now.
-    pub fn instance_entry(&mut self, arn: &str) -> Option<crate::model::Entry> {
+    pub fn instance_entry(&mut self, arn: &str) -> Option<Entry> {
         let i = self.instances.iter().position(|x| x.arn == arn)?;
         let body = self.instance_event(i);
         match crate::decode::decode(&body) {

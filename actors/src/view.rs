@@ -16,24 +16,36 @@ pub type Entities = OrdMap<Key, SharedEntry>;
 pub struct Snapshot {
     /// The store revision this snapshot reflects (`metadata.entityVersion` of lists).
     pub revision: u64,
-    pub tasks: Entities,
-    pub instances: Entities,
+    /// One map per kind, in [`Kind::ALL`] order.
+    entities: [Entities; Kind::ALL.len()],
 }
 
 impl Snapshot {
-    /// The entities of `kind`.
-    pub fn of(&self, kind: Kind) -> &Entities {
-        match kind {
-            Kind::Task => &self.tasks,
-            Kind::Instance => &self.instances,
+    /// An empty view at `revision`.
+    pub fn at(revision: u64) -> Snapshot {
+        Snapshot {
+            revision,
+            ..Snapshot::default()
         }
     }
 
+    /// The entities of `kind`.
+    pub fn of(&self, kind: Kind) -> &Entities {
+        &self.entities[kind.index()]
+    }
+
     fn of_mut(&mut self, kind: Kind) -> &mut Entities {
-        match kind {
-            Kind::Task => &mut self.tasks,
-            Kind::Instance => &mut self.instances,
-        }
+        &mut self.entities[kind.index()]
+    }
+
+    /// Adds a loaded entry (no change to announce).
+    pub fn insert(&mut self, entry: SharedEntry) {
+        self.of_mut(entry.kind).insert(entry.key(), entry);
+    }
+
+    /// Every entity of every kind, kind by kind.
+    pub fn all(&self) -> impl Iterator<Item = &SharedEntry> + '_ {
+        self.entities.iter().flat_map(|m| m.values())
     }
 
     /// Applies one committed change.

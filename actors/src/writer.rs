@@ -20,6 +20,7 @@ use crate::hub::{Committed, Reset, StreamHub};
 use crate::metrics::Metrics;
 use crate::model::Kind;
 use crate::reader::Publisher;
+use crate::reconciler::Dirty;
 use crate::retry::Backoff;
 use crate::store::{self, Change, Feed, Op, Outcome, Store};
 use crate::time::now_ms;
@@ -132,6 +133,8 @@ pub struct StoreWriter {
     generation: u64,
     /// Writers answered once the feed brings the view to their revision.
     awaiting_feed: Vec<(u64, Reply, Vec<Outcome>, Instant)>,
+    /// Where changed tasks mark their service, when services are refreshed.
+    dirty: Option<Dirty>,
 }
 
 /// A batch from the store's feed, tagged with the load it belongs to.
@@ -155,6 +158,13 @@ impl futures_core::Stream for FeedStream {
 }
 
 impl StoreWriter {
+    /// Marks the services whose tasks change (own commits and the feed's)
+    /// in `dirty`, for their reconciler to describe them again.
+    pub fn with_services(mut self, dirty: Option<Dirty>) -> Self {
+        self.dirty = dirty;
+        self
+    }
+
     pub fn new(
         store: Arc<dyn Store>,
         hub: Addr<StreamHub>,
@@ -179,6 +189,7 @@ impl StoreWriter {
             fed: false,
             generation: 0,
             awaiting_feed: Vec::new(),
+            dirty: None,
         }
     }
 
@@ -188,18 +199,14 @@ impl StoreWriter {
         ctx.wait(async move { store.load().await }.into_actor(self).map(
             |res, act, ctx| match res {
                 Ok(loaded) => {
-                    let mut view = Snapshot {
-                        revision: loaded.revision,
-                        ..Snapshot::default()
-                    };
+                    let mut view = Snapshot::at(loaded.revision);
                     for e in loaded.entries {
-                        match e.kind {
-                            Kind::Task => view.tasks.insert(e.key(), e),
-                            Kind::Instance => view.instances.insert(e.key(), e),
-                        };
+                        view.insert(e);
                     }
                     info!(act.log, "view loaded";
-                            "tasks" => view.tasks.len(), "instances" => view.instances.len(),
+                            "tasks" => view.of(Kind::Task).len(),
+                            "instances" => view.of(Kind::Instance).len(),
+                            "services" => view.of(Kind::Service).len(),
                             "tombstones" => loaded.tombstones, "revision" => view.revision);
                     act.generation += 1;
                     // Changes between the old view and this one never reach the
@@ -236,10 +243,9 @@ impl StoreWriter {
     /// After every change of the view: publish it and its gauges.
     fn update_gauges(&self) {
         self.publisher.view(Some(self.view.clone()));
-        self.metrics.view_tasks.set(self.view.tasks.len() as u64);
-        self.metrics
-            .view_instances
-            .set(self.view.instances.len() as u64);
+        for (kind, gauge) in Kind::ALL.iter().zip(&self.metrics.view_entities) {
+            gauge.set(self.view.of(*kind).len() as u64);
+        }
         self.metrics.store_revision.set(self.view.revision);
     }
 
@@ -407,6 +413,9 @@ impl StoreWriter {
         for c in &changes {
             self.view.apply(c);
         }
+        if let Some(dirty) = &self.dirty {
+            dirty.tasks_changed(&changes);
+        }
         self.update_gauges();
         let hub = self.hub.clone();
         let log = self.log.clone();
@@ -445,7 +454,7 @@ impl StoreWriter {
             let cutoff = now - self.config.stopped_task_retention.as_millis() as i64;
             let ops: Vec<Op> = self
                 .view
-                .tasks
+                .of(Kind::Task)
                 .values()
                 .filter(|e| {
                     e.status.eq_ignore_ascii_case("STOPPED")
@@ -652,8 +661,11 @@ mod tests {
             [true, false]
         );
         let snap = reader.snapshot().unwrap();
-        assert_eq!((snap.revision, snap.tasks.len()), (1, 1));
-        assert_eq!(snap.tasks.values().next().unwrap().status, "RUNNING");
+        assert_eq!((snap.revision, snap.of(Kind::Task).len()), (1, 1));
+        assert_eq!(
+            snap.of(Kind::Task).values().next().unwrap().status,
+            "RUNNING"
+        );
         assert_eq!(metrics.store_commits.get(), 1);
         // Committed to the store before the answer: what a restart loads.
         let loaded = store.load().await.unwrap();
@@ -676,7 +688,7 @@ mod tests {
             left = reader
                 .snapshot()
                 .unwrap()
-                .tasks
+                .of(Kind::Task)
                 .values()
                 .map(|e| e.arn.clone())
                 .collect();

@@ -1,9 +1,10 @@
-//! Lists and describes of tasks and container instances, read from one
-//! snapshot of the view; pages of one listing come from the snapshot of its
-//! first page.
+//! Lists and describes of every kind (tasks, container instances,
+//! services), read from one snapshot of the view; pages of one listing come
+//! from the snapshot of its first page. What differs between kinds is in
+//! [`About`].
 
 use super::listing::{self, Listing};
-use super::query::{self, Filter, Params, Token, INSTANCE_FILTERS, TASK_FILTERS};
+use super::query::{self, Filter, Params, Token};
 use super::{json, Error, State};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -53,27 +54,49 @@ impl PageCache {
     }
 }
 
-pub(super) async fn list_tasks(
-    req: HttpRequest,
-    state: web::Data<State>,
-) -> Result<HttpResponse, Error> {
-    list(Kind::Task, TASK_FILTERS, &req, state).await
+/// What the API says about a kind.
+pub(super) struct About {
+    /// Its path segment: `/v1/{plural}`, `/v1/stream/{plural}`.
+    pub plural: &'static str,
+    /// Its describe's 404: code and message.
+    pub not_found: (&'static str, &'static str),
+    /// What its ARNs name, and what to call it in an error message.
+    pub arn: Resource,
+    pub what: &'static str,
 }
 
-pub(super) async fn list_instances(
-    req: HttpRequest,
-    state: web::Data<State>,
-) -> Result<HttpResponse, Error> {
-    list(Kind::Instance, INSTANCE_FILTERS, &req, state).await
+/// What the API says about `kind`.
+pub(super) fn about(kind: Kind) -> About {
+    match kind {
+        Kind::Task => About {
+            plural: "tasks",
+            not_found: ("TaskNotFound", "Task not found"),
+            arn: Resource::Task,
+            what: "task",
+        },
+        Kind::Instance => About {
+            plural: "instances",
+            not_found: ("InstanceNotFound", "Instance not found"),
+            arn: Resource::ContainerInstance,
+            what: "container instance",
+        },
+        Kind::Service => About {
+            plural: "services",
+            not_found: ("ServiceNotFound", "Service not found"),
+            arn: Resource::Service,
+            what: "service",
+        },
+    }
 }
 
+/// `GET /v1/{plural}`.
 pub(super) async fn list(
     kind: Kind,
-    filters: &[&str],
-    req: &HttpRequest,
+    req: HttpRequest,
     state: web::Data<State>,
 ) -> Result<HttpResponse, Error> {
-    let mut allowed = filters.to_vec();
+    let req = &req;
+    let mut allowed = query::filter_names(kind).to_vec();
     allowed.extend(["limit", "nextToken"]);
     let params = Params::parse(req.query_string(), &allowed)?;
     let filter = Filter::parse(kind, &params)?;
@@ -120,20 +143,6 @@ pub(super) async fn list(
         .streaming(body))
 }
 
-pub(super) async fn describe_task(
-    req: HttpRequest,
-    state: web::Data<State>,
-) -> Result<HttpResponse, Error> {
-    describe(Kind::Task, "/v1/tasks/", &req, &state).await
-}
-
-pub(super) async fn describe_instance(
-    req: HttpRequest,
-    state: web::Data<State>,
-) -> Result<HttpResponse, Error> {
-    describe(Kind::Instance, "/v1/instances/", &req, &state).await
-}
-
 pub(super) fn decode(s: &str) -> Option<String> {
     percent_encoding::percent_decode_str(s)
         .decode_utf8()
@@ -155,48 +164,47 @@ pub(super) fn split_cluster_and_arn(rest: &str) -> Option<(String, String)> {
     Some((first, decode(tail)?))
 }
 
+/// `GET /v1/{plural}/{cluster}/{arn}` (for a service, `{arn}` may be its name).
 pub(super) async fn describe(
     kind: Kind,
-    prefix: &str,
-    req: &HttpRequest,
-    state: &State,
+    req: HttpRequest,
+    state: web::Data<State>,
 ) -> Result<HttpResponse, Error> {
-    let (not_found, resource, what) = match kind {
-        Kind::Task => ("Task not found", Resource::Task, "task"),
-        Kind::Instance => (
-            "Instance not found",
-            Resource::ContainerInstance,
-            "container instance",
-        ),
-    };
-    let not_found = || {
-        Error::new(
-            StatusCode::NOT_FOUND,
-            match kind {
-                Kind::Task => "TaskNotFound",
-                Kind::Instance => "InstanceNotFound",
-            },
-            not_found,
-        )
-    };
+    let about = about(kind);
+    let not_found = || Error::new(StatusCode::NOT_FOUND, about.not_found.0, about.not_found.1);
     Params::parse(req.query_string(), &[])?;
-    let rest = req.uri().path().strip_prefix(prefix).unwrap_or_default();
+    let prefix = format!("/v1/{}/", about.plural);
+    let rest = req.uri().path().strip_prefix(&prefix).unwrap_or_default();
     let Some((cluster, arn)) = split_cluster_and_arn(rest) else {
         return Err(Error::new(StatusCode::NOT_FOUND, "NotFound", "Not found"));
     };
     let cluster = query::cluster(&cluster)?;
-    let parsed = Arn::parse(&arn, resource).map_err(|_| {
-        Error::bad_request(
-            "InvalidArn",
-            format!("Invalid {what} ARN: {}", query::clip(&arn, 200)),
-        )
-    })?;
-    let key = Key {
-        cluster_arn: cluster.resolve(&parsed),
-        arn: arn.clone(),
-    };
     let snap = state.snapshot()?;
-    let entry = snap.of(kind).get(&key).ok_or_else(not_found)?;
+    let by_name = kind == Kind::Service && !arn.starts_with("arn:");
+    let entry = if by_name {
+        if !actors::arn::is_valid_cluster_name(&arn) {
+            return Err(Error::bad_request(
+                "InvalidArn",
+                format!("Invalid service ARN or name: {}", query::clip(&arn, 200)),
+            ));
+        }
+        snap.of(kind)
+            .values()
+            .find(|e| cluster.matches(&e.cluster_arn) && e.service_name() == arn)
+    } else {
+        let parsed = Arn::parse(&arn, about.arn).map_err(|_| {
+            Error::bad_request(
+                "InvalidArn",
+                format!("Invalid {} ARN: {}", about.what, query::clip(&arn, 200)),
+            )
+        })?;
+        let key = Key {
+            cluster_arn: cluster.resolve(&parsed),
+            arn: arn.clone(),
+        };
+        snap.of(kind).get(&key)
+    };
+    let entry = entry.ok_or_else(not_found)?;
     let mut body = String::with_capacity(entry.entity.get().len() + 64);
     entry.write_item(false, &mut body);
     Ok(json(StatusCode::OK, body))

@@ -1,4 +1,5 @@
-//! The HTTP API (actix-web): the v1 REST endpoints (lists, describe, streams), plus
+//! The HTTP API (actix-web): the v1 REST endpoints (lists, describe, streams
+//! of tasks, container instances and services), plus
 //! `/healthz`, `/readyz` and `/metrics`.
 //!
 //! Handlers read a snapshot of the view through the writer's `Reader`;
@@ -31,7 +32,6 @@ use actors::writer::StoreWriter;
 use entities::*;
 use health::*;
 use middleware::*;
-use query::{INSTANCE_FILTERS, TASK_FILTERS};
 use std::sync::Arc;
 
 pub use error::Error;
@@ -117,14 +117,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::head().to(handler))
             .default_service(web::to(method_not_allowed))
     }
-    cfg.service(get("/v1/ping", ping))
-        .service(get("/v1/tasks", list_tasks))
-        .service(get("/v1/tasks/{rest:.*}", describe_task))
-        .service(get("/v1/instances", list_instances))
-        .service(get("/v1/instances/{rest:.*}", describe_instance))
-        .service(get("/v1/stream/tasks", stream_tasks))
-        .service(get("/v1/stream/instances", stream_instances))
-        .service(get("/v1/openapi.json", openapi))
+    cfg.service(get("/v1/ping", ping));
+    for kind in Kind::ALL {
+        let plural = about(kind).plural;
+        cfg.service(get(
+            &format!("/v1/{plural}"),
+            move |req: HttpRequest, state: web::Data<State>| list(kind, req, state),
+        ))
+        .service(get(
+            &format!("/v1/{plural}/{{rest:.*}}"),
+            move |req: HttpRequest, state: web::Data<State>| describe(kind, req, state),
+        ))
+        .service(get(
+            &format!("/v1/stream/{plural}"),
+            move |req: HttpRequest, state: web::Data<State>| stream::stream(kind, req, state),
+        ));
+    }
+    cfg.service(get("/v1/openapi.json", openapi))
         .service(get("/healthz", healthz))
         .service(get("/readyz", readyz))
         .service(get("/metrics", metrics));
@@ -204,17 +213,6 @@ async fn method_not_allowed() -> Result<HttpResponse, Error> {
         "MethodNotAllowed",
         "Method not allowed",
     ))
-}
-
-async fn stream_tasks(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, Error> {
-    stream::stream(Kind::Task, TASK_FILTERS, &req, state).await
-}
-
-async fn stream_instances(
-    req: HttpRequest,
-    state: web::Data<State>,
-) -> Result<HttpResponse, Error> {
-    stream::stream(Kind::Instance, INSTANCE_FILTERS, &req, state).await
 }
 
 fn json(status: StatusCode, body: String) -> HttpResponse {

@@ -28,6 +28,12 @@ pub const INSTANCE_STATUSES: &[&str] = &[
     "REGISTRATION_FAILED",
 ];
 
+/// Service statuses accepted by `status`.
+pub const SERVICE_STATUSES: &[&str] = &["ACTIVE", "DRAINING", "INACTIVE"];
+
+/// Rollout states accepted by `rollout`.
+pub const ROLLOUT_STATES: &[&str] = &["IN_PROGRESS", "COMPLETED", "FAILED"];
+
 const LAUNCH_TYPES: &[&str] = &["EC2", "FARGATE", "EXTERNAL"];
 
 /// Largest `limit`.
@@ -129,6 +135,55 @@ pub struct Filter {
     /// The service a task belongs to: its `group` is `service:NAME`.
     pub service: Option<String>,
     pub agent_connected: Option<bool>,
+    /// A service's task definition: an ARN, `family:revision` or `family`.
+    pub task_definition: Option<TaskDefinition>,
+    /// The rollout state of a service's PRIMARY deployment.
+    pub rollout: Option<String>,
+}
+
+/// The `taskDefinition` filter, in the form it was given.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskDefinition {
+    Arn(String),
+    /// `family:revision`, matched against the end of the ARN.
+    Revision(String),
+    Family(String),
+}
+
+impl TaskDefinition {
+    fn parse(v: &str) -> Option<TaskDefinition> {
+        fn family(f: &str) -> bool {
+            !f.is_empty()
+                && f.len() <= 255
+                && f.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        }
+        fn revision(r: &str) -> bool {
+            whole_number(r).is_some_and(|n| n > 0)
+        }
+        if v.starts_with("arn:") {
+            let (_, rest) = v.split_once(":task-definition/")?;
+            let (f, r) = rest.split_once(':')?;
+            return (family(f) && revision(r)).then(|| TaskDefinition::Arn(v.to_owned()));
+        }
+        match v.split_once(':') {
+            Some((f, r)) => {
+                (family(f) && revision(r)).then(|| TaskDefinition::Revision(v.to_owned()))
+            }
+            None => family(v).then(|| TaskDefinition::Family(v.to_owned())),
+        }
+    }
+
+    fn matches(&self, e: &Entry) -> bool {
+        let arn = e.task_definition.as_deref();
+        match self {
+            TaskDefinition::Arn(want) => arn == Some(want.as_str()),
+            TaskDefinition::Revision(want) => arn
+                .and_then(|a| a.rsplit_once(":task-definition/"))
+                .is_some_and(|(_, fr)| fr == want),
+            TaskDefinition::Family(want) => e.family.as_deref() == Some(want.as_str()),
+        }
+    }
 }
 
 /// Filter parameter names of each kind (lists and streams).
@@ -144,6 +199,39 @@ pub const TASK_FILTERS: &[&str] = &[
     "service",
 ];
 pub const INSTANCE_FILTERS: &[&str] = &["status", "cluster", "agentConnected"];
+pub const SERVICE_FILTERS: &[&str] = &[
+    "status",
+    "cluster",
+    "launchType",
+    "taskDefinition",
+    "rollout",
+];
+
+/// The filter parameter names of `kind`.
+pub fn filter_names(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Task => TASK_FILTERS,
+        Kind::Instance => INSTANCE_FILTERS,
+        Kind::Service => SERVICE_FILTERS,
+    }
+}
+
+fn launch_type(p: &Params) -> Result<Option<String>, Error> {
+    let Some(lt) = p.get("launchType") else {
+        return Ok(None);
+    };
+    let upper = lt.to_ascii_uppercase();
+    if !LAUNCH_TYPES.contains(&upper.as_str()) {
+        return Err(Error::bad_request(
+            "InvalidParameter",
+            format!(
+                "Invalid launchType: must be one of {}",
+                LAUNCH_TYPES.join(", ")
+            ),
+        ));
+    }
+    Ok(Some(upper))
+}
 
 impl Filter {
     /// Reads and validates the filters of `kind` from `p`.
@@ -162,19 +250,7 @@ impl Filter {
                 f.family = p.get("family").map(str::to_owned);
                 f.group = p.get("group").map(str::to_owned);
                 f.service = p.get("service").map(str::to_owned);
-                if let Some(lt) = p.get("launchType") {
-                    let upper = lt.to_ascii_uppercase();
-                    if !LAUNCH_TYPES.contains(&upper.as_str()) {
-                        return Err(Error::bad_request(
-                            "InvalidParameter",
-                            format!(
-                                "Invalid launchType: must be one of {}",
-                                LAUNCH_TYPES.join(", ")
-                            ),
-                        ));
-                    }
-                    f.launch_type = Some(upper);
-                }
+                f.launch_type = launch_type(p)?;
                 if let Some(ci) = p.get("containerInstance") {
                     if Arn::parse(ci, Resource::ContainerInstance).is_err() {
                         return Err(Error::bad_request(
@@ -198,6 +274,40 @@ impl Filter {
                         ))
                     }
                 };
+            }
+            Kind::Service => {
+                f.status = status(p.get("status"), SERVICE_STATUSES, "status")?;
+                f.launch_type = launch_type(p)?;
+                f.task_definition = p
+                    .get("taskDefinition")
+                    .map(|v| {
+                        TaskDefinition::parse(v).ok_or_else(|| {
+                            Error::bad_request(
+                                "InvalidParameter",
+                                "Invalid taskDefinition: expected a task definition ARN, \
+                                 family:revision or family"
+                                    .into(),
+                            )
+                        })
+                    })
+                    .transpose()?;
+                f.rollout = p
+                    .get("rollout")
+                    .map(|v| {
+                        let upper = v.to_ascii_uppercase();
+                        if ROLLOUT_STATES.contains(&upper.as_str()) {
+                            Ok(upper)
+                        } else {
+                            Err(Error::bad_request(
+                                "InvalidParameter",
+                                format!(
+                                    "Invalid rollout: must be one of {}",
+                                    ROLLOUT_STATES.join(", ")
+                                ),
+                            ))
+                        }
+                    })
+                    .transpose()?;
             }
         }
         Ok(f)
@@ -235,6 +345,8 @@ impl Filter {
             && self
                 .agent_connected
                 .is_none_or(|a| e.agent_connected == Some(a))
+            && self.task_definition.as_ref().is_none_or(|t| t.matches(e))
+            && eq(&self.rollout, &e.rollout)
     }
 }
 

@@ -129,8 +129,8 @@ struct Request {
 }
 
 impl Request {
-    fn parse(kind: Kind, filters: &[&str], req: &HttpRequest) -> Result<Request, Error> {
-        let mut allowed = filters.to_vec();
+    fn parse(kind: Kind, req: &HttpRequest) -> Result<Request, Error> {
+        let mut allowed = super::query::filter_names(kind).to_vec();
         allowed.extend(["entityVersion", "snapshot", "heartbeat"]);
         let params = Params::parse(req.query_string(), &allowed)?;
         let filter = Filter::parse(kind, &params)?;
@@ -211,14 +211,14 @@ fn open(state: &State) -> Result<Open, Error> {
     })
 }
 
-/// `GET /v1/stream/tasks` and `/v1/stream/instances`.
+/// `GET /v1/stream/{plural}` of every kind.
 pub async fn stream(
     kind: Kind,
-    filters: &[&str],
-    req: &HttpRequest,
+    req: HttpRequest,
     state: web::Data<State>,
 ) -> Result<HttpResponse, Error> {
-    let r = Request::parse(kind, filters, req)?;
+    let req = &req;
+    let r = Request::parse(kind, req)?;
     let snap = state.snapshot()?;
     let (next, phase) = match r.from {
         Some(n) => {
@@ -585,11 +585,7 @@ impl Stream {
 
     fn push_line(&mut self, revision: u64, kind: Kind, deleted: bool, line: &[u8]) {
         self.state.metrics.stream_items_sent.inc();
-        let event = match (deleted, kind) {
-            (true, _) => "deleted",
-            (false, Kind::Task) => "task",
-            (false, Kind::Instance) => "instance",
-        };
+        let event = if deleted { "deleted" } else { kind.as_str() };
         self.frame(Some(revision), event, line);
     }
 

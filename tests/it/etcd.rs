@@ -227,7 +227,7 @@ async fn a_replica_that_lost_the_lead_writes_nothing_as_the_leader() {
         .unwrap();
     let task = |id: &str| match decode(&task_event("c", id, 1, "RUNNING")).unwrap() {
         Decoded::Entity(e) => Op::Put(e),
-        Decoded::Ignored(t) => panic!("{t}"),
+        other => panic!("{other:?}"),
     };
     assert!(a.lead("c").await.unwrap());
     assert!(a.leads("c"));

@@ -6,6 +6,7 @@
 
 use crate::servers::venv_python;
 use crate::support::*;
+use actors::model::Kind;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -154,7 +155,12 @@ async fn every_response_matches_the_openapi_document() {
     let mut live = StreamClient::open(t.addr(), "/v1/stream/tasks?heartbeat=1", "").await;
     let arn = "arn:aws:ecs:us-west-2:111122223333:task/c/b";
     let b = t.svc.pipeline.reader.snapshot().unwrap();
-    let rev = b.tasks.values().find(|e| e.arn == arn).unwrap().revision;
+    let rev = b
+        .of(Kind::Task)
+        .values()
+        .find(|e| e.arn == arn)
+        .unwrap()
+        .revision;
     t.svc
         .pipeline
         .writer

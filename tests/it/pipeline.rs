@@ -4,6 +4,7 @@
 use crate::support::*;
 use actors::decoder::{Decode, MessageOutcome, RawMessage};
 use actors::metrics::Metrics;
+use actors::model::Kind;
 use actors::pipeline::{Pipeline, Source, SourceAddr};
 use actors::store::{self, BoxFuture, Embedded, Loaded, Op, Outcome, Store};
 use actors::writer;
@@ -72,9 +73,9 @@ proptest! {
                 }
             }
             let snap = p.reader.snapshot().unwrap();
-            prop_assert_eq!(snap.tasks.len(), max.len());
+            prop_assert_eq!(snap.of(Kind::Task).len(), max.len());
             for (e, v) in &max {
-                let entry = snap.tasks.values().find(|x| x.arn.ends_with(&format!("/e{e}"))).unwrap();
+                let entry = snap.of(Kind::Task).values().find(|x| x.arn.ends_with(&format!("/e{e}"))).unwrap();
                 prop_assert_eq!(entry.version, Some(*v));
                 prop_assert_eq!(entry.started_by.clone(), Some(format!("v{v}")));
             }
@@ -192,7 +193,7 @@ async fn a_failed_writer_restarts_with_its_state_reloaded() {
     }
     let snap = snap.expect("writer restarted and serves again");
     assert_eq!(metrics.writer_restarts.get(), 1);
-    assert_eq!(snap.tasks.len(), 3);
+    assert_eq!(snap.of(Kind::Task).len(), 3);
     assert_eq!(snap.revision, 3);
 
     // The redelivered message is a no-op; new ones apply as usual.
@@ -201,7 +202,7 @@ async fn a_failed_writer_restarts_with_its_state_reloaded() {
     let r = decode(&p, &[event(4, 1)]).await;
     assert_eq!(r, [MessageOutcome::Applied]);
     let snap = p.reader.snapshot().unwrap();
-    assert_eq!((snap.tasks.len(), snap.revision), (4, 4));
+    assert_eq!((snap.of(Kind::Task).len(), snap.revision), (4, 4));
 }
 
 #[actix_web::test]
@@ -520,7 +521,9 @@ async fn a_stalled_feed_is_replaced_by_a_reload_and_writers_are_answered() {
     );
     // The view is swapped in just after the new feed is opened.
     let reloaded = eventually(Duration::from_secs(2), || async {
-        p.reader.snapshot().is_ok_and(|s| s.tasks.len() == 1)
+        p.reader
+            .snapshot()
+            .is_ok_and(|s| s.of(Kind::Task).len() == 1)
     })
     .await;
     assert!(reloaded, "the reloaded view has the write");

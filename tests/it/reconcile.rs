@@ -7,6 +7,7 @@ use actors::decode::{decode, Decoded};
 use actors::ecs::{self, Described, Ecs, Page, TaskStatus};
 use actors::metrics::Metrics;
 use actors::model::Entry;
+use actors::model::Kind;
 use actors::pipeline::{Pipeline, Source};
 use actors::reconciler::{Settings, Tuning};
 use actors::store::{BoxFuture, Embedded};
@@ -398,6 +399,24 @@ impl Ecs for StubEcs {
         });
         now(r)
     }
+    fn list_services(&self, cluster: &str, _: Option<String>) -> BoxFuture<'_, ecs::Result<Page>> {
+        now(self.gate(cluster).map(|()| Page::default()))
+    }
+
+    fn describe_services(
+        &self,
+        _: &str,
+        services: Vec<String>,
+    ) -> BoxFuture<'_, ecs::Result<Described>> {
+        now(Ok(Described {
+            entries: Vec::new(),
+            failures: services
+                .into_iter()
+                .map(|s| (s, ecs::Failure::Missing))
+                .collect(),
+        }))
+    }
+
     fn describe_tasks(
         &self,
         cluster: &str,
@@ -468,7 +487,7 @@ async fn paging_throttling_and_a_failing_cluster_against_a_stub_ecs() {
     assert!(done, "sweeps did not finish");
     let snap = p.reader.snapshot().unwrap();
     let in_cluster = |c: &str| {
-        snap.tasks
+        snap.of(Kind::Task)
             .values()
             .filter(|e| e.cluster_arn.ends_with(c))
             .count()
@@ -639,7 +658,7 @@ async fn a_cluster_that_vanishes_loses_its_reconciler_and_its_entities() {
         async move {
             r.wait_for(|h| h.loaded).await;
             let snap = r.snapshot().unwrap();
-            snap.tasks
+            snap.of(Kind::Task)
                 .values()
                 .filter(|e| e.cluster_arn.ends_with(c))
                 .count()
@@ -756,7 +775,7 @@ async fn ecs_throttling_over_the_wire_backs_off_and_then_succeeds() {
     assert!(calls.load(Ordering::SeqCst) >= 8);
     let snap = p.reader.snapshot().unwrap();
     let task = snap
-        .tasks
+        .of(Kind::Task)
         .values()
         .next()
         .expect("the stub's task is stored");

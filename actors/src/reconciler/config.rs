@@ -29,6 +29,10 @@ pub struct Config {
     /// removed by it. Default 1m.
     #[serde(with = "humantime_serde")]
     pub grace_period: Duration,
+    /// A dirty service (services.md) is described again at most this often.
+    /// Default 5s.
+    #[serde(with = "humantime_serde")]
+    pub service_refresh: Duration,
     /// A list of cluster names to reconcile (no discovery), or a table of
     /// per-cluster tuning (`[reconcile.clusters.NAME]`). Default: discover
     /// every cluster with ListClusters.
@@ -44,6 +48,7 @@ impl Default for Config {
             jitter: t.jitter,
             max_requests_per_second: t.max_requests_per_second,
             grace_period: t.grace_period,
+            service_refresh: t.service_refresh,
             clusters: Clusters::default(),
         }
     }
@@ -70,6 +75,8 @@ pub struct ClusterTuning {
     pub max_requests_per_second: Option<f64>,
     #[serde(with = "humantime_serde::option")]
     pub grace_period: Option<Duration>,
+    #[serde(with = "humantime_serde::option")]
+    pub service_refresh: Option<Duration>,
 }
 
 impl Config {
@@ -81,6 +88,7 @@ impl Config {
             jitter: self.jitter,
             max_requests_per_second: self.max_requests_per_second,
             grace_period: self.grace_period,
+            service_refresh: self.service_refresh,
         };
         let tune = |t: &ClusterTuning| Tuning {
             enabled: t.enabled.unwrap_or(base.enabled),
@@ -90,6 +98,7 @@ impl Config {
                 .max_requests_per_second
                 .unwrap_or(base.max_requests_per_second),
             grace_period: t.grace_period.unwrap_or(base.grace_period),
+            service_refresh: t.service_refresh.unwrap_or(base.service_refresh),
         };
         let (per_cluster, clusters) = match &self.clusters {
             Clusters::Discover => (HashMap::new(), None),

@@ -2,8 +2,11 @@
 //! and repairing drift; a [`ReconcileManager`] discovers the clusters.
 //!
 //! A sweep lists and describes the cluster's container instances and tasks
-//! (RUNNING and STOPPED; pages followed; describes in batches of 100) within a
-//! client-side request budget, backing off on throttling. Every entity found
+//! (RUNNING and STOPPED; pages followed; describes in batches of 100) and its
+//! services (batches of 10) within a client-side request budget, backing off
+//! on throttling. Between sweeps, the services marked [`Dirty`] (a service
+//! event, a change of one of their tasks) are described again, each at most
+//! once per `service_refresh`. Every entity found
 //! is written through the StoreWriter under the version rule (an answer
 //! without a version never overwrites one learned from an event). Then every
 //! stored entity of the cluster that ECS did not return, and that was last
@@ -11,15 +14,24 @@
 //! a tombstone and a stream deletion). A sweep that failed anywhere deletes
 //! nothing. A cluster is never swept twice at once; sweeps run in the
 //! background, so the API serves from the start.
+//!
+//! Services have no version: an answer replaces a stored service only when
+//! its rendering differs, and answers for one service are written in the
+//! order they were asked for (one describe-and-write at a time per cluster).
+//! A stored service that `ListServices` no longer returns is described once
+//! more: `INACTIVE` is stored as such, `MISSING` deletes it after the grace
+//! period.
 
 mod config;
+mod dirty;
 
 pub use config::{ClusterTuning, Clusters, Config};
+pub use dirty::{Dirty, Mark};
 
 use crate::arn::ClusterRef;
-use crate::ecs::{self, Ecs, TaskStatus, DESCRIBE_BATCH};
-use crate::metrics::{ClusterStats, Metrics};
-use crate::model::Entry;
+use crate::ecs::{self, Ecs, TaskStatus, DESCRIBE_BATCH, DESCRIBE_SERVICES_BATCH};
+use crate::metrics::{ClusterStats, Metrics, RefreshReason};
+use crate::model::{Entry, Kind};
 use crate::reader::{Reader, ReconcileProgress};
 use crate::retry::{Backoff, Rng};
 use crate::store::{Op, Outcome, Store};
@@ -46,6 +58,8 @@ pub struct Tuning {
     pub max_requests_per_second: f64,
     /// An entity written more recently than this before a sweep is never removed by it.
     pub grace_period: Duration,
+    /// A dirty service is described again at most this often.
+    pub service_refresh: Duration,
 }
 
 impl Default for Tuning {
@@ -56,6 +70,7 @@ impl Default for Tuning {
             jitter: 0.1,
             max_requests_per_second: 10.0,
             grace_period: Duration::from_secs(60),
+            service_refresh: Duration::from_secs(5),
         }
     }
 }
@@ -105,6 +120,7 @@ pub enum Error {
 pub struct Report {
     pub instances: usize,
     pub tasks: usize,
+    pub services: usize,
     pub added: usize,
     pub updated: usize,
     pub removed: usize,
@@ -120,6 +136,27 @@ pub struct Deps {
     pub reader: Reader,
     pub progress: ReconcileProgress,
     pub metrics: Arc<Metrics>,
+    /// The services to describe again soon.
+    pub dirty: Dirty,
+}
+
+/// What a cluster's sweeps and service refreshes share.
+struct Lane {
+    /// ECS calls of this cluster, sweeps and refreshes alike.
+    budget: Budget,
+    /// Held across each `DescribeServices` call and the write of its answer,
+    /// so that answers are written in the order they were asked for.
+    services: tokio::sync::Mutex<()>,
+    /// When each service was last asked about (pruned once older than
+    /// `service_refresh`, after which it no longer matters).
+    asked: std::sync::Mutex<HashMap<String, Instant>>,
+}
+
+/// What a round of `DescribeServices` calls found and wrote.
+#[derive(Default)]
+struct ServicesDescribed {
+    outcomes: Vec<(String, Outcome)>,
+    failures: Vec<(String, ecs::Failure)>,
 }
 
 /// One sweep of one cluster; owns what it needs so it runs off the actor.
@@ -133,17 +170,18 @@ struct Sweep {
     matcher: ClusterRef,
     tuning: Tuning,
     stats: ClusterStats,
+    lane: Arc<Lane>,
 }
 
 impl Sweep {
-    async fn call<T, F>(&self, budget: &Budget, mut f: F) -> ecs::Result<T>
+    async fn call<T, F>(&self, mut f: F) -> ecs::Result<T>
     where
         F: FnMut() -> crate::store::BoxFuture<'static, ecs::Result<T>>,
     {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         let mut attempt = 1;
         loop {
-            budget.take().await;
+            self.lane.budget.take().await;
             self.stats.api_calls.inc();
             match f().await {
                 Err(ecs::Error::Throttled(m)) => {
@@ -159,15 +197,16 @@ impl Sweep {
         }
     }
 
-    async fn list(&self, budget: &Budget, tasks: Option<TaskStatus>) -> ecs::Result<Vec<String>> {
+    async fn list(&self, what: Listing) -> ecs::Result<Vec<String>> {
         ecs::all_pages(|token| {
             let (ecs, cluster) = (self.deps.ecs.clone(), self.cluster.clone());
-            self.call(budget, move || {
+            self.call(move || {
                 let (ecs, cluster, token) = (ecs.clone(), cluster.clone(), token.clone());
                 Box::pin(async move {
-                    match tasks {
-                        Some(s) => ecs.list_tasks(&cluster, s, token).await,
-                        None => ecs.list_container_instances(&cluster, token).await,
+                    match what {
+                        Listing::Tasks(s) => ecs.list_tasks(&cluster, s, token).await,
+                        Listing::Instances => ecs.list_container_instances(&cluster, token).await,
+                        Listing::Services => ecs.list_services(&cluster, token).await,
                     }
                 })
             })
@@ -175,18 +214,13 @@ impl Sweep {
         .await
     }
 
-    async fn describe(
-        &self,
-        budget: &Budget,
-        arns: &[String],
-        tasks: bool,
-    ) -> ecs::Result<ecs::Described> {
+    async fn describe(&self, arns: &[String], tasks: bool) -> ecs::Result<ecs::Described> {
         let mut all = ecs::Described::default();
         for chunk in arns.chunks(DESCRIBE_BATCH) {
             let (ecs, cluster, chunk) =
                 (self.deps.ecs.clone(), self.cluster.clone(), chunk.to_vec());
             let d = self
-                .call(budget, move || {
+                .call(move || {
                     let (ecs, cluster, chunk) = (ecs.clone(), cluster.clone(), chunk.clone());
                     Box::pin(async move {
                         if tasks {
@@ -213,14 +247,13 @@ impl Sweep {
 
     async fn sweep(&self) -> Result<Report, Error> {
         let started_ms = now_ms();
-        let budget = Budget::new(self.tuning.max_requests_per_second);
-        let instance_arns = self.list(&budget, None).await?;
-        let mut task_arns = self.list(&budget, Some(TaskStatus::Running)).await?;
-        task_arns.extend(self.list(&budget, Some(TaskStatus::Stopped)).await?);
+        let instance_arns = self.list(Listing::Instances).await?;
+        let mut task_arns = self.list(Listing::Tasks(TaskStatus::Running)).await?;
+        task_arns.extend(self.list(Listing::Tasks(TaskStatus::Stopped)).await?);
         task_arns.sort_unstable();
         task_arns.dedup();
-        let instances = self.describe(&budget, &instance_arns, false).await?;
-        let tasks = self.describe(&budget, &task_arns, true).await?;
+        let instances = self.describe(&instance_arns, false).await?;
+        let tasks = self.describe(&task_arns, true).await?;
 
         // Listed, or described with a failure other than MISSING: not gone.
         let mut seen: HashSet<String> = instance_arns.iter().chain(&task_arns).cloned().collect();
@@ -271,16 +304,139 @@ impl Sweep {
             .iter()
             .filter(|o| matches!(o, Outcome::Applied(_)))
             .count();
+        // Last, so that the marks this sweep's task writes made are covered.
+        self.sweep_services(started_ms, &mut report).await?;
         Ok(report)
+    }
+
+    /// Lists and describes the cluster's services; describes once more the
+    /// stored ones no longer listed (`INACTIVE` is stored, `MISSING` deleted
+    /// after the grace period).
+    async fn sweep_services(&self, started_ms: i64, report: &mut Report) -> Result<(), Error> {
+        let listed = self.list(Listing::Services).await?;
+        report.services = listed.len();
+        let before = self.deps.reader.snapshot()?;
+        let stored: HashMap<&str, &Arc<Entry>> = before
+            .of(Kind::Service)
+            .values()
+            .filter(|e| self.matcher.matches(&e.cluster_arn))
+            .map(|e| (e.arn.as_str(), e))
+            .collect();
+        let listed_set: HashSet<&str> = listed.iter().map(String::as_str).collect();
+        let unlisted: Vec<String> = stored
+            .keys()
+            .filter(|arn| !listed_set.contains(*arn))
+            .map(|arn| (*arn).to_owned())
+            .collect();
+        let sweep = |names: &[String]| -> Vec<(String, RefreshReason)> {
+            names
+                .iter()
+                .map(|n| (n.clone(), RefreshReason::Sweep))
+                .collect()
+        };
+        let mut found = self.describe_services(sweep(&listed)).await?;
+        let again = self.describe_services(sweep(&unlisted)).await?;
+        found.outcomes.extend(again.outcomes);
+        for (arn, o) in &found.outcomes {
+            if matches!(o, Outcome::Applied(_)) {
+                if stored.contains_key(arn.as_str()) {
+                    report.updated += 1;
+                } else {
+                    report.added += 1;
+                }
+            }
+        }
+        let cutoff = started_ms - self.tuning.grace_period.as_millis() as i64;
+        let gone: Vec<Op> = again
+            .failures
+            .iter()
+            .filter(|(_, why)| *why == ecs::Failure::Missing)
+            .filter_map(|(arn, _)| stored.get(arn.as_str()))
+            .filter(|e| e.stored_at_ms <= cutoff)
+            .map(|e| Op::Delete {
+                arn: e.arn.clone(),
+                if_revision: e.revision,
+            })
+            .collect();
+        let outcomes = self.apply(gone).await?;
+        report.removed += outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Applied(_)))
+            .count();
+        Ok(())
+    }
+
+    /// Describes services (names or ARNs) in batches of 10, writing each
+    /// answer before the next call; each call is counted under the strongest
+    /// reason of its batch.
+    async fn describe_services(
+        &self,
+        mut services: Vec<(String, RefreshReason)>,
+    ) -> Result<ServicesDescribed, Error> {
+        // Events first, so the batches they are in go out first.
+        services.sort_by_key(|(_, r)| std::cmp::Reverse(*r == RefreshReason::Event));
+        let mut out = ServicesDescribed::default();
+        for chunk in services.chunks(DESCRIBE_SERVICES_BATCH) {
+            let reason = chunk
+                .iter()
+                .map(|(_, r)| *r)
+                .max_by_key(|r| match r {
+                    RefreshReason::Event => 2,
+                    RefreshReason::Task => 1,
+                    RefreshReason::Sweep => 0,
+                })
+                .unwrap_or(RefreshReason::Sweep);
+            let names: Vec<String> = chunk.iter().map(|(n, _)| n.clone()).collect();
+            let _turn = self.lane.services.lock().await;
+            let asked = Instant::now();
+            let (ecs, cluster, stats) = (
+                self.deps.ecs.clone(),
+                self.cluster.clone(),
+                self.stats.clone(),
+            );
+            let d = self
+                .call(move || {
+                    stats.refreshed(reason);
+                    let (ecs, cluster, names) = (ecs.clone(), cluster.clone(), names.clone());
+                    Box::pin(async move { ecs.describe_services(&cluster, names).await })
+                })
+                .await?;
+            if let Ok(mut seen) = self.lane.asked.lock() {
+                for (name, _) in chunk {
+                    let name = name.rsplit('/').next().unwrap_or(name);
+                    self.deps.dirty.covered(&self.name, name, asked);
+                    seen.insert(name.to_owned(), asked);
+                }
+            }
+            let arns: Vec<String> = d.entries.iter().map(|e| e.arn.clone()).collect();
+            let outcomes = self
+                .apply(d.entries.into_iter().map(Op::Put).collect())
+                .await?;
+            out.outcomes.extend(arns.into_iter().zip(outcomes));
+            out.failures.extend(d.failures);
+        }
+        Ok(out)
+    }
+
+    /// Describes the dirty services that are due, if this replica leads the
+    /// cluster (else another one does: the marks are dropped).
+    async fn refresh(self, due: Vec<(String, Mark)>) -> Result<usize, Error> {
+        if !self.deps.store.leads(&self.name) {
+            return Ok(0);
+        }
+        let n = due.len();
+        self.describe_services(due.into_iter().map(|(s, m)| (s, m.reason)).collect())
+            .await?;
+        Ok(n)
     }
 
     fn stored<'a>(
         &'a self,
         snap: &'a crate::view::Snapshot,
     ) -> impl Iterator<Item = &'a Arc<Entry>> + 'a {
-        snap.tasks
+        snap.of(Kind::Task)
             .values()
-            .chain(snap.instances.values())
+            .chain(snap.of(Kind::Instance).values())
             .filter(|e| self.matcher.matches(&e.cluster_arn))
     }
 
@@ -295,6 +451,14 @@ impl Sweep {
         };
         Ok(self.deps.writer.send(ops).await??)
     }
+}
+
+/// What a sweep lists.
+#[derive(Debug, Clone, Copy)]
+enum Listing {
+    Instances,
+    Tasks(TaskStatus),
+    Services,
 }
 
 /// Sweep now (besides the timer); ignored while a sweep runs.
@@ -318,6 +482,7 @@ pub struct Reconciler {
     leading: bool,
     log: Logger,
     sweeping: bool,
+    refreshing: bool,
     /// Jitter of the sweep interval (seeded by the cluster's name).
     rng: Rng,
 }
@@ -333,8 +498,45 @@ impl Reconciler {
             leading: false,
             log,
             sweeping: false,
+            refreshing: false,
             rng: Rng::new(seed),
         }
+    }
+
+    /// Describes the dirty services that are due; one round at a time.
+    fn refresh(&mut self, ctx: &mut Context<Self>) {
+        if self.refreshing {
+            return;
+        }
+        let every = self.job.tuning.service_refresh;
+        let due = {
+            let Ok(mut asked) = self.job.lane.asked.lock() else {
+                return;
+            };
+            asked.retain(|_, at| at.elapsed() < every);
+            self.job
+                .deps
+                .dirty
+                .take(&self.job.name, |s| !asked.contains_key(s))
+        };
+        if due.is_empty() {
+            return;
+        }
+        self.refreshing = true;
+        ctx.spawn(
+            self.job
+                .clone()
+                .refresh(due)
+                .into_actor(self)
+                .map(|res, act, _| {
+                    act.refreshing = false;
+                    match res {
+                        Ok(n) if n > 0 => debug!(act.log, "services refreshed"; "services" => n),
+                        Ok(_) => {}
+                        Err(e) => warn!(act.log, "service refresh failed"; "error" => %e),
+                    }
+                }),
+        );
     }
 
     /// The interval with up to ± `jitter` of it added.
@@ -378,10 +580,10 @@ impl Reconciler {
                     s.removed.inc_by(r.removed as u64);
                     if act.mark_swept() {
                         info!(act.log, "first sweep done"; "instances" => r.instances, "tasks" => r.tasks,
-                            "added" => r.added, "updated" => r.updated, "removed" => r.removed);
+                            "services" => r.services, "added" => r.added, "updated" => r.updated, "removed" => r.removed);
                     } else {
                         debug!(act.log, "sweep done"; "instances" => r.instances, "tasks" => r.tasks,
-                            "added" => r.added, "updated" => r.updated, "removed" => r.removed);
+                            "services" => r.services, "added" => r.added, "updated" => r.updated, "removed" => r.removed);
                     }
                 }
                 Err(e) => {
@@ -408,7 +610,11 @@ impl Actor for Reconciler {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(16);
         if self.job.tuning.enabled {
+            self.job.deps.dirty.register(&self.job.name);
             self.sweep(ctx);
+            let tick = (self.job.tuning.service_refresh / 4)
+                .clamp(Duration::from_millis(50), Duration::from_secs(1));
+            ctx.run_interval(tick, |act, ctx| act.refresh(ctx));
         } else {
             self.mark_swept();
             info!(self.log, "reconcile disabled for this cluster");
@@ -420,6 +626,7 @@ impl Supervised for Reconciler {
     fn restarting(&mut self, _: &mut Context<Self>) {
         warn!(self.log, "reconciler restarting");
         self.sweeping = false;
+        self.refreshing = false;
     }
 }
 
@@ -435,6 +642,7 @@ impl Handler<SweepNow> for Reconciler {
 impl Handler<Retire> for Reconciler {
     type Result = ();
     fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        self.job.deps.dirty.retire(&self.job.name);
         ctx.stop();
     }
 }
@@ -517,11 +725,18 @@ impl ReconcileManager {
             let name = crate::arn::cluster_name(cluster)
                 .unwrap_or(cluster)
                 .to_owned();
+            let tuning = self.settings.tuning(cluster);
+            let lane = Arc::new(Lane {
+                budget: Budget::new(tuning.max_requests_per_second),
+                services: tokio::sync::Mutex::new(()),
+                asked: Default::default(),
+            });
             let job = Sweep {
                 deps: self.deps.clone(),
                 cluster: cluster.clone(),
                 matcher,
-                tuning: self.settings.tuning(cluster),
+                tuning,
+                lane,
                 stats: self.deps.metrics.cluster(&name),
                 name: name.clone(),
             };
@@ -554,9 +769,7 @@ impl ReconcileManager {
                             return;
                         };
                         let ops: Vec<Op> = snap
-                            .tasks
-                            .values()
-                            .chain(snap.instances.values())
+                            .all()
                             .filter(|e| matcher.matches(&e.cluster_arn))
                             .map(|e| Op::Delete {
                                 arn: e.arn.clone(),

@@ -215,4 +215,25 @@ impl Ecs for SimEcs {
         let mut sim = lock(&self.sim);
         ready(Ok(describe(arns, |a| sim.task_entry(a))))
     }
+
+    fn list_services(&self, cluster: &str, _: Option<String>) -> BoxFuture<'_, ecs::Result<Page>> {
+        let sim = lock(&self.sim);
+        let Some(c) = cluster_index(&sim, cluster) else {
+            return ready(Err(ecs::Error::ClusterNotFound(cluster.to_owned())));
+        };
+        let arns = sim.service_arns(c);
+        ready(Ok(Page { arns, next: None }))
+    }
+
+    fn describe_services(
+        &self,
+        cluster: &str,
+        services: Vec<String>,
+    ) -> BoxFuture<'_, ecs::Result<Described>> {
+        let sim = lock(&self.sim);
+        let Some(c) = cluster_index(&sim, cluster) else {
+            return ready(Err(ecs::Error::ClusterNotFound(cluster.to_owned())));
+        };
+        ready(Ok(describe(services, |s| sim.service_entry(c, s))))
+    }
 }

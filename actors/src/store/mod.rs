@@ -195,7 +195,8 @@ pub enum Current<'a> {
 ///
 /// - a known version applies only above the stored one; equal or lower is stale;
 /// - a known version beats an unknown one; an unknown one never overwrites a
-///   known one, and replaces an unknown one only when the entity changed;
+///   known one, and replaces an unknown one only when the entity changed
+///   (a service's read time aside: [`crate::model::state_of`]);
 /// - a tombstone blocks every known version up to its own, and, when its
 ///   own version is unknown, every event (it cannot be shown to be newer).
 pub fn supersedes(version: Option<u64>, entity: &str, current: Current<'_>) -> bool {
@@ -220,7 +221,7 @@ pub fn supersedes(version: Option<u64>, entity: &str, current: Current<'_>) -> b
                 entity: old,
             },
             None,
-        ) => old != entity,
+        ) => crate::model::state_of(old) != crate::model::state_of(entity),
         (Current::Gone { version: Some(old) }, Some(new)) => new > old,
         (Current::Gone { version: None }, Some(_)) => false,
         // An API answer (no version) says the entity exists now.

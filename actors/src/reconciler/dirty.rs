@@ -1,0 +1,200 @@
+//! The services to describe again soon ("dirty"), by cluster: marked by the
+//! decoder (a service event names one) and by the writer (a task of one
+//! changed), taken by the cluster's reconciler, which describes them at most
+//! once per `service_refresh` each (services.md).
+//!
+//! Only clusters a reconciler works on take marks, and there are at most
+//! [`MAX_MARKS`] in all: a service that cannot be marked is still described
+//! by the next sweep.
+
+use crate::arn::cluster_name;
+use crate::metrics::RefreshReason;
+use crate::model::Kind;
+use crate::store::Change;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+/// Marks kept at most, over every cluster.
+pub const MAX_MARKS: usize = 100_000;
+
+/// Why and since when a service is dirty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    /// The strongest reason it was marked for (an event beats a task).
+    pub reason: RefreshReason,
+    /// When it was last marked.
+    pub at: Instant,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Cluster name → service name → mark.
+    clusters: HashMap<String, HashMap<String, Mark>>,
+    marks: usize,
+}
+
+/// The shared dirty set; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Dirty(Arc<Mutex<Inner>>);
+
+impl Dirty {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes marks for cluster `name` from now on.
+    pub fn register(&self, name: &str) {
+        self.lock().clusters.entry(name.to_owned()).or_default();
+    }
+
+    /// Stops taking marks for cluster `name` and forgets its marks.
+    pub fn retire(&self, name: &str) {
+        let mut inner = self.lock();
+        if let Some(marks) = inner.clusters.remove(name) {
+            inner.marks -= marks.len();
+        }
+    }
+
+    /// Marks `service` (a name or an ARN) of `cluster` (a name or an ARN)
+    /// dirty; false when no reconciler works on that cluster (or the set is
+    /// full), so nothing will come of it.
+    pub fn mark(&self, cluster: &str, service: &str, reason: RefreshReason) -> bool {
+        let name = cluster_name(cluster).unwrap_or(cluster);
+        let service = service.rsplit('/').next().unwrap_or(service);
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(marks) = inner.clusters.get_mut(name) else {
+            return false;
+        };
+        let now = Instant::now();
+        match marks.get_mut(service) {
+            Some(m) => {
+                if reason == RefreshReason::Event {
+                    m.reason = reason;
+                }
+                m.at = now;
+            }
+            None if inner.marks < MAX_MARKS => {
+                marks.insert(service.to_owned(), Mark { reason, at: now });
+                inner.marks += 1;
+            }
+            None => return false,
+        }
+        true
+    }
+
+    /// Marks the services whose tasks these committed changes touch.
+    pub fn tasks_changed(&self, changes: &[Change]) {
+        for c in changes {
+            let e = &c.entry;
+            if e.kind != Kind::Task {
+                continue;
+            }
+            if let Some(service) = e.group.as_deref().and_then(|g| g.strip_prefix("service:")) {
+                self.mark(&e.cluster_arn, service, RefreshReason::Task);
+            }
+        }
+    }
+
+    /// Removes and returns the marks of cluster `name` that `due` accepts
+    /// (by service name); the others stay.
+    pub fn take(&self, name: &str, mut due: impl FnMut(&str) -> bool) -> Vec<(String, Mark)> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(marks) = inner.clusters.get_mut(name) else {
+            return Vec::new();
+        };
+        let taken: Vec<String> = marks.keys().filter(|s| due(s)).cloned().collect();
+        let out: Vec<(String, Mark)> = taken
+            .into_iter()
+            .filter_map(|s| marks.remove(&s).map(|m| (s, m)))
+            .collect();
+        inner.marks -= out.len();
+        out
+    }
+
+    /// Forgets the mark of `service` of cluster `name` if it was made at or
+    /// before `asked`: a describe requested then already sees what caused it.
+    pub fn covered(&self, name: &str, service: &str, asked: Instant) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(marks) = inner.clusters.get_mut(name) else {
+            return;
+        };
+        if marks.get(service).is_some_and(|m| m.at <= asked) {
+            marks.remove(service);
+            inner.marks -= 1;
+        }
+    }
+
+    /// Marks held now, over every cluster.
+    pub fn len(&self) -> usize {
+        self.lock().marks
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Entry;
+
+    fn task_change(cluster: &str, group: &str) -> Change {
+        let mut e = Entry::test_task("arn:aws:ecs:r:1:task/c/t", Some(1), "RUNNING");
+        e.cluster_arn = format!("arn:aws:ecs:r:1:cluster/{cluster}");
+        e.group = Some(group.into());
+        Change {
+            entry: Arc::new(e),
+            deleted: false,
+            moved_from: None,
+        }
+    }
+
+    #[test]
+    fn marks_are_kept_for_registered_clusters_only_and_taken_when_due() {
+        let d = Dirty::default();
+        d.register("prod");
+        assert!(d.mark(
+            "arn:aws:ecs:r:1:cluster/prod",
+            "arn:aws:ecs:r:1:service/prod/web",
+            RefreshReason::Event
+        ));
+        assert!(
+            !d.mark("other", "web", RefreshReason::Event),
+            "not reconciled"
+        );
+        d.tasks_changed(&[
+            task_change("prod", "service:web"),
+            task_change("prod", "service:api"),
+            task_change("prod", "family:cron"),
+            task_change("other", "service:web"),
+        ]);
+        assert_eq!(d.len(), 2);
+        let later = d.take("prod", |s| s == "api");
+        assert_eq!(later.len(), 1);
+        assert_eq!(later[0].1.reason, RefreshReason::Task);
+        let web = d.take("prod", |_| true);
+        assert_eq!(web[0].0, "web");
+        assert_eq!(
+            web[0].1.reason,
+            RefreshReason::Event,
+            "an event outranks a task"
+        );
+        assert!(d.is_empty());
+
+        d.mark("prod", "web", RefreshReason::Task);
+        let asked = Instant::now();
+        d.covered("prod", "web", asked);
+        assert!(d.is_empty(), "a describe asked after the mark covers it");
+        d.mark("prod", "web", RefreshReason::Task);
+        d.covered("prod", "web", asked);
+        assert_eq!(d.len(), 1, "a mark made after the describe was asked stays");
+        d.retire("prod");
+        assert!(d.is_empty());
+        assert!(!d.mark("prod", "web", RefreshReason::Task));
+    }
+}
