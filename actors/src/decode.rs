@@ -587,7 +587,9 @@ mod tests {
     fn ignores_other_detail_types() {
         assert_eq!(
             decode(r#"{"detail-type":"ECS Capacity Provider State Change","detail":{}}"#),
-            Ok(Decoded::Ignored("ECS Capacity Provider State Change".into()))
+            Ok(Decoded::Ignored(
+                "ECS Capacity Provider State Change".into()
+            ))
         );
     }
 

@@ -669,7 +669,6 @@ impl Simulator {
         let family = FAMILIES[svc.family].0;
         let td =
             |rev: u64| format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{family}:{rev}");
-        let launch = |_: &SimDeployment| Some("EC2".to_owned());
         let deployments = svc
             .deployments
             .iter()
@@ -686,7 +685,7 @@ impl Simulator {
                     failed_tasks: Some(i64::from(d.rollout == "FAILED") * 3),
                     rollout_state: Some(d.rollout.to_owned()),
                     rollout_state_reason: Some(d.reason.clone()),
-                    launch_type: launch(d),
+                    launch_type: Some("EC2".to_owned()),
                     created_at: Some(format_ms(d.created_ms)),
                     updated_at: Some(format_ms(d.updated_ms)),
                 }
@@ -882,6 +881,75 @@ mod tests {
         assert_eq!(run(7), run(7));
         assert_ne!(run(7).0, run(8).0);
         assert!(run(7).1 > Some(2));
+    }
+
+    #[test]
+    fn services_roll_out_and_are_described() {
+        let mut sim = Simulator::new(Config {
+            duplicate_rate: 0.0,
+            reorder_rate: 0.0,
+            ..Config::default()
+        });
+        assert_eq!(sim.services().len(), 9, "three per cluster");
+        let web = sim.service_entry(0, "web").expect("web is described");
+        assert_eq!(web.kind, crate::model::Kind::Service);
+        assert_eq!(web.rollout.as_deref(), Some("COMPLETED"));
+        assert_eq!(
+            sim.service_entry(0, &sim.service_arns(0)[0]).map(|e| e.arn),
+            Some(sim.service_arns(0)[0].clone()),
+            "by ARN too"
+        );
+        assert!(sim.service_entry(0, "nope").is_none());
+        let (mut started, mut ended, mut service_tasks) = (0, 0, 0);
+        for _ in 0..3000 {
+            for m in sim.next_batch(20, 500) {
+                match decode(&m.body) {
+                    Ok(Decoded::Service { detail_type, .. }) => {
+                        assert_eq!(detail_type, crate::decode::DEPLOYMENT_STATE_CHANGE);
+                        if m.body.contains("SERVICE_DEPLOYMENT_IN_PROGRESS") {
+                            started += 1;
+                        } else {
+                            ended += 1;
+                        }
+                    }
+                    Ok(Decoded::Entity(e)) => {
+                        if e.group
+                            .as_deref()
+                            .is_some_and(|g| g.starts_with("service:"))
+                        {
+                            service_tasks += 1;
+                            assert!(e.started_by.as_deref().unwrap().starts_with("ecs-svc/"));
+                        }
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        assert!(
+            started > 0 && ended > 0,
+            "rollouts start ({started}) and end ({ended})"
+        );
+        assert!(service_tasks > 0);
+        let revisions: Vec<u64> = sim
+            .services()
+            .iter()
+            .map(|s| s.primary().revision)
+            .collect();
+        assert!(
+            revisions
+                .iter()
+                .zip([3, 4, 5].iter().cycle())
+                .any(|(r, first)| r > first),
+            "some service runs a newer revision: {revisions:?}"
+        );
+        // A completed rollout left every task of its service on its revision.
+        for (i, svc) in sim.services().iter().enumerate() {
+            if svc.primary().rollout == "COMPLETED" && svc.deployments.len() == 1 {
+                let e = sim.service_entry(svc.cluster, &svc.arn).unwrap();
+                let v: serde_json::Value = serde_json::from_str(e.entity.get()).unwrap();
+                assert_eq!(v["deployments"].as_array().unwrap().len(), 1, "service {i}");
+            }
+        }
     }
 
     #[test]

@@ -29,5 +29,6 @@ mod pipeline;
 mod reconcile;
 mod security;
 mod servers;
+mod services;
 mod streams;
 mod support;
