@@ -1,9 +1,16 @@
 """Builds ECS state in a moto server for the reconcile tests.
 
 Usage: python moto_ecs.py ENDPOINT SPEC_JSON
-SPEC_JSON: {"clusters": {"NAME": {"instances": N, "tasks": M}}}
-Prints {"NAME": {"cluster": ARN, "instances": [ARN...], "tasks": [ARN...]}}.
+SPEC_JSON: {"clusters": {"NAME": {"instances": N, "tasks": M,
+                                  "services": {"SVC": DESIRED},
+                                  "update": {"SVC": DESIRED},
+                                  "delete": ["SVC"]}}}
+Prints {"NAME": {"cluster": ARN, "instances": [ARN...], "tasks": [ARN...],
+                 "services": {"SVC": ARN}}}.
 Tasks are kept RUNNING (moto would otherwise move them on at each Describe).
+"services" creates services (task definition "web"), "update" sets their
+desired count, "delete" scales them to 0 and deletes them (moto then
+describes them as INACTIVE).
 """
 import json
 import sys
@@ -38,5 +45,15 @@ for name, want in spec["clusters"].items():
     if want.get("tasks", 0):
         run = ecs.run_task(cluster=name, taskDefinition="web", count=want["tasks"])
         tasks = [t["taskArn"] for t in run["tasks"]]
-    out[name] = {"cluster": arn, "instances": instances, "tasks": tasks}
+    services = {}
+    for svc, desired in want.get("services", {}).items():
+        made = ecs.create_service(cluster=name, serviceName=svc, taskDefinition="web",
+                                  desiredCount=desired)
+        services[svc] = made["service"]["serviceArn"]
+    for svc, desired in want.get("update", {}).items():
+        ecs.update_service(cluster=name, service=svc, desiredCount=desired)
+    for svc in want.get("delete", []):
+        ecs.update_service(cluster=name, service=svc, desiredCount=0)
+        ecs.delete_service(cluster=name, service=svc)
+    out[name] = {"cluster": arn, "instances": instances, "tasks": tasks, "services": services}
 print(json.dumps(out))

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Runs `tests/it/moto_ecs.py` against `moto`; returns what it created.
-fn moto_ecs(moto: &Moto, spec: Value) -> Value {
+pub(crate) fn moto_ecs(moto: &Moto, spec: Value) -> Value {
     let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/venv/bin/python");
     let python = std::env::var_os("MOTO_PYTHON")
         .map(std::path::PathBuf::from)
@@ -39,14 +39,14 @@ fn moto_ecs(moto: &Moto, spec: Value) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-struct EcsStack {
-    moto: Moto,
+pub(crate) struct EcsStack {
+    pub(crate) moto: Moto,
     sqs: aws_sdk_sqs::Client,
-    dir: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl EcsStack {
-    async fn new() -> EcsStack {
+    pub(crate) async fn new() -> EcsStack {
         let moto = Moto::start();
         let sqs = moto.sqs();
         sqs.create_queue()
@@ -61,7 +61,7 @@ impl EcsStack {
         }
     }
 
-    fn service(&self, env: &[(&str, String)]) -> Proc {
+    pub(crate) fn service(&self, env: &[(&str, String)]) -> Proc {
         let mut all = self.moto.env();
         all.push(("CSS_SOURCE__WAIT_TIME", "1s".into()));
         all.push(("CSS_RECONCILE__JITTER", "0".into()));
@@ -73,7 +73,7 @@ impl EcsStack {
         )
     }
 
-    async fn send(&self, body: String) {
+    pub(crate) async fn send(&self, body: String) {
         let url = self
             .sqs
             .get_queue_url()

@@ -2,8 +2,8 @@
 //! (lists, filters and their 400s, describe by name or ARN, paging, streams
 //! with snapshot and resume, no churn for an unchanged service), the
 //! reconciler's sweeps and refreshes against a stub ECS whose answers the
-//! test changes at will, and `--simulate` with the real binary. The tests
-//! against moto's ECS are in `reconcile.rs`, beside the other moto tests.
+//! test changes at will, `--simulate` with the real binary, and the real
+//! binary against moto's ECS and SQS on both stores.
 
 use crate::support::*;
 use actors::ecs::{self, Described, Ecs, Page, TaskStatus};
@@ -18,6 +18,7 @@ use std::time::Duration;
 on_both_backends!(
     services_are_listed_filtered_and_described,
     service_streams_snapshot_resume_and_delete,
+    services_come_from_moto_and_events_refresh_them,
 );
 
 const ACCOUNT: &str = "111122223333";
@@ -718,5 +719,203 @@ async fn simulate_runs_services_with_tasks_and_rollouts() {
         p.metric("css_service_refreshes_total{cluster=\"prod-web\",reason=\"task\"}")
             .await
             >= 1.0
+    );
+}
+
+/// An EventBridge event about service `arn` (moto's account).
+fn service_event(detail_type: &str, arn: &str, cluster: &str) -> String {
+    json!({
+        "version": "0", "id": format!("ev-{arn}"), "detail-type": detail_type,
+        "source": "aws.ecs", "account": "123456789012", "region": "us-west-2",
+        "time": "2026-11-30T10:00:00Z", "resources": [arn],
+        "detail": {"eventType": "INFO", "eventName": "SERVICE_STEADY_STATE",
+                   "clusterArn": cluster, "createdAt": "2026-11-30T10:00:00.000Z"}
+    })
+    .to_string()
+}
+
+async fn entity(p: &Proc, path: &str) -> Option<Value> {
+    let r = p.try_get(path).await?;
+    (r.status == 200).then(|| r.json()["entity"].clone())
+}
+
+/// The real binary against moto's ECS (sweeps an hour apart) and SQS: the
+/// first sweep brings services with the spec's fields; a service event
+/// makes its service current within seconds and leaves the others alone;
+/// 300 task events of one service cost a handful of DescribeServices; a
+/// deleted service becomes INACTIVE.
+async fn services_come_from_moto_and_events_refresh_them(b: Backend) {
+    use crate::reconcile::{moto_ecs, EcsStack};
+    let s = EcsStack::new().await;
+    let etcd = (b == Backend::Etcd).then(crate::servers::Etcd::start);
+    let made = moto_ecs(
+        &s.moto,
+        json!({"clusters": {"shop": {"services": {"web": 2, "api": 1}}}}),
+    );
+    let cluster = made["shop"]["cluster"].as_str().unwrap().to_owned();
+    let web_arn = made["shop"]["services"]["web"].as_str().unwrap().to_owned();
+    let api_arn = made["shop"]["services"]["api"].as_str().unwrap().to_owned();
+    let mut env = vec![("CSS_RECONCILE__INTERVAL", "1h".to_owned())];
+    if let Some(e) = &etcd {
+        env.push(("CSS_STORE__BACKEND", "etcd".into()));
+        env.push(("CSS_STORE__ETCD_ENDPOINTS", e.endpoint()));
+    }
+    let p = s.service(&env);
+    p.wait_ready(Duration::from_secs(30)).await;
+
+    // After the first sweep, with the fields moto gives.
+    let web = entity(&p, "/v1/services/shop/web")
+        .await
+        .expect("web after the first sweep");
+    assert_eq!(web["serviceARN"], web_arn.as_str());
+    assert_eq!(web["serviceName"], "web");
+    assert_eq!(web["clusterARN"], cluster.as_str());
+    assert_eq!(web["status"], "ACTIVE");
+    assert_eq!(
+        (
+            &web["desiredCount"],
+            &web["runningCount"],
+            &web["pendingCount"]
+        ),
+        (&json!(2), &json!(0), &json!(2))
+    );
+    assert!(web["taskDefinitionARN"]
+        .as_str()
+        .is_some_and(|t| t.contains(":task-definition/web:")));
+    assert_eq!(web["launchType"], "EC2");
+    assert_eq!(web["schedulingStrategy"], "REPLICA");
+    let d = &web["deployments"][0];
+    assert_eq!(d["status"], "PRIMARY");
+    assert_eq!(d["rolloutState"], "IN_PROGRESS");
+    assert_eq!(d["taskDefinitionARN"], web["taskDefinitionARN"]);
+    for t in [&d["createdAt"], &d["updatedAt"], &web["updatedAt"]] {
+        let t = t.as_str().unwrap_or_else(|| panic!("a timestamp in {web}"));
+        assert!(
+            t.len() == 24 && t.ends_with('Z') && t.as_bytes()[19] == b'.',
+            "RFC 3339 UTC ms: {t}"
+        );
+    }
+    assert_eq!(
+        (&web["events"], &web["loadBalancers"]),
+        (&json!([]), &json!([]))
+    );
+    assert!(
+        web.get("platformVersion").is_none(),
+        "nothing sent, nothing shown"
+    );
+    let enc = web_arn.replace('/', "%2F");
+    for path in [
+        format!("/v1/services/shop/{web_arn}"),
+        format!("/v1/services/shop/{enc}"),
+        format!("/v1/services/{}/web", cluster.replace('/', "%2F")),
+    ] {
+        assert_eq!(
+            entity(&p, &path).await.map(|e| e["serviceARN"].clone()),
+            Some(json!(web_arn)),
+            "{path}"
+        );
+    }
+    for path in ["/v1/services/shop/nope", "/v1/services/other/web"] {
+        let r = p.get(path).await;
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(r.json()["message"], "Service not found");
+    }
+    let list = p.get("/v1/services").await.json();
+    assert_eq!(
+        names(&list),
+        ["api", "web"],
+        "by cluster ARN, then service ARN"
+    );
+
+    // A Service Action event for web makes it current within seconds; api,
+    // changed too but without an event, is left alone.
+    moto_ecs(
+        &s.moto,
+        json!({"clusters": {"shop": {"update": {"web": 3, "api": 4}}}}),
+    );
+    s.send(service_event("ECS Service Action", &web_arn, &cluster))
+        .await;
+    let current = eventually(Duration::from_secs(8), || async {
+        entity(&p, "/v1/services/shop/web")
+            .await
+            .is_some_and(|w| w["desiredCount"] == 3)
+    })
+    .await;
+    assert!(current, "web was not refreshed after its event");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let api = entity(&p, "/v1/services/shop/api").await.unwrap();
+    assert_eq!(api["desiredCount"], 1, "api was described without a reason");
+    let refreshes = |reason: &'static str| {
+        let p = &p;
+        async move {
+            p.metric(&format!(
+                "css_service_refreshes_total{{cluster=\"shop\",reason=\"{reason}\"}}"
+            ))
+            .await
+        }
+    };
+    assert_eq!(refreshes("event").await, 1.0);
+    assert_eq!(refreshes("task").await, 0.0);
+
+    // 300 task events of api within seconds: a handful of describes.
+    for i in 0..300 {
+        let body = json!({
+            "version": "0", "id": format!("t-{i}"), "detail-type": "ECS Task State Change",
+            "source": "aws.ecs", "account": "123456789012", "region": "us-west-2",
+            "detail": {
+                "clusterArn": cluster,
+                "taskArn": format!("arn:aws:ecs:us-west-2:123456789012:task/shop/api{i}"),
+                "lastStatus": "RUNNING", "desiredStatus": "RUNNING", "version": 1,
+                "group": "service:api", "startedBy": "ecs-svc/1",
+            }
+        });
+        s.send(body.to_string()).await;
+    }
+    let stored = eventually(Duration::from_secs(30), || async {
+        let tasks = p.get("/v1/tasks?cluster=shop&service=api").await.json();
+        tasks["items"].as_array().is_some_and(|t| t.len() == 300)
+    })
+    .await;
+    assert!(stored, "the 300 task events were not all stored");
+    // Past the last refresh interval (5 s) any mark still due was described.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let calls = refreshes("task").await;
+    assert!(
+        (1.0..=5.0).contains(&calls),
+        "{calls} DescribeServices for 300 task events"
+    );
+    let api = entity(&p, "/v1/services/shop/api").await.unwrap();
+    assert_eq!(
+        api["desiredCount"], 4,
+        "api is current after its tasks changed"
+    );
+    assert_eq!(api["serviceARN"], api_arn.as_str());
+    println!("{calls} DescribeServices calls for 300 task events");
+
+    // Deleted in moto (described INACTIVE): INACTIVE here.
+    moto_ecs(&s.moto, json!({"clusters": {"shop": {"delete": ["web"]}}}));
+    s.send(service_event(
+        "ECS Deployment State Change",
+        &web_arn,
+        &cluster,
+    ))
+    .await;
+    let inactive = eventually(Duration::from_secs(8), || async {
+        entity(&p, "/v1/services/shop/web")
+            .await
+            .is_some_and(|w| w["status"] == "INACTIVE")
+    })
+    .await;
+    assert!(inactive, "a deleted service did not become INACTIVE");
+    let list = p.get("/v1/services?status=inactive").await.json();
+    assert_eq!(names(&list), ["web"]);
+    assert_eq!(
+        names(&p.get("/v1/services?status=ACTIVE").await.json()),
+        ["api"]
+    );
+    assert_eq!(
+        p.metric("css_events_total{outcome=\"ignored\"}").await,
+        0.0,
+        "service events are used"
     );
 }
