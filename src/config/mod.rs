@@ -313,10 +313,41 @@ mod tests {
         assert_eq!(s.store.tombstone_retention, Duration::from_secs(4 * 86400));
         assert_eq!(s.reconcile.interval, Duration::from_secs(300));
         assert!((s.reconcile.jitter - 0.1).abs() < 1e-9);
+        assert_eq!(s.reconcile.service_refresh, Duration::from_secs(5));
         assert_eq!(s.source.pollers, 2);
         assert_eq!(s.simulate.clusters, 3);
         assert_eq!(s.log.level, Level::Info);
         assert_eq!(l.feed, Feed::None);
+    }
+
+    #[test]
+    fn service_refresh_is_set_like_any_reconcile_key() {
+        let (_dir, file) = config_file(
+            "[reconcile]\nservice_refresh = \"2s\"\n[reconcile.clusters.web]\nservice_refresh = \"500ms\"\n",
+        );
+        let l = load(
+            &args(&["--config", file.to_str().unwrap()]),
+            &HashMap::new(),
+        )
+        .unwrap();
+        let r = l.settings.reconcile.settings();
+        assert_eq!(r.base.service_refresh, Duration::from_secs(2));
+        assert_eq!(
+            r.per_cluster["web"].service_refresh,
+            Duration::from_millis(500)
+        );
+        let l = load(&[], &env(&[("CSS_RECONCILE__SERVICE_REFRESH", "750ms")])).unwrap();
+        assert_eq!(
+            l.settings.reconcile.service_refresh,
+            Duration::from_millis(750)
+        );
+        for bad in ["soon", "0s"] {
+            let err = load(&[], &env(&[("CSS_RECONCILE__SERVICE_REFRESH", bad)])).unwrap_err();
+            assert!(
+                err.to_string().contains("reconcile.service_refresh"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -76,8 +76,60 @@ async fn every_response_matches_the_openapi_document() {
         .to_owned();
     let inst_cluster = inst_cluster.rsplit('/').next().unwrap().to_owned();
 
+    // Services come from ECS, not events: written as the reconciler would.
+    let svc = actors::model::Service {
+        service_arn: "arn:aws:ecs:us-west-2:111122223333:service/c/web".into(),
+        service_name: "web".into(),
+        cluster_arn: "arn:aws:ecs:us-west-2:111122223333:cluster/c".into(),
+        status: "ACTIVE".into(),
+        desired_count: Some(2),
+        running_count: Some(1),
+        pending_count: Some(1),
+        task_definition_arn: Some(
+            "arn:aws:ecs:us-west-2:111122223333:task-definition/web:7".into(),
+        ),
+        launch_type: Some("FARGATE".into()),
+        platform_version: Some("1.4.0".into()),
+        scheduling_strategy: Some("REPLICA".into()),
+        created_at: Some("2026-11-01T00:00:00.000Z".into()),
+        deployments: vec![actors::model::Deployment {
+            id: Some("ecs-svc/1".into()),
+            status: Some("PRIMARY".into()),
+            rollout_state: Some("IN_PROGRESS".into()),
+            desired_count: Some(2),
+            created_at: Some("2026-11-30T00:00:00.000Z".into()),
+            ..Default::default()
+        }],
+        events: vec![actors::model::ServiceEvent {
+            id: Some("e1".into()),
+            created_at: Some("2026-11-30T00:00:01.000Z".into()),
+            message: Some("(service web) has started 1 tasks.".into()),
+        }],
+        load_balancers: vec![actors::model::LoadBalancer {
+            target_group_arn: Some(
+                "arn:aws:elasticloadbalancing:us-west-2:111122223333:targetgroup/web/1".into(),
+            ),
+            load_balancer_name: None,
+            container_name: Some("web".into()),
+            container_port: Some(8080),
+        }],
+        updated_at: Some("2026-11-30T00:00:02.000Z".into()),
+    };
+    t.svc
+        .pipeline
+        .writer
+        .send(actors::writer::Apply {
+            ops: vec![actors::store::Op::Put(
+                actors::model::Entry::from_service(&svc).unwrap(),
+            )],
+        })
+        .await
+        .unwrap()
+        .unwrap();
+
     let mut s = Vec::new();
-    let (tasks, instances) = ("/v1/tasks", "/v1/instances");
+    let (tasks, instances, services) = ("/v1/tasks", "/v1/instances", "/v1/services");
+    let describe_svc = "/v1/services/{cluster}/{service}";
     let describe_task = "/v1/tasks/{cluster}/{arn}";
     let describe_inst = "/v1/instances/{cluster}/{arn}";
     for (template, path) in [
@@ -102,6 +154,21 @@ async fn every_response_matches_the_openapi_document() {
             format!("/v1/instances/{inst_cluster}/{inst}"),
         ),
         (describe_inst, format!("/v1/instances/other/{inst}")),
+        (services, "/v1/services".into()),
+        (services, "/v1/services?limit=1&rollout=in_progress".into()),
+        (services, "/v1/services?rollout=done".into()),
+        (
+            services,
+            "/v1/services?taskDefinition=web:7&status=active".into(),
+        ),
+        (describe_svc, "/v1/services/c/web".into()),
+        (describe_svc, format!("/v1/services/c/{}", svc.service_arn)),
+        (describe_svc, "/v1/services/c/nope".into()),
+        (describe_svc, "/v1/services/c/bad!".into()),
+        (
+            "/v1/stream/services",
+            "/v1/stream/services?status=bogus".into(),
+        ),
         (
             "/v1/stream/tasks",
             "/v1/stream/tasks?entityVersion=abc".into(),
@@ -123,7 +190,11 @@ async fn every_response_matches_the_openapi_document() {
         sample(&t, &mut s, template, "head", &path).await;
     }
     sample(&t, &mut s, tasks, "post", "/v1/tasks").await;
-    for stream in ["/v1/stream/tasks", "/v1/stream/instances"] {
+    for stream in [
+        "/v1/stream/tasks",
+        "/v1/stream/instances",
+        "/v1/stream/services",
+    ] {
         sample(&t, &mut s, stream, "head", stream).await;
     }
     let n_tasks = t.get("/v1/tasks").await.json()["items"]
@@ -148,6 +219,15 @@ async fn every_response_matches_the_openapi_document() {
         "/v1/stream/instances",
         "/v1/stream/instances?entityVersion=1",
         n_instances,
+    )
+    .await;
+
+    sample_stream(
+        &t,
+        &mut s,
+        "/v1/stream/services",
+        "/v1/stream/services?snapshot=true",
+        2,
     )
     .await;
 

@@ -346,6 +346,9 @@ async fn replay_counts_bad_lines_and_applies_the_rest() {
         format!("{{\"x\":\"{}\"}}", "y".repeat(300 * 1024)),
         one_line(fixture("service-action-ignored.json")),
         one_line(fixture("task-running-ec2.json")),
+        // A service event without its service: invalid even where service
+        // events are ignored.
+        r#"{"detail-type":"ECS Deployment State Change","resources":[],"detail":{}}"#.into(),
     ];
     lines.extend((0..2500).map(|i| task_event("bulk", &format!("t{i}"), 1, "RUNNING")));
     std::fs::write(&file, lines.join("\n")).unwrap();
@@ -364,10 +367,11 @@ async fn replay_counts_bad_lines_and_applies_the_rest() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let r = report.expect("replay finished");
-    assert_eq!(r.lines, 2507);
+    assert_eq!(r.lines, 2508);
     assert_eq!(
         (r.applied, r.stale, r.ignored, r.invalid, r.failed),
-        (2502, 1, 1, 2, 0)
+        (2502, 1, 1, 3, 0),
+        "with no ECS to ask, a service event is ignored; a malformed one is invalid"
     );
     assert_eq!(
         t.get("/v1/tasks?cluster=bulk&limit=1").await.json()["items"]

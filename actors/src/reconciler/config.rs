@@ -9,6 +9,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
+/// The shortest `service_refresh`: dirty services are described no more often.
+const MIN_SERVICE_REFRESH: Duration = Duration::from_millis(100);
+
 /// `[reconcile]`. Every key but `clusters` may also be set per cluster.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -125,6 +128,23 @@ impl Config {
             self.max_requests_per_second,
             problems,
         );
+        let refresh = |key: &str, d: Duration, problems: &mut Vec<String>| {
+            if d < MIN_SERVICE_REFRESH {
+                problems.push(format!("{key}: must be at least 100ms, not {d:?}"));
+            }
+        };
+        refresh("reconcile.service_refresh", self.service_refresh, problems);
+        if let Clusters::Tuned(tuned) = &self.clusters {
+            for (name, t) in tuned {
+                if let Some(d) = t.service_refresh {
+                    refresh(
+                        &format!("reconcile.clusters.{name}.service_refresh"),
+                        d,
+                        problems,
+                    );
+                }
+            }
+        }
         let names: Vec<&String> = match &self.clusters {
             Clusters::Discover => Vec::new(),
             Clusters::List(names) => names.iter().collect(),
