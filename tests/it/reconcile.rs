@@ -164,11 +164,14 @@ async fn entities_never_sent_as_events_appear_within_one_interval() {
         appeared,
         "a task in ECS but never in an event did not appear within one interval"
     );
-    assert!(
+    // The counters are updated once the whole sweep (services last) is done.
+    let counted = eventually(Duration::from_secs(4), || async {
         p.metric("css_reconcile_added_total{cluster=\"fast\"}")
             .await
             >= 4.0
-    );
+    })
+    .await;
+    assert!(counted, "the sweep's additions were not counted");
 }
 
 #[actix_web::test]
@@ -502,8 +505,9 @@ async fn paging_throttling_and_a_failing_cluster_against_a_stub_ecs() {
     );
     assert_eq!(broken.sweep_errors.get(), 1);
     assert_eq!(paged.throttles.get() + broken.throttles.get(), 3);
-    // 1 instance list + 7 pages of RUNNING + 1 of STOPPED + 3 describes of ≤ 100, plus retries.
-    assert_eq!(paged.api_calls.get() - paged.throttles.get(), 12);
+    // 1 instance list + 7 pages of RUNNING + 1 of STOPPED + 3 describes of ≤ 100
+    // + 1 service list (no services: nothing to describe), plus retries.
+    assert_eq!(paged.api_calls.get() - paged.throttles.get(), 13);
     // The failing cluster keeps the service from being ready; the other does not.
     let pending_one = eventually(Duration::from_secs(2), || async {
         p.reader.health().reconcile_pending() == 1
@@ -528,7 +532,7 @@ async fn simulate_with_dropped_events_converges_to_the_simulators_truth() {
         panic!("no simulator")
     };
     let truth = sim.send(actors::source::simulate::GetTruth).await.unwrap();
-    assert_eq!((truth.tasks, truth.instances), (30, 6));
+    assert_eq!((truth.tasks, truth.instances, truth.services), (30, 6, 6));
     let converged = eventually(Duration::from_secs(15), || async {
         let tasks = t.get("/v1/tasks").await.json()["items"]
             .as_array()
@@ -538,7 +542,11 @@ async fn simulate_with_dropped_events_converges_to_the_simulators_truth() {
             .as_array()
             .unwrap()
             .len();
-        tasks == truth.tasks && instances == truth.instances
+        let services = t.get("/v1/services").await.json()["items"]
+            .as_array()
+            .unwrap()
+            .len();
+        tasks == truth.tasks && instances == truth.instances && services == truth.services
     })
     .await;
     assert!(converged, "the store never matched the simulator");
@@ -551,9 +559,10 @@ async fn simulate_with_dropped_events_converges_to_the_simulators_truth() {
         .sum();
     let applied = t.svc.pipeline.metrics.events_applied.get();
     assert!(added > 0, "nothing was repaired: were events dropped?");
+    // Services come from sweeps only: no event carries one.
     assert_eq!(
         applied + added,
-        36,
+        36 + 6,
         "events and repairs together make the whole world"
     );
 }
@@ -712,6 +721,7 @@ async fn ecs_stub(throttle: usize) -> (String, Arc<AtomicUsize>, actix_web::dev:
                     "ListContainerInstances" => json(serde_json::json!({"containerInstanceArns": []})),
                     "DescribeContainerInstances" => json(serde_json::json!({"containerInstances": [], "failures": []})),
                     "ListTasks" => json(serde_json::json!({"taskArns": if running { vec![task] } else { vec![] }})),
+                    "ListServices" => json(serde_json::json!({"serviceArns": []})),
                     "DescribeTasks" => json(serde_json::json!({"tasks": [{
                         "taskArn": task, "clusterArn": cluster, "lastStatus": "RUNNING",
                         "desiredStatus": "RUNNING", "version": 7, "launchType": "FARGATE",

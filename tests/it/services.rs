@@ -405,6 +405,8 @@ struct Services {
     answers: Mutex<HashMap<String, Service>>,
     /// Every DescribeServices call: the names asked for.
     calls: Mutex<Vec<Vec<String>>>,
+    /// ListServices is refused (as without `ecs:ListServices`).
+    denied: std::sync::atomic::AtomicBool,
 }
 
 fn now<T: Send + 'static>(v: ecs::Result<T>) -> BoxFuture<'static, ecs::Result<T>> {
@@ -476,6 +478,9 @@ impl Ecs for Services {
         now(Ok(Described::default()))
     }
     fn list_services(&self, _: &str, _: Option<String>) -> BoxFuture<'_, ecs::Result<Page>> {
+        if self.denied.load(std::sync::atomic::Ordering::SeqCst) {
+            return now(Err(ecs::Error::Other("AccessDeniedException".into())));
+        }
         now(Ok(Page {
             arns: self.listed.lock().unwrap().clone(),
             next: None,
@@ -666,6 +671,21 @@ async fn sweeps_and_refreshes_describe_services_against_a_stub() {
         .await
     );
     assert!(stored(&p, "web").await.is_some());
+
+    // Without ListServices, a sweep still sweeps tasks and instances, and
+    // counts an error.
+    ecs.denied.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (sweeps, errors) = (stats.sweeps.get(), stats.sweep_errors.get());
+    manager.send(SweepNow).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            stats.sweeps.get() == sweeps + 1
+        })
+        .await
+    );
+    assert_eq!(stats.sweep_errors.get(), errors + 1);
+    assert!(stored(&p, "web").await.is_some(), "nothing deleted");
+    assert_eq!(p.reader.health().reconcile_pending(), 0);
 }
 
 /// `--simulate` with the real binary: services are listed, each has tasks,
@@ -826,6 +846,50 @@ async fn services_come_from_moto_and_events_refresh_them(b: Backend) {
         ["api", "web"],
         "by cluster ARN, then service ARN"
     );
+    let mut pages = Vec::new();
+    let mut path = "/v1/services?limit=1".to_owned();
+    for _ in 0..5 {
+        let page = p.get(&path).await.json();
+        pages.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["nextToken"].as_str() {
+            Some(t) => path = format!("/v1/services?limit=1&nextToken={t}"),
+            None => break,
+        }
+    }
+    assert_eq!(Value::Array(pages), list["items"], "pages concatenate");
+    for (q, want) in [
+        ("?cluster=shop&status=active", &["api", "web"][..]),
+        ("?rollout=in_progress&launchType=EC2", &["api", "web"]),
+        ("?taskDefinition=web", &["api", "web"]),
+        ("?rollout=COMPLETED", &[]),
+        ("?cluster=elsewhere", &[]),
+    ] {
+        assert_eq!(
+            names(&p.get(&format!("/v1/services{q}")).await.json()),
+            want,
+            "{q}"
+        );
+    }
+    for q in [
+        "?status=up",
+        "?rollout=x",
+        "?taskDefinition=:1",
+        "?colour=red",
+    ] {
+        assert_eq!(p.get(&format!("/v1/services{q}")).await.status, 400, "{q}");
+    }
+    let mut stream = StreamClient::open(p.addr, "/v1/stream/services?snapshot=true", "").await;
+    let within = Duration::from_secs(10);
+    for want in ["api", "web"] {
+        let item = stream.next_json(within).await.expect("a snapshot item");
+        assert_eq!(item["entity"]["serviceName"], want);
+    }
+    let bookmark = stream.next_json(within).await.expect("a bookmark");
+    let mark: u64 = bookmark["bookmark"]["entityVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
 
     // A Service Action event for web makes it current within seconds; api,
     // changed too but without an event, is left alone.
@@ -842,6 +906,22 @@ async fn services_come_from_moto_and_events_refresh_them(b: Backend) {
     })
     .await;
     assert!(current, "web was not refreshed after its event");
+    let change = stream
+        .next_json(within)
+        .await
+        .expect("web's change streams");
+    assert_eq!(change["entity"]["desiredCount"], 3);
+    let mut resumed = StreamClient::open(
+        p.addr,
+        &format!("/v1/stream/services?entityVersion={}", mark + 1),
+        "",
+    )
+    .await;
+    assert_eq!(
+        resumed.next_json(within).await,
+        Some(change),
+        "resume misses nothing"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let api = entity(&p, "/v1/services/shop/api").await.unwrap();
     assert_eq!(api["desiredCount"], 1, "api was described without a reason");

@@ -124,6 +124,9 @@ pub struct Report {
     pub added: usize,
     pub updated: usize,
     pub removed: usize,
+    /// Why the services could not be swept, when they could not (tasks and
+    /// instances were, so the cluster still counts as swept).
+    pub services_failed: Option<String>,
 }
 
 /// What the reconcilers work with.
@@ -305,7 +308,11 @@ impl Sweep {
             .filter(|o| matches!(o, Outcome::Applied(_)))
             .count();
         // Last, so that the marks this sweep's task writes made are covered.
-        self.sweep_services(started_ms, &mut report).await?;
+        // A failure here (say, no `ecs:ListServices` permission) leaves the
+        // tasks and instances repaired.
+        if let Err(e) = self.sweep_services(started_ms, &mut report).await {
+            report.services_failed = Some(e.to_string());
+        }
         Ok(report)
     }
 
@@ -575,6 +582,10 @@ impl Reconciler {
             match res {
                 Ok(None) => {}
                 Ok(Some(r)) => {
+                    if let Some(e) = &r.services_failed {
+                        s.sweep_errors.inc();
+                        warn!(act.log, "services not swept"; "error" => e);
+                    }
                     s.added.inc_by(r.added as u64);
                     s.updated.inc_by(r.updated as u64);
                     s.removed.inc_by(r.removed as u64);

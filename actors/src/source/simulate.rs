@@ -29,6 +29,7 @@ pub struct Truth {
     pub clusters: Vec<String>,
     pub tasks: usize,
     pub instances: usize,
+    pub services: usize,
     /// Initial state delivered and no late event waiting.
     pub settled: bool,
 }
@@ -118,6 +119,7 @@ impl Handler<GetTruth> for SimulateSource {
             clusters: sim.clusters().to_vec(),
             tasks: sim.tasks().len(),
             instances: sim.instances().len(),
+            services: sim.services().len(),
             settled: sim.settled(),
         })
     }
