@@ -110,22 +110,23 @@ struct ClusterFamilies {
     refreshes: IntCounterVec,
 }
 
-/// What made a `DescribeServices` call (`css_service_refreshes_total{reason}`).
+/// What made a `DescribeServices` call (`css_service_refreshes_total{reason}`),
+/// weakest first: a batch counts under its strongest reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RefreshReason {
+    /// A sweep.
+    Sweep,
     /// A task of the service changed.
     Task,
     /// A service event named it.
     Event,
-    /// A sweep.
-    Sweep,
 }
 
 impl RefreshReason {
     pub const ALL: [RefreshReason; 3] = [
+        RefreshReason::Sweep,
         RefreshReason::Task,
         RefreshReason::Event,
-        RefreshReason::Sweep,
     ];
 
     pub fn as_str(self) -> &'static str {

@@ -567,7 +567,7 @@ async fn sweeps_and_refreshes_describe_services_against_a_stub() {
     .await;
     assert!(ready, "the first sweep stores every service");
     let stats = metrics.cluster("c");
-    let [task, event, sweep] = &stats.refreshes;
+    let [sweep, task, event] = &stats.refreshes;
     assert_eq!(ecs.calls(), 2, "12 services, 10 per call");
     assert_eq!((task.get(), event.get(), sweep.get()), (0, 0, 2));
     let web = stored(&p, "web").await.unwrap();

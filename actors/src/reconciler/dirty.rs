@@ -21,7 +21,7 @@ pub const MAX_MARKS: usize = 100_000;
 /// Why and since when a service is dirty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mark {
-    /// The strongest reason it was marked for (an event beats a task).
+    /// The strongest reason it was marked for (an event outranks a task).
     pub reason: RefreshReason,
     /// When it was last marked.
     pub at: Instant,
@@ -70,9 +70,7 @@ impl Dirty {
         let now = Instant::now();
         match marks.get_mut(service) {
             Some(m) => {
-                if reason == RefreshReason::Event {
-                    m.reason = reason;
-                }
+                m.reason = m.reason.max(reason);
                 m.at = now;
             }
             None if inner.marks < MAX_MARKS => {

@@ -380,18 +380,14 @@ impl Sweep {
         &self,
         mut services: Vec<(String, RefreshReason)>,
     ) -> Result<ServicesDescribed, Error> {
-        // Events first, so the batches they are in go out first.
-        services.sort_by_key(|(_, r)| std::cmp::Reverse(*r == RefreshReason::Event));
+        // The strongest reasons first: events go out in the first batches.
+        services.sort_by_key(|(_, r)| std::cmp::Reverse(*r));
         let mut out = ServicesDescribed::default();
         for chunk in services.chunks(DESCRIBE_SERVICES_BATCH) {
             let reason = chunk
                 .iter()
                 .map(|(_, r)| *r)
-                .max_by_key(|r| match r {
-                    RefreshReason::Event => 2,
-                    RefreshReason::Task => 1,
-                    RefreshReason::Sweep => 0,
-                })
+                .max()
                 .unwrap_or(RefreshReason::Sweep);
             let names: Vec<String> = chunk.iter().map(|(n, _)| n.clone()).collect();
             let _turn = self.lane.services.lock().await;
