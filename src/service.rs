@@ -192,10 +192,19 @@ fn serve(
         true => None,
         false => Some(tls_config(&sv.tls_cert_file, &sv.tls_key_file)?),
     };
-    info!(log, "API security"; "tls" => tls.is_some(), "bearer_auth" => token.is_some());
+    let ecs_credentials = match sv.ecs_credentials_file.as_os_str().is_empty() {
+        true => None,
+        false => Some(
+            api::ecs::sigv4::Credentials::load(&sv.ecs_credentials_file)
+                .map_err(|e| Error::Security(format!("server.ecs_credentials_file: {e}")))?,
+        ),
+    };
+    info!(log, "API security"; "tls" => tls.is_some(), "bearer_auth" => token.is_some(),
+        "ecs_signatures" => ecs_credentials.is_some());
     let state = web::Data::new(
         api::State::new(pipeline, streams)
             .with_token(token)
+            .with_ecs_credentials(ecs_credentials)
             .with_v03_errors(sv.v03_errors)
             .with_cors(sv.cors_allowed_origins.clone()),
     );

@@ -142,8 +142,9 @@ fn decode_event(env: Envelope<'_>) -> Result<Decoded, Error> {
             .map_err(|e| Error::MalformedDetail(e.to_string()))?;
         Entry::from_instance(&instance_from_detail(d)?)
     };
+    // The detail is the entity in ECS's shape: kept for the ECS read API.
     entry
-        .map(Decoded::Entity)
+        .map(|e| Decoded::Entity(e.with_ecs(Some(detail.to_owned()))))
         .map_err(|e| Error::Render(e.to_string()))
 }
 

@@ -10,8 +10,13 @@ use crate::model::{
 };
 use crate::store::BoxFuture;
 use crate::time::format_ms;
-use aws_sdk_ecs::error::ProvideErrorMetadata;
+use aws_sdk_ecs::config::interceptors::AfterDeserializationInterceptorContextRef;
+use aws_sdk_ecs::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_ecs::error::{BoxError, ProvideErrorMetadata};
 use aws_sdk_ecs::types::DesiredStatus;
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// Most ARNs one Describe call takes.
 pub const DESCRIBE_BATCH: usize = 100;
@@ -396,13 +401,61 @@ pub fn service_entry(
     Entry::from_service(&service).map_err(|e| decode::Error::Render(e.to_string()))
 }
 
+/// Keeps the body of one call's answer, so that the entities it describes
+/// can be stored as ECS sent them (for the ECS read API), not only as the
+/// SDK's types hold them.
+#[derive(Debug, Clone, Default)]
+struct RawAnswer(Arc<Mutex<Option<bytes::Bytes>>>);
+
+impl Intercept for RawAnswer {
+    fn name(&self) -> &'static str {
+        "RawAnswer"
+    }
+
+    fn read_after_deserialization(
+        &self,
+        context: &AfterDeserializationInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> std::result::Result<(), BoxError> {
+        if let (Some(body), Ok(mut slot)) = (context.response().body().bytes(), self.0.lock()) {
+            *slot = Some(bytes::Bytes::copy_from_slice(body));
+        }
+        Ok(())
+    }
+}
+
+impl RawAnswer {
+    /// The objects of the answer's `list` member, by their `key` member.
+    fn objects(&self, list: &str, key: &str) -> HashMap<String, Box<RawValue>> {
+        let Some(body) = self.0.lock().ok().and_then(|mut b| b.take()) else {
+            return HashMap::new();
+        };
+        let Ok(answer) = serde_json::from_slice::<HashMap<String, serde_json::Value>>(&body) else {
+            return HashMap::new();
+        };
+        let Some(serde_json::Value::Array(items)) = answer.get(list) else {
+            return HashMap::new();
+        };
+        items
+            .iter()
+            .filter_map(|item| {
+                let arn = item.get(key)?.as_str()?.to_owned();
+                Some((arn, serde_json::value::to_raw_value(item).ok()?))
+            })
+            .collect()
+    }
+}
+
 /// Converts what a Describe returned, reporting entities that cannot be
-/// converted as failures (they are then neither written nor deleted).
+/// converted as failures (they are then neither written nor deleted). Each
+/// entry keeps its object of the raw answer (`raw`, by ARN).
 fn described<T>(
     items: &[T],
     fails: &[aws_sdk_ecs::types::Failure],
     arn: impl Fn(&T) -> Option<&str>,
     convert: impl Fn(&T) -> std::result::Result<Entry, decode::Error>,
+    mut raw: HashMap<String, Box<RawValue>>,
 ) -> Described {
     let mut d = Described {
         entries: Vec::with_capacity(items.len()),
@@ -410,7 +463,10 @@ fn described<T>(
     };
     for item in items {
         match convert(item) {
-            Ok(e) => d.entries.push(e),
+            Ok(e) => {
+                let ecs = raw.remove(&e.arn);
+                d.entries.push(e.with_ecs(ecs));
+            }
             Err(e) => d.failures.push((
                 arn(item).unwrap_or_default().to_owned(),
                 Failure::Other(e.to_string()),
@@ -466,11 +522,14 @@ impl Ecs for AwsEcs {
     ) -> BoxFuture<'_, Result<Described>> {
         let cluster = cluster.to_owned();
         Box::pin(async move {
+            let raw = RawAnswer::default();
             let out = self
                 .client
                 .describe_container_instances()
                 .cluster(&cluster)
                 .set_container_instances(Some(arns))
+                .customize()
+                .interceptor(raw.clone())
                 .send()
                 .await
                 .map_err(classify)?;
@@ -492,6 +551,7 @@ impl Ecs for AwsEcs {
                 out.failures(),
                 |i| i.container_instance_arn(),
                 |i| instance_entry(i, &cluster_arn),
+                raw.objects("containerInstances", "containerInstanceArn"),
             ))
         })
     }
@@ -527,11 +587,14 @@ impl Ecs for AwsEcs {
     fn describe_tasks(&self, cluster: &str, arns: Vec<String>) -> BoxFuture<'_, Result<Described>> {
         let cluster = cluster.to_owned();
         Box::pin(async move {
+            let raw = RawAnswer::default();
             let out = self
                 .client
                 .describe_tasks()
                 .cluster(cluster)
                 .set_tasks(Some(arns))
+                .customize()
+                .interceptor(raw.clone())
                 .send()
                 .await
                 .map_err(classify)?;
@@ -540,6 +603,7 @@ impl Ecs for AwsEcs {
                 out.failures(),
                 |t| t.task_arn(),
                 task_entry,
+                raw.objects("tasks", "taskArn"),
             ))
         })
     }
@@ -569,11 +633,14 @@ impl Ecs for AwsEcs {
     ) -> BoxFuture<'_, Result<Described>> {
         let cluster = cluster.to_owned();
         Box::pin(async move {
+            let raw = RawAnswer::default();
             let out = self
                 .client
                 .describe_services()
                 .cluster(&cluster)
                 .set_services(Some(services))
+                .customize()
+                .interceptor(raw.clone())
                 .send()
                 .await
                 .map_err(classify)?;
@@ -582,6 +649,7 @@ impl Ecs for AwsEcs {
                 out.failures(),
                 |s| s.service_arn(),
                 |s| service_entry(s, &cluster),
+                raw.objects("services", "serviceArn"),
             ))
         })
     }

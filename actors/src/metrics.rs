@@ -39,6 +39,8 @@ pub struct Metrics {
     pub store_commit_seconds: Counter,
     pub store_errors: IntCounter,
     pub store_revision: Gauge,
+    /// `css_ecs_api_requests_total{operation, outcome}`.
+    ecs_requests: IntCounterVec,
     /// `css_view_entities{kind}`, in [`Kind::ALL`] order.
     pub view_entities: [Gauge; Kind::ALL.len()],
     pub feed_reloads: IntCounter,
@@ -246,6 +248,17 @@ impl Metrics {
             store_errors: d.counter("css_store_errors_total", "Failed store loads and commits."),
             store_revision: d.gauge("css_store_revision", "Current store revision."),
             view_entities: Kind::ALL.map(|k| views.with_label_values(&[k.as_str()])),
+            ecs_requests: d.register(
+                IntCounterVec::new(
+                    Opts::new(
+                        "css_ecs_api_requests_total",
+                        "Requests to the ECS read API (/ecs), by operation (\"other\": one \
+                         not served) and outcome: ok, or client_error.",
+                    ),
+                    &["operation", "outcome"],
+                )
+                .expect("valid metric"),
+            ),
             feed_reloads: d.counter(
                 "css_store_feed_reloads_total",
                 "Full view reloads because the store's feed fell behind.",
@@ -301,6 +314,15 @@ impl Metrics {
             refreshes: RefreshReason::ALL
                 .map(|r| c.refreshes.with_label_values(&[name, r.as_str()])),
         }
+    }
+
+    /// Counts a request to the ECS read API. `operation` is one of the
+    /// operations served, or `other`: a bounded set.
+    pub fn ecs_request(&self, operation: &str, ok: bool) {
+        let outcome = if ok { "ok" } else { "client_error" };
+        self.ecs_requests
+            .with_label_values(&[operation, outcome])
+            .inc();
     }
 
     /// Forgets the metrics of a cluster that is no longer reconciled.

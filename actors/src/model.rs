@@ -456,6 +456,12 @@ pub struct Entry {
     pub stopped_at_ms: Option<i64>,
     /// The API JSON of the entity.
     pub entity: Box<RawValue>,
+    /// The entity in ECS's own shape, as its source gave it: an event's
+    /// `detail`, or the object a Describe call answered (ecs-api.md). `None`
+    /// when the source had none (the ECS read API then derives it from
+    /// `entity`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ecs: Option<Box<RawValue>>,
 }
 
 impl PartialEq for Entry {
@@ -501,6 +507,7 @@ impl Entry {
             agent_connected: None,
             stopped_at_ms: None,
             entity: serde_json::value::to_raw_value(&entity).expect("JSON value"),
+            ecs: None,
         }
     }
 
@@ -543,6 +550,7 @@ impl Entry {
             agent_connected: None,
             stopped_at_ms: task.stopped_at.as_deref().and_then(crate::time::parse_ms),
             entity: serde_json::value::to_raw_value(task)?,
+            ecs: None,
         })
     }
 
@@ -567,6 +575,7 @@ impl Entry {
             agent_connected: Some(instance.agent_connected),
             stopped_at_ms: None,
             entity: serde_json::value::to_raw_value(instance)?,
+            ecs: None,
         })
     }
 
@@ -599,7 +608,14 @@ impl Entry {
             agent_connected: None,
             stopped_at_ms: None,
             entity: serde_json::value::to_raw_value(service)?,
+            ecs: None,
         })
+    }
+
+    /// This entry with `ecs`, the entity as its source gave it.
+    pub fn with_ecs(mut self, ecs: Option<Box<RawValue>>) -> Entry {
+        self.ecs = ecs;
+        self
     }
 
     /// The name of a service entry (the last part of its ARN).

@@ -25,6 +25,10 @@ pub struct Config {
     /// (ext) A file holding the bearer token every `/v1` request must carry.
     /// Default none.
     pub auth_token_file: PathBuf,
+    /// (ext) A file of `ACCESS_KEY_ID SECRET` pairs, one per line: every
+    /// request to the ECS read API (`/ecs`) must then carry an AWS Signature
+    /// V4 made with one of them. Default none (`/ecs` open like `/v1`).
+    pub ecs_credentials_file: PathBuf,
     /// (ext) Origins (`https://host:port`) whose pages may use the API and
     /// the streams (CORS); `"*"` allows any origin. Default none (same
     /// origin only).
@@ -44,6 +48,7 @@ impl Default for Config {
             tls_cert_file: PathBuf::new(),
             tls_key_file: PathBuf::new(),
             auth_token_file: PathBuf::new(),
+            ecs_credentials_file: PathBuf::new(),
             cors_allowed_origins: Vec::new(),
             v03_errors: false,
         }
@@ -104,6 +109,11 @@ impl Config {
                     "server.auth_token_file: cannot read {}: {e}",
                     self.auth_token_file.display()
                 )),
+            }
+        }
+        if set(&self.ecs_credentials_file) {
+            if let Err(e) = super::ecs::sigv4::Credentials::load(&self.ecs_credentials_file) {
+                problems.push(format!("server.ecs_credentials_file: {e}"));
             }
         }
         readable("server.tls_cert_file", &self.tls_cert_file, problems);

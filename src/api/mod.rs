@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod cors;
+pub mod ecs;
 mod entities;
 mod error;
 pub mod framing;
@@ -55,6 +56,8 @@ pub struct State {
     v03_errors: bool,
     /// Origins whose pages may use the API (`server.cors_allowed_origins`).
     cors_origins: Vec<String>,
+    /// The access keys `/ecs` requests must be signed with, when configured.
+    ecs_credentials: Option<Arc<ecs::sigv4::Credentials>>,
 }
 
 impl State {
@@ -75,7 +78,14 @@ impl State {
             token: None,
             v03_errors: false,
             cors_origins: Vec::new(),
+            ecs_credentials: None,
         }
+    }
+
+    /// Requires an AWS Signature V4 made with one of `credentials` on `/ecs`.
+    pub fn with_ecs_credentials(mut self, credentials: Option<ecs::sigv4::Credentials>) -> State {
+        self.ecs_credentials = credentials.map(Arc::new);
+        self
     }
 
     /// Sends errors on the v0.3 paths as `text/plain` with the message as
@@ -133,6 +143,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             move |req: HttpRequest, state: web::Data<State>| stream::stream(kind, req, state),
         ));
     }
+    cfg.service(
+        web::resource(["/ecs", "/ecs/"])
+            .route(web::post().to(ecs::serve))
+            .default_service(web::to(method_not_allowed)),
+    );
     cfg.service(get("/v1/openapi.json", openapi))
         .service(get("/healthz", healthz))
         .service(get("/readyz", readyz))

@@ -21,6 +21,7 @@ mod api;
 mod binary;
 mod cluster;
 mod compat;
+mod ecs_api;
 mod etcd;
 mod fixtures;
 mod ingest;

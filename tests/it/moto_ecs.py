@@ -1,7 +1,7 @@
 """Builds ECS state in a moto server for the reconcile tests.
 
 Usage: python moto_ecs.py ENDPOINT SPEC_JSON
-SPEC_JSON: {"clusters": {"NAME": {"instances": N, "tasks": M,
+SPEC_JSON: {"clusters": {"NAME": {"instances": N, "tasks": M, "fargate_tasks": F,
                                   "services": {"SVC": DESIRED},
                                   "update": {"SVC": DESIRED},
                                   "delete": ["SVC"]}}}
@@ -45,6 +45,10 @@ for name, want in spec["clusters"].items():
     if want.get("tasks", 0):
         run = ecs.run_task(cluster=name, taskDefinition="web", count=want["tasks"])
         tasks = [t["taskArn"] for t in run["tasks"]]
+    if want.get("fargate_tasks", 0):
+        run = ecs.run_task(cluster=name, taskDefinition="web", count=want["fargate_tasks"],
+                           launchType="FARGATE")
+        tasks += [t["taskArn"] for t in run["tasks"]]
     services = {}
     for svc, desired in want.get("services", {}).items():
         made = ecs.create_service(cluster=name, serviceName=svc, taskDefinition="web",

@@ -1,0 +1,406 @@
+//! AWS Signature Version 4, checked: the signature of a request to `/ecs` is
+//! computed again from the canonical request with the secret of its access
+//! key (`server.ecs_credentials_file`) and compared in constant time.
+//!
+//! The canonical form follows AWS's rules as botocore and the Rust SDK apply
+//! them: the path as sent, URI-encoded once more; the query's parameters
+//! sorted; the signed headers lowercased, their values trimmed and inner
+//! spaces collapsed; the payload's SHA-256.
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// How far a request's `X-Amz-Date` may be from this clock, as AWS allows.
+pub const MAX_SKEW_MS: i64 = 15 * 60 * 1000;
+
+/// The access keys `/ecs` accepts, each with its secret.
+#[derive(Clone)]
+pub struct Credentials(HashMap<String, String>);
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secrets.
+        f.debug_tuple("Credentials").field(&self.0.len()).finish()
+    }
+}
+
+impl Credentials {
+    /// Reads `ACCESS_KEY_ID SECRET` pairs, one per line; blank lines and
+    /// lines starting with `#` are skipped.
+    pub fn load(path: &Path) -> Result<Credentials, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Credentials::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Credentials, String> {
+        let mut pairs = HashMap::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut words = line.split_whitespace();
+            match (words.next(), words.next(), words.next()) {
+                (Some(key), Some(secret), None) => {
+                    pairs.insert(key.to_owned(), secret.to_owned());
+                }
+                _ => return Err(format!("line {}: expected ACCESS_KEY_ID SECRET", n + 1)),
+            }
+        }
+        if pairs.is_empty() {
+            return Err("the file holds no ACCESS_KEY_ID SECRET pair".into());
+        }
+        Ok(Credentials(pairs))
+    }
+}
+
+/// Why a request was refused (403), as ECS names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// No signature, or an access key that is not configured.
+    UnrecognizedClient(String),
+    /// A signature that does not match, is malformed, or is too old.
+    InvalidSignature(String),
+}
+
+/// What of a request the signature covers.
+pub struct Signed<'a> {
+    pub method: &'a str,
+    /// The path as sent (still percent-encoded).
+    pub path: &'a str,
+    pub query: &'a str,
+    /// Every header, names in any case; repeated names in order.
+    pub headers: Vec<(String, &'a [u8])>,
+    pub body: &'a [u8],
+}
+
+struct Authorization<'a> {
+    key: &'a str,
+    date: &'a str,
+    region: &'a str,
+    service: &'a str,
+    signed_headers: Vec<&'a str>,
+    signature: Vec<u8>,
+}
+
+fn parse_authorization(value: &str) -> Result<Authorization<'_>, Denied> {
+    let bad =
+        |why: &str| Denied::InvalidSignature(format!("Malformed Authorization header: {why}"));
+    let rest = value.strip_prefix("AWS4-HMAC-SHA256 ").ok_or_else(|| {
+        Denied::UnrecognizedClient("Only AWS4-HMAC-SHA256 signatures are accepted".into())
+    })?;
+    let (mut credential, mut signed, mut signature) = (None, None, None);
+    for part in rest.split(',') {
+        let (name, v) = part
+            .trim()
+            .split_once('=')
+            .ok_or_else(|| bad("expected name=value"))?;
+        match name {
+            "Credential" => credential = Some(v),
+            "SignedHeaders" => signed = Some(v),
+            "Signature" => signature = Some(v),
+            _ => return Err(bad("unknown component")),
+        }
+    }
+    let credential = credential.ok_or_else(|| bad("no Credential"))?;
+    let mut scope = credential.splitn(5, '/');
+    let (Some(key), Some(date), Some(region), Some(service), Some("aws4_request")) = (
+        scope.next(),
+        scope.next(),
+        scope.next(),
+        scope.next(),
+        scope.next(),
+    ) else {
+        return Err(bad(
+            "Credential is not KEY/DATE/REGION/SERVICE/aws4_request",
+        ));
+    };
+    let signature = hex::decode(signature.ok_or_else(|| bad("no Signature"))?)
+        .map_err(|_| bad("the Signature is not hexadecimal"))?;
+    Ok(Authorization {
+        key,
+        date,
+        region,
+        service,
+        signed_headers: signed
+            .ok_or_else(|| bad("no SignedHeaders"))?
+            .split(';')
+            .collect(),
+        signature,
+    })
+}
+
+/// Percent-encodes as SigV4 does: every byte but `A-Z a-z 0-9 - _ . ~`
+/// (and `/` when `slash` is kept).
+fn uri_encode(s: &[u8], slash: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'.' | b'~')
+            || (slash && b == b'/')
+        {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn canonical_query(query: &str) -> String {
+    let mut pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| {
+            (
+                uri_encode(k.as_bytes(), false),
+                uri_encode(v.as_bytes(), false),
+            )
+        })
+        .collect();
+    pairs.sort();
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn canonical_header_value(values: &[&[u8]]) -> String {
+    values
+        .iter()
+        .map(|v| {
+            String::from_utf8_lossy(v)
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key");
+    mac.update(data);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// The key that signs on `date` (YYYYMMDD) in `region` for `service`.
+fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec<u8> {
+    let k = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
+    let k = hmac(&k, region.as_bytes());
+    let k = hmac(&k, service.as_bytes());
+    hmac(&k, b"aws4_request")
+}
+
+/// The string a request's signature signs.
+fn string_to_sign(req: &Signed<'_>, auth: &Authorization<'_>, amz_date: &str) -> String {
+    let mut headers = String::new();
+    for name in &auth.signed_headers {
+        let values: Vec<&[u8]> = req
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+            .collect();
+        headers.push_str(&format!("{name}:{}\n", canonical_header_value(&values)));
+    }
+    let canonical = format!(
+        "{}\n{}\n{}\n{}\n{}\n{}",
+        req.method,
+        uri_encode(req.path.as_bytes(), true),
+        canonical_query(req.query),
+        headers,
+        auth.signed_headers.join(";"),
+        hex::encode(Sha256::digest(req.body)),
+    );
+    format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{}/{}/{}/aws4_request\n{}",
+        auth.date,
+        auth.region,
+        auth.service,
+        hex::encode(Sha256::digest(canonical.as_bytes())),
+    )
+}
+
+/// `YYYYMMDDTHHMMSSZ` in Unix milliseconds.
+fn amz_date_ms(d: &str) -> Option<i64> {
+    let b = d.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let rfc = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &d[0..4],
+        &d[4..6],
+        &d[6..8],
+        &d[9..11],
+        &d[11..13],
+        &d[13..15]
+    );
+    actors::time::parse_ms(&rfc)
+}
+
+/// Checks the signature of `req` against `creds`, at `now_ms`, for `service`.
+pub fn verify(
+    creds: &Credentials,
+    req: &Signed<'_>,
+    service: &str,
+    now_ms: i64,
+) -> Result<(), Denied> {
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    };
+    let Some(authorization) = header("authorization") else {
+        return Err(Denied::UnrecognizedClient(
+            "Missing Authentication Token: requests to /ecs must be signed (AWS Signature Version 4)"
+                .into(),
+        ));
+    };
+    let auth = parse_authorization(authorization)?;
+    let Some(secret) = creds.0.get(auth.key) else {
+        return Err(Denied::UnrecognizedClient(
+            "The security token included in the request is invalid.".into(),
+        ));
+    };
+    let amz_date = header("x-amz-date").ok_or_else(|| {
+        Denied::InvalidSignature("Authorization header requires the X-Amz-Date header".into())
+    })?;
+    let signed_at = amz_date_ms(amz_date)
+        .ok_or_else(|| Denied::InvalidSignature(format!("Invalid X-Amz-Date: {amz_date}")))?;
+    if !amz_date.starts_with(auth.date) {
+        return Err(Denied::InvalidSignature(
+            "The credential's date does not match X-Amz-Date".into(),
+        ));
+    }
+    if auth.service != service {
+        return Err(Denied::InvalidSignature(format!(
+            "Credential should be scoped to correct service: '{service}'."
+        )));
+    }
+    if !auth.signed_headers.contains(&"host") {
+        return Err(Denied::InvalidSignature(
+            "The Host header must be signed".into(),
+        ));
+    }
+    if (now_ms - signed_at).abs() > MAX_SKEW_MS {
+        return Err(Denied::InvalidSignature(format!(
+            "Signature expired: {amz_date} is more than 15 minutes from the server's time"
+        )));
+    }
+    let key = signing_key(secret, auth.date, auth.region, auth.service);
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).expect("HMAC takes any key");
+    mac.update(string_to_sign(req, &auth, amz_date).as_bytes());
+    mac.verify_slice(&auth.signature).map_err(|_| {
+        Denied::InvalidSignature(
+            "The request signature we calculated does not match the signature you provided. \
+             Check your AWS Secret Access Key and signing method."
+                .into(),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+    // Signed by botocore's SigV4Auth (the AWS CLI's and boto3's signer).
+    const AUTH: &str =
+        "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261130/us-west-2/ecs/aws4_request, \
+        SignedHeaders=content-type;host;x-amz-date;x-amz-target, \
+        Signature=a21b6cc44d94a034cd64ae6cc25887e8f66ce05700aa20f2d3f0689510a2f16b";
+    const BODY: &[u8] = br#"{"cluster":"prod"}"#;
+
+    fn request<'a>(auth: &'a str, body: &'a [u8]) -> Signed<'a> {
+        Signed {
+            method: "POST",
+            path: "/ecs/",
+            query: "",
+            headers: vec![
+                ("Host".into(), b"127.0.0.1:3000"),
+                (
+                    "X-Amz-Target".into(),
+                    b"AmazonEC2ContainerServiceV20141113.ListTasks",
+                ),
+                ("Content-Type".into(), b"application/x-amz-json-1.1"),
+                ("X-Amz-Date".into(), b"20261130T162807Z"),
+                ("Authorization".into(), auth.as_bytes()),
+            ],
+            body,
+        }
+    }
+
+    fn creds(secret: &str) -> Credentials {
+        Credentials::parse(&format!("# a comment\n\nAKIDEXAMPLE {secret}\nOTHER x\n")).unwrap()
+    }
+
+    #[test]
+    fn botocores_signature_verifies_and_any_change_breaks_it() {
+        let now = amz_date_ms("20261130T163000Z").unwrap();
+        assert_eq!(
+            verify(&creds(SECRET), &request(AUTH, BODY), "ecs", now),
+            Ok(())
+        );
+        let bad = |r: Result<(), Denied>| matches!(r, Err(Denied::InvalidSignature(_)));
+        assert!(bad(verify(
+            &creds("wrong"),
+            &request(AUTH, BODY),
+            "ecs",
+            now
+        )));
+        assert!(bad(verify(
+            &creds(SECRET),
+            &request(AUTH, br#"{"cluster":"test"}"#),
+            "ecs",
+            now
+        )));
+        let mut moved = request(AUTH, BODY);
+        moved.path = "/ecs";
+        assert!(bad(verify(&creds(SECRET), &moved, "ecs", now)));
+        // Another service's scope, and a clock 20 minutes off.
+        assert!(bad(verify(&creds(SECRET), &request(AUTH, BODY), "s3", now)));
+        let late = now + 20 * 60 * 1000;
+        assert!(bad(verify(
+            &creds(SECRET),
+            &request(AUTH, BODY),
+            "ecs",
+            late
+        )));
+        let unknown = AUTH.replace("AKIDEXAMPLE", "AKIDUNKNOWN");
+        assert!(matches!(
+            verify(&creds(SECRET), &request(&unknown, BODY), "ecs", now),
+            Err(Denied::UnrecognizedClient(_))
+        ));
+        let mut unsigned = request(AUTH, BODY);
+        unsigned.headers.retain(|(n, _)| n != "Authorization");
+        assert!(matches!(
+            verify(&creds(SECRET), &unsigned, "ecs", now),
+            Err(Denied::UnrecognizedClient(_))
+        ));
+        assert!(bad(verify(
+            &creds(SECRET),
+            &request("AWS4-HMAC-SHA256 junk", BODY),
+            "ecs",
+            now
+        )));
+    }
+
+    #[test]
+    fn credential_files_hold_pairs() {
+        assert!(Credentials::parse("").is_err());
+        assert!(Credentials::parse("KEY").is_err());
+        assert!(Credentials::parse("KEY SECRET EXTRA").is_err());
+        assert_eq!(
+            format!("{:?}", creds(SECRET)),
+            "Credentials(2)",
+            "no secret in logs"
+        );
+        assert_eq!(canonical_query("b=2&a=1&c=x%2Fy"), "a=1&b=2&c=x%2Fy");
+        assert_eq!(uri_encode(b"/ecs/a b", true), "/ecs/a%20b");
+    }
+}
