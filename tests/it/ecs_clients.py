@@ -192,6 +192,13 @@ def compare(moto_url, css_url):
     ci = cli("list-container-instances", "--cluster", "small").get("containerInstanceArns", [])
     check(sorted(ci) == sorted(all_arns(moto, "list_container_instances", "containerInstanceArns",
                                         cluster="small")), "aws ecs list-container-instances")
+    cid = cli("describe-container-instances", "--cluster", "small", "--container-instances", *ci)
+    check([c["containerInstanceArn"] for c in cid.get("containerInstances", [])] == ci,
+          "aws ecs describe-container-instances")
+    dcl = cli("describe-clusters", "--clusters", "big", "small")
+    check([c["clusterName"] for c in dcl.get("clusters", [])] == ["big", "small"], "aws ecs describe-clusters")
+    check(sorted(cli("list-services", "--cluster", "small").get("serviceArns", []))
+          == sorted(all_arns(moto, "list_services", "serviceArns", cluster="small")), "aws ecs list-services")
     wrote = subprocess.run([aws, "ecs", "stop-task", "--cluster", "small", "--task", before[0],
                             "--endpoint-url", css_url + "/ecs"], env=env, capture_output=True, text=True)
     check(wrote.returncode != 0 and "UnsupportedOperationException" in wrote.stderr, "aws ecs stop-task")
