@@ -144,7 +144,7 @@ fn decode_event(env: Envelope<'_>) -> Result<Decoded, Error> {
     };
     // The detail is the entity in ECS's shape: kept for the ECS read API.
     entry
-        .map(|e| Decoded::Entity(e.with_ecs(Some(detail.to_owned()))))
+        .map(|e| Decoded::Entity(e.with_ecs(Some(detail.get()))))
         .map_err(|e| Error::Render(e.to_string()))
 }
 

@@ -465,7 +465,8 @@ fn described<T>(
         match convert(item) {
             Ok(e) => {
                 let ecs = raw.remove(&e.arn);
-                d.entries.push(e.with_ecs(ecs));
+                d.entries
+                    .push(e.with_ecs(ecs.as_deref().map(RawValue::get)));
             }
             Err(e) => d.failures.push((
                 arn(item).unwrap_or_default().to_owned(),

@@ -20,6 +20,7 @@ mod negotiate;
 mod query;
 pub mod server;
 mod stream;
+mod ui;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, App, HttpRequest, HttpResponse};
@@ -148,6 +149,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(ecs::serve))
             .default_service(web::to(method_not_allowed)),
     );
+    cfg.service(get("/", ui::to_dashboard))
+        .service(get("/ui", ui::to_dashboard))
+        .service(get("/ui/{file:.*}", ui::serve));
     cfg.service(get("/v1/openapi.json", openapi))
         .service(get("/healthz", healthz))
         .service(get("/readyz", readyz))

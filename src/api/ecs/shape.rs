@@ -99,8 +99,8 @@ fn renamed(kind: Kind, v: Value) -> Value {
 
 /// `e` in ECS's shape.
 pub fn ecs_value(e: &Entry) -> Value {
-    let mut v = match &e.ecs {
-        Some(raw) => serde_json::from_str(raw.get()).unwrap_or(Value::Null),
+    let mut v = match e.ecs.as_ref().and_then(actors::model::Packed::unpack) {
+        Some(raw) => serde_json::from_str(&raw).unwrap_or(Value::Null),
         None => renamed(
             e.kind,
             serde_json::from_str(e.entity.get()).unwrap_or(Value::Null),

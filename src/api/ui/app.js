@@ -1,0 +1,489 @@
+// The live dashboard: a client of the public API like any other. It keeps
+// one change stream per kind open (snapshot first, then changes; resumed
+// from the last entityVersion after a disconnect), holds a compact record
+// of every entity, and renders the view in the URL at most once per frame.
+'use strict';
+
+const KINDS = {
+  task: { plural: 'tasks', arn: 'taskARN' },
+  instance: { plural: 'instances', arn: 'containerInstanceARN' },
+  service: { plural: 'services', arn: 'serviceARN' },
+};
+const PAGE = 100;
+const FAILURE_STOP_CODES = new Set(['TaskFailedToStart']);
+
+const state = {
+  token: sessionStorage.getItem('css-token') || '',
+  stores: { task: new Map(), instance: new Map(), service: new Map() },
+  feeds: {},
+  changed: new Set(),
+  panel: null,
+  started: false,
+};
+
+const $ = (sel) => document.querySelector(sel);
+const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
+const last = (arn) => String(arn || '').split('/').pop();
+const clusterName = (arn) => last(arn);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function headers() {
+  const h = {};
+  if (state.token) h.Authorization = 'Bearer ' + state.token;
+  return h;
+}
+
+class Unauthorized extends Error {}
+
+async function api(path) {
+  const res = await fetch(path, { headers: headers() });
+  if (res.status === 401) throw new Unauthorized();
+  if (!res.ok) throw new Error(path + ': ' + res.status);
+  return res.json();
+}
+
+// ---- token ------------------------------------------------------------
+
+function askToken(message) {
+  for (const f of Object.values(state.feeds)) f.stop();
+  state.feeds = {};
+  for (const s of Object.values(state.stores)) s.clear();
+  state.started = false;
+  $('#view').hidden = true;
+  $('#view').innerHTML = '';
+  $('#login').hidden = false;
+  $('#login-error').textContent = message || '';
+  $('#token').focus();
+}
+
+$('#login').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  state.token = $('#token').value.trim();
+  sessionStorage.setItem('css-token', state.token);
+  start();
+});
+
+// ---- streams ----------------------------------------------------------
+
+function compact(kind, e) {
+  if (kind !== 'task') return e;
+  const containers = e.containers || [];
+  const failed = containers.some((c) => c.exitCode !== undefined && c.exitCode !== 0) || FAILURE_STOP_CODES.has(e.stopCode);
+  return {
+    taskARN: e.taskARN, clusterARN: e.clusterARN, lastStatus: e.lastStatus, desiredStatus: e.desiredStatus,
+    group: e.group, launchType: e.launchType, taskDefinitionARN: e.taskDefinitionARN,
+    containerInstanceARN: e.containerInstanceARN, startedAt: e.startedAt, stoppedAt: e.stoppedAt,
+    stopCode: e.stopCode, failed,
+  };
+}
+
+class Feed {
+  constructor(kind) {
+    this.kind = kind;
+    this.last = 0; // entityVersion seen last
+    this.ready = false; // snapshot received
+    this.state = 'connecting';
+    this.abort = null;
+    this.stopped = false;
+  }
+
+  stop() {
+    this.stopped = true;
+    if (this.abort) this.abort.abort();
+  }
+
+  async run() {
+    let backoff = 500;
+    while (!this.stopped) {
+      const plural = KINDS[this.kind].plural;
+      const url = this.last
+        ? `/v1/stream/${plural}?entityVersion=${this.last + 1}&heartbeat=10`
+        : `/v1/stream/${plural}?snapshot=true&heartbeat=10`;
+      this.abort = new AbortController();
+      try {
+        const res = await fetch(url, { headers: headers(), signal: this.abort.signal });
+        if (res.status === 401) { askToken('The token was not accepted.'); return; }
+        if (res.status === 410) { this.reset(); continue; } // history gone: load again
+        if (!res.ok) throw new Error('stream ' + res.status);
+        this.setState('connected');
+        backoff = 500;
+        await this.read(res.body.getReader());
+      } catch (e) {
+        if (this.stopped) return;
+      }
+      this.setState('reconnecting');
+      await sleep(backoff);
+      backoff = Math.min(backoff * 2, 4000);
+    }
+  }
+
+  reset() {
+    this.last = 0;
+    this.ready = false;
+    state.stores[this.kind].clear();
+    schedule();
+  }
+
+  async read(reader) {
+    const decoder = new TextDecoder();
+    let buf = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buf += decoder.decode(value, { stream: true });
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (line.trim()) this.handle(JSON.parse(line));
+      }
+    }
+  }
+
+  handle(item) {
+    if (item.bookmark) {
+      this.last = Math.max(this.last, Number(item.bookmark.entityVersion));
+      this.ready = true;
+    } else if (item.error) {
+      // Cut (too slow, expired): resume where the server says.
+      this.last = Math.max(0, Number(item.error.resumeFrom) - 1);
+      if (item.error.code === 'Expired') this.reset();
+      throw new Error(item.error.code);
+    } else {
+      const v = Number(item.metadata.entityVersion);
+      this.last = Math.max(this.last, v);
+      const arn = item.entity[KINDS[this.kind].arn];
+      const store = state.stores[this.kind];
+      if (item.metadata.deleted) store.delete(arn);
+      else store.set(arn, compact(this.kind, item.entity));
+      state.changed.add(arn);
+    }
+    schedule();
+  }
+
+  setState(s) {
+    this.state = s;
+    schedule();
+  }
+}
+
+// ---- rendering --------------------------------------------------------
+
+let frame = 0;
+function schedule() {
+  if (!frame) frame = requestAnimationFrame(() => { frame = 0; render(); });
+}
+
+function route() {
+  const hash = location.hash.replace(/^#\/?/, '') || 'overview';
+  const [view, query] = hash.split('?');
+  return { view: KNOWN_VIEWS.includes(view) ? view : 'overview', params: new URLSearchParams(query || '') };
+}
+const KNOWN_VIEWS = ['overview', 'services', 'tasks', 'instances'];
+
+function setParams(view, params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v) q.set(k, v);
+  const s = q.toString();
+  location.hash = '#/' + view + (s ? '?' + s : '');
+}
+
+function renderConn() {
+  const feeds = Object.values(state.feeds);
+  const el = $('#conn');
+  const down = feeds.some((f) => f.state !== 'connected');
+  const s = !feeds.length ? 'connecting' : down ? (feeds.some((f) => f.state === 'reconnecting') ? 'reconnecting' : 'connecting') : 'connected';
+  const version = Math.max(0, ...feeds.map((f) => f.last));
+  el.dataset.state = s;
+  el.dataset.version = String(version);
+  const loading = feeds.some((f) => !f.ready);
+  $('#conn-text').textContent = `${s}${loading && s === 'connected' ? ' (loading)' : ''} · entityVersion ${version}`;
+}
+
+function render() {
+  renderConn();
+  if (!state.started) return;
+  const { view, params } = route();
+  for (const a of document.querySelectorAll('nav a')) {
+    if (a.dataset.view === view) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+  // Controls are replaced only when they change and hold no focus (a
+  // half-typed filter is never lost); the content below them at each change.
+  const [controls, content] = VIEWS[view](params);
+  const main = $('#view');
+  const key = view + '?' + params.toString();
+  if (main.dataset.key !== key) {
+    main.innerHTML = '<div id="controls"></div><div id="content"></div>';
+    main.dataset.key = key;
+  }
+  const c = $('#controls'), body = $('#content');
+  let rebound = false;
+  if (c.dataset.html !== controls && !c.contains(document.activeElement)) {
+    c.innerHTML = controls;
+    c.dataset.html = controls;
+    rebound = true;
+  }
+  if (body.dataset.html !== content) {
+    body.innerHTML = content;
+    body.dataset.html = content;
+    for (const el of body.querySelectorAll('[data-arn]')) {
+      if (state.changed.has(el.dataset.arn)) el.classList.add('changed');
+    }
+    rebound = true;
+  }
+  if (rebound) bind(view, params);
+  state.changed.clear();
+  renderPanel();
+}
+
+function statusTag(s) {
+  return `<span class="status s-${esc(s)}">${esc(s || '—')}</span>`;
+}
+
+function bar(used, total, label) {
+  const pct = total > 0 ? Math.max(0, Math.min(100, (100 * used) / total)) : 0;
+  return `<div class="bar" role="img" aria-label="${esc(label)}: ${used} of ${total} used"><span style="width:${pct.toFixed(1)}%"></span></div><span class="bar-label">${esc(label)}: ${used} / ${total} used</span>`;
+}
+
+function resource(list, name) {
+  const r = (list || []).find((x) => x.name === name);
+  return r ? Number(r.value) || 0 : 0;
+}
+
+function countBy(items, key) {
+  const out = {};
+  for (const i of items) out[key(i)] = (out[key(i)] || 0) + 1;
+  return out;
+}
+
+function serviceOf(t) {
+  return t.group && t.group.startsWith('service:') ? t.group.slice(8) : '';
+}
+
+function primary(s) {
+  return (s.deployments || []).find((d) => d.status === 'PRIMARY');
+}
+
+function clusters() {
+  const set = new Set();
+  for (const s of Object.values(state.stores)) for (const e of s.values()) set.add(e.clusterARN);
+  return [...set].sort();
+}
+
+const VIEWS = {
+  overview() {
+    const byCluster = new Map(clusters().map((c) => [c, { tasks: [], instances: [], services: [] }]));
+    for (const t of state.stores.task.values()) byCluster.get(t.clusterARN).tasks.push(t);
+    for (const i of state.stores.instance.values()) byCluster.get(i.clusterARN).instances.push(i);
+    for (const s of state.stores.service.values()) byCluster.get(s.clusterARN).services.push(s);
+    if (!byCluster.size) return ['', `<p class="empty">No clusters are known yet.</p>`];
+    const hourAgo = Date.now() - 3600e3;
+    const cards = [...byCluster].map(([arn, c]) => {
+      const name = clusterName(arn);
+      const tasks = countBy(c.tasks, (t) => t.lastStatus);
+      const inst = countBy(c.instances, (i) => `${i.status}, agent ${i.agentConnected ? 'connected' : 'disconnected'}`);
+      const rollouts = countBy(c.services, (s) => (primary(s) || {}).rolloutState || 'none');
+      const failed = c.tasks.filter((t) => t.failed && t.stoppedAt && Date.parse(t.stoppedAt) >= hourAgo).length;
+      let cpu = [0, 0], mem = [0, 0];
+      for (const i of c.instances) {
+        cpu = [cpu[0] + resource(i.registeredResources, 'CPU') - resource(i.remainingResources, 'CPU'), cpu[1] + resource(i.registeredResources, 'CPU')];
+        mem = [mem[0] + resource(i.registeredResources, 'MEMORY') - resource(i.remainingResources, 'MEMORY'), mem[1] + resource(i.registeredResources, 'MEMORY')];
+      }
+      const dl = (o, link) => Object.keys(o).sort().map((k) => `<dt>${link ? `<a href="${link(k)}">${statusTag(k)}</a>` : esc(k)}</dt><dd data-count="${esc(k)}">${o[k]}</dd>`).join('');
+      const enc = encodeURIComponent;
+      return `<section class="card" data-cluster="${esc(name)}" aria-label="Cluster ${esc(name)}">
+        <h2><a href="#/tasks?cluster=${enc(name)}">${esc(name)}</a></h2>
+        <dl class="tasks" aria-label="Tasks by status"><dt>tasks</dt><dd data-total="tasks">${c.tasks.length}</dd>${dl(tasks, (k) => `#/tasks?cluster=${enc(name)}&status=${enc(k)}`)}</dl>
+        <dl class="instances" aria-label="Container instances"><dt>instances</dt><dd data-total="instances">${c.instances.length}</dd>${dl(inst)}</dl>
+        <dl class="services" aria-label="Services by rollout"><dt>services</dt><dd data-total="services">${c.services.length}</dd>${dl(rollouts)}</dl>
+        <dl><dt>failed in the last hour</dt><dd data-total="failed">${failed}</dd></dl>
+        ${bar(cpu[0], cpu[1], 'CPU')}${bar(mem[0], mem[1], 'Memory')}
+      </section>`;
+    });
+    return ['', `<div class="cards">${cards.join('')}</div>`];
+  },
+
+  services(p) {
+    const cluster = p.get('cluster') || '';
+    const all = [...state.stores.service.values()].filter((s) => !cluster || clusterName(s.clusterARN) === cluster)
+      .sort((a, b) => (a.clusterARN + a.serviceARN).localeCompare(b.clusterARN + b.serviceARN));
+    const select = clusterSelect(cluster);
+    if (!all.length) return [`<div class="filters">${select}</div>`, `<p class="empty">No services are known${cluster ? ' in this cluster' : ''}.</p>`];
+    const rows = all.map((s) => {
+      const d = primary(s) || {};
+      const progress = d.desiredCount ? bar(d.runningCount || 0, d.desiredCount, 'rollout') : '';
+      const events = (s.events || []).slice(0, 3).map((e) => `<li>${esc(e.message)}</li>`).join('');
+      return `<tr data-arn="${esc(s.serviceARN)}">
+        <td data-label="cluster">${esc(clusterName(s.clusterARN))}</td>
+        <td data-label="service"><a href="#/tasks?cluster=${encodeURIComponent(clusterName(s.clusterARN))}&service=${encodeURIComponent(s.serviceName)}">${esc(s.serviceName)}</a></td>
+        <td data-label="status">${statusTag(s.status)}</td>
+        <td data-label="desired / running / pending">${s.desiredCount ?? '—'} / ${s.runningCount ?? '—'} / ${s.pendingCount ?? '—'}</td>
+        <td data-label="rollout">${statusTag(d.rolloutState)} ${progress}</td>
+        <td data-label="latest events"><ul>${events}</ul></td></tr>`;
+    });
+    return [`<div class="filters">${select}</div>`, `<table id="services"><thead><tr><th>cluster</th><th>service</th><th>status</th><th>desired / running / pending</th><th>rollout</th><th>latest events</th></tr></thead><tbody>${rows.join('')}</tbody></table>`];
+  },
+
+  tasks(p) {
+    const f = Object.fromEntries(TASK_FILTERS.map((k) => [k, p.get(k) || '']));
+    const page = Math.max(0, Number(p.get('page')) || 0);
+    const match = (t) => (!f.cluster || clusterName(t.clusterARN) === f.cluster)
+      && (!f.service || serviceOf(t) === f.service)
+      && (!f.status || t.lastStatus === f.status)
+      && (!f.desiredStatus || t.desiredStatus === f.desiredStatus)
+      && (!f.launchType || t.launchType === f.launchType)
+      && (!f.family || last(t.taskDefinitionARN).split(':')[0] === f.family)
+      && (!f.containerInstance || last(t.containerInstanceARN) === last(f.containerInstance));
+    const hits = [];
+    for (const t of state.stores.task.values()) if (match(t)) hits.push(t);
+    hits.sort((a, b) => (a.clusterARN < b.clusterARN ? -1 : a.clusterARN > b.clusterARN ? 1 : a.taskARN < b.taskARN ? -1 : 1));
+    const shown = hits.slice(page * PAGE, (page + 1) * PAGE);
+    const opts = (name, values) => `<label>${name}<select id="f-${name}" data-filter="${name}"><option value="">any</option>${values.map((v) => `<option${v === f[name] ? ' selected' : ''}>${esc(v)}</option>`).join('')}</select></label>`;
+    const services = [...new Set([...state.stores.service.values()].map((s) => s.serviceName).concat([...state.stores.task.values()].slice(0, 5000).map(serviceOf)).filter(Boolean))].sort();
+    const controls = `<form class="filters" id="task-filters" role="search">
+      ${clusterSelect(f.cluster)}
+      ${opts('service', services.includes(f.service) || !f.service ? services : services.concat(f.service))}
+      ${opts('status', ['PROVISIONING', 'PENDING', 'ACTIVATING', 'RUNNING', 'DEACTIVATING', 'STOPPING', 'DEPROVISIONING', 'STOPPED'])}
+      ${opts('desiredStatus', ['RUNNING', 'PENDING', 'STOPPED'])}
+      ${opts('launchType', ['EC2', 'FARGATE', 'EXTERNAL'])}
+      <label>family<input id="f-family" data-filter="family" value="${esc(f.family)}" size="12"></label>
+      <label>container instance<input id="f-containerInstance" data-filter="containerInstance" value="${esc(f.containerInstance)}" size="14"></label>
+    </form>`;
+    const rows = shown.map((t) => `<tr tabindex="0" data-arn="${esc(t.taskARN)}" data-cluster="${esc(clusterName(t.clusterARN))}">
+      <td data-label="task" class="mono">${esc(last(t.taskARN))}</td>
+      <td data-label="cluster">${esc(clusterName(t.clusterARN))}</td>
+      <td data-label="status">${statusTag(t.lastStatus)}</td>
+      <td data-label="desired">${esc(t.desiredStatus)}</td>
+      <td data-label="service">${esc(serviceOf(t) || '—')}</td>
+      <td data-label="task definition">${esc(last(t.taskDefinitionARN))}</td>
+      <td data-label="launch type">${esc(t.launchType || '—')}</td>
+      <td data-label="started">${esc(t.startedAt || '—')}</td></tr>`);
+    const pages = Math.max(1, Math.ceil(hits.length / PAGE));
+    const pager = `<div class="pager"><button type="button" id="prev"${page ? '' : ' disabled'}>‹ previous</button>
+      <span id="count" data-count="${hits.length}">${hits.length} tasks · page ${Math.min(page + 1, pages)} of ${pages}</span>
+      <button type="button" id="next"${page + 1 < pages ? '' : ' disabled'}>next ›</button></div>`;
+    const table = shown.length
+      ? `<table id="tasks"><thead><tr><th>task</th><th>cluster</th><th>status</th><th>desired</th><th>service</th><th>task definition</th><th>launch type</th><th>started</th></tr></thead><tbody>${rows.join('')}</tbody></table>`
+      : `<p class="empty">No task matches${state.feeds.task && !state.feeds.task.ready ? ' yet (loading…)' : ''}.</p>`;
+    return [controls, pager + table];
+  },
+
+  instances(p) {
+    const cluster = p.get('cluster') || '';
+    const all = [...state.stores.instance.values()].filter((i) => !cluster || clusterName(i.clusterARN) === cluster)
+      .sort((a, b) => (a.clusterARN + a.containerInstanceARN).localeCompare(b.clusterARN + b.containerInstanceARN));
+    const rows = all.slice(0, 2000).map((i) => {
+      const reg = (n) => resource(i.registeredResources, n), rem = (n) => resource(i.remainingResources, n);
+      return `<tr data-arn="${esc(i.containerInstanceARN)}">
+        <td data-label="instance" class="mono">${esc(i.EC2InstanceID || last(i.containerInstanceARN))}</td>
+        <td data-label="cluster">${esc(clusterName(i.clusterARN))}</td>
+        <td data-label="status">${statusTag(i.status)}</td>
+        <td data-label="agent">${statusTag(i.agentConnected ? 'connected' : 'disconnected')}</td>
+        <td data-label="running / pending tasks"><a href="#/tasks?containerInstance=${encodeURIComponent(last(i.containerInstanceARN))}">${i.runningTasksCount ?? 0} / ${i.pendingTasksCount ?? 0}</a></td>
+        <td data-label="CPU">${bar(reg('CPU') - rem('CPU'), reg('CPU'), 'CPU')}</td>
+        <td data-label="memory">${bar(reg('MEMORY') - rem('MEMORY'), reg('MEMORY'), 'Memory')}</td></tr>`;
+    });
+    const more = all.length > 2000 ? `<p class="muted">The first 2,000 of ${all.length}: choose a cluster.</p>` : '';
+    return [`<div class="filters">${clusterSelect(cluster)}</div>`, more + (rows.length
+      ? `<table id="instances"><thead><tr><th>instance</th><th>cluster</th><th>status</th><th>agent</th><th>running / pending tasks</th><th>CPU</th><th>memory</th></tr></thead><tbody>${rows.join('')}</tbody></table>`
+      : `<p class="empty">No container instances are known.</p>`)];
+  },
+};
+
+const TASK_FILTERS = ['cluster', 'service', 'status', 'desiredStatus', 'launchType', 'family', 'containerInstance'];
+
+function clusterSelect(current) {
+  const names = clusters().map(clusterName);
+  if (current && !names.includes(current)) names.push(current);
+  return `<label>cluster<select id="f-cluster" data-filter="cluster"><option value="">any</option>${names.map((n) => `<option${n === current ? ' selected' : ''}>${esc(n)}</option>`).join('')}</select></label>`;
+}
+
+function bind(view, params) {
+  const main = $('#view');
+  const current = Object.fromEntries(params.entries());
+  for (const el of main.querySelectorAll('[data-filter]')) {
+    el.addEventListener('change', () => {
+      const next = { ...current, [el.dataset.filter]: el.value };
+      delete next.page;
+      setParams(view, next);
+    });
+  }
+  const move = (d) => setParams(view, { ...current, page: String(Math.max(0, (Number(current.page) || 0) + d)) });
+  if ($('#prev')) $('#prev').addEventListener('click', () => move(-1));
+  if ($('#next')) $('#next').addEventListener('click', () => move(1));
+  if (view === 'tasks') {
+    for (const tr of main.querySelectorAll('#tasks tbody tr')) {
+      const open = () => openPanel(tr.dataset.cluster, tr.dataset.arn);
+      tr.addEventListener('click', open);
+      tr.addEventListener('keydown', (ev) => { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); open(); } });
+    }
+  }
+}
+
+// ---- task panel -------------------------------------------------------
+
+async function openPanel(cluster, arn) {
+  state.panel = { cluster, arn, entity: null, error: '' };
+  renderPanel();
+  try {
+    const item = await api(`/v1/tasks/${encodeURIComponent(cluster)}/${encodeURIComponent(arn)}`);
+    if (state.panel && state.panel.arn === arn) state.panel.entity = item.entity;
+  } catch (e) {
+    if (e instanceof Unauthorized) return askToken('The token was not accepted.');
+    if (state.panel) state.panel.error = 'This task is gone.';
+  }
+  renderPanel();
+  $('#panel-close').focus();
+}
+
+function renderPanel() {
+  const el = $('#panel');
+  const p = state.panel;
+  el.hidden = !p;
+  if (!p) return;
+  const t = p.entity;
+  if (!t) { $('#panel-body').innerHTML = `<p>${esc(p.error || 'Loading…')}</p>`; return; }
+  const times = ['createdAt', 'pullStartedAt', 'pullStoppedAt', 'startedAt', 'stoppingAt', 'stoppedAt'].filter((k) => t[k])
+    .map((k) => `<dt>${k}</dt><dd>${esc(t[k])}</dd>`).join('');
+  const containers = (t.containers || []).map((c) => `<tr><td data-label="name">${esc(c.name)}</td><td data-label="image" class="mono">${esc(c.image || '—')}</td>
+    <td data-label="status">${statusTag(c.lastStatus)}</td><td data-label="exit code" class="exit-code">${c.exitCode ?? '—'}</td><td data-label="reason">${esc(c.reason || '')}</td></tr>`).join('');
+  const html = `<h2 class="mono">${esc(last(t.taskARN))}</h2>
+    <dl class="card"><dt>status</dt><dd>${statusTag(t.lastStatus)} (desired ${esc(t.desiredStatus)})</dd>
+    <dt>task definition</dt><dd class="mono">${esc(t.taskDefinitionARN)}</dd>
+    ${t.stoppedReason ? `<dt>stopped reason</dt><dd>${esc(t.stoppedReason)}</dd>` : ''}
+    ${t.stopCode ? `<dt>stop code</dt><dd>${esc(t.stopCode)}</dd>` : ''}${times}</dl>
+    <h3>Containers</h3><table id="containers"><thead><tr><th>name</th><th>image</th><th>status</th><th>exit code</th><th>reason</th></tr></thead><tbody>${containers}</tbody></table>`;
+  if ($('#panel-body').dataset.html !== html) {
+    $('#panel-body').innerHTML = html;
+    $('#panel-body').dataset.html = html;
+  }
+}
+
+$('#panel-close').addEventListener('click', () => { state.panel = null; renderPanel(); });
+document.addEventListener('keydown', (ev) => { if (ev.key === 'Escape' && state.panel) { state.panel = null; renderPanel(); } });
+
+// ---- start ------------------------------------------------------------
+
+async function start() {
+  try {
+    await api('/v1/ping');
+  } catch (e) {
+    if (e instanceof Unauthorized) return askToken(state.token ? 'The token was not accepted.' : '');
+    $('#conn-text').textContent = 'the service does not answer; retrying…';
+    await sleep(2000);
+    return start();
+  }
+  $('#login').hidden = true;
+  $('#view').hidden = false;
+  state.started = true;
+  for (const kind of Object.keys(KINDS)) {
+    const feed = new Feed(kind);
+    state.feeds[kind] = feed;
+    feed.run();
+  }
+  schedule();
+}
+
+window.addEventListener('hashchange', () => schedule());
+start();
