@@ -424,7 +424,7 @@ async fn every_error_row(b: Backend) {
             "Invalid agentConnected",
         ),
         ("GET", "/v1/nothing".into(), 404, "Not found"),
-        ("GET", "/".into(), 404, "Not found"),
+        ("GET", "/ui/missing.js".into(), 404, "Not found"),
         ("GET", "/v2/tasks".into(), 404, "Not found"),
         ("GET", "/v1/tasks/only-a-cluster".into(), 404, "Not found"),
         ("POST", "/v1/tasks".into(), 405, "Method not allowed"),
@@ -442,6 +442,9 @@ async fn every_error_row(b: Backend) {
     }
     let r = request(t.addr(), "POST", "/v1/tasks").await;
     assert_eq!(r.header("allow"), Some("GET, HEAD"));
+    // `/` is the dashboard's (dashboard.md).
+    let r = request(t.addr(), "GET", "/").await;
+    assert_eq!((r.status, r.header("location")), (302, Some("/ui/")));
 }
 
 #[actix_web::test]

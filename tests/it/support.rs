@@ -278,6 +278,11 @@ impl Proc {
         Self::launch(std::process::Command::new(BIN), addr, args, env)
     }
 
+    /// The binary serving on `addr` (to start it again where it was).
+    pub fn spawn_at(addr: SocketAddr, args: &[&str], env: &[(&str, String)]) -> Proc {
+        Self::launch(std::process::Command::new(BIN), addr, args, env)
+    }
+
     /// The binary run inside network namespace `ns`, serving on `addr` there.
     pub fn spawn_in(ns: &str, addr: SocketAddr, args: &[&str], env: &[(&str, String)]) -> Proc {
         let mut ip = std::process::Command::new("ip");

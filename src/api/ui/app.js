@@ -475,6 +475,7 @@ async function start() {
     return start();
   }
   $('#login').hidden = true;
+  $('#login-error').textContent = '';
   $('#view').hidden = false;
   state.started = true;
   for (const kind of Object.keys(KINDS)) {
