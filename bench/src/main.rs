@@ -5,7 +5,9 @@
 //!    with etcd's own single-client transaction rate measured in the same run;
 //! 2. queries from this (second) process with concurrent keep-alive clients;
 //! 3. stream fan-out: many open streams while changes are written at a rate;
-//! 4. memory and time to ready after a restart with the full state.
+//! 4. memory and time to ready after a restart with the full state;
+//! 5. the dashboard in headless Chromium: the tasks view opening on the full
+//!    state, and a filter applied to it.
 //!
 //! `--quick` runs small sizes (well under a minute) so that CI keeps the
 //! benchmark working; it checks what was delivered, never the timings.
@@ -103,7 +105,7 @@ struct Options {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "ingest,etcd,queries,streams"
+        default_value = "ingest,etcd,queries,ui,streams"
     )]
     parts: Vec<String>,
     /// The same as leaving etcd out of --parts.
@@ -321,7 +323,7 @@ async fn run(o: &Options, s: &Sizes, work: &Path) -> Report {
     if o.runs("etcd") {
         etcd_ingest(o, s, &events, work, &mut report).await;
     }
-    if !o.runs("queries") && !o.runs("streams") {
+    if !o.runs("queries") && !o.runs("ui") && !o.runs("streams") {
         return report;
     }
 
@@ -373,11 +375,72 @@ async fn run(o: &Options, s: &Sizes, work: &Path) -> Report {
         );
         report.add("RSS peak during the query load", mib(peak), "", None);
     }
+    if o.runs("ui") {
+        dashboard(svc.addr, s, &mut report).await;
+    }
     if o.runs("streams") {
         streams(svc.addr, s, pipe, o.trace.as_deref(), &mut report).await;
     }
     svc.stop();
     report
+}
+
+/// The tasks view of `/ui/` in headless Chromium, on the full state: the time
+/// from opening it (one cluster's tasks) until its table shows them all, and
+/// from choosing a status until the table shows only that status.
+async fn dashboard(addr: SocketAddr, s: &Sizes, report: &mut Report) {
+    use css_bench::webdriver::Browser;
+    use serde_json::json;
+    println!("\n5. the dashboard (headless Chromium)");
+    let b = Browser::start().await;
+    // The last cluster: the view shows it all only once the whole snapshot
+    // (in cluster order) has arrived.
+    let cluster = s.shape.cluster(s.shape.clusters - 1);
+    let in_cluster = s.shape.tasks / s.shape.clusters;
+    b.go("about:blank").await;
+    let started = Instant::now();
+    b.go(&format!("http://{addr}/ui/#/tasks?cluster={cluster}"))
+        .await;
+    let opened = format!(
+        "const c = document.querySelector('#count'); \
+         return c && Number(c.dataset.count) === {in_cluster} && document.querySelectorAll('#tasks tbody tr').length > 0"
+    );
+    let shown = b.until(Duration::from_secs(120), &opened).await;
+    let open = started.elapsed();
+    report.check(shown.is_some(), || {
+        format!("the tasks view never showed {in_cluster} tasks")
+    });
+    report.add(
+        format!(
+            "dashboard: tasks view opens ({} tasks stored)",
+            s.shape.tasks
+        ),
+        ms(open),
+        "<= 2 s",
+        Some(open <= Duration::from_secs(2)),
+    );
+    let started = Instant::now();
+    b.js(
+        "const s = document.querySelector('#f-status'); s.value = 'STOPPED'; \
+         s.dispatchEvent(new Event('change'));",
+        json!([]),
+    )
+    .await;
+    let narrowed =
+        "const rows = [...document.querySelectorAll('#tasks tbody tr, #content .empty')]; \
+         return location.hash.includes('status=STOPPED') && rows.length > 0 \
+           && rows.every(r => r.classList.contains('empty') || r.textContent.includes('STOPPED'))";
+    let filtered = b.until(Duration::from_secs(60), narrowed).await;
+    let took = started.elapsed();
+    report.check(filtered.is_some(), || {
+        "the status filter never applied".into()
+    });
+    report.add(
+        "dashboard: a filter applied",
+        ms(took),
+        "<= 2 s",
+        Some(took <= Duration::from_secs(2)),
+    );
 }
 
 /// Replays `events` into a new service with `store` args; events/s, from

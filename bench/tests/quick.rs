@@ -62,6 +62,8 @@ fn the_quick_benchmark_runs_every_part_and_loses_nothing() {
         "paged list (limit 100), one page: p99",
         "stream delivery, 20 streams x 200/s: p99 (8000 samples)",
         "streams cut as too slow, then resumed",
+        "dashboard: tasks view opens (1000 tasks stored)",
+        "dashboard: a filter applied",
     ] {
         let row = table.iter().find(|l| l.starts_with(&format!("| {figure}")));
         let row = row.unwrap_or_else(|| panic!("no row for {figure:?} in:\n{stdout}"));

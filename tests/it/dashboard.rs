@@ -6,12 +6,18 @@
 
 use crate::reconcile::EcsStack;
 use crate::support::*;
-use crate::webdriver::Browser;
+use css_bench::webdriver::Browser;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-fn task(cluster: &str, id: &str, version: u64, status: &str, edit: impl FnOnce(&mut Value)) -> String {
+fn task(
+    cluster: &str,
+    id: &str,
+    version: u64,
+    status: &str,
+    edit: impl FnOnce(&mut Value),
+) -> String {
     let mut v: Value = serde_json::from_str(&task_event(cluster, id, version, status)).unwrap();
     edit(&mut v["detail"]);
     v.to_string()
@@ -20,7 +26,9 @@ fn task(cluster: &str, id: &str, version: u64, status: &str, edit: impl FnOnce(&
 fn instance(cluster: &str, id: &str) -> String {
     let mut v: Value = serde_json::from_str(&fixture("instance-active.json")).unwrap();
     let d = &mut v["detail"];
-    d["clusterArn"] = json!(format!("arn:aws:ecs:us-west-2:111122223333:cluster/{cluster}"));
+    d["clusterArn"] = json!(format!(
+        "arn:aws:ecs:us-west-2:111122223333:cluster/{cluster}"
+    ));
     d["containerInstanceArn"] = json!(format!(
         "arn:aws:ecs:us-west-2:111122223333:container-instance/{cluster}/{id}"
     ));
@@ -33,7 +41,12 @@ async fn api_counts(addr: std::net::SocketAddr) -> BTreeMap<String, BTreeMap<Str
     let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for i in list["items"].as_array().unwrap() {
         let e = &i["entity"];
-        let cluster = e["clusterARN"].as_str().unwrap().rsplit('/').next().unwrap();
+        let cluster = e["clusterARN"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap();
         *out.entry(cluster.into())
             .or_default()
             .entry(e["lastStatus"].as_str().unwrap().into())
@@ -57,7 +70,9 @@ async fn page_counts(b: &Browser) -> BTreeMap<String, BTreeMap<String, u64>> {
 
 async fn has(p: &Proc, path: &str, check: impl Fn(&Value) -> bool) -> bool {
     eventually(Duration::from_secs(10), || async {
-        p.try_get(path).await.is_some_and(|r| r.status == 200 && check(&r.json()))
+        p.try_get(path)
+            .await
+            .is_some_and(|r| r.status == 200 && check(&r.json()))
     })
     .await
 }
@@ -79,8 +94,13 @@ async fn the_dashboard_shows_the_api_and_follows_it_live() {
     let r = get(addr, "/").await;
     assert_eq!((r.status, r.header("location")), (302, Some("/ui/")));
     let r = get(addr, "/ui/app.js").await;
-    assert_eq!(r.header("content-type"), Some("text/javascript; charset=utf-8"));
-    assert!(r.header("content-security-policy").is_some_and(|c| c.contains("connect-src 'self'")));
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert!(r
+        .header("content-security-policy")
+        .is_some_and(|c| c.contains("connect-src 'self'")));
     assert_eq!(get(addr, "/ui/nope.js").await.status, 404);
 
     let stopped_at = actors::time::format_ms(actors::time::now_ms() - 300_000);
@@ -90,7 +110,9 @@ async fn the_dashboard_shows_the_api_and_follows_it_live() {
         instance("beta", "i3"),
         task("alpha", "a1", 1, "RUNNING", |_| {}),
         task("alpha", "a2", 1, "RUNNING", |_| {}),
-        task("alpha", "a3", 1, "PENDING", |d| d["group"] = json!("family:batch")),
+        task("alpha", "a3", 1, "PENDING", |d| {
+            d["group"] = json!("family:batch")
+        }),
         task("alpha", "a4", 3, "STOPPED", |d| {
             d["desiredStatus"] = json!("STOPPED");
             d["stoppedAt"] = json!(stopped_at);
@@ -106,7 +128,10 @@ async fn the_dashboard_shows_the_api_and_follows_it_live() {
         s.send(e).await;
     }
     assert!(
-        has(&p, "/v1/tasks", |v| v["items"].as_array().is_some_and(|i| i.len() == 6)).await,
+        has(&p, "/v1/tasks", |v| v["items"]
+            .as_array()
+            .is_some_and(|i| i.len() == 6))
+        .await,
         "the events were not all stored"
     );
 
@@ -114,9 +139,13 @@ async fn the_dashboard_shows_the_api_and_follows_it_live() {
     b.go(&format!("http://{addr}/")).await;
     let live = "return document.querySelector('#conn').dataset.state === 'connected' \
                 && document.querySelectorAll('.card[data-cluster]').length";
-    assert!(b.until(Duration::from_secs(15), live).await.is_some(), "the overview never came up");
+    assert!(
+        b.until(Duration::from_secs(15), live).await.is_some(),
+        "the overview never came up"
+    );
     assert_eq!(
-        b.js("return location.pathname + location.hash", json!([])).await,
+        b.js("return location.pathname + location.hash", json!([]))
+            .await,
         "/ui/",
         "/ redirects to the dashboard"
     );
@@ -138,16 +167,24 @@ async fn the_dashboard_shows_the_api_and_follows_it_live() {
             json!([]),
         )
         .await;
-    assert_eq!(totals, json!(["2", "1"]), "two instances, one task failed in the last hour");
+    assert_eq!(
+        totals,
+        json!(["2", "1"]),
+        "two instances, one task failed in the last hour"
+    );
 
     // A change shows within 2 s of the service having it, without a reload.
     b.js("window.__same = true;", json!([])).await;
-    s.send(task("alpha", "a3", 2, "RUNNING", |d| d["group"] = json!("family:batch")))
-        .await;
+    s.send(task("alpha", "a3", 2, "RUNNING", |d| {
+        d["group"] = json!("family:batch")
+    }))
+    .await;
     assert!(
-        has(&p, "/v1/tasks/alpha/arn:aws:ecs:us-west-2:111122223333:task/alpha/a3", |v| {
-            v["entity"]["lastStatus"] == "RUNNING"
-        })
+        has(
+            &p,
+            "/v1/tasks/alpha/arn:aws:ecs:us-west-2:111122223333:task/alpha/a3",
+            |v| { v["entity"]["lastStatus"] == "RUNNING" }
+        )
         .await
     );
     let stored = Instant::now();
@@ -159,11 +196,19 @@ async fn the_dashboard_shows_the_api_and_follows_it_live() {
         )
         .await;
     assert!(shown.is_some(), "the change did not show within 2 s");
-    println!("a change showed {:?} after the service stored it", stored.elapsed());
-    assert_eq!(b.js("return window.__same === true", json!([])).await, true, "no reload");
+    println!(
+        "a change showed {:?} after the service stored it",
+        stored.elapsed()
+    );
+    assert_eq!(
+        b.js("return window.__same === true", json!([])).await,
+        true,
+        "no reload"
+    );
 
     // The tasks view: the filters narrow the table, and live in the URL.
-    b.go(&format!("http://{addr}/ui/#/tasks?cluster=alpha")).await;
+    b.go(&format!("http://{addr}/ui/#/tasks?cluster=alpha"))
+        .await;
     let rows = "return document.querySelectorAll('#tasks tbody tr').length";
     assert_eq!(b.until(Duration::from_secs(10), rows).await, Some(json!(4)));
     b.js(
@@ -178,16 +223,36 @@ async fn the_dashboard_shows_the_api_and_follows_it_live() {
     // A task's panel: its containers with their exit codes.
     b.click("#tasks tbody tr").await;
     let exit = "const e = document.querySelector('#panel:not([hidden]) .exit-code'); return e && e.textContent";
-    assert_eq!(b.until(Duration::from_secs(5), exit).await, Some(json!("137")));
-    let panel = b.js("return document.querySelector('#panel').innerText", json!([])).await;
-    assert!(panel.as_str().unwrap().contains("OutOfMemoryError"), "{panel}");
-    assert!(panel.as_str().unwrap().contains("EssentialContainerExited"), "{panel}");
+    assert_eq!(
+        b.until(Duration::from_secs(5), exit).await,
+        Some(json!("137"))
+    );
+    let panel = b
+        .js(
+            "return document.querySelector('#panel').innerText",
+            json!([]),
+        )
+        .await;
+    assert!(
+        panel.as_str().unwrap().contains("OutOfMemoryError"),
+        "{panel}"
+    );
+    assert!(
+        panel.as_str().unwrap().contains("EssentialContainerExited"),
+        "{panel}"
+    );
 
     // No services are known (no ECS here): the view says so.
     b.go(&format!("http://{addr}/ui/#/services")).await;
     let none = "const e = document.querySelector('#content .empty'); return e && e.textContent";
-    let said = b.until(Duration::from_secs(5), none).await.unwrap_or_default();
-    assert!(said.as_str().unwrap_or_default().contains("No services"), "{said}");
+    let said = b
+        .until(Duration::from_secs(5), none)
+        .await
+        .unwrap_or_default();
+    assert!(
+        said.as_str().unwrap_or_default().contains("No services"),
+        "{said}"
+    );
 
     // A restart is survived: the page reconnects and catches up.
     b.go(&format!("http://{addr}/ui/#/overview")).await;
@@ -195,19 +260,29 @@ async fn the_dashboard_shows_the_api_and_follows_it_live() {
     p.terminate();
     assert!(p.wait_exit(Duration::from_secs(20)).await.is_some());
     let state = "return document.querySelector('#conn').dataset.state === 'reconnecting'";
-    assert!(b.until(Duration::from_secs(10), state).await.is_some(), "no sign of the outage");
+    assert!(
+        b.until(Duration::from_secs(10), state).await.is_some(),
+        "no sign of the outage"
+    );
     let p = Proc::spawn_at(addr, &args, &env);
     p.wait_ready(Duration::from_secs(30)).await;
-    assert!(b.until(Duration::from_secs(15), live).await.is_some(), "the page did not reconnect");
+    assert!(
+        b.until(Duration::from_secs(15), live).await.is_some(),
+        "the page did not reconnect"
+    );
     // The old process's last long poll (1 s) may still be open at moto, and
     // would take the next message out of sight for the visibility timeout.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    s.send(task("beta", "b1", 2, "STOPPED", |d| d["desiredStatus"] = json!("STOPPED")))
-        .await;
+    s.send(task("beta", "b1", 2, "STOPPED", |d| {
+        d["desiredStatus"] = json!("STOPPED")
+    }))
+    .await;
     assert!(
-        has(&p, "/v1/tasks/beta/arn:aws:ecs:us-west-2:111122223333:task/beta/b1", |v| {
-            v["entity"]["lastStatus"] == "STOPPED"
-        })
+        has(
+            &p,
+            "/v1/tasks/beta/arn:aws:ecs:us-west-2:111122223333:task/beta/b1",
+            |v| { v["entity"]["lastStatus"] == "STOPPED" }
+        )
         .await
     );
     let caught_up = "const dd = document.querySelector('.card[data-cluster=\"beta\"] dl.tasks dd[data-count=STOPPED]'); \
@@ -235,33 +310,59 @@ async fn with_a_token_the_page_shows_nothing_before_it_is_entered() {
         ],
     );
     p.wait_ready(Duration::from_secs(30)).await;
-    assert_eq!(p.get("/ui/").await.status, 200, "the page holds no data: no token needed");
+    assert_eq!(
+        p.get("/ui/").await.status,
+        200,
+        "the page holds no data: no token needed"
+    );
     assert_eq!(p.get("/v1/tasks").await.status, 401);
 
     let b = Browser::start().await;
     b.go(&format!("http://{}/ui/", p.addr)).await;
     let asked = "return !document.querySelector('#login').hidden";
-    assert!(b.until(Duration::from_secs(10), asked).await.is_some(), "no token form");
+    assert!(
+        b.until(Duration::from_secs(10), asked).await.is_some(),
+        "no token form"
+    );
     let nothing = "return getComputedStyle(document.querySelector('#view')).display === 'none' \
                    && document.querySelectorAll('.card, tr').length === 0";
-    assert_eq!(b.js(nothing, json!([])).await, true, "data before the token");
+    assert_eq!(
+        b.js(nothing, json!([])).await,
+        true,
+        "data before the token"
+    );
     b.type_into("#token", "wrong\u{E007}").await;
     let refused = "const e = document.querySelector('#login-error'); return e.textContent";
-    assert!(b.until(Duration::from_secs(5), refused).await.is_some(), "a wrong token passed");
+    assert!(
+        b.until(Duration::from_secs(5), refused).await.is_some(),
+        "a wrong token passed"
+    );
     assert_eq!(b.js(nothing, json!([])).await, true);
-    b.js("document.querySelector('#token').value = '';", json!([])).await;
+    b.js("document.querySelector('#token').value = '';", json!([]))
+        .await;
     b.type_into("#token", "s3cret-token\u{E007}").await;
     let cards = "return document.querySelectorAll('.card[data-cluster]').length";
-    assert_eq!(b.until(Duration::from_secs(15), cards).await, Some(json!(2)));
-    let form_gone = "return getComputedStyle(document.querySelector('#login')).display === 'none'";
-    assert_eq!(b.js(form_gone, json!([])).await, true, "the token form is gone");
     assert_eq!(
-        b.js("return sessionStorage.getItem('css-token')", json!([])).await,
+        b.until(Duration::from_secs(15), cards).await,
+        Some(json!(2))
+    );
+    let form_gone = "return getComputedStyle(document.querySelector('#login')).display === 'none'";
+    assert_eq!(
+        b.js(form_gone, json!([])).await,
+        true,
+        "the token form is gone"
+    );
+    assert_eq!(
+        b.js("return sessionStorage.getItem('css-token')", json!([]))
+            .await,
         "s3cret-token",
         "kept for the tab"
     );
     // What the README shows (`DASHBOARD_SCREENSHOT=docs/overview.png` writes it).
-    let png = b.screenshot().await;
+    use base64::Engine as _;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(b.screenshot().await)
+        .unwrap_or_default();
     assert!(png.starts_with(b"\x89PNG"), "a screenshot of the overview");
     if let Some(path) = std::env::var_os("DASHBOARD_SCREENSHOT") {
         std::fs::write(path, &png).unwrap();

@@ -34,4 +34,3 @@ mod servers;
 mod services;
 mod streams;
 mod support;
-mod webdriver;

@@ -1,12 +1,13 @@
-//! A WebDriver client for the dashboard's browser tests: Debian's
-//! `chromedriver` driving Debian's `chromium`, headless, with a fresh
-//! profile, over the W3C WebDriver protocol (JSON over HTTP on loopback).
+//! A WebDriver client for the dashboard's browser tests and its benchmark:
+//! Debian's `chromedriver` driving Debian's `chromium`, headless, with a
+//! fresh profile, over the W3C WebDriver protocol (JSON over HTTP on
+//! loopback). Nothing but loopback is reached: Chromium's background
+//! networking is off.
 
-use crate::support::parse;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub struct Browser {
     driver: std::process::Child,
@@ -18,7 +19,10 @@ pub struct Browser {
 impl Browser {
     /// Starts chromedriver and a headless Chromium session.
     pub async fn start() -> Browser {
-        let port = crate::servers::free_port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let driver = std::process::Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -26,7 +30,7 @@ impl Browser {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("chromedriver (Debian chromium-driver; scripts/setup installs it)");
-        let profile = tempfile::tempdir().unwrap();
+        let profile = tempfile::tempdir().expect("a profile directory");
         let mut b = Browser {
             driver,
             addr,
@@ -71,8 +75,12 @@ impl Browser {
             self.addr,
             body.len()
         );
-        let r = parse(&exchange(self.addr, req.as_bytes()).await);
-        let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        let answer = exchange(self.addr, req.as_bytes()).await;
+        let body = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(&answer[..0], |end| &answer[end + 4..]);
+        let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         v["value"].clone()
     }
 
@@ -128,8 +136,12 @@ impl Browser {
 
     pub async fn click(&self, css: &str) {
         let id = self.find(css).await;
-        self.call("POST", &self.at(&format!("/element/{id}/click")), Some(json!({})))
-            .await;
+        self.call(
+            "POST",
+            &self.at(&format!("/element/{id}/click")),
+            Some(json!({})),
+        )
+        .await;
     }
 
     /// Types `text` into the element (`\u{E007}` is Enter).
@@ -143,20 +155,19 @@ impl Browser {
         .await;
     }
 
-    /// A PNG of the window.
-    pub async fn screenshot(&self) -> Vec<u8> {
-        use base64::Engine as _;
+    /// A PNG of the window, base64-encoded.
+    pub async fn screenshot(&self) -> String {
         let v = self.call("GET", &self.at("/screenshot"), None).await;
-        base64::engine::general_purpose::STANDARD
-            .decode(v.as_str().unwrap_or_default())
-            .unwrap_or_default()
+        v.as_str().unwrap_or_default().to_owned()
     }
 }
 
 /// Sends a request and reads its answer: the head, then `Content-Length`
 /// bytes (chromedriver keeps connections open whatever the request says).
 async fn exchange(addr: SocketAddr, req: &[u8]) -> Vec<u8> {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("chromedriver");
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("chromedriver");
     s.write_all(req).await.expect("request sent");
     let mut out = Vec::new();
     let mut buf = [0u8; 16 * 1024];
@@ -184,7 +195,8 @@ impl Drop for Browser {
     fn drop(&mut self) {
         // End the session (Chromium with it), then the driver.
         use std::io::{Read, Write};
-        if let Ok(mut s) = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)) {
+        if let Ok(mut s) = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(1))
+        {
             let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
             let req = format!(
                 "DELETE /session/{} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",

@@ -1,0 +1,3 @@
+//! What the benchmark shares with the project's tests.
+
+pub mod webdriver;
