@@ -136,7 +136,8 @@ fn decode_event(env: Envelope<'_>) -> Result<Decoded, Error> {
     let entry = if is_task {
         let d: TaskDetail = serde_json::from_str(detail.get())
             .map_err(|e| Error::MalformedDetail(e.to_string()))?;
-        Entry::from_task(&task_from_detail(d)?)
+        let address = d.private_address();
+        Entry::from_task(&task_from_detail(d)?).map(|e| e.with_address(address))
     } else {
         let d: InstanceDetail = serde_json::from_str(detail.get())
             .map_err(|e| Error::MalformedDetail(e.to_string()))?;
@@ -403,6 +404,30 @@ pub struct TaskDetail {
     #[serde(default, deserialize_with = "null_as_empty")]
     pub containers: Vec<ContainerDetail>,
     pub overrides: Option<OverridesDetail>,
+    /// The task's attachments (an `awsvpc` task's ENI, with its address).
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub attachments: Vec<AttachmentDetail>,
+}
+
+/// An attachment of a task: its `type` and its `details` (name/value pairs).
+#[derive(Debug, Default, Deserialize)]
+pub struct AttachmentDetail {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub details: Vec<AttributeDetail>,
+}
+
+impl TaskDetail {
+    /// The private IPv4 address of an `awsvpc` task's network interface.
+    pub fn private_address(&self) -> Option<String> {
+        self.attachments
+            .iter()
+            .flat_map(|a| &a.details)
+            .find(|d| d.name.as_deref() == Some("privateIPv4Address"))
+            .and_then(|d| d.value.clone())
+            .filter(|v| !v.is_empty())
+    }
 }
 
 /// A container in a task detail.

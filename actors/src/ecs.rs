@@ -259,9 +259,27 @@ pub fn task_entry(t: &aws_sdk_ecs::types::Task) -> std::result::Result<Entry, de
                 .collect(),
             task_role_arn: some(o.task_role_arn()),
         }),
+        attachments: t
+            .attachments()
+            .iter()
+            .map(|a| decode::AttachmentDetail {
+                kind: some(a.r#type()),
+                details: a
+                    .details()
+                    .iter()
+                    .map(|kv| decode::AttributeDetail {
+                        name: some(kv.name()),
+                        value: some(kv.value()),
+                    })
+                    .collect(),
+            })
+            .collect(),
     };
+    let address = detail.private_address();
     let task = decode::task_from_parts(detail, version(t.version()))?;
-    Entry::from_task(&task).map_err(|e| decode::Error::Render(e.to_string()))
+    Entry::from_task(&task)
+        .map(|e| e.with_address(address))
+        .map_err(|e| decode::Error::Render(e.to_string()))
 }
 
 /// Converts a described container instance of `cluster_arn` into an entry.

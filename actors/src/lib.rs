@@ -21,6 +21,7 @@
 
 pub mod arn;
 pub mod check;
+pub mod cluster_state;
 pub mod decode;
 pub mod decoder;
 pub mod ecs;

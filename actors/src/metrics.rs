@@ -26,6 +26,8 @@ const SQS_BUCKETS: &[f64] = &[
 /// Every metric of the service.
 pub struct Metrics {
     registry: Registry,
+    /// The clusters' state (`/metrics/state`), apart from the service's own.
+    pub cluster_state: crate::cluster_state::ClusterState,
     /// `css_events_total{outcome}`: messages handed to the decoder (`received`),
     /// events that changed the store (`applied`), events at or below the
     /// stored version (`stale`), valid events of types not stored
@@ -291,6 +293,7 @@ impl Metrics {
             clusters: ClusterFamilies::declare(&d),
             cluster_names: Default::default(),
             registry,
+            cluster_state: crate::cluster_state::ClusterState::new(),
         }
     }
 

@@ -326,6 +326,11 @@ pub struct Service {
     pub updated_at: Option<String>,
 }
 
+/// The container-instance attribute that gives its private IP address, for
+/// Prometheus discovery of tasks in `bridge` or `host` network mode (a custom
+/// attribute: ECS does not set one).
+pub const PRIVATE_IP_ATTRIBUTE: &str = "private-ip";
+
 /// Service events kept per service.
 pub const MAX_SERVICE_EVENTS: usize = 20;
 
@@ -454,6 +459,16 @@ pub struct Entry {
     /// `stoppedAt` of a task, in Unix milliseconds (for STOPPED-task retention).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_at_ms: Option<i64>,
+    /// `stopCode` of a task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_code: Option<String>,
+    /// The exit codes a task's containers reported.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exit_codes: Vec<i64>,
+    /// Where it is reached: an `awsvpc` task's private IPv4 address, or a
+    /// container instance's `private-ip` attribute (Prometheus discovery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
     /// The API JSON of the entity.
     pub entity: Box<RawValue>,
     /// The entity in ECS's own shape, as its source gave it: an event's
@@ -572,6 +587,9 @@ impl Entry {
             rollout: None,
             agent_connected: None,
             stopped_at_ms: None,
+            stop_code: None,
+            exit_codes: Vec::new(),
+            address: None,
             entity: serde_json::value::to_raw_value(&entity).expect("JSON value"),
             ecs: None,
         }
@@ -615,6 +633,9 @@ impl Entry {
             rollout: None,
             agent_connected: None,
             stopped_at_ms: task.stopped_at.as_deref().and_then(crate::time::parse_ms),
+            stop_code: task.stop_code.clone(),
+            exit_codes: task.containers.iter().filter_map(|c| c.exit_code).collect(),
+            address: None,
             entity: serde_json::value::to_raw_value(task)?,
             ecs: None,
         })
@@ -640,6 +661,13 @@ impl Entry {
             rollout: None,
             agent_connected: Some(instance.agent_connected),
             stopped_at_ms: None,
+            stop_code: None,
+            exit_codes: Vec::new(),
+            address: instance
+                .attributes
+                .iter()
+                .find(|a| a.name == PRIVATE_IP_ATTRIBUTE)
+                .and_then(|a| a.value.clone()),
             entity: serde_json::value::to_raw_value(instance)?,
             ecs: None,
         })
@@ -673,6 +701,9 @@ impl Entry {
             rollout: primary.and_then(|d| d.rollout_state.clone()),
             agent_connected: None,
             stopped_at_ms: None,
+            stop_code: None,
+            exit_codes: Vec::new(),
+            address: None,
             entity: serde_json::value::to_raw_value(service)?,
             ecs: None,
         })
@@ -681,6 +712,27 @@ impl Entry {
     /// This entry with `ecs`, the entity as its source gave it (JSON).
     pub fn with_ecs(mut self, ecs: Option<&str>) -> Entry {
         self.ecs = ecs.map(Packed::pack);
+        self
+    }
+
+    /// Whether a task failed: a container exited with a non-zero code, or it
+    /// stopped for a reason other than a clean exit, a user or the service
+    /// scheduler (`EssentialContainerExited` with exit 0, `UserInitiated`,
+    /// `ServiceSchedulerInitiated`). ECS events do not say which containers
+    /// are essential, so every container's exit code counts.
+    pub fn failed(&self) -> bool {
+        self.exit_codes.iter().any(|&c| c != 0)
+            || self.stop_code.as_deref().is_some_and(|c| {
+                !matches!(
+                    c,
+                    "EssentialContainerExited" | "UserInitiated" | "ServiceSchedulerInitiated"
+                )
+            })
+    }
+
+    /// This entry with `address`.
+    pub fn with_address(mut self, address: Option<String>) -> Entry {
+        self.address = address;
         self
     }
 

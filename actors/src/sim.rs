@@ -409,6 +409,12 @@ impl Simulator {
         } else {
             detail["launchType"] = json!("FARGATE");
             detail["platformVersion"] = json!("1.4.0");
+            // awsvpc: the task's own interface, on loopback (nothing here
+            // may send traffic off this machine, Prometheus included).
+            detail["attachments"] = json!([{
+                "id": format!("eni-attach-{t}"), "type": "ElasticNetworkInterface", "status": "ATTACHED",
+                "details": [{"name": "privateIPv4Address", "value": format!("127.0.{}.{}", 1 + t / 250, 1 + t % 250)}],
+            }]);
         }
         if let Some(s) = task.started_ms {
             detail["startedAt"] = json!(format_ms(s));
@@ -445,6 +451,7 @@ impl Simulator {
                 {"name": "ecs.os-type", "value": "linux"},
                 {"name": "ecs.instance-type", "value": "m6i.large"},
                 {"name": "ecs.capability.execution-role-awslogs"},
+                {"name": crate::model::PRIVATE_IP_ATTRIBUTE, "value": format!("127.1.{}.{}", 1 + i / 250, 1 + i % 250)},
             ],
             "registeredResources": [
                 {"name": "CPU", "type": "INTEGER", "integerValue": 2048},

@@ -18,7 +18,7 @@
 
 use crate::hub::{Committed, Reset, StreamHub};
 use crate::metrics::Metrics;
-use crate::model::Kind;
+use crate::model::{Key, Kind};
 use crate::reader::Publisher;
 use crate::reconciler::Dirty;
 use crate::retry::Backoff;
@@ -60,7 +60,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            stopped_task_retention: Duration::from_secs(3600),
+            stopped_task_retention: Duration::from_secs(24 * 3600),
             tombstone_retention: Duration::from_secs(4 * 86400),
             housekeeping_interval: Duration::from_secs(30),
             max_commit_ops: 2048,
@@ -203,6 +203,7 @@ impl StoreWriter {
                     for e in loaded.entries {
                         view.insert(e);
                     }
+                    act.metrics.cluster_state.rebuild(view.all());
                     info!(act.log, "view loaded";
                             "tasks" => view.of(Kind::Task).len(),
                             "instances" => view.of(Kind::Instance).len(),
@@ -411,7 +412,18 @@ impl StoreWriter {
     /// to the StreamHub (waiting while its mailbox is full).
     fn publish(&mut self, changes: Vec<Change>) -> impl std::future::Future<Output = ()> + 'static {
         for c in &changes {
+            let e = &c.entry;
+            let was = Key {
+                cluster_arn: c
+                    .moved_from
+                    .clone()
+                    .unwrap_or_else(|| e.cluster_arn.clone()),
+                arn: e.arn.clone(),
+            };
+            let old = self.view.of(e.kind).get(&was).cloned();
             self.view.apply(c);
+            let new = (!c.deleted).then_some(e.as_ref());
+            self.metrics.cluster_state.changed(old.as_deref(), new);
         }
         if let Some(dirty) = &self.dirty {
             dirty.tasks_changed(&changes);

@@ -106,6 +106,22 @@ pub fn write_events(
     Ok(())
 }
 
+/// Writes every instance, then every task as STOPPED (version 1): the state
+/// of a cluster whose stopped tasks are kept (`stopped_task_retention`).
+pub fn write_stopped(shape: &Shape, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    for i in 0..shape.instances {
+        writeln!(out, "{}", shape.instance_event(i, 1))?;
+    }
+    for t in 0..shape.tasks {
+        writeln!(
+            out,
+            "{}",
+            shape.task_event(t, 1, "STOPPED", "ecs-svc/bench")
+        )?;
+    }
+    Ok(())
+}
+
 /// Finds the `N` of `bench-seq-N` in stream lines.
 pub struct SeqFinder(memchr::memmem::Finder<'static>);
 

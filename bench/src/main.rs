@@ -7,7 +7,9 @@
 //! 3. stream fan-out: many open streams while changes are written at a rate;
 //! 4. memory and time to ready after a restart with the full state;
 //! 5. the dashboard in headless Chromium: the tasks view opening on the full
-//!    state, and a filter applied to it.
+//!    state, and a filter applied to it;
+//! 6. the memory that keeping every task STOPPED costs (the default
+//!    `stopped_task_retention` is 24 h).
 //!
 //! `--quick` runs small sizes (well under a minute) so that CI keeps the
 //! benchmark working; it checks what was delivered, never the timings.
@@ -105,7 +107,7 @@ struct Options {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "ingest,etcd,queries,ui,streams"
+        default_value = "ingest,etcd,queries,ui,streams,stopped"
     )]
     parts: Vec<String>,
     /// The same as leaving etcd out of --parts.
@@ -323,6 +325,9 @@ async fn run(o: &Options, s: &Sizes, work: &Path) -> Report {
     if o.runs("etcd") {
         etcd_ingest(o, s, &events, work, &mut report).await;
     }
+    if o.runs("stopped") {
+        stopped(o, s, work, &mut report).await;
+    }
     if !o.runs("queries") && !o.runs("ui") && !o.runs("streams") {
         return report;
     }
@@ -441,6 +446,50 @@ async fn dashboard(addr: SocketAddr, s: &Sizes, report: &mut Report) {
         "<= 2 s",
         Some(took <= Duration::from_secs(2)),
     );
+}
+
+/// Every task of the shape STOPPED and kept: the RSS once ready after a
+/// restart, beside the same figure for running tasks (part 4).
+async fn stopped(o: &Options, s: &Sizes, work: &Path, report: &mut Report) {
+    println!("\n6. stopped tasks kept");
+    let file = work.join("stopped.ndjson");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&file).expect("events file"));
+    gen::write_stopped(&s.shape, &mut w).expect("write events");
+    drop(w);
+    let data = work.join("stopped-data");
+    let _ = std::fs::remove_dir_all(&data);
+    let events = (s.shape.instances + s.shape.tasks) as u64;
+    let args = [
+        format!("--data-dir={}", data.display()),
+        format!("--replay={}", file.display()),
+    ];
+    let started = Instant::now();
+    let mut svc = Service::spawn(service(o), &args, &work.join("stopped.log"));
+    svc.wait_ready(started, Duration::from_secs(60)).await;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    while Instant::now() < deadline && svc.events_done().await.0 < events {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    svc.stop();
+    let started = Instant::now();
+    let args = [format!("--data-dir={}", data.display())];
+    let mut svc = Service::spawn(service(o), &args, &work.join("stopped.log"));
+    svc.wait_ready(started, Duration::from_secs(120)).await;
+    let kept = count_items(svc.addr, "/v1/tasks?status=STOPPED").await;
+    report.check(kept == Some(s.shape.tasks), || {
+        format!(
+            "stopped: {kept:?} STOPPED tasks kept, not {}",
+            s.shape.tasks
+        )
+    });
+    let (rss, _) = svc.memory();
+    report.add(
+        format!("RSS when ready ({} STOPPED tasks kept)", s.shape.tasks),
+        mib(rss),
+        "",
+        None,
+    );
+    svc.stop();
 }
 
 /// Replays `events` into a new service with `store` args; events/s, from

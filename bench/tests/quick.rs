@@ -64,6 +64,7 @@ fn the_quick_benchmark_runs_every_part_and_loses_nothing() {
         "streams cut as too slow, then resumed",
         "dashboard: tasks view opens (1000 tasks stored)",
         "dashboard: a filter applied",
+        "RSS when ready (1000 STOPPED tasks kept)",
     ] {
         let row = table.iter().find(|l| l.starts_with(&format!("| {figure}")));
         let row = row.unwrap_or_else(|| panic!("no row for {figure:?} in:\n{stdout}"));

@@ -50,6 +50,13 @@ pub(super) async fn readyz(state: web::Data<State>) -> HttpResponse {
     }
 }
 
+/// `/metrics/state`: the clusters' state for Prometheus (issue 20).
+pub(super) async fn state_metrics(state: web::Data<State>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.cluster_state.render())
+}
+
 pub(super) async fn metrics(state: web::Data<State>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

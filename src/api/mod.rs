@@ -18,6 +18,7 @@ mod listing;
 mod middleware;
 mod negotiate;
 mod query;
+mod sd;
 pub mod server;
 mod stream;
 mod ui;
@@ -152,10 +153,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(get("/", ui::to_dashboard))
         .service(get("/ui", ui::to_dashboard))
         .service(get("/ui/{file:.*}", ui::serve));
+    cfg.service(get("/v1/sd/prometheus", sd::prometheus));
     cfg.service(get("/v1/openapi.json", openapi))
         .service(get("/healthz", healthz))
         .service(get("/readyz", readyz))
-        .service(get("/metrics", metrics));
+        .service(get("/metrics", metrics))
+        .service(get("/metrics/state", state_metrics));
 }
 
 /// Builds the whole application (routes, state, JSON 404).

@@ -139,6 +139,13 @@ pub struct Filter {
     pub task_definition: Option<TaskDefinition>,
     /// The rollout state of a service's PRIMARY deployment.
     pub rollout: Option<String>,
+    /// Tasks stopped at or after this time (Unix milliseconds).
+    pub stopped_since: Option<i64>,
+    pub stop_code: Option<String>,
+    /// Tasks that failed, or did not ([`Entry::failed`]).
+    pub failed: Option<bool>,
+    /// Tasks one of whose containers exited with this code.
+    pub exit_code: Option<i64>,
 }
 
 /// The `taskDefinition` filter, in the form it was given.
@@ -197,6 +204,10 @@ pub const TASK_FILTERS: &[&str] = &[
     "family",
     "group",
     "service",
+    "stoppedSince",
+    "stopCode",
+    "failed",
+    "exitCode",
 ];
 pub const INSTANCE_FILTERS: &[&str] = &["status", "cluster", "agentConnected"];
 pub const SERVICE_FILTERS: &[&str] = &[
@@ -251,6 +262,32 @@ impl Filter {
                 f.group = p.get("group").map(str::to_owned);
                 f.service = p.get("service").map(str::to_owned);
                 f.launch_type = launch_type(p)?;
+                f.stop_code = p.get("stopCode").map(str::to_owned);
+                f.failed = boolean(p, "failed")?;
+                f.exit_code = p
+                    .get("exitCode")
+                    .map(|v| {
+                        v.parse::<i64>().map_err(|_| {
+                            Error::bad_request(
+                                "InvalidParameter",
+                                "Invalid exitCode: expected a whole number".into(),
+                            )
+                        })
+                    })
+                    .transpose()?;
+                f.stopped_since = p
+                    .get("stoppedSince")
+                    .map(|v| {
+                        since(v, actors::time::now_ms()).ok_or_else(|| {
+                            Error::bad_request(
+                                "InvalidParameter",
+                                "Invalid stoppedSince: expected an RFC 3339 time \
+                                 (2026-11-30T08:00:00Z) or a duration before now (2h, 30m, 3d)"
+                                    .into(),
+                            )
+                        })
+                    })
+                    .transpose()?;
                 if let Some(ci) = p.get("containerInstance") {
                     if Arn::parse(ci, Resource::ContainerInstance).is_err() {
                         return Err(Error::bad_request(
@@ -263,17 +300,7 @@ impl Filter {
             }
             Kind::Instance => {
                 f.status = status(p.get("status"), INSTANCE_STATUSES, "status")?;
-                f.agent_connected = match p.get("agentConnected") {
-                    None => None,
-                    Some(v) if v.eq_ignore_ascii_case("true") => Some(true),
-                    Some(v) if v.eq_ignore_ascii_case("false") => Some(false),
-                    Some(_) => {
-                        return Err(Error::bad_request(
-                            "InvalidParameter",
-                            "Invalid agentConnected: expected true or false".into(),
-                        ))
-                    }
-                };
+                f.agent_connected = boolean(p, "agentConnected")?;
             }
             Kind::Service => {
                 f.status = status(p.get("status"), SERVICE_STATUSES, "status")?;
@@ -347,7 +374,37 @@ impl Filter {
                 .is_none_or(|a| e.agent_connected == Some(a))
             && self.task_definition.as_ref().is_none_or(|t| t.matches(e))
             && eq(&self.rollout, &e.rollout)
+            && self
+                .stopped_since
+                .is_none_or(|since| e.stopped_at_ms.is_some_and(|t| t >= since))
+            && eq(&self.stop_code, &e.stop_code)
+            && self
+                .failed
+                .is_none_or(|f| e.kind == Kind::Task && e.failed() == f)
+            && self.exit_code.is_none_or(|c| e.exit_codes.contains(&c))
     }
+}
+
+/// A `true`/`false` parameter (any case).
+fn boolean(p: &Params, name: &str) -> Result<Option<bool>, Error> {
+    match p.get(name) {
+        None => Ok(None),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(Some(true)),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(Some(false)),
+        Some(_) => Err(Error::bad_request(
+            "InvalidParameter",
+            format!("Invalid {name}: expected true or false"),
+        )),
+    }
+}
+
+/// An RFC 3339 time, or a duration before `now_ms` (`2h`), in Unix ms.
+pub fn since(v: &str, now_ms: i64) -> Option<i64> {
+    if let Some(ms) = actors::time::parse_ms(v) {
+        return Some(ms);
+    }
+    let d = humantime::parse_duration(v).ok()?;
+    Some(now_ms.saturating_sub(i64::try_from(d.as_millis()).ok()?))
 }
 
 /// A decimal whole number written with digits only (no sign, no spaces, not
@@ -459,6 +516,17 @@ impl Token {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn since_takes_a_time_or_a_duration_before_now() {
+        let now = actors::time::parse_ms("2026-11-30T12:00:00Z").unwrap();
+        assert_eq!(since("2026-11-30T10:00:00Z", now), Some(now - 7_200_000));
+        assert_eq!(since("2h", now), Some(now - 7_200_000));
+        assert_eq!(since("90m", now), Some(now - 5_400_000));
+        assert_eq!(since("3days", now), Some(now - 3 * 86_400_000));
+        assert_eq!(since("yesterday", now), None);
+        assert_eq!(since("-2h", now), None);
+    }
 
     #[test]
     fn tokens_round_trip_and_reject_garbage() {

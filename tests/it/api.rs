@@ -8,6 +8,7 @@ on_both_backends!(
     ping_and_empty_lists,
     lists_are_ordered_by_cluster_then_arn_and_carry_versions,
     every_task_filter,
+    stopped_tasks_are_searchable,
     every_instance_filter,
     describe_by_name_or_arn_raw_or_encoded,
     every_error_row,
@@ -830,7 +831,6 @@ const METRIC_FAMILIES: &[&str] = &[
 #[actix_web::test]
 async fn the_metrics_pass_promtool_and_carry_every_family() {
     use css::config::Feed;
-    use std::io::Write as _;
     use std::time::Duration;
     // The simulator feeds events and answers the reconcilers' ECS calls.
     let t = start_with(Feed::Simulate, |_| {}).await;
@@ -853,27 +853,81 @@ async fn the_metrics_pass_promtool_and_carry_every_family() {
     assert_eq!(t.metric("css_store_up ").await, 1.0);
     assert!(t.metric("css_events_total{outcome=\"applied\"}").await > 0.0);
 
-    let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into());
-    let mut check = std::process::Command::new(&promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("{promtool} (Debian prometheus; scripts/setup installs it): {e}")
-        });
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = check.wait_with_output().unwrap();
-    let said =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool: {said}"
-    );
+    let (ok, said) = crate::servers::promtool(&["check", "metrics"], &text);
+    assert!(ok && said.trim().is_empty(), "promtool: {said}");
+}
+
+/// The stopped-task filters (issue 20): `stoppedSince` (a time or a
+/// duration), `stopCode`, `failed`, `exitCode`, on lists and streams.
+async fn stopped_tasks_are_searchable(b: Backend) {
+    let t = start_on(b).await;
+    let ago = |mins: i64| actors::time::format_ms(actors::time::now_ms() - mins * 60_000);
+    let stopped = |id: &str, mins: i64, code: &str, exit: Option<i64>| {
+        let (at, code) = (ago(mins), code.to_owned());
+        task("c", id, 5, move |d| {
+            d["lastStatus"] = json!("STOPPED");
+            d["desiredStatus"] = json!("STOPPED");
+            d["stoppedAt"] = json!(at);
+            d["stopCode"] = json!(code);
+            d["containers"] = match exit {
+                Some(e) => json!([{"name": "web", "lastStatus": "STOPPED", "exitCode": e}]),
+                None => json!([{"name": "web", "lastStatus": "STOPPED"}]),
+            };
+        })
+    };
+    for e in [
+        task("c", "r1", 1, |_| {}),
+        stopped("s1", 30, "EssentialContainerExited", Some(0)),
+        stopped("s2", 180, "EssentialContainerExited", Some(137)),
+        stopped("s3", 10, "TaskFailedToStart", None),
+        stopped("s4", 5, "UserInitiated", Some(0)),
+    ] {
+        t.inject(&[e]).await;
+    }
+    let four_hours_ago = ago(240);
+    let cases: Vec<(String, &[&str])> = vec![
+        ("?stoppedSince=1h".into(), &["s1", "s3", "s4"]),
+        ("?stoppedSince=15m".into(), &["s3", "s4"]),
+        (
+            format!("?stoppedSince={four_hours_ago}"),
+            &["s1", "s2", "s3", "s4"],
+        ),
+        ("?stopCode=TaskFailedToStart".into(), &["s3"]),
+        ("?failed=true".into(), &["s2", "s3"]),
+        ("?failed=FALSE".into(), &["r1", "s1", "s4"]),
+        ("?exitCode=137".into(), &["s2"]),
+        ("?exitCode=0".into(), &["s1", "s4"]),
+        ("?failed=true&stoppedSince=1h".into(), &["s3"]),
+        (
+            "?stoppedSince=&failed=".into(),
+            &["r1", "s1", "s2", "s3", "s4"],
+        ),
+    ];
+    for (q, want) in &cases {
+        assert_eq!(task_ids(&t, q).await, *want, "{q}");
+    }
+    for (q, message) in [
+        ("?stoppedSince=yesterday", "Invalid stoppedSince"),
+        ("?failed=maybe", "Invalid failed"),
+        ("?exitCode=x", "Invalid exitCode"),
+    ] {
+        error(&t, "GET", &format!("/v1/tasks{q}"), 400, message).await;
+        error(&t, "GET", &format!("/v1/stream/tasks{q}"), 400, message).await;
+    }
+    let mut s =
+        StreamClient::open(t.addr(), "/v1/stream/tasks?failed=true&snapshot=true", "").await;
+    let within = std::time::Duration::from_secs(5);
+    for want in ["s2", "s3"] {
+        let item = s.next_json(within).await.expect("an item");
+        assert!(
+            item["entity"]["taskARN"].as_str().unwrap().ends_with(want),
+            "{item}"
+        );
+    }
+    assert!(s
+        .next_json(within)
+        .await
+        .expect("a bookmark")
+        .get("bookmark")
+        .is_some());
 }

@@ -28,6 +28,7 @@ mod fixtures;
 mod ingest;
 mod openapi;
 mod pipeline;
+mod prom;
 mod reconcile;
 mod security;
 mod servers;

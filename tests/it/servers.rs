@@ -439,6 +439,75 @@ impl Drop for Moto {
     }
 }
 
+/// Runs `promtool ARGS` with `input` on its standard input (Debian's
+/// `prometheus` package; `PROMTOOL` overrides); whether it passed and what
+/// it said.
+pub fn promtool(args: &[&str], input: &str) -> (bool, String) {
+    use std::io::Write as _;
+    let bin = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let mut child = Command::new(&bin)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{bin} (Debian prometheus; scripts/setup installs it): {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("promtool reads");
+    let out = child.wait_with_output().expect("promtool runs");
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), said)
+}
+
+/// A Prometheus server (Debian's `prometheus`; `PROMETHEUS_BIN` overrides)
+/// on a free loopback port, with its own data directory and `config`.
+pub struct Prometheus {
+    child: Child,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    pub fn start(config: &str) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("prometheus.yml");
+        std::fs::write(&file, config).unwrap();
+        let port = free_port();
+        let bin = std::env::var("PROMETHEUS_BIN").unwrap_or_else(|_| "prometheus".into());
+        let child = Command::new(&bin)
+            .arg(format!("--config.file={}", file.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{bin} (Debian prometheus; scripts/setup installs it): {e}")
+            });
+        wait_for_port(port, "prometheus");
+        Prometheus {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A network namespace with two veth links to this host: `etcd` (which a
 /// test cuts) and `control` (which stays, for the test to reach what runs
 /// inside). Deleted, links and all, when dropped.

@@ -39,8 +39,9 @@ pub struct Config {
     /// Default 1h.
     #[serde(with = "humantime_serde")]
     pub history_retention: Duration,
-    /// How long a STOPPED task is kept after `stoppedAt` (ECS keeps about
-    /// 1 h). Default 1h.
+    /// How long a STOPPED task is kept after `stoppedAt` (ECS forgets it
+    /// after about 1 h; set days here to search stopped tasks for that
+    /// long). Default 24h.
     #[serde(with = "humantime_serde")]
     pub stopped_task_retention: Duration,
     /// How long a deletion is remembered; covers SQS's longest retention.
@@ -68,7 +69,7 @@ impl Default for Config {
             key_prefix: "css".into(),
             etcd_max_in_flight: 64,
             history_retention: Duration::from_secs(3600),
-            stopped_task_retention: Duration::from_secs(3600),
+            stopped_task_retention: Duration::from_secs(24 * 3600),
             tombstone_retention: Duration::from_secs(4 * 86400),
             etcd_username: String::new(),
             etcd_password_file: PathBuf::new(),

@@ -10,7 +10,9 @@ const KINDS = {
   service: { plural: 'services', arn: 'serviceARN' },
 };
 const PAGE = 100;
-const FAILURE_STOP_CODES = new Set(['TaskFailedToStart']);
+// As `failed` of the task filters and metrics: a non-zero exit code, or a
+// stop code other than these.
+const BENIGN_STOP_CODES = new Set(['EssentialContainerExited', 'UserInitiated', 'ServiceSchedulerInitiated']);
 
 const state = {
   token: sessionStorage.getItem('css-token') || '',
@@ -68,7 +70,8 @@ $('#login').addEventListener('submit', (ev) => {
 function compact(kind, e) {
   if (kind !== 'task') return e;
   const containers = e.containers || [];
-  const failed = containers.some((c) => c.exitCode !== undefined && c.exitCode !== 0) || FAILURE_STOP_CODES.has(e.stopCode);
+  const failed = containers.some((c) => c.exitCode !== undefined && c.exitCode !== 0)
+    || (e.stopCode !== undefined && !BENIGN_STOP_CODES.has(e.stopCode));
   return {
     taskARN: e.taskARN, clusterARN: e.clusterARN, lastStatus: e.lastStatus, desiredStatus: e.desiredStatus,
     group: e.group, launchType: e.launchType, taskDefinitionARN: e.taskDefinitionARN,

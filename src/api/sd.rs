@@ -1,0 +1,146 @@
+//! `GET /v1/sd/prometheus`: Prometheus HTTP service discovery (issue 20).
+//! One target per RUNNING task and exposed port, reachable by IP: an
+//! `awsvpc` task at its network interface's address; a `bridge` or `host`
+//! task at its container instance's `private-ip` attribute and the host
+//! port. Filters: `cluster`, `service`, `family`, and `port` (the container
+//! port to expose; without it, every bound port).
+
+use super::query::{self, Params};
+use super::{json, Error, State};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actors::arn::ClusterRef;
+use actors::model::{family_of, Entry, Key, Kind};
+use serde_json::{json, Map, Value};
+
+const PARAMS: &[&str] = &["cluster", "service", "family", "port"];
+
+/// The task definition's revision (`7` of `…:task-definition/web:7`).
+fn revision_of(td: &str) -> &str {
+    td.rsplit_once(':').map_or("", |(_, r)| r)
+}
+
+fn group(target: String, labels: &Map<String, Value>, container: &str) -> Value {
+    let mut labels = labels.clone();
+    labels.insert("__meta_ecs_container".into(), json!(container));
+    json!({"targets": [target], "labels": labels})
+}
+
+/// The targets of one RUNNING task.
+fn targets(e: &Entry, port: Option<i64>, instance_address: Option<&str>, out: &mut Vec<Value>) {
+    let Ok(task) = serde_json::from_str::<Value>(e.entity.get()) else {
+        return;
+    };
+    let td = task["taskDefinitionARN"].as_str().unwrap_or_default();
+    let service = e
+        .group
+        .as_deref()
+        .and_then(|g| g.strip_prefix("service:"))
+        .unwrap_or("");
+    let mut labels = Map::new();
+    for (name, value) in [
+        (
+            "__meta_ecs_cluster",
+            e.cluster_arn.rsplit('/').next().unwrap_or_default(),
+        ),
+        ("__meta_ecs_service", service),
+        ("__meta_ecs_task_arn", e.arn.as_str()),
+        ("__meta_ecs_family", family_of(td).unwrap_or_default()),
+        ("__meta_ecs_revision", revision_of(td)),
+        (
+            "__meta_ecs_launch_type",
+            e.launch_type.as_deref().unwrap_or_default(),
+        ),
+        (
+            "__meta_ecs_availability_zone",
+            task["availabilityZone"].as_str().unwrap_or_default(),
+        ),
+    ] {
+        labels.insert(name.into(), json!(value));
+    }
+    let containers = task["containers"].as_array().cloned().unwrap_or_default();
+    let bindings = |c: &Value| -> Vec<(i64, Option<i64>)> {
+        c["networkBindings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|b| Some((b["containerPort"].as_i64()?, b["hostPort"].as_i64())))
+            .collect()
+    };
+    let name = |c: &Value| c["name"].as_str().unwrap_or_default().to_owned();
+    if let Some(ip) = &e.address {
+        // awsvpc: the task's own address, the container port. When the task
+        // reports its ports, `port` must be one of them; when it reports
+        // none (usual for awsvpc events), `port` is taken on trust.
+        let exposing = containers
+            .iter()
+            .find(|c| port.is_none_or(|p| bindings(c).iter().any(|(cp, _)| *cp == p)));
+        let reports_ports = containers.iter().any(|c| !bindings(c).is_empty());
+        if port.is_some() && reports_ports && exposing.is_none() {
+            return;
+        }
+        let port = port.or_else(|| exposing.and_then(|c| bindings(c).first().map(|(cp, _)| *cp)));
+        let container = exposing
+            .or(containers.first())
+            .map(name)
+            .unwrap_or_default();
+        if let Some(p) = port {
+            out.push(group(format!("{ip}:{p}"), &labels, &container));
+        }
+        return;
+    }
+    let Some(ip) = instance_address else { return };
+    for c in &containers {
+        for (container_port, host_port) in bindings(c) {
+            if port.is_some_and(|p| p != container_port) {
+                continue;
+            }
+            if let Some(hp) = host_port {
+                out.push(group(format!("{ip}:{hp}"), &labels, &name(c)));
+            }
+        }
+    }
+}
+
+/// `GET /v1/sd/prometheus`.
+pub(super) async fn prometheus(
+    req: HttpRequest,
+    state: web::Data<State>,
+) -> Result<HttpResponse, Error> {
+    let p = Params::parse(req.query_string(), PARAMS)?;
+    let cluster: Option<ClusterRef> = p.get("cluster").map(query::cluster).transpose()?;
+    let port = p
+        .get("port")
+        .map(|v| match query::whole_number(v) {
+            Some(n) if (1..=65_535).contains(&n) => Ok(n as i64),
+            _ => Err(Error::bad_request(
+                "InvalidParameter",
+                "Invalid port: expected a port number from 1 to 65535".into(),
+            )),
+        })
+        .transpose()?;
+    let (service, family) = (p.get("service"), p.get("family"));
+    let snap = state.snapshot()?;
+    let mut out = Vec::new();
+    for e in snap.of(Kind::Task).values() {
+        let matches = e.status == "RUNNING"
+            && cluster.as_ref().is_none_or(|c| c.matches(&e.cluster_arn))
+            && service.is_none_or(|s| {
+                e.group.as_deref().and_then(|g| g.strip_prefix("service:")) == Some(s)
+            })
+            && family.is_none_or(|f| e.family.as_deref() == Some(f));
+        if !matches {
+            continue;
+        }
+        let instance = e.container_instance.as_ref().and_then(|ci| {
+            snap.of(Kind::Instance)
+                .get(&Key {
+                    cluster_arn: e.cluster_arn.clone(),
+                    arn: ci.clone(),
+                })
+                .and_then(|i| i.address.clone())
+        });
+        targets(e, port, instance.as_deref(), &mut out);
+    }
+    Ok(json(StatusCode::OK, Value::Array(out).to_string()))
+}
