@@ -282,7 +282,8 @@ impl Filter {
                             Error::bad_request(
                                 "InvalidParameter",
                                 "Invalid stoppedSince: expected an RFC 3339 time \
-                                 (2026-11-30T08:00:00Z) or a duration before now (2h, 30m, 3d)"
+                                 (2026-11-30T08:00:00Z) or a duration before now: a whole \
+                                 number and ms, s, m, h or d (2h, 90m, 3d)"
                                     .into(),
                             )
                         })
@@ -398,13 +399,27 @@ fn boolean(p: &Params, name: &str) -> Result<Option<bool>, Error> {
     }
 }
 
-/// An RFC 3339 time, or a duration before `now_ms` (`2h`), in Unix ms.
+/// An RFC 3339 time, or a duration before `now_ms`, in Unix ms. A duration
+/// is a whole number (up to 9 digits) and one unit: `ms`, `s`, `m`, `h`, `d`
+/// (`2h`, `90m`, `3d`).
 pub fn since(v: &str, now_ms: i64) -> Option<i64> {
     if let Some(ms) = actors::time::parse_ms(v) {
         return Some(ms);
     }
-    let d = humantime::parse_duration(v).ok()?;
-    Some(now_ms.saturating_sub(i64::try_from(d.as_millis()).ok()?))
+    let digits = v.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 || digits > 9 {
+        return None;
+    }
+    let n: i64 = v[..digits].parse().ok()?;
+    let unit = match &v[digits..] {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    Some(now_ms.saturating_sub(n * unit))
 }
 
 /// A decimal whole number written with digits only (no sign, no spaces, not
@@ -523,7 +538,11 @@ mod tests {
         assert_eq!(since("2026-11-30T10:00:00Z", now), Some(now - 7_200_000));
         assert_eq!(since("2h", now), Some(now - 7_200_000));
         assert_eq!(since("90m", now), Some(now - 5_400_000));
-        assert_eq!(since("3days", now), Some(now - 3 * 86_400_000));
+        assert_eq!(since("3d", now), Some(now - 3 * 86_400_000));
+        assert_eq!(since("250ms", now), Some(now - 250));
+        assert_eq!(since("0", now), None, "a unit is needed");
+        assert_eq!(since("3days", now), None);
+        assert_eq!(since("1h30m", now), None);
         assert_eq!(since("yesterday", now), None);
         assert_eq!(since("-2h", now), None);
     }
