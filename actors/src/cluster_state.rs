@@ -4,6 +4,7 @@
 //! sets are bounded by clusters, services, statuses and launch types, never
 //! by tasks; a series whose count falls to zero is removed.
 
+use crate::arn::cluster_name;
 use crate::model::{Entry, Kind};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde_json::Value;
@@ -40,16 +41,9 @@ fn gauges(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec 
     g
 }
 
-/// The cluster's name in an ARN (`…:cluster/NAME`).
+/// The cluster's name in a cluster ARN.
 fn cluster(arn: &str) -> &str {
-    arn.rsplit('/').next().unwrap_or(arn)
-}
-
-fn service_of(e: &Entry) -> &str {
-    e.group
-        .as_deref()
-        .and_then(|g| g.strip_prefix("service:"))
-        .unwrap_or("")
+    cluster_name(arn).unwrap_or(arn)
 }
 
 /// `CPU` or `MEMORY` of an instance's `registeredResources` or `remainingResources`.
@@ -116,7 +110,7 @@ impl ClusterState {
                 &self.tasks,
                 &[
                     c,
-                    service_of(e),
+                    e.service().unwrap_or(""),
                     &e.status,
                     e.launch_type.as_deref().unwrap_or(""),
                 ],
@@ -180,7 +174,12 @@ impl ClusterState {
                 };
                 let failed = if n.failed() { "true" } else { "false" };
                 self.stopped
-                    .with_label_values(&[cluster(&n.cluster_arn), service_of(n), code, failed])
+                    .with_label_values(&[
+                        cluster(&n.cluster_arn),
+                        n.service().unwrap_or(""),
+                        code,
+                        failed,
+                    ])
                     .inc();
             }
         }

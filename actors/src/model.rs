@@ -36,12 +36,6 @@ impl Kind {
     pub fn index(self) -> usize {
         self as usize
     }
-
-    /// Whether entities of this kind carry an ECS version. A service has
-    /// none: it is replaced only when its rendering changes.
-    pub fn versioned(self) -> bool {
-        self != Kind::Service
-    }
 }
 
 /// A task, with the v0.3 field names plus the fields v0.3 lacked (marked (ext)).
@@ -734,6 +728,13 @@ impl Entry {
     pub fn with_address(mut self, address: Option<String>) -> Entry {
         self.address = address;
         self
+    }
+
+    /// The service a task belongs to: NAME of its `group` `service:NAME`.
+    pub fn service(&self) -> Option<&str> {
+        self.group
+            .as_deref()
+            .and_then(|g| g.strip_prefix("service:"))
     }
 
     /// The name of a service entry (the last part of its ARN).

@@ -3,6 +3,13 @@
 
 use std::time::Duration;
 
+/// FNV-1a of `bytes`: a stable 64-bit digest (seeds, tokens), not for secrets.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01B3)
+    })
+}
+
 /// SplitMix64: small, fast, seedable; not for secrets.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);

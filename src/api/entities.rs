@@ -58,6 +58,8 @@ impl PageCache {
 pub(super) struct About {
     /// Its path segment: `/v1/{plural}`, `/v1/stream/{plural}`.
     pub plural: &'static str,
+    /// The filter parameters of its lists and streams.
+    pub filters: &'static [&'static str],
     /// Its describe's 404: code and message.
     pub not_found: (&'static str, &'static str),
     /// What its ARNs name, and what to call it in an error message.
@@ -70,18 +72,21 @@ pub(super) fn about(kind: Kind) -> About {
     match kind {
         Kind::Task => About {
             plural: "tasks",
+            filters: query::TASK_FILTERS,
             not_found: ("TaskNotFound", "Task not found"),
             arn: Resource::Task,
             what: "task",
         },
         Kind::Instance => About {
             plural: "instances",
+            filters: query::INSTANCE_FILTERS,
             not_found: ("InstanceNotFound", "Instance not found"),
             arn: Resource::ContainerInstance,
             what: "container instance",
         },
         Kind::Service => About {
             plural: "services",
+            filters: query::SERVICE_FILTERS,
             not_found: ("ServiceNotFound", "Service not found"),
             arn: Resource::Service,
             what: "service",
@@ -96,7 +101,7 @@ pub(super) async fn list(
     state: web::Data<State>,
 ) -> Result<HttpResponse, Error> {
     let req = &req;
-    let mut allowed = query::filter_names(kind).to_vec();
+    let mut allowed = about(kind).filters.to_vec();
     allowed.extend(["limit", "nextToken"]);
     let params = Params::parse(req.query_string(), &allowed)?;
     let filter = Filter::parse(kind, &params)?;

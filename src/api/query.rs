@@ -218,15 +218,6 @@ pub const SERVICE_FILTERS: &[&str] = &[
     "rollout",
 ];
 
-/// The filter parameter names of `kind`.
-pub fn filter_names(kind: Kind) -> &'static [&'static str] {
-    match kind {
-        Kind::Task => TASK_FILTERS,
-        Kind::Instance => INSTANCE_FILTERS,
-        Kind::Service => SERVICE_FILTERS,
-    }
-}
-
 fn launch_type(p: &Params) -> Result<Option<String>, Error> {
     let Some(lt) = p.get("launchType") else {
         return Ok(None);
@@ -367,9 +358,10 @@ impl Filter {
             && eq(&self.container_instance, &e.container_instance)
             && eq(&self.family, &e.family)
             && eq(&self.group, &e.group)
-            && self.service.as_ref().is_none_or(|s| {
-                e.group.as_deref().and_then(|g| g.strip_prefix("service:")) == Some(s.as_str())
-            })
+            && self
+                .service
+                .as_ref()
+                .is_none_or(|s| e.service() == Some(s.as_str()))
             && self
                 .agent_connected
                 .is_none_or(|a| e.agent_connected == Some(a))

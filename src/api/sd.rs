@@ -32,16 +32,12 @@ fn targets(e: &Entry, port: Option<i64>, instance_address: Option<&str>, out: &m
         return;
     };
     let td = task["taskDefinitionARN"].as_str().unwrap_or_default();
-    let service = e
-        .group
-        .as_deref()
-        .and_then(|g| g.strip_prefix("service:"))
-        .unwrap_or("");
+    let service = e.service().unwrap_or("");
     let mut labels = Map::new();
     for (name, value) in [
         (
             "__meta_ecs_cluster",
-            e.cluster_arn.rsplit('/').next().unwrap_or_default(),
+            actors::arn::cluster_name(&e.cluster_arn).unwrap_or_default(),
         ),
         ("__meta_ecs_service", service),
         ("__meta_ecs_task_arn", e.arn.as_str()),
@@ -110,7 +106,7 @@ pub(super) async fn prometheus(
     let p = Params::parse(req.query_string(), PARAMS)?;
     let cluster: Option<ClusterRef> = p.get("cluster").map(query::cluster).transpose()?;
     let port = p
-        .get("port")
+        .value("port")
         .map(|v| match query::whole_number(v) {
             Some(n) if (1..=65_535).contains(&n) => Ok(n as i64),
             _ => Err(Error::bad_request(
@@ -125,9 +121,7 @@ pub(super) async fn prometheus(
     for e in snap.of(Kind::Task).values() {
         let matches = e.status == "RUNNING"
             && cluster.as_ref().is_none_or(|c| c.matches(&e.cluster_arn))
-            && service.is_none_or(|s| {
-                e.group.as_deref().and_then(|g| g.strip_prefix("service:")) == Some(s)
-            })
+            && service.is_none_or(|s| e.service() == Some(s))
             && family.is_none_or(|f| e.family.as_deref() == Some(f));
         if !matches {
             continue;

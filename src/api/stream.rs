@@ -130,7 +130,7 @@ struct Request {
 
 impl Request {
     fn parse(kind: Kind, req: &HttpRequest) -> Result<Request, Error> {
-        let mut allowed = super::query::filter_names(kind).to_vec();
+        let mut allowed = super::entities::about(kind).filters.to_vec();
         allowed.extend(["entityVersion", "snapshot", "heartbeat"]);
         let params = Params::parse(req.query_string(), &allowed)?;
         let filter = Filter::parse(kind, &params)?;

@@ -89,7 +89,7 @@ impl Dirty {
             if e.kind != Kind::Task {
                 continue;
             }
-            if let Some(service) = e.group.as_deref().and_then(|g| g.strip_prefix("service:")) {
+            if let Some(service) = e.service() {
                 self.mark(&e.cluster_arn, service, RefreshReason::Task);
             }
         }

@@ -492,9 +492,7 @@ pub struct Reconciler {
 
 impl Reconciler {
     fn new(job: Sweep, log: Logger) -> Self {
-        let seed = job.cluster.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3)
-        });
+        let seed = crate::retry::fnv1a(job.cluster.as_bytes());
         Reconciler {
             job,
             swept: false,

@@ -315,13 +315,6 @@ fn known_clusters(snap: &Snapshot) -> BTreeSet<String> {
     all
 }
 
-/// FNV-1a, stable across runs (the token outlives nothing but must match).
-fn digest(s: &str) -> u64 {
-    s.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3)
-    })
-}
-
 fn one_of(name: &str, value: Option<&str>, allowed: &[&str]) -> Result<Option<String>, EcsError> {
     match value {
         None => Ok(None),
@@ -342,37 +335,9 @@ impl Ctx<'_> {
 
     fn resolve(&self, given: &str) -> Option<String> {
         let wanted = ClusterRef::parse(given)?;
-        // Jump from cluster to cluster in each kind's map.
-        Kind::ALL.into_iter().find_map(|kind| {
-            let map = self.snap.of(kind);
-            let start = match &wanted {
-                ClusterRef::Arn(a) => Key {
-                    cluster_arn: a.clone(),
-                    arn: String::new(),
-                },
-                ClusterRef::Name(_) => Key {
-                    cluster_arn: String::new(),
-                    arn: String::new(),
-                },
-            };
-            let mut next = map
-                .range((Bound::Included(start), Bound::Unbounded))
-                .next()
-                .map(|(k, _)| k.cluster_arn.clone());
-            while let Some(c) = next {
-                if wanted.matches(&c) {
-                    return Some(c);
-                }
-                if matches!(wanted, ClusterRef::Arn(_)) {
-                    return None;
-                }
-                next = map
-                    .range((Bound::Included(past(&c)), Bound::Unbounded))
-                    .next()
-                    .map(|(k, _)| k.cluster_arn.clone());
-            }
-            None
-        })
+        known_clusters(&self.snap)
+            .into_iter()
+            .find(|c| wanted.matches(c))
     }
 
     /// `maxResults`: 1 to `max`, `default` when absent.
@@ -393,7 +358,7 @@ impl Ctx<'_> {
             o.remove("nextToken");
             o.remove("maxResults");
         }
-        digest(&format!("{}{rest}", self.op.name()))
+        actors::retry::fnv1a(format!("{}{rest}", self.op.name()).as_bytes())
     }
 
     fn token(&self, snap: &Snapshot, last: &Key) -> String {
@@ -515,10 +480,9 @@ impl Ctx<'_> {
                         && r.started_by
                             .as_ref()
                             .is_none_or(|s| e.started_by.as_ref() == Some(s))
-                        && r.service_name.as_ref().is_none_or(|s| {
-                            e.group.as_deref().and_then(|g| g.strip_prefix("service:"))
-                                == Some(s.as_str())
-                        })
+                        && r.service_name
+                            .as_ref()
+                            .is_none_or(|s| e.service() == Some(s.as_str()))
                         && launch_type
                             .as_ref()
                             .is_none_or(|l| e.launch_type.as_ref() == Some(l))
@@ -672,7 +636,7 @@ impl Ctx<'_> {
                 |kind: Kind, status: &str| of(kind).filter(|(_, e)| e.status == status).count();
             found.push(json!({
                 "clusterArn": arn,
-                "clusterName": arn.rsplit('/').next().unwrap_or_default(),
+                "clusterName": actors::arn::cluster_name(&arn).unwrap_or_default(),
                 "status": "ACTIVE",
                 "registeredContainerInstancesCount": of(Kind::Instance).count(),
                 "runningTasksCount": count(Kind::Task, "RUNNING"),
