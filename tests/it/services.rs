@@ -565,8 +565,16 @@ async fn sweeps_and_refreshes_describe_services_against_a_stub() {
         p.reader.health().reconcile_pending() == 0 && stored(&p, "s9").await.is_some()
     })
     .await;
-    assert!(ready, "the first sweep stores every service");
     let stats = metrics.cluster("c");
+    assert!(
+        ready,
+        "the first sweep stores every service: pending {}, calls {:?}, sweeps {}, errors {}, stored {:?}",
+        p.reader.health().reconcile_pending(),
+        ecs.calls.lock().unwrap(),
+        stats.sweeps.get(),
+        stats.sweep_errors.get(),
+        p.reader.snapshot().map(|s| s.of(Kind::Service).len()),
+    );
     let [sweep, task, event] = &stats.refreshes;
     assert_eq!(ecs.calls(), 2, "12 services, 10 per call");
     assert_eq!((task.get(), event.get(), sweep.get()), (0, 0, 2));

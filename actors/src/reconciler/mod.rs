@@ -12,8 +12,10 @@
 //! stored entity of the cluster that ECS did not return, and that was last
 //! written before the sweep's start minus the grace period, is deleted (with
 //! a tombstone and a stream deletion). A sweep that failed anywhere deletes
-//! nothing. A cluster is never swept twice at once; sweeps run in the
-//! background, so the API serves from the start.
+//! nothing, and is tried again soon (1 s, doubling up to the interval),
+//! not an interval later. A cluster is never swept twice at once; sweeps run
+//! in the background, so the API serves from the start, and a sweep waits
+//! (bounded) for the writer's view to be loaded.
 //!
 //! Services have no version: an answer replaces a stored service only when
 //! its rendering differs, and answers for one service are written in the
@@ -47,6 +49,11 @@ use std::time::{Duration, Instant};
 const MAX_THROTTLED: u32 = 8;
 /// How often a replica that does not lead a cluster checks whether it can.
 const STANDBY_RETRY: Duration = Duration::from_secs(2);
+/// The first wait after a failed sweep; it doubles up to the interval.
+const FAILED_RETRY: Duration = Duration::from_secs(1);
+/// How long a sweep waits for the writer's view (loading at start-up, or
+/// reloading) before it goes on, and fails if the view is still missing.
+const VIEW_WAIT: Duration = Duration::from_secs(30);
 
 /// Reconcile settings of one cluster.
 #[derive(Debug, Clone, PartialEq)]
@@ -242,6 +249,9 @@ impl Sweep {
 
     /// Sweeps, if this replica leads the cluster; `None` when another does.
     async fn run(self) -> Result<Option<Report>, Error> {
+        // At start-up the first sweep can be quicker than the view's load.
+        let loaded = self.deps.reader.wait_for(|h| h.loaded);
+        let _ = tokio::time::timeout(VIEW_WAIT, loaded).await;
         if !self.deps.store.lead(&self.name).await? {
             return Ok(None);
         }
@@ -488,11 +498,14 @@ pub struct Reconciler {
     refreshing: bool,
     /// Jitter of the sweep interval (seeded by the cluster's name).
     rng: Rng,
+    /// The wait before a failed sweep is tried again.
+    retry: Backoff,
 }
 
 impl Reconciler {
     fn new(job: Sweep, log: Logger) -> Self {
         let seed = crate::retry::fnv1a(job.cluster.as_bytes());
+        let retry = Backoff::new(FAILED_RETRY, FAILED_RETRY.max(job.tuning.interval));
         Reconciler {
             job,
             swept: false,
@@ -501,6 +514,7 @@ impl Reconciler {
             sweeping: false,
             refreshing: false,
             rng: Rng::new(seed),
+            retry,
         }
     }
 
@@ -576,6 +590,7 @@ impl Reconciler {
             match res {
                 Ok(None) => {}
                 Ok(Some(r)) => {
+                    act.retry.reset();
                     if let Some(e) = &r.services_failed {
                         s.sweep_errors.inc();
                         warn!(act.log, "services not swept"; "error" => e);
@@ -593,7 +608,9 @@ impl Reconciler {
                 }
                 Err(e) => {
                     s.sweep_errors.inc();
-                    warn!(act.log, "sweep failed; nothing deleted"; "error" => %e);
+                    delay = delay.min(act.retry.delay());
+                    warn!(act.log, "sweep failed; nothing deleted"; "error" => %e,
+                        "retry_in" => format!("{delay:?}"));
                 }
             }
             ctx.run_later(delay, |act, ctx| act.sweep(ctx));
