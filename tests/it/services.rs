@@ -12,6 +12,7 @@ use actors::store::{BoxFuture, Op, Outcome};
 use actors::writer::Apply;
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -407,6 +408,8 @@ struct Services {
     calls: Mutex<Vec<Vec<String>>>,
     /// ListServices is refused (as without `ecs:ListServices`).
     denied: std::sync::atomic::AtomicBool,
+    /// The next this many DescribeServices calls fail.
+    failing: std::sync::atomic::AtomicUsize,
 }
 
 fn now<T: Send + 'static>(v: ecs::Result<T>) -> BoxFuture<'static, ecs::Result<T>> {
@@ -478,7 +481,7 @@ impl Ecs for Services {
         now(Ok(Described::default()))
     }
     fn list_services(&self, _: &str, _: Option<String>) -> BoxFuture<'_, ecs::Result<Page>> {
-        if self.denied.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.denied.load(SeqCst) {
             return now(Err(ecs::Error::Other("AccessDeniedException".into())));
         }
         now(Ok(Page {
@@ -493,6 +496,13 @@ impl Ecs for Services {
     ) -> BoxFuture<'_, ecs::Result<Described>> {
         assert!(services.len() <= 10, "DescribeServices takes at most 10");
         self.calls.lock().unwrap().push(services.clone());
+        let fail = self
+            .failing
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if fail {
+            return now(Err(ecs::Error::Other("ServerException".into())));
+        }
         let answers = self.answers.lock().unwrap();
         let mut d = Described::default();
         for s in services {
@@ -650,6 +660,39 @@ async fn sweeps_and_refreshes_describe_services_against_a_stub() {
     assert_eq!(event.get(), 1);
     assert_eq!(metrics.events_ignored.get(), 0);
 
+    // A refresh whose DescribeServices fails is not lost: the service is
+    // described again once `service_refresh` has passed, without a sweep.
+    ecs.set("web", true, Some(stub_service("web", "ACTIVE", 9)));
+    ecs.failing.store(1, SeqCst);
+    let calls = ecs.calls();
+    let body = json!({"detail-type": "ECS Deployment State Change",
+        "resources": ["arn:aws:ecs:r:1:service/c/web"],
+        "detail": {"eventName": "SERVICE_DEPLOYMENT_IN_PROGRESS",
+                   "clusterArn": "arn:aws:ecs:r:1:cluster/c"}});
+    let done = p
+        .decoder
+        .send(Decode {
+            messages: vec![RawMessage::new("ev-web", body.to_string())],
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done, [MessageOutcome::Applied]);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            stored(&p, "web").await.unwrap()["desiredCount"] == 9
+        })
+        .await,
+        "web described again after a failed refresh"
+    );
+    assert_eq!(ecs.failing.load(SeqCst), 0, "the failure happened");
+    assert_eq!(
+        ecs.calls.lock().unwrap()[calls..],
+        [vec!["web".to_owned()], vec!["web".to_owned()]],
+        "one failed describe, one retry"
+    );
+    assert_eq!(event.get(), 3, "both for the event");
+
     // No longer listed, described INACTIVE: stored so. Then MISSING: gone.
     ecs.set("api", false, Some(stub_service("api", "INACTIVE", 0)));
     manager.send(SweepNow).await.unwrap();
@@ -682,7 +725,7 @@ async fn sweeps_and_refreshes_describe_services_against_a_stub() {
 
     // Without ListServices, a sweep still sweeps tasks and instances, and
     // counts an error.
-    ecs.denied.store(true, std::sync::atomic::Ordering::SeqCst);
+    ecs.denied.store(true, SeqCst);
     let (sweeps, errors) = (stats.sweeps.get(), stats.sweep_errors.get());
     manager.send(SweepNow).await.unwrap();
     assert!(

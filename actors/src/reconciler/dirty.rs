@@ -62,19 +62,33 @@ impl Dirty {
     pub fn mark(&self, cluster: &str, service: &str, reason: RefreshReason) -> bool {
         let name = cluster_name(cluster).unwrap_or(cluster);
         let service = service.rsplit('/').next().unwrap_or(service);
+        let at = Instant::now();
+        self.put(name, service, Mark { reason, at }, |m| {
+            m.reason = m.reason.max(reason);
+            m.at = at;
+        })
+    }
+
+    /// Puts back a mark that [`take`](Self::take) gave and whose describe
+    /// failed, so the service is described again; a mark made since stays,
+    /// with the stronger of the two reasons. False as for [`mark`](Self::mark).
+    pub fn restore(&self, name: &str, service: &str, mark: Mark) -> bool {
+        self.put(name, service, mark, |m| {
+            m.reason = m.reason.max(mark.reason)
+        })
+    }
+
+    /// Adds `mark`, or `update`s the one `service` has.
+    fn put(&self, name: &str, service: &str, mark: Mark, update: impl FnOnce(&mut Mark)) -> bool {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let Some(marks) = inner.clusters.get_mut(name) else {
             return false;
         };
-        let now = Instant::now();
         match marks.get_mut(service) {
-            Some(m) => {
-                m.reason = m.reason.max(reason);
-                m.at = now;
-            }
+            Some(m) => update(m),
             None if inner.marks < MAX_MARKS => {
-                marks.insert(service.to_owned(), Mark { reason, at: now });
+                marks.insert(service.to_owned(), mark);
                 inner.marks += 1;
             }
             None => return false,
@@ -194,5 +208,33 @@ mod tests {
         d.retire("prod");
         assert!(d.is_empty());
         assert!(!d.mark("prod", "web", RefreshReason::Task));
+    }
+
+    #[test]
+    fn a_failed_describes_marks_are_put_back_without_losing_newer_ones() {
+        let d = Dirty::default();
+        d.register("prod");
+        d.mark("prod", "web", RefreshReason::Event);
+        d.mark("prod", "api", RefreshReason::Task);
+        let taken = d.take("prod", |_| true);
+        assert!(d.is_empty());
+        // While the describe was out, `api` changed again.
+        d.mark("prod", "api", RefreshReason::Task);
+        let newer = d.take("prod", |_| false);
+        assert!(newer.is_empty());
+        for (service, mark) in &taken {
+            assert!(d.restore("prod", service, *mark));
+        }
+        assert_eq!(d.len(), 2, "each service once");
+        let back: HashMap<String, Mark> = d.take("prod", |_| true).into_iter().collect();
+        assert_eq!(
+            back["web"],
+            taken.iter().find(|(s, _)| s == "web").unwrap().1
+        );
+        let api_taken = taken.iter().find(|(s, _)| s == "api").unwrap().1;
+        assert!(back["api"].at > api_taken.at, "the newer mark's time stays");
+        assert_eq!(back["api"].reason, RefreshReason::Task);
+        d.retire("prod");
+        assert!(!d.restore("prod", "web", taken[0].1), "not reconciled");
     }
 }

@@ -6,7 +6,8 @@
 //! services (batches of 10) within a client-side request budget, backing off
 //! on throttling. Between sweeps, the services marked [`Dirty`] (a service
 //! event, a change of one of their tasks) are described again, each at most
-//! once per `service_refresh`. Every entity found
+//! once per `service_refresh`; when a describe fails, their marks are put
+//! back and tried again one `service_refresh` later. Every entity found
 //! is written through the StoreWriter under the version rule (an answer
 //! without a version never overwrites one learned from an event). Then every
 //! stored entity of the cluster that ECS did not return, and that was last
@@ -432,15 +433,31 @@ impl Sweep {
     }
 
     /// Describes the dirty services that are due, if this replica leads the
-    /// cluster (else another one does: the marks are dropped).
+    /// cluster (else another one does: the marks are dropped). When a call
+    /// fails, the marks of the services not yet described are put back,
+    /// due again once `service_refresh` has passed (a failing ECS is not
+    /// asked again at every tick).
     async fn refresh(self, due: Vec<(String, Mark)>) -> Result<usize, Error> {
         if !self.deps.store.leads(&self.name) {
             return Ok(0);
         }
         let n = due.len();
-        self.describe_services(due.into_iter().map(|(s, m)| (s, m.reason)).collect())
-            .await?;
-        Ok(n)
+        let started = Instant::now();
+        let services = due.iter().map(|(s, m)| (s.clone(), m.reason)).collect();
+        let Err(e) = self.describe_services(services).await else {
+            return Ok(n);
+        };
+        let failed = Instant::now();
+        if let Ok(mut asked) = self.lane.asked.lock() {
+            for (service, mark) in due {
+                if asked.get(&service).is_some_and(|at| *at >= started) {
+                    continue; // described by an earlier batch of this round
+                }
+                self.deps.dirty.restore(&self.name, &service, mark);
+                asked.insert(service, failed);
+            }
+        }
+        Err(e)
     }
 
     fn stored<'a>(
