@@ -84,16 +84,7 @@ pub fn write_events(
     events: usize,
     out: &mut impl std::io::Write,
 ) -> std::io::Result<()> {
-    for i in 0..shape.instances {
-        writeln!(out, "{}", shape.instance_event(i, 1))?;
-    }
-    for t in 0..shape.tasks {
-        writeln!(
-            out,
-            "{}",
-            shape.task_event(t, 1, "PENDING", "ecs-svc/bench")
-        )?;
-    }
+    write_first(shape, "PENDING", out)?;
     let updates = events.saturating_sub(shape.instances + shape.tasks);
     for t in 0..updates {
         let t = t % shape.tasks;
@@ -109,15 +100,16 @@ pub fn write_events(
 /// Writes every instance, then every task as STOPPED (version 1): the state
 /// of a cluster whose stopped tasks are kept (`stopped_task_retention`).
 pub fn write_stopped(shape: &Shape, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    write_first(shape, "STOPPED", out)
+}
+
+/// Every instance, then every task in `status`, all at version 1.
+fn write_first(shape: &Shape, status: &str, out: &mut impl std::io::Write) -> std::io::Result<()> {
     for i in 0..shape.instances {
         writeln!(out, "{}", shape.instance_event(i, 1))?;
     }
     for t in 0..shape.tasks {
-        writeln!(
-            out,
-            "{}",
-            shape.task_event(t, 1, "STOPPED", "ecs-svc/bench")
-        )?;
+        writeln!(out, "{}", shape.task_event(t, 1, status, "ecs-svc/bench"))?;
     }
     Ok(())
 }

@@ -41,12 +41,7 @@ async fn api_counts(addr: std::net::SocketAddr) -> BTreeMap<String, BTreeMap<Str
     let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for i in list["items"].as_array().unwrap() {
         let e = &i["entity"];
-        let cluster = e["clusterARN"]
-            .as_str()
-            .unwrap()
-            .rsplit('/')
-            .next()
-            .unwrap();
+        let cluster = cluster_of(e);
         *out.entry(cluster.into())
             .or_default()
             .entry(e["lastStatus"].as_str().unwrap().into())

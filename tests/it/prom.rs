@@ -7,7 +7,6 @@ use crate::servers::{promtool, Prometheus};
 use crate::support::*;
 use actors::model::{Deployment, Entry, Service};
 use actors::store::Op;
-use actors::writer::Apply;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -70,14 +69,8 @@ async fn state(b: Backend) -> TestService {
         load_balancers: Vec::new(),
         updated_at: None,
     };
-    let ops = vec![Op::Put(Entry::from_service(&web).unwrap())];
-    t.svc
-        .pipeline
-        .writer
-        .send(Apply { ops })
-        .await
-        .unwrap()
-        .unwrap();
+    t.apply(vec![Op::Put(Entry::from_service(&web).unwrap())])
+        .await;
     t
 }
 
@@ -153,17 +146,11 @@ async fn the_state_families_follow_the_view(b: Backend) {
         .find(|e| e.arn.ends_with("/t1"))
         .unwrap()
         .clone();
-    let ops = vec![Op::Delete {
+    t.apply(vec![Op::Delete {
         arn: t1.arn.clone(),
         if_revision: t1.revision,
-    }];
-    t.svc
-        .pipeline
-        .writer
-        .send(Apply { ops })
-        .await
-        .unwrap()
-        .unwrap();
+    }])
+    .await;
     let gone = text(&t).await;
     assert!(!gone.contains(WEB_RUNNING), "{gone}");
     let (ok, said) = promtool(&["check", "metrics"], &gone);

@@ -9,7 +9,6 @@ use crate::support::*;
 use actors::ecs::{self, Described, Ecs, Page, TaskStatus};
 use actors::model::{Deployment, Entry, Kind, Service};
 use actors::store::{BoxFuture, Op, Outcome};
-use actors::writer::Apply;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::SeqCst;
@@ -76,13 +75,7 @@ async fn put(t: &TestService, services: &[Service]) -> Vec<Outcome> {
         .iter()
         .map(|s| Op::Put(Entry::from_service(s).unwrap()))
         .collect();
-    t.svc
-        .pipeline
-        .writer
-        .send(Apply { ops })
-        .await
-        .unwrap()
-        .unwrap()
+    t.apply(ops).await
 }
 
 /// Four services in two clusters, written one at a time (so their
@@ -351,18 +344,11 @@ async fn service_streams_snapshot_resume_and_delete(b: Backend) {
         .find(|e| e.arn.ends_with("/old"))
         .unwrap()
         .clone();
-    t.svc
-        .pipeline
-        .writer
-        .send(Apply {
-            ops: vec![Op::Delete {
-                arn: old.arn.clone(),
-                if_revision: old.revision,
-            }],
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    t.apply(vec![Op::Delete {
+        arn: old.arn.clone(),
+        if_revision: old.revision,
+    }])
+    .await;
     let gone = s.next_json(within).await.expect("the deletion");
     assert_eq!(gone["metadata"]["deleted"], true);
     assert_eq!(gone["entity"]["serviceName"], "old");
@@ -520,6 +506,17 @@ impl Ecs for Services {
     }
 }
 
+/// Sends one message through the pipeline's decoder.
+async fn decode(
+    p: &actors::pipeline::Pipeline,
+    id: &str,
+    body: &Value,
+) -> Vec<actors::decoder::MessageOutcome> {
+    let messages = vec![actors::decoder::RawMessage::new(id, body.to_string())];
+    let decode = actors::decoder::Decode { messages };
+    p.decoder.send(decode).await.unwrap().unwrap()
+}
+
 async fn stored(p: &actors::pipeline::Pipeline, name: &str) -> Option<Value> {
     let snap = p.reader.snapshot().ok()?;
     let e = snap
@@ -539,7 +536,7 @@ async fn stored(p: &actors::pipeline::Pipeline, name: &str) -> Option<Value> {
 /// ECS answers MISSING.
 #[actix_web::test]
 async fn sweeps_and_refreshes_describe_services_against_a_stub() {
-    use actors::decoder::{Decode, MessageOutcome, RawMessage};
+    use actors::decoder::MessageOutcome;
     use actors::reconciler::{Settings, SweepNow, Tuning};
     let ecs = Arc::new(Services::default());
     for (name, desired) in [("web", 2), ("api", 1)] {
@@ -608,14 +605,7 @@ async fn sweeps_and_refreshes_describe_services_against_a_stub() {
             "clusterArn": "arn:aws:ecs:r:1:cluster/c",
             "taskArn": format!("arn:aws:ecs:r:1:task/c/t{}", round % 5),
             "lastStatus": "RUNNING", "version": round + 1, "group": "service:web"}});
-        let done = p
-            .decoder
-            .send(Decode {
-                messages: vec![RawMessage::new(format!("m{round}"), body.to_string())],
-            })
-            .await
-            .unwrap()
-            .unwrap();
+        let done = decode(&p, &format!("m{round}"), &body).await;
         assert_eq!(done, [MessageOutcome::Applied]);
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -642,14 +632,7 @@ async fn sweeps_and_refreshes_describe_services_against_a_stub() {
     let body = json!({"detail-type": "ECS Service Action",
         "resources": ["arn:aws:ecs:r:1:service/c/api"],
         "detail": {"eventName": "SERVICE_STEADY_STATE", "clusterArn": "arn:aws:ecs:r:1:cluster/c"}});
-    let done = p
-        .decoder
-        .send(Decode {
-            messages: vec![RawMessage::new("ev", body.to_string())],
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let done = decode(&p, "ev", &body).await;
     assert_eq!(done, [MessageOutcome::Applied], "a used service event");
     assert!(
         eventually(Duration::from_secs(3), || async {
@@ -669,14 +652,7 @@ async fn sweeps_and_refreshes_describe_services_against_a_stub() {
         "resources": ["arn:aws:ecs:r:1:service/c/web"],
         "detail": {"eventName": "SERVICE_DEPLOYMENT_IN_PROGRESS",
                    "clusterArn": "arn:aws:ecs:r:1:cluster/c"}});
-    let done = p
-        .decoder
-        .send(Decode {
-            messages: vec![RawMessage::new("ev-web", body.to_string())],
-        })
-        .await
-        .unwrap()
-        .unwrap();
+    let done = decode(&p, "ev-web", &body).await;
     assert_eq!(done, [MessageOutcome::Applied]);
     assert!(
         eventually(Duration::from_secs(5), || async {
@@ -759,12 +735,7 @@ async fn simulate_runs_services_with_tasks_and_rollouts() {
     assert!(found, "three services in each of three clusters: {list}");
     for item in list["items"].as_array().unwrap() {
         let e = &item["entity"];
-        let cluster = e["clusterARN"]
-            .as_str()
-            .unwrap()
-            .rsplit('/')
-            .next()
-            .unwrap();
+        let cluster = cluster_of(e);
         let name = e["serviceName"].as_str().unwrap();
         let tasks = p
             .get(&format!("/v1/tasks?cluster={cluster}&service={name}"))

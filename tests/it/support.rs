@@ -113,6 +113,17 @@ impl TestService {
             .expect("store available")
     }
 
+    /// Writes `ops` through the writer, as the reconciler does.
+    pub async fn apply(&self, ops: Vec<actors::store::Op>) -> Vec<actors::store::Outcome> {
+        self.svc
+            .pipeline
+            .writer
+            .send(actors::writer::Apply { ops })
+            .await
+            .expect("writer reachable")
+            .expect("store available")
+    }
+
     pub async fn get(&self, path: &str) -> Response {
         get(self.addr(), path).await
     }
@@ -380,6 +391,12 @@ impl Proc {
     pub async fn metric(&self, prefix: &str) -> f64 {
         metric(self.addr, prefix).await
     }
+}
+
+/// The cluster name of a rendered entity (its `clusterARN`).
+pub fn cluster_of(entity: &Value) -> &str {
+    let arn = entity["clusterARN"].as_str().expect("a clusterARN");
+    actors::arn::cluster_name(arn).expect("a cluster ARN")
 }
 
 /// A metric's value (first series whose name and labels start with `prefix`).
