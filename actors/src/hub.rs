@@ -2,8 +2,13 @@
 //! StoreWriter (which, on etcd, has it from the watch, so other replicas'
 //! changes arrive too), and broadcasts it to the change streams' subscriptions.
 //!
-//! Each subscription is a bounded channel: broadcasting never waits. A
-//! subscription whose channel is full is cut (`TooSlow`, with the revision to
+//! Each subscription is a bounded channel of *pieces*, the items of one
+//! commit that it wants (shared, rendered once): broadcasting never waits,
+//! and one large commit (a sweep's deletions, a first sweep) is one entry,
+//! which a client that keeps reading takes whole. A client is too slow when
+//! it falls behind over time: its channel holds `buffer` pieces it has not
+//! started, or more than `buffer` items have waited for it while it took
+//! nothing for [`STALL`]. It is then cut (`TooSlow`, with the revision to
 //! resume from). The hub also keeps a ring of the latest changes, so that a
 //! stream that caught up from the store's history can go live from the exact
 //! revision it reached: no gap, no duplicate ([`Subscribe`]). A stream that
@@ -21,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
 
 /// Mailbox capacity: the writer waits beyond this many unhandled commits.
 pub const MAILBOX: usize = 256;
@@ -28,6 +34,12 @@ pub const MAILBOX: usize = 256;
 pub const RING: usize = 4096;
 /// Most items handed to a catching-up stream at once.
 const BACKLOG_PIECE: usize = 128;
+/// How long a subscription with more than its buffer's worth of items
+/// waiting may go without taking one before it is cut.
+pub const STALL: Duration = Duration::from_secs(5);
+
+/// The items of one commit that a subscription wants, in revision order.
+type Piece = Vec<Arc<Item>>;
 
 /// One change as a stream sends it: the item wrapper rendered once, shared by
 /// every subscription.
@@ -73,12 +85,29 @@ pub enum End {
 }
 
 /// What a subscription and the hub share.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Shared {
     /// The newest revision the hub had handled when it last broadcast: every
     /// matching change up to it is in the channel already.
     pub seen: AtomicU64,
     end: Mutex<Option<End>>,
+    /// Items the stream has taken so far.
+    taken: AtomicU64,
+    /// When it last took one, in milliseconds since `born`.
+    taken_at_ms: AtomicU64,
+    born: tokio::time::Instant,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            seen: AtomicU64::new(0),
+            end: Mutex::new(None),
+            taken: AtomicU64::new(0),
+            taken_at_ms: AtomicU64::new(0),
+            born: tokio::time::Instant::now(),
+        }
+    }
 }
 
 impl Shared {
@@ -92,12 +121,56 @@ impl Shared {
             e.get_or_insert(end);
         }
     }
+
+    fn took_one(&self) {
+        self.taken.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+    }
+
+    fn touch(&self) {
+        let ms = self.born.elapsed().as_millis() as u64;
+        self.taken_at_ms.store(ms, Ordering::Release);
+    }
+
+    /// How long the stream has gone without taking an item while one waited.
+    fn idle(&self) -> Duration {
+        let at = Duration::from_millis(self.taken_at_ms.load(Ordering::Acquire));
+        self.born.elapsed().saturating_sub(at)
+    }
 }
 
 /// A live subscription: matching changes in revision order.
 pub struct Subscription {
-    pub items: mpsc::Receiver<Arc<Item>>,
+    pieces: mpsc::Receiver<Piece>,
+    /// The rest of the piece being taken.
+    current: std::vec::IntoIter<Arc<Item>>,
     pub shared: Arc<Shared>,
+}
+
+impl Subscription {
+    /// The next change if one is there; `Disconnected` once the hub ended the
+    /// subscription and every change it holds was taken.
+    pub fn try_next(&mut self) -> Result<Arc<Item>, TryRecvError> {
+        loop {
+            if let Some(item) = self.current.next() {
+                self.shared.took_one();
+                return Ok(item);
+            }
+            self.current = self.pieces.try_recv()?.into_iter();
+        }
+    }
+
+    /// The next change, waiting for it; `None` once the subscription ended
+    /// and every change it holds was taken. Cancel-safe.
+    pub async fn next(&mut self) -> Option<Arc<Item>> {
+        loop {
+            if let Some(item) = self.current.next() {
+                self.shared.took_one();
+                return Some(item);
+            }
+            self.current = self.pieces.recv().await?.into_iter();
+        }
+    }
 }
 
 /// Subscribe to the changes of `kind` with a revision ≥ `from` that pass
@@ -151,13 +224,55 @@ struct Sub {
     kind: Kind,
     from: u64,
     filter: Filter,
-    tx: mpsc::Sender<Arc<Item>>,
+    tx: mpsc::Sender<Piece>,
     shared: Arc<Shared>,
+    /// Items handed to the channel so far.
+    sent: u64,
+    /// The most items that may wait while the stream takes none.
+    buffer: u64,
+}
+
+/// What became of a piece offered to a subscription.
+enum Offer {
+    Sent,
+    /// Cut as too slow; the piece was not sent.
+    TooSlow,
+    /// The stream is gone.
+    Gone,
 }
 
 impl Sub {
     fn wants(&self, item: &Item) -> bool {
         self.kind == item.kind && item.revision >= self.from && (self.filter)(&item.entry)
+    }
+
+    fn offer(&mut self, piece: Piece) -> Offer {
+        let Some(first) = piece.first().map(|i| i.revision) else {
+            return Offer::Sent;
+        };
+        let len = piece.len() as u64;
+        let waiting = self.sent - self.shared.taken.load(Ordering::Acquire);
+        if waiting == 0 {
+            // Nothing waited: the clock of a stall starts now.
+            self.shared.touch();
+        }
+        let stalled = waiting > self.buffer && self.shared.idle() >= STALL;
+        let sent = if stalled {
+            Err(mpsc::error::TrySendError::Full(piece))
+        } else {
+            self.tx.try_send(piece)
+        };
+        match sent {
+            Ok(()) => {
+                self.sent += len;
+                Offer::Sent
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.shared.set_end(End::TooSlow { resume_from: first });
+                Offer::TooSlow
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Gone,
+        }
     }
 }
 
@@ -230,6 +345,7 @@ impl Handler<Committed> for StreamHub {
 
     fn handle(&mut self, msg: Committed, _: &mut Context<Self>) {
         self.metrics.hub_changes.inc_by(msg.changes.len() as u64);
+        let mut items = Vec::with_capacity(msg.changes.len());
         for change in msg.changes.iter() {
             // Revisions only grow; an older one is from before a reset.
             if change.entry.revision <= self.last_revision && self.floor != u64::MAX {
@@ -237,23 +353,21 @@ impl Handler<Committed> for StreamHub {
             }
             let item = Arc::new(Item::new(change));
             self.last_revision = item.revision;
-            let metrics = &self.metrics;
-            self.subs.retain(|s| {
-                if !s.wants(&item) {
-                    return true;
+            items.push(item);
+        }
+        let metrics = &self.metrics;
+        self.subs.retain_mut(|s| {
+            let piece: Piece = items.iter().filter(|i| s.wants(i)).cloned().collect();
+            match s.offer(piece) {
+                Offer::Sent => true,
+                Offer::TooSlow => {
+                    metrics.streams_too_slow.inc();
+                    false
                 }
-                match s.tx.try_send(item.clone()) {
-                    Ok(()) => true,
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        metrics.streams_too_slow.inc();
-                        s.shared.set_end(End::TooSlow {
-                            resume_from: item.revision,
-                        });
-                        false
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => false,
-                }
-            });
+                Offer::Gone => false,
+            }
+        });
+        for item in items {
             self.ring.push_back(item);
             if self.ring.len() > self.ring_capacity {
                 if let Some(old) = self.ring.pop_front() {
@@ -278,13 +392,15 @@ impl Handler<Subscribe> for StreamHub {
             return Subscribed::Behind;
         }
         let buffer = msg.buffer.max(1);
-        let (tx, items) = mpsc::channel(buffer);
-        let sub = Sub {
+        let (tx, pieces) = mpsc::channel(buffer);
+        let mut sub = Sub {
             kind: msg.kind,
             from: msg.from,
             filter: msg.filter,
             tx,
             shared: Arc::default(),
+            sent: 0,
+            buffer: buffer as u64,
         };
         let start = self.ring.partition_point(|i| i.revision < msg.from);
         // Leave room for live changes: a longer backlog is handed over in
@@ -306,14 +422,16 @@ impl Handler<Subscribe> for StreamHub {
                 next,
             };
         }
-        for item in backlog {
-            let _ = sub.tx.try_send(item);
-        }
+        sub.offer(backlog);
         let shared = sub.shared.clone();
         shared.seen.store(self.last_revision, Ordering::Release);
         debug!(self.log, "stream subscribed"; "from" => msg.from, "open" => self.subs.len() + 1);
         self.subs.push(sub);
-        Subscribed::Live(Subscription { items, shared })
+        Subscribed::Live(Subscription {
+            pieces,
+            current: Vec::new().into_iter(),
+            shared,
+        })
     }
 }
 
@@ -369,7 +487,7 @@ mod tests {
 
     fn drain(sub: &mut Subscription) -> Vec<u64> {
         let mut out = Vec::new();
-        while let Ok(i) = sub.items.try_recv() {
+        while let Ok(i) = sub.try_next() {
             out.push(i.revision);
         }
         out
@@ -427,7 +545,10 @@ mod tests {
         let Subscribed::Live(mut fast) = hub.send(subscribe(1, 64)).await.unwrap() else {
             panic!("not live")
         };
-        hub.send(commit(1..=10)).await.unwrap();
+        // Ten commits: four fill the slow one's buffer.
+        for r in 1..=10 {
+            hub.send(commit(r..=r)).await.unwrap();
+        }
         assert_eq!(drain(&mut slow), vec![1, 2, 3, 4]);
         assert_eq!(slow.shared.end(), Some(End::TooSlow { resume_from: 5 }));
         assert_eq!(drain(&mut fast), (1..=10).collect::<Vec<_>>());
@@ -435,14 +556,67 @@ mod tests {
         assert_eq!(metrics.streams_too_slow.get(), 1);
         hub.send(Reset { revision: 50 }).await.unwrap();
         assert_eq!(fast.shared.end(), Some(End::Rewind));
-        assert!(
-            fast.items.recv().await.is_none(),
-            "a rewound channel closes"
-        );
+        assert!(fast.next().await.is_none(), "a rewound channel closes");
         hub.send(Close).await.unwrap();
         assert!(matches!(
             hub.send(subscribe(51, 4)).await.unwrap(),
             Subscribed::Closing
         ));
+    }
+
+    #[actix::test]
+    async fn one_large_commit_is_one_entry_of_the_buffer() {
+        let metrics: Arc<Metrics> = Arc::default();
+        let hub = StreamHub::new(
+            metrics.clone(),
+            slog::Logger::root(slog::Discard, slog::o!()),
+        )
+        .start();
+        hub.send(Reset { revision: 0 }).await.unwrap();
+        let Subscribed::Live(mut sub) = hub.send(subscribe(1, 4)).await.unwrap() else {
+            panic!("not live")
+        };
+        // 40 items (ten times the buffer) in one commit, then three more
+        // commits while the first is being read: none is cut.
+        hub.send(commit(1..=40)).await.unwrap();
+        let first: Vec<u64> = (0..10).map(|_| sub.try_next().unwrap().revision).collect();
+        assert_eq!(first, (1..=10).collect::<Vec<_>>());
+        for r in 41..=43 {
+            hub.send(commit(r..=r)).await.unwrap();
+        }
+        assert_eq!(drain(&mut sub), (11..=43).collect::<Vec<_>>());
+        assert_eq!(sub.shared.end(), None);
+        assert_eq!(metrics.streams_too_slow.get(), 0);
+    }
+
+    #[actix::test]
+    async fn a_subscription_that_takes_nothing_for_the_stall_time_is_cut() {
+        tokio::time::pause();
+        let metrics: Arc<Metrics> = Arc::default();
+        let hub = StreamHub::new(
+            metrics.clone(),
+            slog::Logger::root(slog::Discard, slog::o!()),
+        )
+        .start();
+        hub.send(Reset { revision: 0 }).await.unwrap();
+        let Subscribed::Live(mut sub) = hub.send(subscribe(1, 4)).await.unwrap() else {
+            panic!("not live")
+        };
+        // A quiet subscription is not a stalled one.
+        tokio::time::advance(STALL * 2).await;
+        // More than the buffer waits, but only for a moment: kept.
+        hub.send(commit(1..=10)).await.unwrap();
+        hub.send(commit(11..=11)).await.unwrap();
+        assert_eq!(sub.shared.end(), None);
+        // Read a little, then nothing for longer than STALL.
+        assert_eq!(sub.try_next().unwrap().revision, 1);
+        tokio::time::advance(STALL - Duration::from_millis(1)).await;
+        hub.send(commit(12..=12)).await.unwrap();
+        assert_eq!(sub.shared.end(), None, "not stalled yet");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        hub.send(commit(13..=13)).await.unwrap();
+        assert_eq!(sub.shared.end(), Some(End::TooSlow { resume_from: 13 }));
+        assert_eq!(drain(&mut sub), (2..=12).collect::<Vec<_>>());
+        assert_eq!(metrics.streams_too_slow.get(), 1);
     }
 }

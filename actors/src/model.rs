@@ -559,6 +559,12 @@ pub fn family_of(task_definition_arn: &str) -> Option<&str> {
 }
 
 impl Entry {
+    /// A task that has stopped: it leaves the store only through
+    /// `store.stopped_task_retention`, never because ECS forgot it.
+    pub fn is_stopped_task(&self) -> bool {
+        self.kind == Kind::Task && self.status.eq_ignore_ascii_case("STOPPED")
+    }
+
     /// A task entry for unit tests: not yet stored, entity `{"arn", "s": status}`.
     #[cfg(test)]
     pub(crate) fn test_task(arn: &str, version: Option<u64>, status: &str) -> Entry {

@@ -140,8 +140,29 @@ pub struct StoreWriter {
 /// A batch from the store's feed, tagged with the load it belongs to.
 struct FeedItem(u64, store::Result<Vec<Change>>);
 
-/// Adapts a [`Feed`] to the stream actix wants.
-struct FeedStream(u64, Feed);
+/// Adapts a [`Feed`] to the stream actix wants. Batches that are already
+/// waiting are handed on as one (up to [`FEED_COALESCE`] changes), so a
+/// burst of small etcd revisions reaches the hub, and each stream's buffer,
+/// as a few commits rather than one entry per revision.
+struct FeedStream {
+    generation: u64,
+    feed: Feed,
+    /// An error met while gathering, handed on next.
+    stashed: Option<store::Result<Vec<Change>>>,
+}
+
+/// Most changes gathered from the feed into one batch.
+const FEED_COALESCE: usize = 4096;
+
+impl FeedStream {
+    fn new(generation: u64, feed: Feed) -> Self {
+        FeedStream {
+            generation,
+            feed,
+            stashed: None,
+        }
+    }
+}
 
 impl futures_core::Stream for FeedStream {
     type Item = FeedItem;
@@ -150,10 +171,30 @@ impl futures_core::Stream for FeedStream {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<FeedItem>> {
-        let generation = self.0;
-        self.1
-            .poll_recv(cx)
-            .map(|item| item.map(|batch| FeedItem(generation, batch)))
+        use std::task::Poll;
+        let generation = self.generation;
+        let first = match self.stashed.take() {
+            Some(batch) => batch,
+            None => match self.feed.poll_recv(cx) {
+                Poll::Ready(Some(batch)) => batch,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            },
+        };
+        let Ok(mut changes) = first else {
+            return Poll::Ready(Some(FeedItem(generation, first)));
+        };
+        while changes.len() < FEED_COALESCE {
+            match self.feed.poll_recv(cx) {
+                Poll::Ready(Some(Ok(more))) => changes.extend(more),
+                Poll::Ready(Some(Err(e))) => {
+                    self.stashed = Some(Err(e));
+                    break;
+                }
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+        Poll::Ready(Some(FeedItem(generation, Ok(changes))))
     }
 }
 
@@ -217,7 +258,7 @@ impl StoreWriter {
                     });
                     if let Some(feed) = act.store.feed(view.revision + 1) {
                         act.fed = true;
-                        ctx.add_stream(FeedStream(act.generation, feed));
+                        ctx.add_stream(FeedStream::new(act.generation, feed));
                     }
                     act.view = view;
                     act.publisher.store_up(true);
@@ -469,8 +510,7 @@ impl StoreWriter {
                 .of(Kind::Task)
                 .values()
                 .filter(|e| {
-                    e.status.eq_ignore_ascii_case("STOPPED")
-                        && e.stopped_at_ms.unwrap_or(e.stored_at_ms) <= cutoff
+                    e.is_stopped_task() && e.stopped_at_ms.unwrap_or(e.stored_at_ms) <= cutoff
                 })
                 .take(self.config.max_commit_ops)
                 .map(|e| Op::Delete {

@@ -15,8 +15,8 @@ pub struct Config {
     pub bind: SocketAddr,
     /// Streams open at once; more get 503. 1–1,000,000, default 10,000.
     pub max_streams: u64,
-    /// Items buffered per stream before it is cut as too slow. 1–1,000,000,
-    /// default 1024.
+    /// Commits (of any size) buffered per stream, and items that may wait
+    /// unread for 5 s, before it is cut as too slow. 1–1,000,000, default 1024.
     pub stream_buffer: u64,
     /// (ext) PEM certificate chain and private key: serve HTTPS (both or
     /// neither). Default none.

@@ -35,7 +35,8 @@ use tokio::sync::mpsc::error::TryRecvError;
 pub struct Settings {
     /// Open streams at once; more get 503.
     pub max_streams: u64,
-    /// Items buffered per live stream before it is cut as too slow.
+    /// Commits (of any size) buffered per live stream, and items that may
+    /// wait unread for `hub::STALL`, before it is cut as too slow.
     pub buffer: usize,
 }
 
@@ -296,12 +297,28 @@ impl Stream {
                 let due = self.last_write + WRITE_GAP;
                 if !gathered && !self.out.is_empty() && self.is_live() && Instant::now() < due {
                     gathered = true;
-                    tokio::time::sleep_until(due.into()).await;
+                    self.gather_until(due).await;
                     continue;
                 }
                 return self.take();
             }
         }
+    }
+
+    /// Takes live changes as they come, until `due` or a full chunk: the
+    /// subscription keeps draining while a write waits for its gap.
+    async fn gather_until(&mut self, due: Instant) {
+        let Phase::Live(mut sub) = std::mem::replace(&mut self.phase, Phase::Done) else {
+            return;
+        };
+        while self.out.len() < CHUNK {
+            match tokio::time::timeout_at(due.into(), sub.next()).await {
+                Ok(Some(item)) => self.live_item(&item),
+                // Ended: the next step says how.
+                Ok(None) | Err(_) => break,
+            }
+        }
+        self.phase = Phase::Live(sub);
     }
 
     fn is_live(&self) -> bool {
@@ -484,7 +501,7 @@ impl Stream {
     }
 
     async fn live_step(&mut self, mut sub: Subscription, may_wait: bool) -> Step {
-        match sub.items.try_recv() {
+        match sub.try_next() {
             Ok(item) => {
                 self.live_item(&item);
                 self.phase = Phase::Live(sub);
@@ -501,7 +518,7 @@ impl Stream {
             Err(TryRecvError::Empty) => {}
         }
         let wait = self.idle_wait();
-        match tokio::time::timeout(wait, sub.items.recv()).await {
+        match tokio::time::timeout(wait, sub.next()).await {
             Ok(Some(item)) => self.live_item(&item),
             Ok(None) => {
                 self.ended(&sub);
@@ -511,7 +528,7 @@ impl Stream {
                 // Read `seen` before looking: every change up to it is in the
                 // channel, so an empty channel means the client has them all.
                 let seen = sub.shared.seen.load(Ordering::Acquire);
-                match sub.items.try_recv() {
+                match sub.try_next() {
                     Ok(item) => self.live_item(&item),
                     Err(TryRecvError::Empty) => {
                         self.next = self.next.max(seen + 1);

@@ -867,3 +867,109 @@ async fn a_frozen_leader_loses_the_lead_and_knows_it_before_it_sweeps_again() {
     }
     assert_eq!(replicas[frozen].metric(SWEEPS).await, swept_before);
 }
+
+/// Issue 25: `--simulate` (which forgets a stopped task as soon as its slot
+/// is reused) with a sweep every second. With the default retention, no
+/// sweep deletes a STOPPED task: every one seen stays listed. With a
+/// retention of 5 s, each STOPPED task is deleted (a stream deletion) once
+/// it has been stopped for 5 s, not earlier, and never by a sweep.
+#[actix_web::test]
+async fn sweeps_keep_stopped_tasks_until_their_retention() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let spawn = |dir: &tempfile::TempDir, retention: &str| {
+        let data = dir.path().join("data");
+        let env = [
+            ("CSS_SIMULATE__CLUSTERS", "1".to_owned()),
+            ("CSS_SIMULATE__INSTANCES_PER_CLUSTER", "2".into()),
+            ("CSS_SIMULATE__TASKS_PER_INSTANCE", "4".into()),
+            ("CSS_SIMULATE__EVENTS_PER_SECOND", "20".into()),
+            // No late events: a task left STOPPING by one could be removed.
+            ("CSS_SIMULATE__REORDER_RATE", "0".into()),
+            ("CSS_RECONCILE__INTERVAL", "1s".into()),
+            ("CSS_RECONCILE__JITTER", "0".into()),
+            ("CSS_RECONCILE__GRACE_PERIOD", "1s".into()),
+            ("CSS_STORE__STOPPED_TASK_RETENTION", retention.into()),
+        ];
+        Proc::spawn(&["--simulate", "--data-dir", data.to_str().unwrap()], &env)
+    };
+    let (kept, expiring) = (spawn(&dirs[0], "24h"), spawn(&dirs[1], "5s"));
+    kept.wait_ready(Duration::from_secs(30)).await;
+    expiring.wait_ready(Duration::from_secs(30)).await;
+    // The simulator's first cluster.
+    let sweeps = "css_reconcile_sweeps_total{cluster=\"prod-web\"}";
+    let removed = "css_reconcile_removed_total{cluster=\"prod-web\"}";
+
+    // Kept: STOPPED tasks seen on the stream, then three more sweeps.
+    let mut stream = StreamClient::open(kept.addr, "/v1/stream/tasks?snapshot=true", "").await;
+    let mut stopped = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while stopped.len() < 10 && std::time::Instant::now() < deadline {
+        let Some(line) = stream.next_json(Duration::from_secs(5)).await else {
+            break;
+        };
+        assert_ne!(line["metadata"]["deleted"], true, "deleted: {line}");
+        if line["entity"]["lastStatus"] == "STOPPED" {
+            stopped.insert(line["entity"]["taskARN"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(stopped.len() >= 10, "only {} tasks stopped", stopped.len());
+    let first = kept.metric(sweeps).await;
+    let swept = eventually(Duration::from_secs(30), || async {
+        kept.metric(sweeps).await >= first + 3.0
+    })
+    .await;
+    assert!(swept, "three more sweeps");
+    let listed = kept.get("/v1/tasks?status=STOPPED").await.json();
+    let listed: std::collections::BTreeSet<String> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["entity"]["taskARN"].as_str().unwrap().to_owned())
+        .collect();
+    let lost: Vec<_> = stopped.difference(&listed).collect();
+    assert!(
+        lost.is_empty(),
+        "STOPPED tasks deleted by a sweep: {lost:?}"
+    );
+    assert_eq!(kept.metric(removed).await, 0.0, "a sweep removed something");
+    while let Some(line) = stream.next_json(Duration::from_millis(100)).await {
+        assert_ne!(line["metadata"]["deleted"], true, "deleted: {line}");
+    }
+
+    // Expiring: each deletion comes 5 s after the task's stoppedAt.
+    let mut stream = StreamClient::open(expiring.addr, "/v1/stream/tasks?snapshot=true", "").await;
+    let mut stopped_at = HashMap::new();
+    let mut deleted = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while deleted < 5 && std::time::Instant::now() < deadline {
+        let Some(line) = stream.next_json(Duration::from_secs(5)).await else {
+            break;
+        };
+        let e = &line["entity"];
+        let Some(arn) = e["taskARN"].as_str() else {
+            continue; // a bookmark
+        };
+        if line["metadata"]["deleted"] == true {
+            let now = actors::time::now_ms();
+            let at = stopped_at.get(arn).copied();
+            let at = at.expect("only a STOPPED task is deleted");
+            assert!(
+                now >= at + 5000,
+                "{arn} deleted {} ms after it stopped",
+                now - at
+            );
+            deleted += 1;
+        } else if e["lastStatus"] == "STOPPED" {
+            let at = e["stoppedAt"].as_str().and_then(actors::time::parse_ms);
+            stopped_at.insert(arn.to_owned(), at.expect("a stoppedAt"));
+        }
+    }
+    assert!(deleted >= 5, "only {deleted} STOPPED tasks expired");
+    assert!(expiring.metric(sweeps).await >= 5.0, "sweeps ran meanwhile");
+    assert!(kept.metric(sweeps).await >= 5.0);
+    assert_eq!(
+        expiring.metric(removed).await,
+        0.0,
+        "a sweep removed something"
+    );
+}

@@ -12,6 +12,7 @@ on_both_backends!(
     the_v03_scenario_replays_every_version_of_a_task,
     a_catch_up_under_a_concurrent_writer_is_complete_and_ordered,
     a_client_that_stops_reading_is_cut_and_resumes_without_loss,
+    a_fast_client_takes_a_commit_larger_than_its_buffer_whole,
     out_of_range_and_bad_parameters,
     sse_carries_ids_and_resumes_after_last_event_id,
     snapshot_deletions_and_heartbeats,
@@ -240,6 +241,53 @@ async fn a_client_that_stops_reading_is_cut_and_resumes_without_loss(b: Backend)
     .await;
     got.extend(versions_until(&mut c, last).await);
     assert_eq!(got, (t.base + 1..=last).collect::<Vec<_>>());
+}
+
+/// Issue 25: one commit is one entry of a stream's buffer, so a client that
+/// keeps reading gets a commit of many times `stream_buffer` items (here 200
+/// creations, then 200 deletions, as a sweep writes them) without a cut.
+async fn a_fast_client_takes_a_commit_larger_than_its_buffer_whole(b: Backend) {
+    use actors::store::Op;
+    let t = start_with_on(b, Feed::None, |s| s.server.stream_buffer = 16).await;
+    let mut c = StreamClient::open(t.addr(), "/v1/stream/tasks", "").await;
+    assert_eq!(c.status, 200);
+    let events: Vec<String> = (0..200)
+        .map(|i| task_event("c", &format!("t{i:04}"), 1, "RUNNING"))
+        .collect();
+    t.inject(&events).await;
+    let list = t.get("/v1/tasks").await.json();
+    let deletes: Vec<Op> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| Op::Delete {
+            arn: i["entity"]["taskARN"].as_str().unwrap().to_owned(),
+            if_revision: version_of(i),
+        })
+        .collect();
+    assert_eq!(deletes.len(), 200);
+    let last = t.base + 400;
+    t.apply(deletes).await;
+
+    let mut seen = Vec::new();
+    let mut deleted = 0;
+    while let Some(item) = c.next_json(10 * SECOND).await {
+        assert!(item.get("error").is_none(), "cut: {item}");
+        deleted += usize::from(item["metadata"]["deleted"] == true);
+        let v = version_of(&item);
+        seen.push(v);
+        if v >= last {
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        (t.base + 1..=last).collect::<Vec<_>>(),
+        "in order, none missing"
+    );
+    assert_eq!(deleted, 200);
+    let too_slow = "css_streams_dropped_total{reason=\"too_slow\"}";
+    assert_eq!(t.metric(too_slow).await, 0.0);
 }
 
 async fn out_of_range_and_bad_parameters(b: Backend) {

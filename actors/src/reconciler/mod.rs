@@ -9,10 +9,13 @@
 //! once per `service_refresh`; when a describe fails, their marks are put
 //! back and tried again one `service_refresh` later. Every entity found
 //! is written through the StoreWriter under the version rule (an answer
-//! without a version never overwrites one learned from an event). Then every
-//! stored entity of the cluster that ECS did not return, and that was last
-//! written before the sweep's start minus the grace period, is deleted (with
-//! a tombstone and a stream deletion). A sweep that failed anywhere deletes
+//! without a version never overwrites one learned from an event). A stored
+//! task that ECS no longer lists is described once more, unless it has
+//! stopped: STOPPED tasks are kept after ECS forgets them, and leave only
+//! through `store.stopped_task_retention`. Then every other stored entity of
+//! the cluster that ECS did not return (or answered MISSING), and that was
+//! last written before the sweep's start minus the grace period, is deleted
+//! (with a tombstone and a stream deletion). A sweep that failed anywhere deletes
 //! nothing, and is tried again soon (1 s, doubling up to the interval),
 //! not an interval later. A cluster is never swept twice at once; sweeps run
 //! in the background, so the API serves from the start, and a sweep waits
@@ -268,19 +271,37 @@ impl Sweep {
         task_arns.dedup();
         let instances = self.describe(&instance_arns, false).await?;
         let tasks = self.describe(&task_arns, true).await?;
+        let before = self.deps.reader.snapshot()?;
+        // A stored task that has not stopped and that ECS no longer lists is
+        // described once more: it may have stopped meanwhile; MISSING
+        // removes it. (Stopped ones are kept, see `is_stopped_task`.)
+        let listed: HashSet<&str> = task_arns.iter().map(String::as_str).collect();
+        let unlisted: Vec<String> = self
+            .stored(&before)
+            .filter(|e| e.kind == Kind::Task && !e.is_stopped_task())
+            .filter(|e| !listed.contains(e.arn.as_str()))
+            .map(|e| e.arn.clone())
+            .collect();
+        let again = self.describe(&unlisted, true).await?;
 
         // Listed, or described with a failure other than MISSING: not gone.
         let mut seen: HashSet<String> = instance_arns.iter().chain(&task_arns).cloned().collect();
-        for (arn, reason) in instances.failures.iter().chain(&tasks.failures) {
+        seen.extend(again.entries.iter().map(|e| e.arn.clone()));
+        let failures = instances.failures.iter().chain(&tasks.failures);
+        for (arn, reason) in failures.chain(&again.failures) {
             if *reason == ecs::Failure::Missing {
                 seen.remove(arn);
             } else {
                 seen.insert(arn.clone());
             }
         }
-        let before = self.deps.reader.snapshot()?;
         let known: HashSet<&str> = self.stored(&before).map(|e| e.arn.as_str()).collect();
-        let entries: Vec<Entry> = instances.entries.into_iter().chain(tasks.entries).collect();
+        let entries: Vec<Entry> = instances
+            .entries
+            .into_iter()
+            .chain(tasks.entries)
+            .chain(again.entries)
+            .collect();
         let was_known: Vec<bool> = entries
             .iter()
             .map(|e| known.contains(e.arn.as_str()))
@@ -308,6 +329,7 @@ impl Sweep {
         let gone: Vec<Op> = self
             .stored(&now)
             .filter(|e| !seen.contains(&e.arn) && e.stored_at_ms <= cutoff)
+            .filter(|e| !e.is_stopped_task())
             .map(|e| Op::Delete {
                 arn: e.arn.clone(),
                 if_revision: e.revision,
