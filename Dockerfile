@@ -1,18 +1,22 @@
-# syntax=docker/dockerfile:1
 # Build: docker build -t cluster-state-service .
 # Run:   docker run -p 3000:3000 cluster-state-service --simulate
+# The base images are build arguments with the public defaults, so a machine
+# without a registry can use local ones:
+#   docker build --build-arg RUST_IMAGE=my-rust --build-arg RUNTIME_IMAGE=my-debian .
+ARG RUST_IMAGE=rust:1-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
 
-FROM rust:1-bookworm AS build
-# protoc: the etcd client's build generates its gRPC code with it.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends protobuf-compiler \
- && rm -rf /var/lib/apt/lists/*
+FROM ${RUST_IMAGE} AS build
 WORKDIR /src
+# What the build needs beyond Rust (protoc and its include files) is what
+# scripts/setup --build-only checks for and installs: one list, not two.
+COPY scripts/setup scripts/setup
+RUN scripts/setup --build-only && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN cargo build --release --locked --bin cluster-state-service \
  && strip target/release/cluster-state-service
 
-FROM debian:bookworm-slim
+FROM ${RUNTIME_IMAGE}
 # ca-certificates for the AWS endpoints; curl for the health check.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \

@@ -67,7 +67,8 @@ def check_compose(text, base_dir):
                 problems.append(f"{where}: unknown key {k!r}")
         if "image" not in svc and "build" not in svc:
             problems.append(f"{where}: needs an image or a build")
-        if "image" in svc and "build" not in svc and not pinned(str(svc["image"])):
+        image = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(svc.get("image", "")))
+        if "image" in svc and "build" not in svc and not pinned(image):
             problems.append(f"{where}: image {svc['image']!r} is not pinned to a tag")
         if "restart" in svc and str(svc["restart"]).split(":")[0] not in RESTART:
             problems.append(f"{where}: bad restart policy {svc['restart']!r}")
@@ -130,10 +131,19 @@ def check_dockerfile(text):
     problems = []
     ins = instructions(text)
     stages, final = [], []
+    args_before_from = {}
     for kw, args in ins:
+        if kw == "ARG" and not stages:
+            name, _, default = args.partition("=")
+            args_before_from[name.strip()] = default.strip()
         if kw == "FROM":
             parts = args.split()
-            image = parts[0]
+            # A base image given as a build argument is judged by its default.
+            image = re.sub(r"\$\{(\w+)\}|\$(\w+)",
+                           lambda m: args_before_from.get(m.group(1) or m.group(2), ""), parts[0])
+            if image == parts[0] and "$" in image or not image:
+                problems.append(f"Dockerfile: base image {parts[0]} has no default")
+                image = "unknown:latest"
             if not pinned(image):
                 problems.append(f"Dockerfile: base image {image} is not pinned to a tag")
             if len(parts) >= 3 and parts[1].upper() == "AS":
@@ -186,6 +196,7 @@ def self_test(compose, dockerfile, base_dir):
     breaks = [
         ("compose", compose.replace("condition: service_healthy", "condition: healthy", 1)),
         ("compose", compose.replace("motoserver/moto:5.1.18", "motoserver/moto", 1)),
+        ("compose", compose.replace("${MOTO_IMAGE:-motoserver/moto:5.1.18}", "${MOTO_IMAGE:-motoserver/moto}", 1)),
         ("compose", compose.replace('"127.0.0.1:3000:3000"', '"3000:3000"', 1)),
         ("compose", compose.replace("./config/compose.toml:", "./config/missing.toml:", 1)),
         ("compose", compose.replace("  moto:\n", "  motto:\n", 1)),
@@ -196,7 +207,8 @@ def self_test(compose, dockerfile, base_dir):
         ("dockerfile", dockerfile.replace("EXPOSE 3000", "EXPOSE 8080")),
         ("dockerfile", dockerfile.replace("--no-install-recommends ", "", 1)),
         ("dockerfile", re.sub(r"(?m)^HEALTHCHECK.*\n.*\n", "", dockerfile)),
-        ("dockerfile", dockerfile.replace("FROM debian:bookworm-slim", "FROM debian:latest")),
+        ("dockerfile", dockerfile.replace("RUNTIME_IMAGE=debian:bookworm-slim", "RUNTIME_IMAGE=debian:latest")),
+        ("dockerfile", dockerfile.replace("ARG RUST_IMAGE=rust:1-bookworm", "ARG RUST_IMAGE")),
         ("dockerfile", dockerfile.replace("COPY --from=build", "COPY --from=builder")),
         ("dockerfile", re.sub(r"(?m)^ENTRYPOINT .*$", "ENTRYPOINT cluster-state-service", dockerfile)),
     ]

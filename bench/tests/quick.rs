@@ -61,7 +61,7 @@ fn the_quick_benchmark_runs_every_part_and_loses_nothing() {
         "full list (1000 tasks): p99",
         "paged list (limit 100), one page: p99",
         "stream delivery, 20 streams x 200/s: p99 (8000 samples)",
-        "streams cut as too slow, then resumed",
+        "streams cut as too slow (steady part and burst), then resumed",
         "dashboard: tasks view opens (1000 tasks stored)",
         "dashboard: a filter applied",
         "RSS when ready (1000 STOPPED tasks kept)",
