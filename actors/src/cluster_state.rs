@@ -165,8 +165,8 @@ impl ClusterState {
         }
         if let Some(n) = new {
             self.count(n, 1);
-            let was_stopped = old.is_some_and(|o| o.status == "STOPPED");
-            if n.kind == Kind::Task && n.status == "STOPPED" && !was_stopped {
+            let was_stopped = old.is_some_and(Entry::is_stopped_task);
+            if n.is_stopped_task() && !was_stopped {
                 let code = match n.stop_code.as_deref() {
                     None => "",
                     Some(c) if STOP_CODES.contains(&c) => c,
