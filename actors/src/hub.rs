@@ -493,6 +493,19 @@ mod tests {
         out
     }
 
+    /// A started hub whose view begins at revision 0, its metrics, and a
+    /// subscription from revision 1 with a buffer of 4.
+    async fn hub_with_one() -> (Addr<StreamHub>, Arc<Metrics>, Subscription) {
+        let metrics: Arc<Metrics> = Arc::default();
+        let log = slog::Logger::root(slog::Discard, slog::o!());
+        let hub = StreamHub::new(metrics.clone(), log).start();
+        hub.send(Reset { revision: 0 }).await.unwrap();
+        let Subscribed::Live(sub) = hub.send(subscribe(1, 4)).await.unwrap() else {
+            panic!("not live")
+        };
+        (hub, metrics, sub)
+    }
+
     #[actix::test]
     async fn goes_live_from_the_ring_without_gap_or_duplicate() {
         let hub = StreamHub::with_ring(
@@ -532,16 +545,7 @@ mod tests {
 
     #[actix::test]
     async fn a_full_subscription_is_cut_with_where_to_resume() {
-        let metrics: Arc<Metrics> = Arc::default();
-        let hub = StreamHub::new(
-            metrics.clone(),
-            slog::Logger::root(slog::Discard, slog::o!()),
-        )
-        .start();
-        hub.send(Reset { revision: 0 }).await.unwrap();
-        let Subscribed::Live(mut slow) = hub.send(subscribe(1, 4)).await.unwrap() else {
-            panic!("not live")
-        };
+        let (hub, metrics, mut slow) = hub_with_one().await;
         let Subscribed::Live(mut fast) = hub.send(subscribe(1, 64)).await.unwrap() else {
             panic!("not live")
         };
@@ -566,16 +570,7 @@ mod tests {
 
     #[actix::test]
     async fn one_large_commit_is_one_entry_of_the_buffer() {
-        let metrics: Arc<Metrics> = Arc::default();
-        let hub = StreamHub::new(
-            metrics.clone(),
-            slog::Logger::root(slog::Discard, slog::o!()),
-        )
-        .start();
-        hub.send(Reset { revision: 0 }).await.unwrap();
-        let Subscribed::Live(mut sub) = hub.send(subscribe(1, 4)).await.unwrap() else {
-            panic!("not live")
-        };
+        let (hub, metrics, mut sub) = hub_with_one().await;
         // 40 items (ten times the buffer) in one commit, then three more
         // commits while the first is being read: none is cut.
         hub.send(commit(1..=40)).await.unwrap();
@@ -592,16 +587,7 @@ mod tests {
     #[actix::test]
     async fn a_subscription_that_takes_nothing_for_the_stall_time_is_cut() {
         tokio::time::pause();
-        let metrics: Arc<Metrics> = Arc::default();
-        let hub = StreamHub::new(
-            metrics.clone(),
-            slog::Logger::root(slog::Discard, slog::o!()),
-        )
-        .start();
-        hub.send(Reset { revision: 0 }).await.unwrap();
-        let Subscribed::Live(mut sub) = hub.send(subscribe(1, 4)).await.unwrap() else {
-            panic!("not live")
-        };
+        let (hub, metrics, mut sub) = hub_with_one().await;
         // A quiet subscription is not a stalled one.
         tokio::time::advance(STALL * 2).await;
         // More than the buffer waits, but only for a moment: kept.
