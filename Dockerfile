@@ -12,8 +12,21 @@ WORKDIR /src
 # scripts/setup --build-only checks for and installs: one list, not two.
 COPY scripts/setup scripts/setup
 RUN scripts/setup --build-only && rm -rf /var/lib/apt/lists/*
+# The dependencies first, built against placeholder sources in a layer of
+# their own: it is built again only when Cargo.lock or a manifest changes.
+COPY Cargo.toml Cargo.lock ./
+COPY actors/Cargo.toml actors/
+COPY bench/Cargo.toml bench/
+RUN mkdir -p src tests/it actors/src bench/src \
+ && echo 'fn main() {}' > src/main.rs \
+ && echo 'fn main() {}' > bench/src/main.rs \
+ && touch src/lib.rs tests/it/main.rs actors/src/lib.rs bench/src/lib.rs \
+ && cargo build --release --locked --bin cluster-state-service \
+ && rm -rf src tests actors/src bench/src
 COPY . .
-RUN cargo build --release --locked --bin cluster-state-service \
+# COPY keeps the files' times, which can be older than the placeholders' build.
+RUN find src actors/src -name '*.rs' -exec touch {} + \
+ && cargo build --release --locked --bin cluster-state-service \
  && strip target/release/cluster-state-service
 
 FROM ${RUNTIME_IMAGE}

@@ -22,6 +22,7 @@ mod binary;
 mod cluster;
 mod compat;
 mod dashboard;
+mod deploy;
 mod ecs_api;
 mod etcd;
 mod fixtures;
