@@ -34,12 +34,14 @@ FROM ${RUNTIME_IMAGE}
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --user-group --home-dir /var/lib/css --create-home css
+ && useradd --system --uid 10001 --user-group --home-dir /var/lib/css --create-home css \
+ && install -d -o 10001 -g 10001 /var/lib/css/data
 COPY --from=build /src/target/release/cluster-state-service /usr/local/bin/cluster-state-service
 USER 10001:10001
 WORKDIR /var/lib/css
 ENV CSS_SERVER__BIND=0.0.0.0:3000 \
     CSS_STORE__DATA_DIR=/var/lib/css/data
+# Made above, owned by the service's user: a new volume takes its owner.
 VOLUME ["/var/lib/css/data"]
 EXPOSE 3000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
