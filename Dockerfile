@@ -33,7 +33,7 @@ FROM ${RUNTIME_IMAGE}
 # ca-certificates for the AWS endpoints; curl for the health check.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
- && rm -rf /var/lib/apt/lists/* \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
  && useradd --system --uid 10001 --user-group --home-dir /var/lib/css --create-home css \
  && install -d -o 10001 -g 10001 /var/lib/css/data
 COPY --from=build /src/target/release/cluster-state-service /usr/local/bin/cluster-state-service
