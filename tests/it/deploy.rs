@@ -28,17 +28,7 @@ fn templates() -> Vec<PathBuf> {
 
 /// Runs `tests/it/deploy_aws.py` with `args`; its JSON answer.
 fn helper(args: &[&str]) -> Value {
-    let out = std::process::Command::new(venv_python())
-        .arg(root().join("tests/it/deploy_aws.py"))
-        .args(args)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "deploy_aws.py {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON")
+    crate::servers::python_json("deploy_aws.py", args)
 }
 
 #[test]

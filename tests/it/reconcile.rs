@@ -20,23 +20,7 @@ use std::time::Duration;
 
 /// Runs `tests/it/moto_ecs.py` against `moto`; returns what it created.
 pub(crate) fn moto_ecs(moto: &Moto, spec: Value) -> Value {
-    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/venv/bin/python");
-    let python = std::env::var_os("MOTO_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or(python);
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/moto_ecs.py");
-    let out = std::process::Command::new(python)
-        .arg(script)
-        .arg(moto.url())
-        .arg(spec.to_string())
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "moto_ecs.py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    crate::servers::python_json("moto_ecs.py", &[&moto.url(), &spec.to_string()])
 }
 
 pub(crate) struct EcsStack {

@@ -370,6 +370,25 @@ pub fn make_certs(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
 }
 
 /// The Python of moto's venv (it has jsonschema and openapi-spec-validator).
+/// Runs the Python script `tests/it/SCRIPT` with `args` in the venv; its
+/// standard output, parsed as JSON (the script must succeed).
+pub fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/it")
+        .join(script);
+    let out = Command::new(venv_python())
+        .arg(path)
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{script} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
 pub fn venv_python() -> PathBuf {
     let fallback = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".ci/venv/bin/moto_server");
     let moto = binary("MOTO_SERVER", fallback, "moto_server");
