@@ -152,8 +152,7 @@ impl Subscription {
     /// subscription and every change it holds was taken.
     pub fn try_next(&mut self) -> Result<Arc<Item>, TryRecvError> {
         loop {
-            if let Some(item) = self.current.next() {
-                self.shared.took_one();
+            if let Some(item) = self.take() {
                 return Ok(item);
             }
             self.current = self.pieces.try_recv()?.into_iter();
@@ -164,12 +163,18 @@ impl Subscription {
     /// and every change it holds was taken. Cancel-safe.
     pub async fn next(&mut self) -> Option<Arc<Item>> {
         loop {
-            if let Some(item) = self.current.next() {
-                self.shared.took_one();
+            if let Some(item) = self.take() {
                 return Some(item);
             }
             self.current = self.pieces.recv().await?.into_iter();
         }
+    }
+
+    /// The next change of the piece being taken, counted as taken.
+    fn take(&mut self) -> Option<Arc<Item>> {
+        let item = self.current.next()?;
+        self.shared.took_one();
+        Some(item)
     }
 }
 
@@ -228,8 +233,6 @@ struct Sub {
     shared: Arc<Shared>,
     /// Items handed to the channel so far.
     sent: u64,
-    /// The most items that may wait while the stream takes none.
-    buffer: u64,
 }
 
 /// What became of a piece offered to a subscription.
@@ -256,7 +259,10 @@ impl Sub {
             // Nothing waited: the clock of a stall starts now.
             self.shared.touch();
         }
-        let stalled = waiting > self.buffer && self.shared.idle() >= STALL;
+        // The buffer (the channel's capacity in pieces) is also how many
+        // items may wait while the stream takes none.
+        let buffer = self.tx.max_capacity() as u64;
+        let stalled = waiting > buffer && self.shared.idle() >= STALL;
         let sent = if stalled {
             Err(mpsc::error::TrySendError::Full(piece))
         } else {
@@ -400,7 +406,6 @@ impl Handler<Subscribe> for StreamHub {
             tx,
             shared: Arc::default(),
             sent: 0,
-            buffer: buffer as u64,
         };
         let start = self.ring.partition_point(|i| i.revision < msg.from);
         // Leave room for live changes: a longer backlog is handed over in

@@ -1091,24 +1091,26 @@ async fn streams(
             .map_or(1000, |d| d.as_millis() as u64 * 1000);
         let lines: Vec<String> = (0..total).map(|q| shape.change(base, q)).collect();
         let begin_ns = begin.duration_since(t0).as_nanos() as u64;
+        // Change `i`, sent at `at` (nanoseconds since t0).
+        let write = |pipe: &mut std::io::BufWriter<std::fs::File>, i: usize, at: u64| {
+            writer_sent[i].store(at, Ordering::Release);
+            let _ = pipe.write_all(lines[i].as_bytes());
+            let _ = pipe.write_all(b"\n");
+        };
         let mut next = 0;
         while next < steady {
             let due = ((begin.elapsed().as_secs_f64() * rate as f64) as usize + 1).min(steady);
             while next < due {
                 let at = begin_ns.max(t0.elapsed().as_nanos() as u64);
-                writer_sent[next].store(at, Ordering::Release);
-                let _ = pipe.write_all(lines[next].as_bytes());
-                let _ = pipe.write_all(b"\n");
+                write(&mut pipe, next, at);
                 next += 1;
             }
             let _ = pipe.flush();
             std::thread::sleep(Duration::from_millis(1));
         }
         let at = t0.elapsed().as_nanos() as u64;
-        for (i, line) in lines.iter().enumerate().skip(steady) {
-            writer_sent[i].store(at, Ordering::Release);
-            let _ = pipe.write_all(line.as_bytes());
-            let _ = pipe.write_all(b"\n");
+        for i in steady..total {
+            write(&mut pipe, i, at);
         }
         let _ = pipe.flush();
         // Closing the pipe ends the replay; the service keeps serving.

@@ -369,7 +369,6 @@ pub fn make_certs(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
     )
 }
 
-/// The Python of moto's venv (it has jsonschema and openapi-spec-validator).
 /// Runs the Python script `tests/it/SCRIPT` with `args` in the venv; its
 /// standard output, parsed as JSON (the script must succeed).
 pub fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
@@ -389,6 +388,7 @@ pub fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("JSON")
 }
 
+/// The Python of moto's venv (it has jsonschema and openapi-spec-validator).
 pub fn venv_python() -> PathBuf {
     let fallback = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".ci/venv/bin/moto_server");
     let moto = binary("MOTO_SERVER", fallback, "moto_server");
