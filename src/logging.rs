@@ -1,6 +1,11 @@
 //! slog logging: `term` (human) or `json` lines, to stderr or a file, through
 //! a bounded asynchronous channel that drops (and counts) rather than blocks.
 //!
+//! Libraries log through `log` (actix) and `tracing` (the AWS SDK, tonic,
+//! h2; its `log` feature turns their events into `log` records); both reach
+//! this logger through `slog-stdlog`, with their target as `library`, at `warn` and above,
+//! or at `debug` with `log.level = "debug"`.
+//!
 //! Level policy: `error` — something failed and was not retried away;
 //! `warn` — bad input or a retried failure; `info` — lifecycle (start, loaded,
 //! finished, stopping); `debug` — per-event detail. Never a credential.
@@ -49,6 +54,7 @@ pub enum Format {
 /// the last lines (shutdown, fatal errors) are written.
 pub struct Guard {
     _flush: Option<slog_async::AsyncGuard>,
+    _libraries: Option<slog_scope::GlobalLoggerGuard>,
 }
 
 /// Builds the root logger; fails only when the log file cannot be opened.
@@ -62,7 +68,13 @@ pub fn build(cfg: &Config) -> std::io::Result<(Logger, Guard)> {
         Level::Off => None,
     };
     let Some(level) = level else {
-        return Ok((Logger::root(slog::Discard, o!()), Guard { _flush: None }));
+        return Ok((
+            Logger::root(slog::Discard, o!()),
+            Guard {
+                _flush: None,
+                _libraries: None,
+            },
+        ));
     };
     let writer: Box<dyn std::io::Write + Send> = if cfg.file.is_empty() {
         Box::new(std::io::stderr())
@@ -89,12 +101,32 @@ pub fn build(cfg: &Config) -> std::io::Result<(Logger, Guard)> {
         .chan_size(8192)
         .overflow_strategy(slog_async::OverflowStrategy::DropAndReport)
         .build_with_guard();
+    let log = Logger::root(drain.fuse(), o!("service" => "cluster-state-service"));
+    let libraries = slog_scope::set_global_logger(log.new(o!(
+        "library" => slog::FnValue(|r: &slog::Record| r.tag().to_owned())
+    )));
+    // Another logger may own `log` already (a test binary): keep it.
+    if slog_stdlog::init_with_level(log::Level::Trace).is_ok() {
+        log::set_max_level(library_level(cfg.level));
+    }
     Ok((
-        Logger::root(drain.fuse(), o!("service" => "cluster-state-service")),
+        log,
         Guard {
             _flush: Some(guard),
+            _libraries: Some(libraries),
         },
     ))
+}
+
+/// The least severe level of the libraries' records that is written: `warn`,
+/// or the service's own level when that is `debug` or more severe than `warn`.
+fn library_level(level: Level) -> log::LevelFilter {
+    match level {
+        Level::Debug => log::LevelFilter::Debug,
+        Level::Info | Level::Warn => log::LevelFilter::Warn,
+        Level::Error | Level::Crit => log::LevelFilter::Error,
+        Level::Off => log::LevelFilter::Off,
+    }
 }
 
 /// A logger that writes nothing (tests).

@@ -5,11 +5,11 @@ use crate::api;
 use crate::config::{Feed, Settings};
 use actix_web::dev::ServerHandle;
 use actix_web::web;
-use actors::ecs::{AwsEcs, Ecs};
+use actors::ecs_client::{AwsEcs, Ecs};
 use actors::metrics::Metrics;
 use actors::pipeline::{Pipeline, Source, SourceAddr};
+use actors::queue_reader::Drain;
 use actors::source::simulate::SimEcs;
-use actors::source::sqs::Drain;
 use actors::store::{self, Embedded, Etcd, Store};
 use slog::{info, o, Logger};
 use std::net::SocketAddr;
@@ -151,9 +151,9 @@ async fn source(settings: &Settings, feed: Feed, log: &Logger) -> (Source, Optio
             (Source::None, None)
         }
         Feed::Simulate => {
-            let sim = Arc::new(std::sync::Mutex::new(actors::sim::Simulator::new(
-                settings.simulate.clone(),
-            )));
+            let sim = Arc::new(std::sync::Mutex::new(
+                actors::source::simulate::Simulator::new(settings.simulate.clone()),
+            ));
             let ecs = Arc::new(SimEcs { sim: sim.clone() }) as Arc<dyn Ecs>;
             (Source::Simulate(settings.simulate.clone(), sim), Some(ecs))
         }

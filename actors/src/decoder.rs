@@ -6,8 +6,8 @@
 //! the reason; it never holds up the good messages of its batch.
 
 use crate::decode::{self, decode, Decoded};
+use crate::dirty::Dirty;
 use crate::metrics::{Metrics, RefreshReason};
-use crate::reconciler::Dirty;
 use crate::store::{self, Op, Outcome};
 use crate::writer::{Apply, StoreWriter};
 use actix::prelude::*;

@@ -2,20 +2,26 @@
 //! actors that move ECS change events into it.
 //!
 //! # Layout
-//! - [`model`], [`arn`], [`time`]: tasks and container instances in the v0.3 API
-//!   shape, ECS ARNs, timestamps.
-//! - [`decode`]: EventBridge JSON (bare or SNS-wrapped) → [`model::Entry`];
-//!   a typed [`decode::Error`] for every way a message can be bad.
-//! - [`store`]: the [`store::Store`] trait and its version rule
-//!   ([`store::supersedes`]); [`store::Embedded`] is the redb backend.
-//! - [`view`]: the in-memory view; readers get O(1) [`view::Snapshot`]s
-//!   through a [`reader::Reader`], the writer's read handle.
-//! - Actors, each with its messages beside it:
-//!   source ([`source::SimulateSource`], [`source::ReplaySource`]) →
-//!   [`decoder::EventDecoder`] → [`writer::StoreWriter`] → [`hub::StreamHub`].
-//!   [`pipeline::Pipeline`] starts them, supervised.
-//! - [`sim`]: the seedable ECS simulator behind `--simulate`.
-//! - [`metrics`]: counters the HTTP layer renders at `/metrics`.
+//! - The model: [`model`] (tasks, container instances and services in the
+//!   v0.3 API shape), [`arn`], [`time`]; [`decode`] turns EventBridge JSON
+//!   (bare or SNS-wrapped) into a [`model::Entry`], with a typed
+//!   [`decode::Error`] for every way a message can be bad.
+//! - The store: [`store`] (the [`store::Store`] trait, its version rule
+//!   [`store::supersedes`], the embedded redb and the etcd backends); [`view`]
+//!   (the in-memory view, O(1) [`view::Snapshot`]s) read through
+//!   [`reader::Reader`], the writer's read handle.
+//! - The five actors, each with its messages beside it:
+//!   [`queue_reader::QueueReader`] (SQS; or a [`source`]: `--simulate`,
+//!   `--replay`) → [`decoder::EventDecoder`] → [`writer::StoreWriter`] →
+//!   [`hub::StreamHub`]; one [`reconciler`] per cluster, over the ECS client
+//!   [`ecs_client`] (the AWS SDK, or the simulator). [`dirty`] is the set of
+//!   services to describe again, which the decoder and the writer mark and
+//!   the reconcilers take. [`pipeline::Pipeline`] starts them, supervised.
+//! - [`source::simulate`]: the seedable ECS simulator behind `--simulate`
+//!   (the world, its event source and its ECS client).
+//! - [`metrics`] (the counters of `/metrics`), [`cluster_state`] (the gauges
+//!   of `/metrics/state`), [`retry`] (backoff with jitter), [`check`]
+//!   (configuration checks).
 //!
 //! Start reading at [`writer`]: it owns every write and the view.
 
@@ -24,15 +30,16 @@ pub mod check;
 pub mod cluster_state;
 pub mod decode;
 pub mod decoder;
-pub mod ecs;
+pub mod dirty;
+pub mod ecs_client;
 pub mod hub;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod queue_reader;
 pub mod reader;
 pub mod reconciler;
 pub mod retry;
-pub mod sim;
 pub mod source;
 pub mod store;
 pub mod time;

@@ -2,13 +2,14 @@
 //! on its own arbiter (thread), and a source feeding the decoder.
 
 use crate::decoder::EventDecoder;
-use crate::ecs::Ecs;
+use crate::ecs_client::Ecs;
 use crate::hub::StreamHub;
 use crate::metrics::Metrics;
+use crate::queue_reader::{self as sqs, QueueReader};
 use crate::reader::{self, Reader};
 use crate::reconciler::{self, ReconcileManager};
-use crate::sim;
-use crate::source::{sqs, QueueReader, ReplaySource, SimulateSource};
+use crate::source::simulate as sim;
+use crate::source::{ReplaySource, SimulateSource};
 use crate::store::Store;
 use crate::writer::{self, StoreWriter};
 use actix::prelude::*;
@@ -62,7 +63,7 @@ impl Pipeline {
     ) -> Pipeline {
         let store_for_reconcile = store.clone();
         // Services are refreshed only where there is an ECS to ask.
-        let dirty = reconcile.as_ref().map(|_| reconciler::Dirty::default());
+        let dirty = reconcile.as_ref().map(|_| crate::dirty::Dirty::default());
         let arbiters: Vec<Arbiter> = (0..5).map(|_| Arbiter::new()).collect();
         let (m, l) = (metrics.clone(), log.new(o!("actor" => "StreamHub")));
         let hub =

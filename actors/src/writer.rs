@@ -16,11 +16,11 @@
 //! reset: the view is reloaded from the store, and waiting callers are told to
 //! retry.
 
+use crate::dirty::Dirty;
 use crate::hub::{Committed, Reset, StreamHub};
 use crate::metrics::Metrics;
 use crate::model::{Key, Kind};
 use crate::reader::Publisher;
-use crate::reconciler::Dirty;
 use crate::retry::Backoff;
 use crate::store::{self, Change, Feed, Op, Outcome, Store};
 use crate::time::now_ms;

@@ -689,18 +689,6 @@ async fn first_sweep(o: &Options, endpoint: &str, tasks: usize, work: &Path, rep
     );
 }
 
-/// A small deterministic generator for the clients' choices.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
-
 /// Runs `per_client` requests on each of `clients` connections at once;
 /// `path(rng)` picks each request. Sorted latencies, and failures.
 async fn load<F>(
@@ -710,14 +698,14 @@ async fn load<F>(
     path: F,
 ) -> (Vec<Duration>, usize)
 where
-    F: Fn(&mut Rng) -> String + Send + Sync + 'static,
+    F: Fn(&mut fastrand::Rng) -> String + Send + Sync + 'static,
 {
     let path = Arc::new(path);
     let mut joins = Vec::new();
     for c in 0..clients {
         let path = path.clone();
         joins.push(tokio::spawn(async move {
-            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (c as u64 + 1));
+            let mut rng = fastrand::Rng::with_seed(c as u64 + 1);
             let mut lat = Vec::with_capacity(per_client);
             let mut failed = 0;
             let Ok(mut conn) = Conn::connect(addr).await else {
@@ -802,7 +790,7 @@ async fn queries(addr: SocketAddr, s: &Sizes, report: &mut Report) {
     let c = s.clients;
     println!("  ({c} concurrent clients, keep-alive)");
     let (lat, failed) = load(addr, c, s.describes, move |r| {
-        shape.describe_path(r.below(shape.tasks))
+        shape.describe_path(r.usize(..shape.tasks))
     })
     .await;
     report.check(failed == 0, || {
@@ -818,7 +806,7 @@ async fn queries(addr: SocketAddr, s: &Sizes, report: &mut Report) {
     // The same requests from one client: the cost of a request on its own,
     // without 31 others queued beside it on two shared cores.
     let (lat, _) = load(addr, 1, s.describes * 4, move |r| {
-        shape.describe_path(r.below(shape.tasks))
+        shape.describe_path(r.usize(..shape.tasks))
     })
     .await;
     latency_rows(report, "describe one task, 1 client alone", &lat, "", None);
@@ -826,7 +814,7 @@ async fn queries(addr: SocketAddr, s: &Sizes, report: &mut Report) {
     let (lat, failed) = load(addr, c, s.filtered, move |r| {
         format!(
             "/v1/tasks?cluster={}",
-            shape.cluster(r.below(shape.clusters))
+            shape.cluster(r.usize(..shape.clusters))
         )
     })
     .await;
@@ -844,7 +832,7 @@ async fn queries(addr: SocketAddr, s: &Sizes, report: &mut Report) {
     let (lat, _) = load(addr, 1, s.filtered * 10, move |r| {
         format!(
             "/v1/tasks?cluster={}",
-            shape.cluster(r.below(shape.clusters))
+            shape.cluster(r.usize(..shape.clusters))
         )
     })
     .await;

@@ -4,7 +4,7 @@
 //! [`About`].
 
 use super::listing::{self, Listing};
-use super::query::{self, Filter, Params, Token};
+use super::query::{self, Cursor, Filter, Params};
 use super::{json, Error, State};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -108,7 +108,7 @@ pub(super) async fn list(
     let limit = query::limit(&params)?;
     let token = params
         .get("nextToken")
-        .map(|t| Token::decode(t, kind))
+        .map(|t| Cursor::of_list(t, kind))
         .transpose()?;
 
     let snap = match &token {

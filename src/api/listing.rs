@@ -8,7 +8,7 @@
 //! ordered by cluster ARN, so the walk jumps past each cluster whose name
 //! does not match, and stops after the cluster a full ARN names.
 
-use super::query::{Filter, Token};
+use super::query::{Cursor, Filter};
 use super::State;
 use actix_web::web;
 use actors::arn::ClusterRef;
@@ -57,7 +57,7 @@ impl Listing {
         kind: Kind,
         snap: Snapshot,
         filter: Filter,
-        token: Option<Token>,
+        token: Option<Cursor>,
         limit: Option<usize>,
         state: web::Data<State>,
     ) -> Listing {
@@ -158,8 +158,8 @@ impl Listing {
             self.snap.revision
         );
         if let (true, Some(after)) = (more, self.last.take()) {
-            let token = Token {
-                kind: self.kind,
+            let token = Cursor {
+                scope: self.kind.as_str().into(),
                 revision: self.snap.revision,
                 after,
             };

@@ -1,21 +1,100 @@
-//! What runs around every handler: the framing guard's answers, bearer-token
-//! auth on `/v1`, and v0.3's text errors.
+//! What runs around every handler, as `actix_web::middleware::from_fn`
+//! functions: the request limits actix-http leaves to the application,
+//! bearer-token auth on `/v1`, and v0.3's text errors.
 
-use super::{framing, Error};
-use actix_web::http::header;
-use actix_web::HttpResponse;
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{header, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpResponse};
+use subtle::ConstantTimeEq as _;
 
-/// Why the connection's framing guard replaced this request, when it did
-/// (see [`framing`]).
-pub(super) fn rejected(req: &actix_web::dev::ServiceRequest) -> Option<framing::Rejection> {
-    if req.path() != framing::REJECTED_PATH {
-        return None;
+use super::{Error, State};
+
+/// The longest request target answered (`414` beyond), below the `http`
+/// crate's own limit (65,534 bytes), past which actix-http answers `400`.
+pub const MAX_URI: usize = 64_000;
+/// The most bytes of header fields answered (`431` beyond), below
+/// actix-http's own limit on a head (128 KiB), past which it answers `431`
+/// itself.
+pub const MAX_HEADERS: usize = 96 * 1024;
+
+/// Answers a request whose target or header fields are over the limits
+/// with a JSON error (actix-http has read it whole: the connection goes on).
+pub(super) async fn limits(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    match over_limit(&req) {
+        Some(error) => Ok(req.error_response(error)),
+        None => Ok(next.call(req).await?.map_into_boxed_body()),
     }
-    req.conn_data::<framing::Verdict>()?.rejection()
+}
+
+fn over_limit(req: &ServiceRequest) -> Option<Error> {
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target > MAX_URI {
+        return Some(Error::new(
+            StatusCode::URI_TOO_LONG,
+            "UriTooLong",
+            format!("URI too long: the request target exceeds {MAX_URI} bytes"),
+        ));
+    }
+    let fields: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    (fields > MAX_HEADERS).then(|| {
+        Error::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "HeadersTooLarge",
+            format!("Request header fields too large: at most {MAX_HEADERS} bytes"),
+        )
+    })
+}
+
+/// Requires `Authorization: Bearer <token>` on every `/v1` path when a token
+/// is configured (`server.auth_token_file`).
+pub(super) async fn auth(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let protected = req.path() == "/v1" || req.path().starts_with("/v1/");
+    let token = req
+        .app_data::<web::Data<State>>()
+        .and_then(|s| s.token.clone());
+    let denied = protected && token.is_some_and(|t| !authorized(req.headers(), &t));
+    if !denied {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    }
+    let mut res = req.error_response(Error::new(
+        StatusCode::UNAUTHORIZED,
+        "Unauthorized",
+        "Unauthorized: a valid bearer token is required",
+    ));
+    res.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    Ok(res)
+}
+
+/// Sends errors on the v0.3 paths as v0.3 did when `server.v03_errors` is on.
+pub(super) async fn v03_errors(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let plain = is_v03_path(req.path())
+        && req
+            .app_data::<web::Data<State>>()
+            .is_some_and(|s| s.v03_errors);
+    let res = next.call(req).await?.map_into_boxed_body();
+    Ok(if plain { as_text_error(res) } else { res })
 }
 
 /// The paths v0.3 served (its generated clients read their errors as text).
-pub(super) fn is_v03_path(path: &str) -> bool {
+fn is_v03_path(path: &str) -> bool {
     matches!(
         path,
         "/v1/tasks" | "/v1/instances" | "/v1/stream/tasks" | "/v1/stream/instances"
@@ -25,9 +104,7 @@ pub(super) fn is_v03_path(path: &str) -> bool {
 
 /// An error response as v0.3 sent it: `text/plain`, the message as the body,
 /// the status and the other headers (`Allow`, `WWW-Authenticate`) kept.
-pub(super) fn as_text_error(
-    res: actix_web::dev::ServiceResponse,
-) -> actix_web::dev::ServiceResponse {
+fn as_text_error(res: ServiceResponse) -> ServiceResponse {
     let Some(message) = res
         .response()
         .error()
@@ -44,21 +121,14 @@ pub(super) fn as_text_error(
         }
     }
     let new = new.content_type("text/plain; charset=utf-8").body(message);
-    actix_web::dev::ServiceResponse::new(req, new)
+    ServiceResponse::new(req, new)
 }
 
 /// Whether `headers` carry `Authorization: Bearer <token>`, compared in
 /// constant time (the time taken does not depend on where a guess differs).
-pub(super) fn authorized(headers: &header::HeaderMap, token: &[u8]) -> bool {
-    let Some(given) = headers
+fn authorized(headers: &header::HeaderMap, token: &[u8]) -> bool {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-    else {
-        return false;
-    };
-    let mut diff = u8::from(given.len() != token.len());
-    for (i, t) in token.iter().enumerate() {
-        diff |= t ^ given.get(i).copied().unwrap_or(!t);
-    }
-    diff == 0
+        .is_some_and(|given| bool::from(given.ct_eq(token)))
 }

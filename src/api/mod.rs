@@ -1,18 +1,23 @@
-//! The HTTP API (actix-web): the v1 REST endpoints (lists, describe, streams
-//! of tasks, container instances and services), plus
-//! `/healthz`, `/readyz` and `/metrics`.
+//! The HTTP API (actix-web), served by `HttpServer` ([`server`]):
+//! - the v1 REST endpoints: lists and describes of tasks, container instances
+//!   and services ([`entities`], paged by [`listing`], filtered by [`query`]),
+//!   and their change streams ([`stream`], from the StreamHub);
+//! - the ECS read API, `POST /ecs` ([`ecs`], with its SigV4 check);
+//! - the dashboard (`/ui/`, [`ui`]) and Prometheus service discovery
+//!   (`/v1/sd/prometheus`, [`sd`]);
+//! - `/healthz`, `/readyz`, `/metrics`, `/metrics/state` ([`health`]).
 //!
-//! Handlers read a snapshot of the view through the writer's `Reader`;
-//! list bodies are assembled from each entity's pre-rendered JSON. The change
-//! streams (`stream`) subscribe to the StreamHub. Every error
-//! is `{"code", "message"}` JSON; nothing a client sends can panic a handler.
+//! Around every handler ([`middleware`]): the request limits, bearer auth,
+//! v0.3 text errors, CORS. Handlers read a snapshot of the view through the
+//! writer's `Reader`; list bodies are assembled from each entity's
+//! pre-rendered JSON. Every error is `{"code", "message"}` JSON; nothing a
+//! client sends can panic a handler.
 
 pub mod config;
 pub mod cors;
 pub mod ecs;
 mod entities;
 mod error;
-pub mod framing;
 mod health;
 mod listing;
 mod middleware;
@@ -23,7 +28,7 @@ pub mod server;
 mod stream;
 mod ui;
 
-use actix_web::http::{header, StatusCode};
+use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse};
 use actors::hub::StreamHub;
 use actors::metrics::Metrics;
@@ -34,7 +39,6 @@ use actors::view::Snapshot;
 use actors::writer::StoreWriter;
 use entities::*;
 use health::*;
-use middleware::*;
 use std::sync::Arc;
 
 pub use error::Error;
@@ -173,56 +177,16 @@ pub fn app(
         InitError = (),
     >,
 > {
-    let token = state.token.clone();
-    let v03_errors = state.v03_errors;
+    use actix_web::middleware::from_fn;
     let cors = cors::layer(&state.cors_origins);
     App::new()
         .app_data(state)
         .configure(configure)
         .default_service(web::to(not_found))
-        .wrap_fn(move |req, srv| {
-            use actix_web::dev::Service as _;
-            use futures_util::future::{ready, Either};
-            let protected = req.path() == "/v1" || req.path().starts_with("/v1/");
-            let denied = protected
-                && token
-                    .as_deref()
-                    .is_some_and(|t| !authorized(req.headers(), t));
-            if denied {
-                let mut res = req.error_response(Error::new(
-                    StatusCode::UNAUTHORIZED,
-                    "Unauthorized",
-                    "Unauthorized: a valid bearer token is required",
-                ));
-                res.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    header::HeaderValue::from_static("Bearer"),
-                );
-                Either::Left(ready(Ok(res)))
-            } else {
-                Either::Right(srv.call(req))
-            }
-        })
-        .wrap_fn(move |req, srv| {
-            use actix_web::dev::Service as _;
-            use futures_util::FutureExt as _;
-            let plain = v03_errors && is_v03_path(req.path());
-            srv.call(req)
-                .map(move |res| res.map(|res| if plain { as_text_error(res) } else { res }))
-        })
+        .wrap(from_fn(middleware::auth))
+        .wrap(from_fn(middleware::v03_errors))
         .wrap(cors)
-        .wrap_fn(|req, srv| {
-            use actix_web::dev::Service as _;
-            use futures_util::future::{ready, Either};
-            use futures_util::FutureExt as _;
-            match rejected(&req) {
-                Some(why) => Either::Left(ready(Ok(req.error_response(why.error())))),
-                None => Either::Right(
-                    srv.call(req)
-                        .map(|res| res.map(|res| res.map_into_boxed_body())),
-                ),
-            }
-        })
+        .wrap(from_fn(middleware::limits))
 }
 
 async fn not_found() -> Result<HttpResponse, Error> {

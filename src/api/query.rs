@@ -4,6 +4,8 @@
 use super::Error;
 use actors::arn::{Arn, ClusterRef, Resource};
 use actors::model::{Entry, Key, Kind};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 
 /// Task statuses accepted by `status` and `desiredStatus`.
 pub const TASK_STATUSES: &[&str] = &[
@@ -436,86 +438,55 @@ pub fn limit(p: &Params) -> Result<Option<usize>, Error> {
         .transpose()
 }
 
-/// Where the next page of a listing starts: the snapshot revision and the last
-/// key returned.
+/// Where the next page of a listing starts, for `/v1` lists and `/ecs`
+/// alike: which listing it continues (`scope`), the revision of the snapshot
+/// it pages through, and the last key returned. Sent as unpadded base64url,
+/// so that it needs no escaping in a query string.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Token {
-    pub kind: Kind,
+pub struct Cursor {
+    /// What the listing was: a `/v1` kind, or an `/ecs` operation and a
+    /// digest of its request.
+    pub scope: String,
     pub revision: u64,
     pub after: Key,
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-/// Unpadded base64url, so that tokens need no escaping in a query string.
-fn b64(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 4 / 3 + 3);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(char::from(B64[(n >> (18 - 6 * i) & 63) as usize]));
-        }
-    }
-    out
-}
-
-fn unb64(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    for chunk in s.as_bytes().chunks(4) {
-        if chunk.len() == 1 {
-            return None;
-        }
-        let mut n = 0u32;
-        for (i, c) in chunk.iter().enumerate() {
-            let v = B64.iter().position(|b| b == c)? as u32;
-            n |= v << (18 - 6 * i);
-        }
-        for i in 0..chunk.len() - 1 {
-            out.push((n >> (16 - 8 * i)) as u8);
-        }
-    }
-    Some(out)
-}
-
-impl Token {
+impl Cursor {
     pub fn encode(&self) -> String {
-        let key = format!("{}\n{}", self.after.cluster_arn, self.after.arn);
-        format!(
-            "{}.{}.{}",
-            self.kind.as_str(),
-            self.revision,
-            b64(key.as_bytes())
-        )
+        let raw = format!(
+            "{}\n{}\n{}\n{}",
+            self.scope, self.revision, self.after.cluster_arn, self.after.arn
+        );
+        URL_SAFE_NO_PAD.encode(raw)
     }
 
-    /// Decodes a token issued for a listing of `kind`.
-    pub fn decode(s: &str, kind: Kind) -> Result<Token, Error> {
-        let invalid = || {
-            Error::bad_request(
-                "InvalidNextToken",
-                "Invalid nextToken: pass the nextToken of the previous page unchanged".into(),
-            )
+    /// The cursor `s` encodes, if it is one of `scope`.
+    pub fn decode(s: &str, scope: &str) -> Option<Cursor> {
+        let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(s).ok()?).ok()?;
+        let mut parts = raw.splitn(4, '\n');
+        let (Some(got), Some(revision), Some(cluster_arn), Some(arn)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
         };
-        let mut parts = s.splitn(3, '.');
-        let (Some(k), Some(rev), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(invalid());
-        };
-        if k != kind.as_str() {
-            return Err(invalid());
-        }
-        let revision = rev.parse().map_err(|_| invalid())?;
-        let key = String::from_utf8(unb64(key).ok_or_else(invalid)?).map_err(|_| invalid())?;
-        let (cluster_arn, arn) = key.split_once('\n').ok_or_else(invalid)?;
-        Ok(Token {
-            kind,
-            revision,
+        (got == scope).then_some(())?;
+        Some(Cursor {
+            scope: got.to_owned(),
+            revision: revision.parse().ok()?,
             after: Key {
                 cluster_arn: cluster_arn.to_owned(),
                 arn: arn.to_owned(),
             },
+        })
+    }
+
+    /// The `nextToken` of a `/v1` listing of `kind`.
+    pub fn of_list(s: &str, kind: Kind) -> Result<Cursor, Error> {
+        Cursor::decode(s, kind.as_str()).ok_or_else(|| {
+            Error::bad_request(
+                "InvalidNextToken",
+                "Invalid nextToken: pass the nextToken of the previous page unchanged".into(),
+            )
         })
     }
 }
@@ -540,32 +511,22 @@ mod tests {
     }
 
     #[test]
-    fn tokens_round_trip_and_reject_garbage() {
-        let t = Token {
-            kind: Kind::Task,
+    fn cursors_round_trip_and_reject_garbage() {
+        let c = Cursor {
+            scope: Kind::Task.as_str().into(),
             revision: 42,
             after: Key {
                 cluster_arn: "arn:aws:ecs:r:1:cluster/c".into(),
                 arn: "arn:aws:ecs:r:1:task/c/é".into(),
             },
         };
-        assert_eq!(Token::decode(&t.encode(), Kind::Task).unwrap(), t);
-        assert!(Token::decode(&t.encode(), Kind::Instance).is_err());
-        for len in 0..10 {
-            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 200) as u8).collect();
-            assert_eq!(unb64(&b64(&bytes)).unwrap(), bytes);
-        }
-        assert_eq!(b64(b"ab\n"), "YWIK");
-        for bad in [
-            "",
-            "task",
-            "task.x.YWIK",
-            "task.1.Y",
-            "task.1.%%%%",
-            "task.1.YWJj",
-            "task.1.YWI",
-        ] {
-            assert!(Token::decode(bad, Kind::Task).is_err(), "{bad}");
+        assert_eq!(Cursor::of_list(&c.encode(), Kind::Task).unwrap(), c);
+        assert!(Cursor::of_list(&c.encode(), Kind::Instance).is_err());
+        let no_key = URL_SAFE_NO_PAD.encode("task\n1\nc");
+        let bad_revision = URL_SAFE_NO_PAD.encode("task\nx\nc\na");
+        let not_utf8 = URL_SAFE_NO_PAD.encode(b"task\n1\n\xff\na");
+        for bad in ["", "task", "%%%%", "Y", &no_key, &bad_revision, &not_utf8] {
+            assert!(Cursor::of_list(bad, Kind::Task).is_err(), "{bad}");
         }
     }
 

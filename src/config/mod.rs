@@ -3,9 +3,9 @@
 //!
 //! Each component owns its configuration, beside it, with every key's unit
 //! and default: `[server]` [`crate::api::config::Config`], `[store]`
-//! [`actors::store::Config`], `[source]` [`actors::source::sqs::Config`],
+//! [`actors::store::Config`], `[source]` [`actors::queue_reader::Config`],
 //! `[reconcile]` [`actors::reconciler::Config`], `[simulate]`
-//! [`actors::sim::Config`], `[log]` [`crate::logging::Config`]. This module
+//! [`actors::source::simulate::Config`], `[log]` [`crate::logging::Config`]. This module
 //! only composes them: the `config` crate merges the layers into one tree,
 //! each section is read key by key (so every unknown key and bad value is
 //! reported at once, see [`value`]), then each component checks what its
@@ -16,7 +16,9 @@ mod value;
 
 pub use cli::help;
 
-use actors::{reconciler, sim, source::sqs, store};
+use actors::queue_reader as sqs;
+use actors::source::simulate as sim;
+use actors::{reconciler, store};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};

@@ -2,6 +2,7 @@
 //! directory after a crash.
 
 use crate::support::*;
+use serde_json::Value;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -188,13 +189,14 @@ async fn a_restart_on_the_same_data_dir_keeps_everything_and_revisions_grow() {
     child.wait().unwrap();
 }
 
-#[test]
-fn a_second_process_on_the_same_data_dir_is_refused() {
+#[actix_web::test]
+async fn a_second_process_on_the_same_data_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
     let a = free_addr();
     let mut first = spawn(&["--bind", &a.to_string(), "--data-dir", data]);
-    std::thread::sleep(Duration::from_millis(500));
+    // Serving: it holds the data directory's lock.
+    wait_up(a).await;
     let out = Command::new(BIN)
         .args(["--bind", &free_addr().to_string(), "--data-dir", data])
         .output()
@@ -240,6 +242,75 @@ fn logs_go_to_the_log_file_at_the_chosen_level() {
     assert!(
         out.stderr.is_empty(),
         "nothing on stderr when logging to a file"
+    );
+}
+
+/// The log lines of the binary run with `level` against an SQS endpoint
+/// that refuses connections, once `enough` holds for them (or 30 s passed).
+fn log_against_a_refused_sqs(level: &str, enough: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("css.log");
+    let refused = free_addr();
+    let mut child = Command::new(BIN)
+        .args(["--bind", &free_addr().to_string(), "--queue", "events"])
+        .args(["--data-dir", dir.path().join("d").to_str().unwrap()])
+        .env("CSS_LOG_FILE", &log)
+        .env("CSS_LOG_LEVEL", level)
+        .env("CSS_LOG__FORMAT", "json")
+        .env("AWS_ENDPOINT_URL", format!("http://{refused}"))
+        .env("AWS_REGION", "us-west-2")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    for _ in 0..600 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        lines = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if enough(&lines) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    lines
+}
+
+#[test]
+fn library_logs_reach_the_service_log() {
+    let from_sdk = |l: &Value| {
+        l["library"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("aws_smithy") || t.starts_with("aws_sdk"))
+    };
+    // With log.level = "debug", the SDK's own line about the failed call
+    // is in the service's log, tagged with its target.
+    let sdk_error = |ls: &[Value]| {
+        ls.iter().any(|l| {
+            from_sdk(l)
+                && l["msg"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("encountered orchestrator error"))
+        })
+    };
+    let lines = log_against_a_refused_sqs("debug", sdk_error);
+    assert!(sdk_error(&lines), "no SDK error line in {lines:#?}");
+    // At the default level, the service logs the failure itself, and the
+    // libraries' debug lines stay out.
+    let failed = |l: &Value| l["library"].is_null() && l["level"] == "WARN";
+    let lines = log_against_a_refused_sqs("info", |ls| ls.iter().any(failed));
+    assert!(lines.iter().any(failed), "{lines:#?}");
+    assert!(
+        !lines
+            .iter()
+            .any(|l| !l["library"].is_null() && l["level"] == "DEBG"),
+        "{lines:#?}"
     );
 }
 

@@ -80,6 +80,7 @@ async fn the_dashboard_shows_the_api_and_follows_it_live() {
     let data = s.dir.path().join("data");
     let mut env = s.moto.env();
     env.push(("CSS_SOURCE__WAIT_TIME", "1s".into()));
+    env.push(("CSS_SOURCE__VISIBILITY_TIMEOUT", "2s".into()));
     env.push(("CSS_RECONCILE__ENABLED", "false".into()));
     let args = ["--queue", "events", "--data-dir", data.to_str().unwrap()];
     let mut p = Proc::spawn_at(addr, &args, &env);
@@ -266,8 +267,8 @@ async fn the_dashboard_shows_the_api_and_follows_it_live() {
         "the page did not reconnect"
     );
     // The old process's last long poll (1 s) may still be open at moto, and
-    // would take the next message out of sight for the visibility timeout.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // then takes the next message out of sight for the visibility timeout
+    // (2 s here): `has` waits longer than that.
     s.send(task("beta", "b1", 2, "STOPPED", |d| {
         d["desiredStatus"] = json!("STOPPED")
     }))

@@ -401,7 +401,7 @@ async fn truth(t: &TestService) -> actors::source::simulate::Truth {
 #[actix_web::test]
 async fn simulate_with_duplicates_and_reordering_converges_to_the_truth() {
     let t = start_with(Feed::Simulate, |s| {
-        s.simulate = actors::sim::Config {
+        s.simulate = actors::source::simulate::Config {
             duplicate_rate: 0.3,
             reorder_rate: 0.3,
             ..world(2, 3, 4, 0.0)
@@ -445,7 +445,7 @@ async fn simulate_with_duplicates_and_reordering_converges_to_the_truth() {
 #[actix_web::test]
 async fn malformed_simulated_messages_do_not_stop_the_pipeline() {
     let t = start_with(Feed::Simulate, |s| {
-        s.simulate = actors::sim::Config {
+        s.simulate = actors::source::simulate::Config {
             malformed_rate: 0.3,
             ..world(1, 2, 2, 200.0)
         };
@@ -471,9 +471,12 @@ async fn malformed_simulated_messages_do_not_stop_the_pipeline() {
         "invalid and applied must both keep growing: {seen:?}"
     );
     // And after all that, still growing.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let m = String::from_utf8(t.get("/metrics").await.body).unwrap();
-    assert!(counter(&m, "applied") > seen.1);
+    let growing = eventually(Duration::from_secs(10), || async {
+        let m = String::from_utf8(t.get("/metrics").await.body).unwrap();
+        counter(&m, "applied") > seen.1
+    })
+    .await;
+    assert!(growing, "nothing applied after {seen:?}");
 }
 
 /// The embedded store, but claiming a feed that never delivers anything: as

@@ -4,7 +4,7 @@
 use crate::servers::Moto;
 use crate::support::*;
 use actors::decode::{decode, Decoded};
-use actors::ecs::{self, Described, Ecs, Page, TaskStatus};
+use actors::ecs_client::{self as ecs, Described, Ecs, Page, TaskStatus};
 use actors::metrics::Metrics;
 use actors::model::Entry;
 use actors::model::Kind;
@@ -177,18 +177,19 @@ async fn entities_gone_from_ecs_are_removed_after_the_grace_period_for_good() {
     })
     .await;
     assert!(stored, "the event was not stored");
-    // Not removed within the grace period...
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert!(
-        task(&p, "fast", ghost).await.is_some(),
-        "removed inside the grace period"
-    );
-    // ...but after it.
+    let seen_stored = std::time::Instant::now();
+    // Removed after the grace period (2 s from the first sweep that missed
+    // it, which came after it was stored), not within it.
     let removed = eventually(Duration::from_secs(10), || async {
         task(&p, "fast", ghost).await.is_none()
     })
     .await;
     assert!(removed, "an entity absent from ECS was never removed");
+    let after = seen_stored.elapsed();
+    assert!(
+        after >= Duration::from_millis(1800),
+        "removed {after:?} after it was seen stored, inside the grace period"
+    );
     // The sweep counts its removals once its write is answered, which can be
     // a moment after the removal is visible through the API.
     assert!(
@@ -278,10 +279,15 @@ async fn each_cluster_is_swept_at_its_own_interval() {
     let slow_calls = p
         .metric("css_reconcile_api_calls_total{cluster=\"slow\"}")
         .await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let fast = p
-        .metric("css_reconcile_sweeps_total{cluster=\"fast\"}")
-        .await;
+    let fast_sweeps = || async {
+        p.metric("css_reconcile_sweeps_total{cluster=\"fast\"}")
+            .await
+    };
+    eventually(Duration::from_secs(20), || async {
+        fast_sweeps().await >= 4.0
+    })
+    .await;
+    let fast = fast_sweeps().await;
     let slow = p
         .metric("css_reconcile_sweeps_total{cluster=\"slow\"}")
         .await;
@@ -324,6 +330,11 @@ impl StubEcs {
         }
         if self.broken.iter().any(|b| cluster.ends_with(b.as_str())) {
             return Err(ecs::Error::Other("AccessDeniedException".into()));
+        }
+        // As ECS answers for a cluster deleted while a sweep of it runs.
+        let name = cluster.rsplit('/').next().unwrap_or(cluster);
+        if !self.tasks.lock().unwrap().contains_key(name) {
+            return Err(ecs::Error::ClusterNotFound(cluster.to_owned()));
         }
         Ok(())
     }
@@ -376,10 +387,13 @@ impl Ecs for StubEcs {
         let r = self.gate(cluster).map(|_| {
             let name = cluster.rsplit('/').next().unwrap_or(cluster);
             let arns = match status {
-                TaskStatus::Running => self.tasks.lock().unwrap()[name]
-                    .iter()
-                    .map(|e| e.arn.clone())
-                    .collect(),
+                TaskStatus::Running => self
+                    .tasks
+                    .lock()
+                    .unwrap()
+                    .get(name)
+                    .map(|t| t.iter().map(|e| e.arn.clone()).collect())
+                    .unwrap_or_default(),
                 TaskStatus::Stopped => Vec::new(),
             };
             self.page(arns, next)
@@ -413,8 +427,13 @@ impl Ecs for StubEcs {
         let r = self.gate(cluster).map(|_| {
             let name = cluster.rsplit('/').next().unwrap_or(cluster);
             Described {
-                entries: self.tasks.lock().unwrap()[name]
-                    .iter()
+                entries: self
+                    .tasks
+                    .lock()
+                    .unwrap()
+                    .get(name)
+                    .into_iter()
+                    .flatten()
                     .filter(|e| arns.contains(&e.arn))
                     .cloned()
                     .collect(),
@@ -518,7 +537,7 @@ async fn simulate_with_dropped_events_converges_to_the_simulators_truth() {
     use css::config::Feed;
     let t = start_with(Feed::Simulate, |s| {
         // A still world after the initial state, so "converged" is exact.
-        s.simulate = actors::sim::Config {
+        s.simulate = actors::source::simulate::Config {
             drop_rate: 0.2,
             ..world(2, 3, 5, 0.0)
         };
@@ -581,7 +600,22 @@ async fn with_two_replicas_each_cluster_is_swept_by_one_and_the_other_takes_over
     for r in &replicas {
         r.wait_ready(Duration::from_secs(20)).await;
     }
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Until each cluster has a leader that swept twice (checked below).
+    eventually(Duration::from_secs(20), || async {
+        for cluster in ["alpha", "beta"] {
+            let leading = format!("css_reconcile_leader{{cluster=\"{cluster}\"}}");
+            let sweeps = format!("css_reconcile_sweeps_total{{cluster=\"{cluster}\"}}");
+            let mut led = false;
+            for r in &replicas {
+                led |= r.metric(&leading).await == 1.0 && r.metric(&sweeps).await >= 2.0;
+            }
+            if !led {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
     let mut leader_of_alpha = None;
     for cluster in ["alpha", "beta"] {
         let leading = format!("css_reconcile_leader{{cluster=\"{cluster}\"}}");
@@ -752,9 +786,9 @@ async fn ecs_throttling_over_the_wire_backs_off_and_then_succeeds() {
         // The SDK's own retries off: the reconciler's backoff is under test.
         .retry_config(aws_sdk_ecs::config::retry::RetryConfig::disabled())
         .build();
-    let ecs = Arc::new(actors::ecs::AwsEcs::new(aws_sdk_ecs::Client::from_conf(
-        config,
-    )));
+    let ecs = Arc::new(actors::ecs_client::AwsEcs::new(
+        aws_sdk_ecs::Client::from_conf(config),
+    ));
     let dir = tempfile::tempdir().unwrap();
     let metrics = Arc::new(Metrics::default());
     let settings = Settings {

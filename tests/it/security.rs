@@ -96,8 +96,8 @@ async fn https_serves_with_a_test_certificate() {
     assert!(ready);
     let r = https_get("/v1/ping".into()).await;
     assert_eq!((r.status, r.json()["status"].as_str()), (200, Some("ok")));
-    // The framing checks sit behind TLS too.
-    let r = https_get(format!("/v1/tasks/{}", "a".repeat(70_000))).await;
+    // The request limits hold behind TLS too.
+    let r = https_get(format!("/v1/tasks/{}", "a".repeat(64_500))).await;
     assert_eq!(
         (r.status, r.json()["code"].as_str()),
         (414, Some("UriTooLong"))

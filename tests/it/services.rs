@@ -6,7 +6,7 @@
 //! binary against moto's ECS and SQS on both stores.
 
 use crate::support::*;
-use actors::ecs::{self, Described, Ecs, Page, TaskStatus};
+use actors::ecs_client::{self as ecs, Described, Ecs, Page, TaskStatus};
 use actors::model::{Deployment, Entry, Kind, Service};
 use actors::store::{BoxFuture, Op, Outcome};
 use serde_json::{json, Value};
@@ -593,7 +593,7 @@ async fn sweeps_and_refreshes_describe_services_against_a_stub() {
     let revision = p.reader.snapshot().unwrap().revision;
     manager.send(SweepNow).await.unwrap();
     assert!(eventually(Duration::from_secs(5), || async { sweep.get() == 4 }).await);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // (A sweep is counted once its writes are answered.)
     assert_eq!(p.reader.snapshot().unwrap().revision, revision, "no churn");
 
     // Many task changes of `web` within the refresh interval: one or two

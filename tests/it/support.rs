@@ -599,13 +599,13 @@ pub fn world(
     instances: usize,
     tasks: usize,
     events_per_second: f64,
-) -> actors::sim::Config {
-    actors::sim::Config {
+) -> actors::source::simulate::Config {
+    actors::source::simulate::Config {
         clusters,
         instances_per_cluster: instances,
         tasks_per_instance: tasks,
         events_per_second,
-        ..actors::sim::Config::default()
+        ..actors::source::simulate::Config::default()
     }
 }
 

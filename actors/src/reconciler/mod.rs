@@ -29,17 +29,16 @@
 //! period.
 
 mod config;
-mod dirty;
 
 pub use config::{ClusterTuning, Clusters, Config};
-pub use dirty::{Dirty, Mark};
 
 use crate::arn::ClusterRef;
-use crate::ecs::{self, Ecs, TaskStatus, DESCRIBE_BATCH, DESCRIBE_SERVICES_BATCH};
+use crate::dirty::{Dirty, Mark};
+use crate::ecs_client::{self as ecs, Ecs, TaskStatus, DESCRIBE_BATCH, DESCRIBE_SERVICES_BATCH};
 use crate::metrics::{ClusterStats, Metrics, RefreshReason};
 use crate::model::{Entry, Kind};
 use crate::reader::{Reader, ReconcileProgress};
-use crate::retry::{Backoff, Rng};
+use crate::retry::Backoff;
 use crate::store::{Op, Outcome, Store};
 use crate::time::now_ms;
 use crate::writer::{Apply, ApplyAsLeader, StoreWriter};
@@ -536,14 +535,19 @@ pub struct Reconciler {
     sweeping: bool,
     refreshing: bool,
     /// Jitter of the sweep interval (seeded by the cluster's name).
-    rng: Rng,
+    rng: fastrand::Rng,
     /// The wait before a failed sweep is tried again.
     retry: Backoff,
 }
 
 impl Reconciler {
     fn new(job: Sweep, log: Logger) -> Self {
-        let seed = crate::retry::fnv1a(job.cluster.as_bytes());
+        let seed = {
+            use std::hash::{Hash as _, Hasher as _};
+            let mut h = std::hash::DefaultHasher::new();
+            job.cluster.hash(&mut h);
+            h.finish()
+        };
         let retry = Backoff::new(FAILED_RETRY, FAILED_RETRY.max(job.tuning.interval));
         Reconciler {
             job,
@@ -552,7 +556,7 @@ impl Reconciler {
             log,
             sweeping: false,
             refreshing: false,
-            rng: Rng::new(seed),
+            rng: fastrand::Rng::with_seed(seed),
             retry,
         }
     }
@@ -595,7 +599,7 @@ impl Reconciler {
 
     /// The interval with up to ± `jitter` of it added.
     fn next_delay(&mut self) -> Duration {
-        let u = self.rng.unit() * 2.0 - 1.0;
+        let u = self.rng.f64() * 2.0 - 1.0;
         let t = &self.job.tuning;
         t.interval.mul_f64((1.0 + t.jitter * u).max(0.05))
     }

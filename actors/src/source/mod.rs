@@ -5,8 +5,6 @@
 
 pub mod replay;
 pub mod simulate;
-pub mod sqs;
 
 pub use replay::ReplaySource;
 pub use simulate::SimulateSource;
-pub use sqs::QueueReader;

@@ -10,6 +10,7 @@
 mod shape;
 pub mod sigv4;
 
+use super::query::Cursor;
 use super::State;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -358,56 +359,44 @@ impl Ctx<'_> {
             o.remove("nextToken");
             o.remove("maxResults");
         }
-        actors::retry::fnv1a(format!("{}{rest}", self.op.name()).as_bytes())
+        use std::hash::{Hash as _, Hasher as _};
+        let mut h = std::hash::DefaultHasher::new();
+        (self.op.name(), rest.to_string()).hash(&mut h);
+        h.finish()
+    }
+
+    /// What this request's cursors are scoped to: the operation and the
+    /// digest of the request without its paging members.
+    fn scope(&self) -> String {
+        format!("ecs:{:x}", self.request_digest())
     }
 
     fn token(&self, snap: &Snapshot, last: &Key) -> String {
-        use base64::Engine as _;
-        let raw = format!(
-            "{:x}\n{}\n{}\n{}",
-            self.request_digest(),
-            snap.revision,
-            last.cluster_arn,
-            last.arn
-        );
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+        Cursor {
+            scope: self.scope(),
+            revision: snap.revision,
+            after: last.clone(),
+        }
+        .encode()
     }
 
     fn resume(&self) -> Result<Resume, EcsError> {
-        use base64::Engine as _;
         let Some(token) = &self.r.next_token else {
             return Ok(Resume {
                 snap: self.snap.clone(),
                 after: None,
             });
         };
-        let invalid = || EcsError::invalid("The nextToken is not valid for this request");
-        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(token)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(invalid)?;
-        let mut parts = raw.splitn(4, '\n');
-        let (Some(d), Some(rev), Some(cluster), Some(arn)) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(invalid());
-        };
-        if d != format!("{:x}", self.request_digest()) {
-            return Err(invalid());
-        }
-        let rev: u64 = rev.parse().map_err(|_| invalid())?;
-        let snap = match self.state.pages.get(rev) {
+        let cursor = Cursor::decode(token, &self.scope())
+            .ok_or_else(|| EcsError::invalid("The nextToken is not valid for this request"))?;
+        let snap = match self.state.pages.get(cursor.revision) {
             Some(s) => s,
-            None if self.snap.revision == rev => self.snap.clone(),
+            None if self.snap.revision == cursor.revision => self.snap.clone(),
             None => return Err(EcsError::invalid("The nextToken has expired: list again")),
         };
         Ok(Resume {
             snap,
-            after: Some(Key {
-                cluster_arn: cluster.to_owned(),
-                arn: arn.to_owned(),
-            }),
+            after: Some(cursor.after),
         })
     }
 

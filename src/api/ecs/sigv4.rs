@@ -1,16 +1,15 @@
 //! AWS Signature Version 4, checked: the signature of a request to `/ecs` is
-//! computed again from the canonical request with the secret of its access
-//! key (`server.ecs_credentials_file`) and compared in constant time.
-//!
-//! The canonical form follows AWS's rules as botocore and the Rust SDK apply
-//! them: the path as sent, URI-encoded once more; the query's parameters
-//! sorted; the signed headers lowercased, their values trimmed and inner
-//! spaces collapsed; the payload's SHA-256.
+//! computed again by the AWS SDK's own signer (`aws-sigv4`), over the headers
+//! the client signed, with the secret of its access key
+//! (`server.ecs_credentials_file`), and compared in constant time. What is
+//! left here is reading the `Authorization` header and ECS's answers.
 
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::{Digest, Sha256};
+use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+use aws_sigv4::sign::v4::SigningParams;
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::{Duration, SystemTime};
+use subtle::ConstantTimeEq as _;
 
 /// How far a request's `X-Amz-Date` may be from this clock, as AWS allows.
 pub const MAX_SKEW_MS: i64 = 15 * 60 * 1000;
@@ -83,7 +82,7 @@ struct Authorization<'a> {
     region: &'a str,
     service: &'a str,
     signed_headers: Vec<&'a str>,
-    signature: Vec<u8>,
+    signature: &'a str,
 }
 
 fn parse_authorization(value: &str) -> Result<Authorization<'_>, Denied> {
@@ -118,8 +117,7 @@ fn parse_authorization(value: &str) -> Result<Authorization<'_>, Denied> {
             "Credential is not KEY/DATE/REGION/SERVICE/aws4_request",
         ));
     };
-    let signature = hex::decode(signature.ok_or_else(|| bad("no Signature"))?)
-        .map_err(|_| bad("the Signature is not hexadecimal"))?;
+    let signature = signature.ok_or_else(|| bad("no Signature"))?;
     Ok(Authorization {
         key,
         date,
@@ -133,95 +131,64 @@ fn parse_authorization(value: &str) -> Result<Authorization<'_>, Denied> {
     })
 }
 
-/// Percent-encodes as SigV4 does: every byte but `A-Z a-z 0-9 - _ . ~`
-/// (and `/` when `slash` is kept).
-fn uri_encode(s: &[u8], slash: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for &b in s {
-        if b.is_ascii_alphanumeric()
-            || matches!(b, b'-' | b'_' | b'.' | b'~')
-            || (slash && b == b'/')
-        {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn canonical_query(query: &str) -> String {
-    let mut pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-        .map(|(k, v)| {
-            (
-                uri_encode(k.as_bytes(), false),
-                uri_encode(v.as_bytes(), false),
-            )
-        })
-        .collect();
-    pairs.sort();
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-fn canonical_header_value(values: &[&[u8]]) -> String {
-    values
-        .iter()
-        .map(|v| {
-            String::from_utf8_lossy(v)
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key");
-    mac.update(data);
-    mac.finalize().into_bytes().to_vec()
-}
-
-/// The key that signs on `date` (YYYYMMDD) in `region` for `service`.
-fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec<u8> {
-    let k = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
-    let k = hmac(&k, region.as_bytes());
-    let k = hmac(&k, service.as_bytes());
-    hmac(&k, b"aws4_request")
-}
-
-/// The string a request's signature signs.
-fn string_to_sign(req: &Signed<'_>, auth: &Authorization<'_>, amz_date: &str) -> String {
-    let mut headers = String::new();
-    for name in &auth.signed_headers {
-        let values: Vec<&[u8]> = req
+/// The signature `auth` should carry for `req`, signed at `signed_at_ms`
+/// with `secret`: the SDK's signer over exactly the headers the client
+/// signed (it adds `X-Amz-Date` itself, from the time).
+fn expected_signature(
+    req: &Signed<'_>,
+    auth: &Authorization<'_>,
+    secret: &str,
+    signed_at_ms: i64,
+) -> Result<String, Denied> {
+    let bad = |why: String| Denied::InvalidSignature(format!("Cannot check the signature: {why}"));
+    let mut headers = Vec::new();
+    for name in auth.signed_headers.iter().filter(|n| **n != "x-amz-date") {
+        for (n, v) in req
             .headers
             .iter()
             .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| *v)
-            .collect();
-        headers.push_str(&format!("{name}:{}\n", canonical_header_value(&values)));
+        {
+            let v = std::str::from_utf8(v).map_err(|_| bad(format!("{n} is not UTF-8")))?;
+            headers.push((n.as_str(), v));
+        }
     }
-    let canonical = format!(
-        "{}\n{}\n{}\n{}\n{}\n{}",
-        req.method,
-        uri_encode(req.path.as_bytes(), true),
-        canonical_query(req.query),
-        headers,
-        auth.signed_headers.join(";"),
-        hex::encode(Sha256::digest(req.body)),
-    );
-    format!(
-        "AWS4-HMAC-SHA256\n{amz_date}\n{}/{}/{}/aws4_request\n{}",
-        auth.date,
-        auth.region,
-        auth.service,
-        hex::encode(Sha256::digest(canonical.as_bytes())),
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        // (The signer would take the host from the URI, which has none.)
+        return Err(bad("the request has no Host header".into()));
+    }
+    let uri = match req.query {
+        "" => req.path.to_owned(),
+        q => format!("{}?{q}", req.path),
+    };
+    let identity = aws_credential_types::Credentials::new(
+        auth.key,
+        secret,
+        None,
+        None,
+        "server.ecs_credentials_file",
     )
+    .into();
+    let mut settings = SigningSettings::default();
+    settings.excluded_headers = Some(Vec::new());
+    let time = SystemTime::UNIX_EPOCH + Duration::from_millis(signed_at_ms.max(0) as u64);
+    let params = SigningParams::builder()
+        .identity(&identity)
+        .region(auth.region)
+        .name(auth.service)
+        .time(time)
+        .settings(settings)
+        .build()
+        .map_err(|e| bad(e.to_string()))?
+        .into();
+    let signable = SignableRequest::new(
+        req.method,
+        uri,
+        headers.into_iter(),
+        SignableBody::Bytes(req.body),
+    )
+    .map_err(|e| bad(e.to_string()))?;
+    let signed = sign(signable, &params).map_err(|e| bad(e.to_string()))?;
+    Ok(signed.signature().to_owned())
 }
 
 /// `YYYYMMDDTHHMMSSZ` in Unix milliseconds.
@@ -292,16 +259,15 @@ pub fn verify(
             "Signature expired: {amz_date} is more than 15 minutes from the server's time"
         )));
     }
-    let key = signing_key(secret, auth.date, auth.region, auth.service);
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).expect("HMAC takes any key");
-    mac.update(string_to_sign(req, &auth, amz_date).as_bytes());
-    mac.verify_slice(&auth.signature).map_err(|_| {
-        Denied::InvalidSignature(
-            "The request signature we calculated does not match the signature you provided. \
-             Check your AWS Secret Access Key and signing method."
-                .into(),
-        )
-    })
+    let expected = expected_signature(req, &auth, secret, signed_at)?;
+    if bool::from(expected.as_bytes().ct_eq(auth.signature.as_bytes())) {
+        return Ok(());
+    }
+    Err(Denied::InvalidSignature(
+        "The request signature we calculated does not match the signature you provided. \
+         Check your AWS Secret Access Key and signing method."
+            .into(),
+    ))
 }
 
 #[cfg(test)]
@@ -376,6 +342,9 @@ mod tests {
             verify(&creds(SECRET), &request(&unknown, BODY), "ecs", now),
             Err(Denied::UnrecognizedClient(_))
         ));
+        let mut no_host = request(AUTH, BODY);
+        no_host.headers.retain(|(n, _)| n != "Host");
+        assert!(bad(verify(&creds(SECRET), &no_host, "ecs", now)));
         let mut unsigned = request(AUTH, BODY);
         unsigned.headers.retain(|(n, _)| n != "Authorization");
         assert!(matches!(
@@ -400,7 +369,5 @@ mod tests {
             "Credentials(2)",
             "no secret in logs"
         );
-        assert_eq!(canonical_query("b=2&a=1&c=x%2Fy"), "a=1&b=2&c=x%2Fy");
-        assert_eq!(uri_encode(b"/ecs/a b", true), "/ecs/a%20b");
     }
 }

@@ -3,13 +3,15 @@
 //! simulated world waits, so a slow store slows the simulation, not memory.
 
 use crate::decoder::{Decode, EventDecoder};
-use crate::ecs::{self, Described, Ecs, Page, TaskStatus};
-use crate::sim::{Config, Simulator};
+use crate::ecs_client::{self as ecs, Described, Ecs, Page, TaskStatus};
+
+mod world;
 use crate::store::BoxFuture;
 use actix::prelude::*;
 use slog::{info, warn, Logger};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+pub use world::{Config, Simulator};
 
 /// The simulated world, shared by the source (its events) and [`SimEcs`]
 /// (its answers to the reconciler).
@@ -148,7 +150,7 @@ fn describe(
     for arn in arns {
         match find(&arn) {
             Some(e) => d.entries.push(e),
-            None => d.failures.push((arn, crate::ecs::Failure::Missing)),
+            None => d.failures.push((arn, ecs::Failure::Missing)),
         }
     }
     d

@@ -15,7 +15,6 @@
 
 use crate::decoder::RawMessage;
 use crate::model::{Deployment, Entry, LoadBalancer, Service, ServiceEvent, MAX_SERVICE_EVENTS};
-use crate::retry::Rng;
 use crate::time::{format_ms, now_ms};
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -192,7 +191,7 @@ pub struct SimTask {
 /// The simulated ECS account and its event stream.
 pub struct Simulator {
     config: Config,
-    rng: Rng,
+    rng: fastrand::Rng,
     clusters: Vec<String>,
     instances: Vec<SimInstance>,
     tasks: Vec<SimTask>,
@@ -209,7 +208,7 @@ impl Simulator {
     /// Builds the initial state and queues its events.
     pub fn new(config: Config) -> Self {
         let mut sim = Simulator {
-            rng: Rng::new(config.seed),
+            rng: fastrand::Rng::with_seed(config.seed),
             clusters: (0..config.clusters)
                 .map(|i| match (CLUSTER_NAMES.get(i), i / CLUSTER_NAMES.len()) {
                     (Some(n), _) => (*n).to_owned(),
@@ -259,11 +258,11 @@ impl Simulator {
                     arn: format!(
                         "arn:aws:ecs:{REGION}:{ACCOUNT}:container-instance/{}/{}",
                         sim.clusters[c],
-                        sim.rng.hex(32)
+                        hex(&mut sim.rng, 32)
                     ),
                     cluster: c,
-                    ec2_id: format!("i-{}", sim.rng.hex(17)),
-                    version: 1 + sim.rng.below(5) as u64,
+                    ec2_id: format!("i-{}", hex(&mut sim.rng, 17)),
+                    version: 1 + sim.rng.usize(..5) as u64,
                     status: "ACTIVE",
                     agent_connected: true,
                     registered_ms: now - 86_400_000,
@@ -313,7 +312,7 @@ impl Simulator {
     fn deployment_id(&mut self) -> String {
         format!(
             "ecs-svc/{}",
-            1_000_000_000_000u64 + self.rng.below(1_000_000_000) as u64
+            1_000_000_000_000u64 + self.rng.usize(..1_000_000_000) as u64
         )
     }
 
@@ -332,16 +331,16 @@ impl Simulator {
     }
 
     fn new_task(&mut self, cluster: usize, now: i64) -> SimTask {
-        let family = self.rng.below(FAMILIES.len());
+        let family = self.rng.usize(..FAMILIES.len());
         self.new_task_of(cluster, family, now)
     }
 
     /// A new PENDING task of `family`; a service's runs its PRIMARY deployment.
     fn new_task_of(&mut self, cluster: usize, family: usize, now: i64) -> SimTask {
-        let fargate = self.rng.chance(0.2) || self.config.instances_per_cluster == 0;
+        let fargate = self.rng.f64() < 0.2 || self.config.instances_per_cluster == 0;
         let instance = (!fargate).then(|| {
             cluster * self.config.instances_per_cluster
-                + self.rng.below(self.config.instances_per_cluster)
+                + self.rng.usize(..self.config.instances_per_cluster)
         });
         let (revision, deployment) = match self.service_of(cluster, family) {
             Some(s) => {
@@ -354,7 +353,7 @@ impl Simulator {
             arn: format!(
                 "arn:aws:ecs:{REGION}:{ACCOUNT}:task/{}/{}",
                 self.clusters[cluster],
-                self.rng.hex(32)
+                hex(&mut self.rng, 32)
             ),
             cluster,
             instance,
@@ -472,7 +471,7 @@ impl Simulator {
     fn envelope(&mut self, detail_type: &str, arn: &str, detail: Value) -> String {
         json!({
             "version": "0",
-            "id": self.rng.hex(32),
+            "id": hex(&mut self.rng, 32),
             "detail-type": detail_type,
             "source": "aws.ecs",
             "account": ACCOUNT,
@@ -487,8 +486,8 @@ impl Simulator {
     /// One change of the simulated world, as the event it produces.
     fn step(&mut self) -> String {
         let now = now_ms();
-        if !self.services.is_empty() && self.rng.chance(ROLLOUT_START_CHANCE) {
-            let s = self.rng.below(self.services.len());
+        if !self.services.is_empty() && (self.rng.f64() < ROLLOUT_START_CHANCE) {
+            let s = self.rng.usize(..self.services.len());
             if !self.services[s].rolling() {
                 return self.start_rollout(s, now);
             }
@@ -496,23 +495,23 @@ impl Simulator {
         let rolling: Vec<usize> = (0..self.services.len())
             .filter(|&s| self.services[s].rolling())
             .collect();
-        if !rolling.is_empty() && self.rng.chance(0.5) {
-            let s = rolling[self.rng.below(rolling.len())];
+        if !rolling.is_empty() && (self.rng.f64() < 0.5) {
+            let s = rolling[self.rng.usize(..rolling.len())];
             return self.advance_rollout(s, now);
         }
-        if self.tasks.is_empty() || self.rng.chance(0.1) {
+        if self.tasks.is_empty() || (self.rng.f64() < 0.1) {
             if let Some(i) =
-                (!self.instances.is_empty()).then(|| self.rng.below(self.instances.len()))
+                (!self.instances.is_empty()).then(|| self.rng.usize(..self.instances.len()))
             {
                 let inst = &mut self.instances[i];
                 inst.version += 1;
-                if self.rng.chance(0.05) {
+                if self.rng.f64() < 0.05 {
                     inst.agent_connected = !inst.agent_connected;
                 }
                 return self.instance_event(i);
             }
         }
-        let t = self.rng.below(self.tasks.len());
+        let t = self.rng.usize(..self.tasks.len());
         let task = &mut self.tasks[t];
         task.version += 1;
         match task.last_status {
@@ -541,8 +540,8 @@ impl Simulator {
     /// Starts a rollout of the next revision of service `s`.
     fn start_rollout(&mut self, s: usize, now: i64) -> String {
         let id = self.deployment_id();
-        let fails = self.rng.chance(0.15);
-        let failing_in = fails.then(|| 5 + self.rng.below(20) as u32);
+        let fails = self.rng.f64() < 0.15;
+        let failing_in = fails.then(|| 5 + self.rng.usize(..20) as u32);
         let svc = &mut self.services[s];
         let revision = svc.primary().revision + 1;
         svc.deployments.truncate(1);
@@ -624,7 +623,7 @@ impl Simulator {
     /// Records a deployment change of service `s` and returns its
     /// `ECS Deployment State Change` event.
     fn service_event(&mut self, s: usize, now: i64, name: &str) -> String {
-        let id = self.rng.hex(32);
+        let id = hex(&mut self.rng, 32);
         let svc = &mut self.services[s];
         let d = svc.primary().clone();
         let service_name = FAMILIES[svc.family].0;
@@ -767,19 +766,19 @@ impl Simulator {
         }
         let mut out = Vec::with_capacity(bodies.len());
         for body in bodies {
-            if self.rng.chance(self.config.drop_rate) {
+            if self.rng.f64() < self.config.drop_rate {
                 continue;
             }
-            if self.rng.chance(self.config.reorder_rate) {
-                let due = self.batch + 1 + self.rng.below(5) as u64;
+            if self.rng.f64() < self.config.reorder_rate {
+                let due = self.batch + 1 + self.rng.usize(..5) as u64;
                 self.late.push((due, body));
                 continue;
             }
-            if self.rng.chance(self.config.duplicate_rate) {
+            if self.rng.f64() < self.config.duplicate_rate {
                 let dup = self.message(body.clone());
                 out.push(dup);
             }
-            let body = if self.rng.chance(self.config.malformed_rate) {
+            let body = if self.rng.f64() < self.config.malformed_rate {
                 body[..body.len() / 2].to_owned()
             } else {
                 body
@@ -826,6 +825,13 @@ impl Simulator {
     pub fn settled(&self) -> bool {
         self.initial.is_empty() && self.late.is_empty()
     }
+}
+
+/// `len` random lowercase hex digits (ECS ids).
+fn hex(rng: &mut fastrand::Rng, len: usize) -> String {
+    (0..len)
+        .map(|_| char::from_digit(rng.u32(..16), 16).unwrap_or('0'))
+        .collect()
 }
 
 #[cfg(test)]
