@@ -3,7 +3,7 @@
 
 use crate::support::*;
 use serde_json::Value;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -11,10 +11,7 @@ use std::time::Duration;
 const BIN: &str = env!("CARGO_BIN_EXE_cluster-state-service");
 
 fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    SocketAddr::from(([127, 0, 0, 1], crate::servers::free_port()))
 }
 
 fn spawn(args: &[&str]) -> Child {

@@ -155,6 +155,26 @@ pub async fn age_out_two_writes(t: &TestService) {
 }
 
 /// The project's copy of the shared fixtures.
+/// `../shared/<path>`, the specification's copy of what the project keeps a
+/// copy of; `None` (said on stderr) in a clone without `shared/` beside it,
+/// where there is nothing to compare with. In CI `shared/` is always there,
+/// so its absence fails the test.
+pub fn shared_copy(path: &str) -> Option<PathBuf> {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared")
+        .join(path);
+    if shared.exists() {
+        return Some(shared);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{} is missing: the project's copy cannot be checked",
+        shared.display()
+    );
+    eprintln!("NOT CHECKED: {} is missing", shared.display());
+    None
+}
+
 pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
@@ -282,10 +302,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_cluster-state-service");
 
 impl Proc {
     pub fn spawn(args: &[&str], env: &[(&str, String)]) -> Proc {
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], crate::servers::free_port()));
         Self::launch(std::process::Command::new(BIN), addr, args, env)
     }
 

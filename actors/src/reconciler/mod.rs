@@ -323,6 +323,20 @@ impl Sweep {
             }
         }
 
+        report.removed = self.remove_unseen(&seen, started_ms).await?;
+        // Last, so that the marks this sweep's task writes made are covered.
+        // A failure here (say, no `ecs:ListServices` permission) leaves the
+        // tasks and instances repaired.
+        if let Err(e) = self.sweep_services(started_ms, &mut report).await {
+            report.services_failed = Some(e.to_string());
+        }
+        Ok(report)
+    }
+
+    /// Deletes what this cluster holds that the sweep did not see, stored
+    /// before the grace period (counted from the sweep's start) began, and
+    /// not a stopped task (those leave by retention); how many went.
+    async fn remove_unseen(&self, seen: &HashSet<String>, started_ms: i64) -> Result<usize, Error> {
         let cutoff = started_ms - self.tuning.grace_period.as_millis() as i64;
         let now = self.deps.reader.snapshot()?;
         let gone: Vec<Op> = self
@@ -335,17 +349,10 @@ impl Sweep {
             })
             .collect();
         let outcomes = self.apply(gone).await?;
-        report.removed = outcomes
+        Ok(outcomes
             .iter()
             .filter(|o| matches!(o, Outcome::Applied(_)))
-            .count();
-        // Last, so that the marks this sweep's task writes made are covered.
-        // A failure here (say, no `ecs:ListServices` permission) leaves the
-        // tasks and instances repaired.
-        if let Err(e) = self.sweep_services(started_ms, &mut report).await {
-            report.services_failed = Some(e.to_string());
-        }
-        Ok(report)
+            .count())
     }
 
     /// Lists and describes the cluster's services; describes once more the

@@ -228,31 +228,7 @@ impl Simulator {
         };
         let now = now_ms();
         for c in 0..sim.config.clusters {
-            for (f, (name, kind)) in FAMILIES.iter().enumerate() {
-                if *kind != "service" {
-                    continue;
-                }
-                let id = sim.deployment_id();
-                sim.services.push(SimService {
-                    arn: format!(
-                        "arn:aws:ecs:{REGION}:{ACCOUNT}:service/{}/{name}",
-                        sim.clusters[c]
-                    ),
-                    cluster: c,
-                    family: f,
-                    created_ms: now - 86_400_000,
-                    deployments: vec![SimDeployment {
-                        reason: format!("ECS deployment {id} completed."),
-                        id,
-                        revision: 3 + f as u64,
-                        rollout: "COMPLETED",
-                        created_ms: now - 86_400_000,
-                        updated_ms: now - 86_000_000,
-                    }],
-                    events: VecDeque::new(),
-                    failing_in: None,
-                });
-            }
+            sim.add_services(c, now);
             for _ in 0..sim.config.instances_per_cluster {
                 let inst = SimInstance {
                     arn: format!(
@@ -287,6 +263,36 @@ impl Simulator {
             sim.initial.push_back(e);
         }
         sim
+    }
+
+    /// One service of cluster `c` per service family, its rollout done a
+    /// day ago.
+    fn add_services(&mut self, c: usize, now: i64) {
+        for (f, (name, kind)) in FAMILIES.iter().enumerate() {
+            if *kind != "service" {
+                continue;
+            }
+            let id = self.deployment_id();
+            self.services.push(SimService {
+                arn: format!(
+                    "arn:aws:ecs:{REGION}:{ACCOUNT}:service/{}/{name}",
+                    self.clusters[c]
+                ),
+                cluster: c,
+                family: f,
+                created_ms: now - 86_400_000,
+                deployments: vec![SimDeployment {
+                    reason: format!("ECS deployment {id} completed."),
+                    id,
+                    revision: 3 + f as u64,
+                    rollout: "COMPLETED",
+                    created_ms: now - 86_400_000,
+                    updated_ms: now - 86_000_000,
+                }],
+                events: VecDeque::new(),
+                failing_in: None,
+            });
+        }
     }
 
     /// The simulated cluster names.
