@@ -36,7 +36,8 @@ pub const SERVICE_STATUSES: &[&str] = &["ACTIVE", "DRAINING", "INACTIVE"];
 /// Rollout states accepted by `rollout`.
 pub const ROLLOUT_STATES: &[&str] = &["IN_PROGRESS", "COMPLETED", "FAILED"];
 
-const LAUNCH_TYPES: &[&str] = &["EC2", "FARGATE", "EXTERNAL"];
+/// Launch types (the `launchType` filters of `/v1` and `/ecs`).
+pub const LAUNCH_TYPES: &[&str] = &["EC2", "FARGATE", "EXTERNAL"];
 
 /// Largest `limit`.
 pub const MAX_LIMIT: usize = 10_000;
@@ -148,6 +149,8 @@ pub struct Filter {
     pub failed: Option<bool>,
     /// Tasks one of whose containers exited with this code.
     pub exit_code: Option<i64>,
+    /// A service's `schedulingStrategy` (`/ecs` only).
+    pub scheduling_strategy: Option<String>,
 }
 
 /// The `taskDefinition` filter, in the form it was given.
@@ -357,7 +360,12 @@ impl Filter {
             && eq(&self.started_by, &e.started_by)
             && eq_ci(&self.desired_status, e.desired_status.as_deref())
             && eq_ci(&self.launch_type, e.launch_type.as_deref())
-            && eq(&self.container_instance, &e.container_instance)
+            && self.container_instance.as_ref().is_none_or(|want| {
+                // An ARN, or (on `/ecs`) the ID at its end.
+                e.container_instance
+                    .as_deref()
+                    .is_some_and(|c| c == want || c.rsplit('/').next() == Some(want.as_str()))
+            })
             && eq(&self.family, &e.family)
             && eq(&self.group, &e.group)
             && self
@@ -377,6 +385,10 @@ impl Filter {
                 .failed
                 .is_none_or(|f| e.kind == Kind::Task && e.failed() == f)
             && self.exit_code.is_none_or(|c| e.exit_codes.contains(&c))
+            && self.scheduling_strategy.as_ref().is_none_or(|want| {
+                serde_json::from_str::<serde_json::Value>(e.entity.get())
+                    .is_ok_and(|v| v["schedulingStrategy"].as_str() == Some(want.as_str()))
+            })
     }
 }
 

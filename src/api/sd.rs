@@ -9,7 +9,6 @@ use super::query::{self, Params};
 use super::{json, Error, State};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use actors::arn::ClusterRef;
 use actors::model::{family_of, Entry, Key, Kind};
 use serde_json::{json, Map, Value};
 
@@ -104,7 +103,12 @@ pub(super) async fn prometheus(
     state: web::Data<State>,
 ) -> Result<HttpResponse, Error> {
     let p = Params::parse(req.query_string(), PARAMS)?;
-    let cluster: Option<ClusterRef> = p.get("cluster").map(query::cluster).transpose()?;
+    // The task filters of `/v1/tasks` (of them, `cluster`, `service` and
+    // `family` are accepted here), on running tasks.
+    let filter = query::Filter {
+        status: Some("RUNNING".into()),
+        ..query::Filter::parse(Kind::Task, &p)?
+    };
     let port = p
         .value("port")
         .map(|v| match query::whole_number(v) {
@@ -115,17 +119,9 @@ pub(super) async fn prometheus(
             )),
         })
         .transpose()?;
-    let (service, family) = (p.get("service"), p.get("family"));
     let snap = state.snapshot()?;
     let mut out = Vec::new();
-    for e in snap.of(Kind::Task).values() {
-        let matches = e.status == "RUNNING"
-            && cluster.as_ref().is_none_or(|c| c.matches(&e.cluster_arn))
-            && service.is_none_or(|s| e.service() == Some(s))
-            && family.is_none_or(|f| e.family.as_deref() == Some(f));
-        if !matches {
-            continue;
-        }
+    for e in snap.of(Kind::Task).values().filter(|e| filter.matches(e)) {
         let instance = e.container_instance.as_ref().and_then(|ci| {
             snap.of(Kind::Instance)
                 .get(&Key {

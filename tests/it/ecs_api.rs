@@ -210,6 +210,32 @@ async fn entities_from_events_are_answered_with_the_events_fields(b: Backend) {
     )
     .await;
     assert_eq!(r.json()["taskArns"], json!([detail["taskArn"]]));
+    // Each filter of ListTasks, matching the task or not.
+    let instance_arn = detail["containerInstanceArn"].as_str().unwrap();
+    let instance_id = instance_arn.rsplit('/').next().unwrap();
+    for (filter, matches) in [
+        (json!({"containerInstance": instance_arn}), true),
+        (json!({"containerInstance": instance_id}), true),
+        (json!({"containerInstance": "0123abcd"}), false),
+        (json!({"launchType": "EC2"}), true),
+        (json!({"launchType": "FARGATE"}), false),
+        (json!({"startedBy": detail["startedBy"]}), true),
+        (json!({"startedBy": "someone"}), false),
+        (json!({"serviceName": "web"}), true),
+        (json!({"serviceName": "api"}), false),
+        (json!({"family": "api"}), false),
+        (json!({"desiredStatus": "RUNNING"}), true),
+    ] {
+        let mut body = filter.clone();
+        body["cluster"] = json!("prod-web");
+        let r = post(t.addr(), "ListTasks", &body.to_string()).await;
+        let want = if matches {
+            json!([detail["taskArn"]])
+        } else {
+            json!([])
+        };
+        assert_eq!(r.json()["taskArns"], want, "{filter}");
+    }
     let r = post(
         t.addr(),
         "ListTasks",

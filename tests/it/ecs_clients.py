@@ -127,6 +127,10 @@ def compare(moto_url, css_url):
         m_svc = all_arns(moto, "list_services", "serviceArns", cluster=name)
         c_svc = all_arns(css, "list_services", "serviceArns", cluster=name)
         check(sorted(m_svc) == sorted(c_svc), f"{name}: ListServices differs")
+        # Its filters, as ECS applies them (moto's services are REPLICA).
+        for strategy, want in [("REPLICA", m_svc), ("DAEMON", [])]:
+            got = all_arns(css, "list_services", "serviceArns", cluster=name, schedulingStrategy=strategy)
+            check(sorted(got) == sorted(want), f"{name}: ListServices schedulingStrategy={strategy}")
         if m_svc:
             m = described(moto, "describe_services", "services", "serviceArn", name, m_svc, 10)
             c = described(css, "describe_services", "services", "serviceArn", name, m_svc, 10)

@@ -10,12 +10,12 @@
 mod shape;
 pub mod sigv4;
 
-use super::query::Cursor;
+use super::query::{Cursor, Filter, LAUNCH_TYPES};
 use super::State;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actors::arn::ClusterRef;
-use actors::model::{Entry, Key, Kind};
+use actors::model::{Key, Kind};
 use actors::view::{Entities, Snapshot};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -446,81 +446,7 @@ impl Ctx<'_> {
         };
         let max = self.max_results(default_max, 100)?;
         let cluster = self.cluster()?;
-        let r = self.r;
-        let launch_type = one_of(
-            "launchType",
-            r.launch_type.as_deref(),
-            &["EC2", "FARGATE", "EXTERNAL"],
-        )?;
-        let keep: Box<dyn Fn(&Entry) -> bool + '_> = match kind {
-            Kind::Task => {
-                let desired = one_of(
-                    "desiredStatus",
-                    r.desired_status.as_deref(),
-                    &["RUNNING", "PENDING", "STOPPED"],
-                )?
-                .unwrap_or_else(|| "RUNNING".into());
-                let instance = r.container_instance.clone();
-                Box::new(move |e: &Entry| {
-                    e.desired_status.as_deref() == Some(desired.as_str())
-                        && r.family
-                            .as_ref()
-                            .is_none_or(|f| e.family.as_ref() == Some(f))
-                        && r.started_by
-                            .as_ref()
-                            .is_none_or(|s| e.started_by.as_ref() == Some(s))
-                        && r.service_name
-                            .as_ref()
-                            .is_none_or(|s| e.service() == Some(s.as_str()))
-                        && launch_type
-                            .as_ref()
-                            .is_none_or(|l| e.launch_type.as_ref() == Some(l))
-                        && instance.as_ref().is_none_or(|i| {
-                            e.container_instance
-                                .as_deref()
-                                .is_some_and(|c| c == i || c.rsplit('/').next() == Some(i.as_str()))
-                        })
-                })
-            }
-            Kind::Instance => {
-                if r.filter.is_some() {
-                    return Err(EcsError::invalid(
-                        "filter (the cluster query language) is not supported here",
-                    ));
-                }
-                let status = one_of(
-                    "status",
-                    r.status.as_deref(),
-                    &[
-                        "ACTIVE",
-                        "DRAINING",
-                        "REGISTERING",
-                        "DEREGISTERING",
-                        "REGISTRATION_FAILED",
-                    ],
-                )?;
-                Box::new(move |e: &Entry| status.as_ref().is_none_or(|s| &e.status == s))
-            }
-            Kind::Service => {
-                let strategy = one_of(
-                    "schedulingStrategy",
-                    r.scheduling_strategy.as_deref(),
-                    &["REPLICA", "DAEMON"],
-                )?;
-                Box::new(move |e: &Entry| {
-                    launch_type
-                        .as_ref()
-                        .is_none_or(|l| e.launch_type.as_ref() == Some(l))
-                        && strategy.as_ref().is_none_or(|s| {
-                            serde_json::from_str::<Value>(e.entity.get())
-                                .ok()
-                                .and_then(|v| v["schedulingStrategy"].as_str().map(str::to_owned))
-                                .as_ref()
-                                == Some(s)
-                        })
-                })
-            }
-        };
+        let filter = self.filter(kind)?;
         let resume = self.resume()?;
         let start = match &resume.after {
             Some(k) if k.cluster_arn == cluster => Bound::Excluded(k.clone()),
@@ -538,10 +464,63 @@ impl Ctx<'_> {
             .snap
             .of(kind)
             .range((start, Bound::Excluded(past(&cluster))))
-            .filter(|(_, e)| keep(e))
+            .filter(|(_, e)| filter.matches_besides_cluster(e))
             .map(|(k, _)| k.clone());
         let (arns, next) = self.page(&resume.snap, keys, max);
         Ok(with_token(json!({ member: arns }), next))
+    }
+
+    /// The request's filters of a `List*` call of `kind`, as the API's one
+    /// [`Filter`] (ECS's own messages for values it does not accept).
+    fn filter(&self, kind: Kind) -> Result<Filter, EcsError> {
+        let r = self.r;
+        let mut f = Filter {
+            kind: Some(kind),
+            launch_type: one_of("launchType", r.launch_type.as_deref(), LAUNCH_TYPES)?,
+            ..Filter::default()
+        };
+        match kind {
+            Kind::Task => {
+                // ECS lists the tasks it is to keep running unless asked.
+                f.desired_status = one_of(
+                    "desiredStatus",
+                    r.desired_status.as_deref(),
+                    &["RUNNING", "PENDING", "STOPPED"],
+                )?
+                .or_else(|| Some("RUNNING".into()));
+                f.family = r.family.clone();
+                f.started_by = r.started_by.clone();
+                f.service = r.service_name.clone();
+                f.container_instance = r.container_instance.clone();
+            }
+            Kind::Instance => {
+                if r.filter.is_some() {
+                    return Err(EcsError::invalid(
+                        "filter (the cluster query language) is not supported here",
+                    ));
+                }
+                f.launch_type = None;
+                f.status = one_of(
+                    "status",
+                    r.status.as_deref(),
+                    &[
+                        "ACTIVE",
+                        "DRAINING",
+                        "REGISTERING",
+                        "DEREGISTERING",
+                        "REGISTRATION_FAILED",
+                    ],
+                )?;
+            }
+            Kind::Service => {
+                f.scheduling_strategy = one_of(
+                    "schedulingStrategy",
+                    r.scheduling_strategy.as_deref(),
+                    &["REPLICA", "DAEMON"],
+                )?;
+            }
+        }
+        Ok(f)
     }
 
     fn describe(&self, kind: Kind) -> Result<Value, EcsError> {
