@@ -9,14 +9,19 @@ const KINDS = {
   instance: { plural: 'instances', arn: 'containerInstanceARN' },
   service: { plural: 'services', arn: 'serviceARN' },
 };
+// The streams the page follows: one per kind, and the tasks the API calls
+// failed (its `failed` filter: the rule lives in the service, not here).
+const FEEDS = {
+  task: { kind: 'task' },
+  instance: { kind: 'instance' },
+  service: { kind: 'service' },
+  failed: { kind: 'task', filter: 'failed=true' },
+};
 const PAGE = 100;
-// As `failed` of the task filters and metrics: a non-zero exit code, or a
-// stop code other than these.
-const BENIGN_STOP_CODES = new Set(['EssentialContainerExited', 'UserInitiated', 'ServiceSchedulerInitiated']);
 
 const state = {
   token: sessionStorage.getItem('css-token') || '',
-  stores: { task: new Map(), instance: new Map(), service: new Map() },
+  stores: { task: new Map(), instance: new Map(), service: new Map(), failed: new Map() },
   feeds: {},
   changed: new Set(),
   panel: null,
@@ -69,20 +74,19 @@ $('#login').addEventListener('submit', (ev) => {
 
 function compact(kind, e) {
   if (kind !== 'task') return e;
-  const containers = e.containers || [];
-  const failed = containers.some((c) => c.exitCode !== undefined && c.exitCode !== 0)
-    || (e.stopCode !== undefined && !BENIGN_STOP_CODES.has(e.stopCode));
   return {
     taskARN: e.taskARN, clusterARN: e.clusterARN, lastStatus: e.lastStatus, desiredStatus: e.desiredStatus,
     group: e.group, launchType: e.launchType, taskDefinitionARN: e.taskDefinitionARN,
     containerInstanceARN: e.containerInstanceARN, startedAt: e.startedAt, stoppedAt: e.stoppedAt,
-    stopCode: e.stopCode, failed,
+    stopCode: e.stopCode,
   };
 }
 
 class Feed {
-  constructor(kind) {
-    this.kind = kind;
+  constructor(name) {
+    this.name = name;
+    this.kind = FEEDS[name].kind;
+    this.filter = FEEDS[name].filter ? '&' + FEEDS[name].filter : '';
     this.last = 0; // entityVersion seen last
     this.ready = false; // snapshot received
     this.state = 'connecting';
@@ -100,8 +104,8 @@ class Feed {
     while (!this.stopped) {
       const plural = KINDS[this.kind].plural;
       const url = this.last
-        ? `/v1/stream/${plural}?entityVersion=${this.last + 1}&heartbeat=10`
-        : `/v1/stream/${plural}?snapshot=true&heartbeat=10`;
+        ? `/v1/stream/${plural}?entityVersion=${this.last + 1}&heartbeat=10${this.filter}`
+        : `/v1/stream/${plural}?snapshot=true&heartbeat=10${this.filter}`;
       this.abort = new AbortController();
       try {
         const res = await fetch(url, { headers: headers(), signal: this.abort.signal });
@@ -123,7 +127,7 @@ class Feed {
   reset() {
     this.last = 0;
     this.ready = false;
-    state.stores[this.kind].clear();
+    state.stores[this.name].clear();
     schedule();
   }
 
@@ -156,7 +160,7 @@ class Feed {
       const v = Number(item.metadata.entityVersion);
       this.last = Math.max(this.last, v);
       const arn = item.entity[KINDS[this.kind].arn];
-      const store = state.stores[this.kind];
+      const store = state.stores[this.name];
       if (item.metadata.deleted) store.delete(arn);
       else store.set(arn, compact(this.kind, item.entity));
       state.changed.add(arn);
@@ -287,7 +291,7 @@ const VIEWS = {
       const tasks = countBy(c.tasks, (t) => t.lastStatus);
       const inst = countBy(c.instances, (i) => `${i.status}, agent ${i.agentConnected ? 'connected' : 'disconnected'}`);
       const rollouts = countBy(c.services, (s) => (primary(s) || {}).rolloutState || 'none');
-      const failed = c.tasks.filter((t) => t.failed && t.stoppedAt && Date.parse(t.stoppedAt) >= hourAgo).length;
+      const failed = c.tasks.filter((t) => state.stores.failed.has(t.taskARN) && t.stoppedAt && Date.parse(t.stoppedAt) >= hourAgo).length;
       let cpu = [0, 0], mem = [0, 0];
       for (const i of c.instances) {
         cpu = [cpu[0] + resource(i.registeredResources, 'CPU') - resource(i.remainingResources, 'CPU'), cpu[1] + resource(i.registeredResources, 'CPU')];
@@ -481,9 +485,9 @@ async function start() {
   $('#login-error').textContent = '';
   $('#view').hidden = false;
   state.started = true;
-  for (const kind of Object.keys(KINDS)) {
-    const feed = new Feed(kind);
-    state.feeds[kind] = feed;
+  for (const name of Object.keys(FEEDS)) {
+    const feed = new Feed(name);
+    state.feeds[name] = feed;
     feed.run();
   }
   schedule();
