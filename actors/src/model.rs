@@ -278,7 +278,7 @@ pub struct VersionInfo {
 
 /// A service, as `DescribeServices` gives it, in the v1 style (services.md).
 /// `updatedAt` comes last: it is when the state was read, not part of it
-/// (see [`state_of`]).
+/// (see [`same_state`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Service {
@@ -388,24 +388,24 @@ pub struct LoadBalancer {
     pub container_port: Option<i64>,
 }
 
-/// The part of a rendered entity that is its state: a service's JSON
-/// without its trailing `updatedAt` (the time it was read), so that reading
-/// an unchanged service again changes nothing. Other kinds are all state.
-pub fn state_of(entity: &str) -> &str {
-    const READ_AT: &str = r#","updatedAt":""#;
-    if !entity.starts_with(r#"{"serviceARN":"#) {
-        return entity;
+/// Whether `a` and `b`, two renderings of one entity of `kind`, hold the
+/// same state: for a service, the same [`Service`] but for `updatedAt` (the
+/// time it was read, so that reading an unchanged service again changes
+/// nothing); for the other kinds, the same rendering.
+pub fn same_state(kind: Kind, a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
     }
-    match entity.rfind(READ_AT) {
-        Some(i)
-            if entity[i + READ_AT.len()..]
-                .strip_suffix(r#""}"#)
-                .is_some_and(|t| !t.contains('"')) =>
-        {
-            &entity[..i]
-        }
-        _ => entity,
+    if kind != Kind::Service {
+        return false;
     }
+    let state = |s: &str| {
+        serde_json::from_str::<Service>(s).ok().map(|s| Service {
+            updated_at: None,
+            ..s
+        })
+    };
+    matches!((state(a), state(b)), (Some(x), Some(y)) if x == y)
 }
 
 /// An entity as the store, the view and the API hold it: its rendered API JSON
@@ -673,7 +673,7 @@ impl Entry {
         })
     }
 
-    /// Renders a service into an entry (it has no version: see [`state_of`]).
+    /// Renders a service into an entry (it has no version: see [`same_state`]).
     pub fn from_service(service: &Service) -> Result<Entry, serde_json::Error> {
         let primary = service
             .deployments
@@ -812,17 +812,29 @@ mod tests {
         s.updated_at = Some("2026-01-01T00:00:09.000Z".into());
         let b = Entry::from_service(&s).unwrap();
         assert_ne!(a.entity.get(), b.entity.get());
-        assert_eq!(state_of(a.entity.get()), state_of(b.entity.get()));
-        assert!(!state_of(a.entity.get()).contains("00:00:01"));
+        let same = |x: &Entry, y: &Entry| same_state(Kind::Service, x.entity.get(), y.entity.get());
+        assert!(same(&a, &b), "read at another time, the same state");
         s.running_count = Some(1);
         let c = Entry::from_service(&s).unwrap();
-        assert_ne!(state_of(a.entity.get()), state_of(c.entity.get()));
-        // Only a service's own last field is left out.
-        let task = r#"{"taskARN":"t","updatedAt":"x"}"#;
-        assert_eq!(state_of(task), task);
-        s.updated_at = None;
+        assert!(!same(&a, &c));
+        // A deployment's own updatedAt is state.
+        s.running_count = None;
+        s.deployments[0].updated_at = Some("2026-01-01T00:00:05.000Z".into());
         let d = Entry::from_service(&s).unwrap();
-        assert_eq!(state_of(d.entity.get()), d.entity.get());
+        assert!(!same(&a, &d));
+        // Field order does not matter.
+        let (x, y) = (
+            r#"{"serviceARN":"s","status":"ACTIVE","serviceName":"n","clusterARN":"c"}"#,
+            r#"{"clusterARN":"c","serviceARN":"s","serviceName":"n","status":"ACTIVE","updatedAt":"t"}"#,
+        );
+        assert!(same_state(Kind::Service, x, y));
+        // For the other kinds, any difference is a change.
+        let task = r#"{"taskARN":"t","updatedAt":"x"}"#;
+        assert!(!same_state(
+            Kind::Task,
+            task,
+            r#"{"taskARN":"t","updatedAt":"y"}"#
+        ));
     }
 
     #[test]

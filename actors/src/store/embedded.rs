@@ -287,7 +287,7 @@ fn put(
             let current = Current::Live { version, entity };
             let moved = (cluster != entry.cluster_arn).then(|| cluster.to_owned());
             (
-                supersedes(entry.version, entry.entity.get(), current),
+                supersedes(entry.kind, entry.version, entry.entity.get(), current),
                 moved,
             )
         }
@@ -300,7 +300,10 @@ fn put(
                 },
                 None => Current::Absent,
             };
-            (supersedes(entry.version, entry.entity.get(), current), None)
+            (
+                supersedes(entry.kind, entry.version, entry.entity.get(), current),
+                None,
+            )
         }
     };
     if !applies {

@@ -190,16 +190,16 @@ pub enum Current<'a> {
     },
 }
 
-/// The version rule: whether a new state
-/// with ECS `version` and rendered `entity` replaces what is stored.
+/// The version rule: whether a new state of an entity of `kind`, with ECS
+/// `version` and rendered `entity`, replaces what is stored.
 ///
 /// - a known version applies only above the stored one; equal or lower is stale;
 /// - a known version beats an unknown one; an unknown one never overwrites a
 ///   known one, and replaces an unknown one only when the entity changed
-///   (a service's read time aside: [`crate::model::state_of`]);
+///   (a service's read time aside: [`crate::model::same_state`]);
 /// - a tombstone blocks every known version up to its own, and, when its
 ///   own version is unknown, every event (it cannot be shown to be newer).
-pub fn supersedes(version: Option<u64>, entity: &str, current: Current<'_>) -> bool {
+pub fn supersedes(kind: Kind, version: Option<u64>, entity: &str, current: Current<'_>) -> bool {
     match (current, version) {
         (Current::Absent, _) => true,
         (
@@ -221,7 +221,7 @@ pub fn supersedes(version: Option<u64>, entity: &str, current: Current<'_>) -> b
                 entity: old,
             },
             None,
-        ) => crate::model::state_of(old) != crate::model::state_of(entity),
+        ) => !crate::model::same_state(kind, old, entity),
         (Current::Gone { version: Some(old) }, Some(new)) => new > old,
         (Current::Gone { version: None }, Some(_)) => false,
         // An API answer (no version) says the entity exists now.
@@ -239,26 +239,38 @@ mod tests {
             version: v,
             entity: "{}",
         };
-        assert!(supersedes(Some(1), "{}", Current::Absent));
-        assert!(supersedes(None, "{}", Current::Absent));
-        assert!(supersedes(Some(3), "{}", live(Some(2))));
-        assert!(!supersedes(Some(2), "{}", live(Some(2))));
-        assert!(!supersedes(Some(1), "{}", live(Some(2))));
-        assert!(supersedes(Some(1), "{}", live(None)));
-        assert!(!supersedes(None, "{\"a\":1}", live(Some(1))));
-        assert!(!supersedes(None, "{}", live(None)));
-        assert!(supersedes(None, "{\"a\":1}", live(None)));
+        assert!(supersedes(Kind::Task, Some(1), "{}", Current::Absent));
+        assert!(supersedes(Kind::Task, None, "{}", Current::Absent));
+        assert!(supersedes(Kind::Task, Some(3), "{}", live(Some(2))));
+        assert!(!supersedes(Kind::Task, Some(2), "{}", live(Some(2))));
+        assert!(!supersedes(Kind::Task, Some(1), "{}", live(Some(2))));
+        assert!(supersedes(Kind::Task, Some(1), "{}", live(None)));
+        assert!(!supersedes(Kind::Task, None, "{\"a\":1}", live(Some(1))));
+        assert!(!supersedes(Kind::Task, None, "{}", live(None)));
+        assert!(supersedes(Kind::Task, None, "{\"a\":1}", live(None)));
         assert!(!supersedes(
+            Kind::Task,
             Some(5),
             "{}",
             Current::Gone { version: Some(5) }
         ));
         assert!(supersedes(
+            Kind::Task,
             Some(6),
             "{}",
             Current::Gone { version: Some(5) }
         ));
-        assert!(!supersedes(Some(6), "{}", Current::Gone { version: None }));
-        assert!(supersedes(None, "{}", Current::Gone { version: Some(5) }));
+        assert!(!supersedes(
+            Kind::Task,
+            Some(6),
+            "{}",
+            Current::Gone { version: None }
+        ));
+        assert!(supersedes(
+            Kind::Task,
+            None,
+            "{}",
+            Current::Gone { version: Some(5) }
+        ));
     }
 }

@@ -574,7 +574,12 @@ impl Etcd {
                 Some(seen) => (seen, true),
                 None => (self.read(&entry.arn).await?, false),
             };
-            if !supersedes(entry.version, entry.entity.get(), seen.current()) {
+            if !supersedes(
+                entry.kind,
+                entry.version,
+                entry.entity.get(),
+                seen.current(),
+            ) {
                 if guessed {
                     continue; // confirm with what the store holds now
                 }
