@@ -83,7 +83,7 @@ pub struct SqsMetrics {
 
 impl SqsMetrics {
     fn declare(d: &Declare) -> SqsMetrics {
-        let errors = d.counters("css_sqs_errors_total", "Failed SQS calls.", "op");
+        let errors = d.counters("css_sqs_errors_total", "Failed SQS calls.", &["op"]);
         SqsMetrics {
             receive_seconds: d.histogram(
                 "css_sqs_receive_seconds",
@@ -195,8 +195,8 @@ impl Declare<'_> {
         self.register(Histogram::with_opts(opts).expect("valid metric"))
     }
 
-    fn counters(&self, name: &str, help: &str, label: &str) -> IntCounterVec {
-        self.register(IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric"))
+    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
     }
 
     fn gauges(&self, name: &str, help: &str, label: &str) -> GaugeVec {
@@ -214,11 +214,11 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let d = Declare(&registry);
-        let events = d.counters("css_events_total", "ECS events by outcome.", "outcome");
+        let events = d.counters("css_events_total", "ECS events by outcome.", &["outcome"]);
         let restarts = d.counters(
             "css_actor_restarts_total",
             "Supervised actor restarts.",
-            "actor",
+            &["actor"],
         );
         let views = d.gauges(
             "css_view_entities",
@@ -229,12 +229,12 @@ impl Metrics {
             "css_streams_dropped_total",
             "Streams ended by the server: too_slow (the client did not keep up), \
              expired (history retention overtook a catch-up).",
-            "reason",
+            &["reason"],
         );
         let deletions = d.counters(
             "css_store_deletions_total",
             "Entities deleted by the service.",
-            "reason",
+            &["reason"],
         );
         Metrics {
             events_received: events.with_label_values(&["received"]),
@@ -250,16 +250,11 @@ impl Metrics {
             store_errors: d.counter("css_store_errors_total", "Failed store loads and commits."),
             store_revision: d.gauge("css_store_revision", "Current store revision."),
             view_entities: Kind::ALL.map(|k| views.with_label_values(&[k.as_str()])),
-            ecs_requests: d.register(
-                IntCounterVec::new(
-                    Opts::new(
-                        "css_ecs_api_requests_total",
-                        "Requests to the ECS read API (/ecs), by operation (\"other\": one \
-                         not served) and outcome: ok, or client_error.",
-                    ),
-                    &["operation", "outcome"],
-                )
-                .expect("valid metric"),
+            ecs_requests: d.counters(
+                "css_ecs_api_requests_total",
+                "Requests to the ECS read API (/ecs), by operation (\"other\": one \
+                 not served) and outcome: ok, or client_error.",
+                &["operation", "outcome"],
             ),
             feed_reloads: d.counter(
                 "css_store_feed_reloads_total",
@@ -376,11 +371,15 @@ impl Metrics {
 impl ClusterFamilies {
     fn declare(d: &Declare) -> ClusterFamilies {
         ClusterFamilies {
-            sweeps: d.counters("css_reconcile_sweeps_total", "Reconcile sweeps.", "cluster"),
+            sweeps: d.counters(
+                "css_reconcile_sweeps_total",
+                "Reconcile sweeps.",
+                &["cluster"],
+            ),
             sweep_errors: d.counters(
                 "css_reconcile_sweep_errors_total",
                 "Sweeps that failed (and deleted nothing).",
-                "cluster",
+                &["cluster"],
             ),
             sweep_seconds: d.register(
                 CounterVec::new(
@@ -392,23 +391,27 @@ impl ClusterFamilies {
             added: d.counters(
                 "css_reconcile_added_total",
                 "Entities a sweep found missing.",
-                "cluster",
+                &["cluster"],
             ),
             updated: d.counters(
                 "css_reconcile_updated_total",
                 "Entities a sweep found stale.",
-                "cluster",
+                &["cluster"],
             ),
             removed: d.counters(
                 "css_reconcile_removed_total",
                 "Entities a sweep removed.",
-                "cluster",
+                &["cluster"],
             ),
-            api_calls: d.counters("css_reconcile_api_calls_total", "ECS API calls.", "cluster"),
+            api_calls: d.counters(
+                "css_reconcile_api_calls_total",
+                "ECS API calls.",
+                &["cluster"],
+            ),
             throttles: d.counters(
                 "css_reconcile_throttled_total",
                 "ECS API calls throttled.",
-                "cluster",
+                &["cluster"],
             ),
             leader: d.gauges(
                 "css_reconcile_leader",

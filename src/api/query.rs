@@ -250,91 +250,99 @@ impl Filter {
             ..Filter::default()
         };
         match kind {
-            Kind::Task => {
-                f.status = status(p.get("status"), TASK_STATUSES, "status")?;
-                f.desired_status = status(p.get("desiredStatus"), TASK_STATUSES, "desiredStatus")?;
-                f.started_by = p.get("startedBy").map(str::to_owned);
-                f.family = p.get("family").map(str::to_owned);
-                f.group = p.get("group").map(str::to_owned);
-                f.service = p.get("service").map(str::to_owned);
-                f.launch_type = launch_type(p)?;
-                f.stop_code = p.get("stopCode").map(str::to_owned);
-                f.failed = boolean(p, "failed")?;
-                f.exit_code = p
-                    .get("exitCode")
-                    .map(|v| {
-                        v.parse::<i64>().map_err(|_| {
-                            Error::bad_request(
-                                "InvalidParameter",
-                                "Invalid exitCode: expected a whole number".into(),
-                            )
-                        })
-                    })
-                    .transpose()?;
-                f.stopped_since = p
-                    .get("stoppedSince")
-                    .map(|v| {
-                        since(v, actors::time::now_ms()).ok_or_else(|| {
-                            Error::bad_request(
-                                "InvalidParameter",
-                                "Invalid stoppedSince: expected an RFC 3339 time \
-                                 (2026-11-30T08:00:00Z) or a duration before now: a whole \
-                                 number and ms, s, m, h or d (2h, 90m, 3d)"
-                                    .into(),
-                            )
-                        })
-                    })
-                    .transpose()?;
-                if let Some(ci) = p.get("containerInstance") {
-                    if Arn::parse(ci, Resource::ContainerInstance).is_err() {
-                        return Err(Error::bad_request(
-                            "InvalidParameter",
-                            "Invalid containerInstance: expected a container instance ARN".into(),
-                        ));
-                    }
-                    f.container_instance = Some(ci.to_owned());
-                }
-            }
+            Kind::Task => f.task_filters(p)?,
             Kind::Instance => {
                 f.status = status(p.get("status"), INSTANCE_STATUSES, "status")?;
                 f.agent_connected = boolean(p, "agentConnected")?;
             }
-            Kind::Service => {
-                f.status = status(p.get("status"), SERVICE_STATUSES, "status")?;
-                f.launch_type = launch_type(p)?;
-                f.task_definition = p
-                    .get("taskDefinition")
-                    .map(|v| {
-                        TaskDefinition::parse(v).ok_or_else(|| {
-                            Error::bad_request(
-                                "InvalidParameter",
-                                "Invalid taskDefinition: expected a task definition ARN, \
-                                 family:revision or family"
-                                    .into(),
-                            )
-                        })
-                    })
-                    .transpose()?;
-                f.rollout = p
-                    .get("rollout")
-                    .map(|v| {
-                        let upper = v.to_ascii_uppercase();
-                        if ROLLOUT_STATES.contains(&upper.as_str()) {
-                            Ok(upper)
-                        } else {
-                            Err(Error::bad_request(
-                                "InvalidParameter",
-                                format!(
-                                    "Invalid rollout: must be one of {}",
-                                    ROLLOUT_STATES.join(", ")
-                                ),
-                            ))
-                        }
-                    })
-                    .transpose()?;
-            }
+            Kind::Service => f.service_filters(p)?,
         }
         Ok(f)
+    }
+
+    fn task_filters(&mut self, p: &Params) -> Result<(), Error> {
+        let f = self;
+        f.status = status(p.get("status"), TASK_STATUSES, "status")?;
+        f.desired_status = status(p.get("desiredStatus"), TASK_STATUSES, "desiredStatus")?;
+        f.started_by = p.get("startedBy").map(str::to_owned);
+        f.family = p.get("family").map(str::to_owned);
+        f.group = p.get("group").map(str::to_owned);
+        f.service = p.get("service").map(str::to_owned);
+        f.launch_type = launch_type(p)?;
+        f.stop_code = p.get("stopCode").map(str::to_owned);
+        f.failed = boolean(p, "failed")?;
+        f.exit_code = p
+            .get("exitCode")
+            .map(|v| {
+                v.parse::<i64>().map_err(|_| {
+                    Error::bad_request(
+                        "InvalidParameter",
+                        "Invalid exitCode: expected a whole number".into(),
+                    )
+                })
+            })
+            .transpose()?;
+        f.stopped_since = p
+            .get("stoppedSince")
+            .map(|v| {
+                since(v, actors::time::now_ms()).ok_or_else(|| {
+                    Error::bad_request(
+                        "InvalidParameter",
+                        "Invalid stoppedSince: expected an RFC 3339 time \
+                         (2026-11-30T08:00:00Z) or a duration before now: a whole \
+                         number and ms, s, m, h or d (2h, 90m, 3d)"
+                            .into(),
+                    )
+                })
+            })
+            .transpose()?;
+        if let Some(ci) = p.get("containerInstance") {
+            if Arn::parse(ci, Resource::ContainerInstance).is_err() {
+                return Err(Error::bad_request(
+                    "InvalidParameter",
+                    "Invalid containerInstance: expected a container instance ARN".into(),
+                ));
+            }
+            f.container_instance = Some(ci.to_owned());
+        }
+        Ok(())
+    }
+
+    fn service_filters(&mut self, p: &Params) -> Result<(), Error> {
+        let f = self;
+        f.status = status(p.get("status"), SERVICE_STATUSES, "status")?;
+        f.launch_type = launch_type(p)?;
+        f.task_definition = p
+            .get("taskDefinition")
+            .map(|v| {
+                TaskDefinition::parse(v).ok_or_else(|| {
+                    Error::bad_request(
+                        "InvalidParameter",
+                        "Invalid taskDefinition: expected a task definition ARN, \
+                         family:revision or family"
+                            .into(),
+                    )
+                })
+            })
+            .transpose()?;
+        f.rollout = p
+            .get("rollout")
+            .map(|v| {
+                let upper = v.to_ascii_uppercase();
+                if ROLLOUT_STATES.contains(&upper.as_str()) {
+                    Ok(upper)
+                } else {
+                    Err(Error::bad_request(
+                        "InvalidParameter",
+                        format!(
+                            "Invalid rollout: must be one of {}",
+                            ROLLOUT_STATES.join(", ")
+                        ),
+                    ))
+                }
+            })
+            .transpose()?;
+        Ok(())
     }
 
     /// Whether `e` passes every given filter.
