@@ -373,7 +373,9 @@ fn null_as_empty<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result
     Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
 }
 
-/// `detail` of an `ECS Task State Change` (only the fields the service keeps).
+/// `detail` of an `ECS Task State Change`, or a task of a `DescribeTasks`
+/// answer (the same shape; its times are epoch seconds), only the fields the
+/// service keeps.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskDetail {
@@ -391,12 +393,19 @@ pub struct TaskDetail {
     pub availability_zone: Option<String>,
     pub cpu: Option<Lenient>,
     pub memory: Option<Lenient>,
+    #[serde(default, deserialize_with = "crate::time::text_or_seconds")]
     pub created_at: Option<String>,
+    #[serde(default, deserialize_with = "crate::time::text_or_seconds")]
     pub pull_started_at: Option<String>,
+    #[serde(default, deserialize_with = "crate::time::text_or_seconds")]
     pub pull_stopped_at: Option<String>,
+    #[serde(default, deserialize_with = "crate::time::text_or_seconds")]
     pub started_at: Option<String>,
+    #[serde(default, deserialize_with = "crate::time::text_or_seconds")]
     pub stopping_at: Option<String>,
+    #[serde(default, deserialize_with = "crate::time::text_or_seconds")]
     pub stopped_at: Option<String>,
+    #[serde(default, deserialize_with = "crate::time::text_or_seconds")]
     pub updated_at: Option<String>,
     pub stopped_reason: Option<String>,
     pub stop_code: Option<String>,
@@ -458,7 +467,9 @@ pub struct OverridesDetail {
     pub task_role_arn: Option<String>,
 }
 
-/// `detail` of an `ECS Container Instance State Change`.
+/// `detail` of an `ECS Container Instance State Change`, or a container
+/// instance of a `DescribeContainerInstances` answer (which has no
+/// `clusterArn`: it is the cluster asked about).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceDetail {
@@ -479,7 +490,9 @@ pub struct InstanceDetail {
     #[serde(default, deserialize_with = "null_as_empty")]
     pub attributes: Vec<AttributeDetail>,
     pub version_info: Option<VersionInfo>,
+    #[serde(default, deserialize_with = "crate::time::text_or_seconds")]
     pub registered_at: Option<String>,
+    #[serde(default, deserialize_with = "crate::time::text_or_seconds")]
     pub updated_at: Option<String>,
 }
 

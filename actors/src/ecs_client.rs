@@ -3,11 +3,8 @@
 //! one place ([`crate::reconciler`]) whatever answers: AWS (or a stand-in such
 //! as moto) through [`AwsEcs`], or the built-in simulator.
 
-use crate::decode::{self, ContainerDetail, InstanceDetail, OverridesDetail, TaskDetail};
-use crate::model::{
-    ContainerOverride, Deployment, Entry, KeyValue, LoadBalancer, NetworkBinding, Service,
-    ServiceEvent, VersionInfo, MAX_SERVICE_EVENTS,
-};
+use crate::decode::{self, InstanceDetail, TaskDetail};
+use crate::model::{Entry, Service, MAX_SERVICE_EVENTS};
 use crate::store::BoxFuture;
 use crate::time::format_ms;
 use aws_sdk_ecs::config::interceptors::AfterDeserializationInterceptorContextRef;
@@ -160,17 +157,13 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     }
 }
 
-fn time(t: Option<&aws_sdk_ecs::primitives::DateTime>) -> Option<String> {
-    t.and_then(|t| t.to_millis().ok()).map(format_ms)
-}
-
 fn some(s: Option<&str>) -> Option<String> {
     s.map(str::to_owned)
 }
 
 /// ECS's per-entity version; 0 (what stand-ins without one send) is unknown.
-fn version(v: i64) -> Option<u64> {
-    (v > 0).then_some(v as u64)
+fn version(v: Option<u64>) -> Option<u64> {
+    v.filter(|v| *v > 0)
 }
 
 fn failures(f: &[aws_sdk_ecs::types::Failure]) -> Vec<(String, Failure)> {
@@ -184,238 +177,65 @@ fn failures(f: &[aws_sdk_ecs::types::Failure]) -> Vec<(String, Failure)> {
         .collect()
 }
 
-/// Converts a described task into an entry. An API answer carries no version,
-/// so it never overrides a version learned from an event.
-pub fn task_entry(t: &aws_sdk_ecs::types::Task) -> std::result::Result<Entry, decode::Error> {
-    let detail = TaskDetail {
-        task_arn: some(t.task_arn()),
-        cluster_arn: some(t.cluster_arn()),
-        container_instance_arn: some(t.container_instance_arn()),
-        task_definition_arn: some(t.task_definition_arn()),
-        last_status: some(t.last_status()),
-        desired_status: some(t.desired_status()),
-        version: None,
-        started_by: some(t.started_by()),
-        group: some(t.group()),
-        launch_type: t.launch_type().map(|l| l.as_str().to_owned()),
-        platform_version: some(t.platform_version()),
-        availability_zone: some(t.availability_zone()),
-        cpu: some(t.cpu()).map(decode::Lenient),
-        memory: some(t.memory()).map(decode::Lenient),
-        created_at: time(t.created_at()),
-        pull_started_at: time(t.pull_started_at()),
-        pull_stopped_at: time(t.pull_stopped_at()),
-        started_at: time(t.started_at()),
-        stopping_at: time(t.stopping_at()),
-        stopped_at: time(t.stopped_at()),
-        updated_at: None,
-        stopped_reason: some(t.stopped_reason()),
-        stop_code: t.stop_code().map(|c| c.as_str().to_owned()),
-        health_status: t.health_status().map(|h| h.as_str().to_owned()),
-        containers: t
-            .containers()
-            .iter()
-            .map(|c| ContainerDetail {
-                container_arn: some(c.container_arn()),
-                name: some(c.name()),
-                image: some(c.image()),
-                image_digest: some(c.image_digest()),
-                runtime_id: some(c.runtime_id()),
-                last_status: some(c.last_status()),
-                exit_code: c.exit_code().map(i64::from),
-                reason: some(c.reason()),
-                cpu: some(c.cpu()).map(decode::Lenient),
-                memory: some(c.memory()).map(decode::Lenient),
-                network_bindings: c
-                    .network_bindings()
-                    .iter()
-                    .map(|b| NetworkBinding {
-                        bind_ip: some(b.bind_ip()),
-                        container_port: b.container_port().map(i64::from),
-                        host_port: b.host_port().map(i64::from),
-                        protocol: b.protocol().map(|p| p.as_str().to_owned()),
-                    })
-                    .collect(),
-                health_status: c.health_status().map(|h| h.as_str().to_owned()),
-            })
-            .collect(),
-        overrides: t.overrides().map(|o| OverridesDetail {
-            container_overrides: o
-                .container_overrides()
-                .iter()
-                .map(|c| ContainerOverride {
-                    name: some(c.name()),
-                    command: (!c.command().is_empty()).then(|| c.command().to_vec()),
-                    environment: (!c.environment().is_empty()).then(|| {
-                        c.environment()
-                            .iter()
-                            .map(|kv| KeyValue {
-                                name: some(kv.name()),
-                                value: some(kv.value()),
-                            })
-                            .collect()
-                    }),
-                })
-                .collect(),
-            task_role_arn: some(o.task_role_arn()),
-        }),
-        attachments: t
-            .attachments()
-            .iter()
-            .map(|a| decode::AttachmentDetail {
-                kind: some(a.r#type()),
-                details: a
-                    .details()
-                    .iter()
-                    .map(|kv| decode::AttributeDetail {
-                        name: some(kv.name()),
-                        value: some(kv.value()),
-                    })
-                    .collect(),
-            })
-            .collect(),
-    };
+fn malformed(e: serde_json::Error) -> decode::Error {
+    decode::Error::MalformedDetail(e.to_string())
+}
+
+/// A task of a `DescribeTasks` answer, as ECS sent it, into an entry: the
+/// same detail type as a task event's.
+pub fn task_entry(raw: &RawValue) -> std::result::Result<Entry, decode::Error> {
+    let mut detail: TaskDetail = serde_json::from_str(raw.get()).map_err(malformed)?;
+    let version = version(detail.version.take());
     let address = detail.private_address();
-    let task = decode::task_from_parts(detail, version(t.version()))?;
+    let task = decode::task_from_parts(detail, version)?;
     Entry::from_task(&task)
         .map(|e| e.with_address(address))
         .map_err(|e| decode::Error::Render(e.to_string()))
 }
 
-/// Converts a described container instance of `cluster_arn` into an entry.
+/// A container instance of `cluster_arn` from a `DescribeContainerInstances`
+/// answer, as ECS sent it, into an entry: the same detail type as an
+/// instance event's.
 pub fn instance_entry(
-    i: &aws_sdk_ecs::types::ContainerInstance,
+    raw: &RawValue,
     cluster_arn: &str,
 ) -> std::result::Result<Entry, decode::Error> {
-    let resources = |list: &[aws_sdk_ecs::types::Resource]| {
-        list.iter()
-            .map(|r| decode::ResourceDetail {
-                name: some(r.name()),
-                kind: some(r.r#type()),
-                integer_value: Some(i64::from(r.integer_value())),
-                long_value: Some(r.long_value()),
-                double_value: Some(r.double_value()),
-                string_set_value: r.string_set_value().to_vec(),
-            })
-            .collect()
-    };
-    let detail = InstanceDetail {
-        container_instance_arn: some(i.container_instance_arn()),
-        cluster_arn: Some(cluster_arn.to_owned()),
-        ec2_instance_id: some(i.ec2_instance_id()),
-        status: some(i.status()),
-        status_reason: some(i.status_reason()),
-        agent_connected: Some(i.agent_connected()),
-        agent_update_status: i.agent_update_status().map(|s| s.as_str().to_owned()),
-        version: None,
-        registered_resources: resources(i.registered_resources()),
-        remaining_resources: resources(i.remaining_resources()),
-        running_tasks_count: Some(i64::from(i.running_tasks_count())),
-        pending_tasks_count: Some(i64::from(i.pending_tasks_count())),
-        attributes: i
-            .attributes()
-            .iter()
-            .map(|a| decode::AttributeDetail {
-                name: Some(a.name().to_owned()),
-                value: some(a.value()),
-            })
-            .collect(),
-        version_info: i.version_info().map(|v| VersionInfo {
-            agent_hash: some(v.agent_hash()),
-            agent_version: some(v.agent_version()),
-            docker_version: some(v.docker_version()),
-        }),
-        registered_at: time(i.registered_at()),
-        updated_at: None,
-    };
-    let inst = decode::instance_from_parts(detail, version(i.version()))?;
+    let mut detail: InstanceDetail = serde_json::from_str(raw.get()).map_err(malformed)?;
+    detail.cluster_arn = Some(cluster_arn.to_owned());
+    let version = version(detail.version.take());
+    let inst = decode::instance_from_parts(detail, version)?;
     Entry::from_instance(&inst).map_err(|e| decode::Error::Render(e.to_string()))
 }
 
-/// Converts a described service into an entry, read now. `cluster` is the
-/// cluster asked about, for an answer without `clusterArn`.
-pub fn service_entry(
-    s: &aws_sdk_ecs::types::Service,
-    cluster: &str,
-) -> std::result::Result<Entry, decode::Error> {
+/// A service of a `DescribeServices` answer, as ECS sent it, into an entry,
+/// read now. `cluster` is the cluster asked about, for an answer without
+/// `clusterArn`.
+pub fn service_entry(raw: &RawValue, cluster: &str) -> std::result::Result<Entry, decode::Error> {
     use crate::arn::{Arn, ClusterRef, Resource};
-    let arn = s
-        .service_arn()
-        .filter(|a| !a.is_empty())
-        .ok_or(decode::Error::NoArn("serviceArn"))?;
-    let parsed =
-        Arn::parse(arn, Resource::Service).map_err(|_| decode::Error::InvalidArn("serviceArn"))?;
-    let cluster_arn = match (
-        s.cluster_arn().filter(|c| !c.is_empty()),
-        ClusterRef::parse(cluster),
-    ) {
-        (Some(c), _) => {
-            Arn::parse(c, Resource::Cluster)
-                .map_err(|_| decode::Error::InvalidArn("clusterArn"))?;
-            c.to_owned()
-        }
-        (None, Some(ClusterRef::Arn(c))) => c,
-        (None, Some(ClusterRef::Name(name))) => parsed.cluster_arn(&name),
-        (None, None) => return Err(decode::Error::NoArn("clusterArn")),
-    };
-    let status = s
-        .status()
-        .filter(|st| !st.is_empty())
-        .ok_or(decode::Error::NoStatus("status"))?;
-    let count = |n: i32| Some(i64::from(n));
-    let service = Service {
-        service_arn: arn.to_owned(),
-        service_name: s.service_name().unwrap_or(parsed.id).to_owned(),
-        cluster_arn,
-        status: status.to_owned(),
-        desired_count: count(s.desired_count()),
-        running_count: count(s.running_count()),
-        pending_count: count(s.pending_count()),
-        task_definition_arn: some(s.task_definition()),
-        launch_type: s.launch_type().map(|l| l.as_str().to_owned()),
-        platform_version: some(s.platform_version()),
-        scheduling_strategy: s.scheduling_strategy().map(|l| l.as_str().to_owned()),
-        created_at: time(s.created_at()),
-        deployments: s
-            .deployments()
-            .iter()
-            .map(|d| Deployment {
-                id: some(d.id()),
-                status: some(d.status()),
-                task_definition_arn: some(d.task_definition()),
-                desired_count: count(d.desired_count()),
-                running_count: count(d.running_count()),
-                pending_count: count(d.pending_count()),
-                failed_tasks: count(d.failed_tasks()),
-                rollout_state: d.rollout_state().map(|r| r.as_str().to_owned()),
-                rollout_state_reason: some(d.rollout_state_reason()),
-                launch_type: d.launch_type().map(|l| l.as_str().to_owned()),
-                created_at: time(d.created_at()),
-                updated_at: time(d.updated_at()),
-            })
-            .collect(),
-        events: s
-            .events()
-            .iter()
-            .take(MAX_SERVICE_EVENTS)
-            .map(|e| ServiceEvent {
-                id: some(e.id()),
-                created_at: time(e.created_at()),
-                message: some(e.message()),
-            })
-            .collect(),
-        load_balancers: s
-            .load_balancers()
-            .iter()
-            .map(|l| LoadBalancer {
-                target_group_arn: some(l.target_group_arn()),
-                load_balancer_name: some(l.load_balancer_name()),
-                container_name: some(l.container_name()),
-                container_port: l.container_port().map(i64::from),
-            })
-            .collect(),
-        updated_at: Some(format_ms(crate::time::now_ms())),
-    };
+    let mut service: Service = serde_json::from_str(raw.get()).map_err(malformed)?;
+    if service.service_arn.is_empty() {
+        return Err(decode::Error::NoArn("serviceArn"));
+    }
+    let parsed = Arn::parse(&service.service_arn, Resource::Service)
+        .map_err(|_| decode::Error::InvalidArn("serviceArn"))?;
+    if service.cluster_arn.is_empty() {
+        service.cluster_arn = match ClusterRef::parse(cluster) {
+            Some(ClusterRef::Arn(c)) => c,
+            Some(ClusterRef::Name(name)) => parsed.cluster_arn(&name),
+            None => return Err(decode::Error::NoArn("clusterArn")),
+        };
+    } else {
+        Arn::parse(&service.cluster_arn, Resource::Cluster)
+            .map_err(|_| decode::Error::InvalidArn("clusterArn"))?;
+    }
+    if service.status.is_empty() {
+        return Err(decode::Error::NoStatus("status"));
+    }
+    if service.service_name.is_empty() {
+        service.service_name = parsed.id.to_owned();
+    }
+    service.events.truncate(MAX_SERVICE_EVENTS);
+    service.updated_at = Some(format_ms(crate::time::now_ms()));
     Entry::from_service(&service).map_err(|e| decode::Error::Render(e.to_string()))
 }
 
@@ -444,52 +264,42 @@ impl Intercept for RawAnswer {
 }
 
 impl RawAnswer {
-    /// The objects of the answer's `list` member, by their `key` member.
-    fn objects(&self, list: &str, key: &str) -> HashMap<String, Box<RawValue>> {
+    /// The objects of the answer's `list` member, each as ECS sent it.
+    fn items(&self, list: &str) -> Vec<Box<RawValue>> {
         let Some(body) = self.0.lock().ok().and_then(|mut b| b.take()) else {
-            return HashMap::new();
+            return Vec::new();
         };
-        let Ok(answer) = serde_json::from_slice::<HashMap<String, serde_json::Value>>(&body) else {
-            return HashMap::new();
-        };
-        let Some(serde_json::Value::Array(items)) = answer.get(list) else {
-            return HashMap::new();
-        };
-        items
-            .iter()
-            .filter_map(|item| {
-                let arn = item.get(key)?.as_str()?.to_owned();
-                Some((arn, serde_json::value::to_raw_value(item).ok()?))
-            })
-            .collect()
+        serde_json::from_slice::<HashMap<String, Box<RawValue>>>(&body)
+            .ok()
+            .and_then(|mut answer| answer.remove(list))
+            .and_then(|items| serde_json::from_str(items.get()).ok())
+            .unwrap_or_default()
     }
 }
 
-/// Converts what a Describe returned, reporting entities that cannot be
-/// converted as failures (they are then neither written nor deleted). Each
-/// entry keeps its object of the raw answer (`raw`, by ARN).
-fn described<T>(
-    items: &[T],
+/// Converts what a Describe returned, item by item as ECS sent it (`key`
+/// names its ARN), reporting items that cannot be converted as failures
+/// (they are then neither written nor deleted). Each entry keeps its object.
+fn described(
+    items: Vec<Box<RawValue>>,
     fails: &[aws_sdk_ecs::types::Failure],
-    arn: impl Fn(&T) -> Option<&str>,
-    convert: impl Fn(&T) -> std::result::Result<Entry, decode::Error>,
-    mut raw: HashMap<String, Box<RawValue>>,
+    key: &str,
+    convert: impl Fn(&RawValue) -> std::result::Result<Entry, decode::Error>,
 ) -> Described {
     let mut d = Described {
         entries: Vec::with_capacity(items.len()),
         failures: failures(fails),
     };
     for item in items {
-        match convert(item) {
-            Ok(e) => {
-                let ecs = raw.remove(&e.arn);
-                d.entries
-                    .push(e.with_ecs(ecs.as_deref().map(RawValue::get)));
+        match convert(&item) {
+            Ok(e) => d.entries.push(e.with_ecs(Some(item.get()))),
+            Err(e) => {
+                let arn = serde_json::from_str::<HashMap<String, serde_json::Value>>(item.get())
+                    .ok()
+                    .and_then(|o| o.get(key)?.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                d.failures.push((arn, Failure::Other(e.to_string())));
             }
-            Err(e) => d.failures.push((
-                arn(item).unwrap_or_default().to_owned(),
-                Failure::Other(e.to_string()),
-            )),
         }
     }
     d
@@ -566,11 +376,10 @@ impl Ecs for AwsEcs {
                 _ => cluster,
             };
             Ok(described(
-                out.container_instances(),
+                raw.items("containerInstances"),
                 out.failures(),
-                |i| i.container_instance_arn(),
+                "containerInstanceArn",
                 |i| instance_entry(i, &cluster_arn),
-                raw.objects("containerInstances", "containerInstanceArn"),
             ))
         })
     }
@@ -618,11 +427,10 @@ impl Ecs for AwsEcs {
                 .await
                 .map_err(classify)?;
             Ok(described(
-                out.tasks(),
+                raw.items("tasks"),
                 out.failures(),
-                |t| t.task_arn(),
+                "taskArn",
                 task_entry,
-                raw.objects("tasks", "taskArn"),
             ))
         })
     }
@@ -664,11 +472,10 @@ impl Ecs for AwsEcs {
                 .await
                 .map_err(classify)?;
             Ok(described(
-                out.services(),
+                raw.items("services"),
                 out.failures(),
-                |s| s.service_arn(),
+                "serviceArn",
                 |s| service_entry(s, &cluster),
-                raw.objects("services", "serviceArn"),
             ))
         })
     }
@@ -677,6 +484,63 @@ impl Ecs for AwsEcs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn raw(v: serde_json::Value) -> Box<RawValue> {
+        serde_json::value::to_raw_value(&v).unwrap()
+    }
+
+    #[test]
+    fn describe_answers_read_as_ecs_sent_them() {
+        let cluster = "arn:aws:ecs:us-west-2:111122223333:cluster/web";
+        // Times in epoch seconds, as the ECS API's JSON has them.
+        let task = raw(serde_json::json!({
+            "taskArn": "arn:aws:ecs:us-west-2:111122223333:task/web/0123",
+            "clusterArn": cluster, "lastStatus": "RUNNING", "desiredStatus": "RUNNING",
+            "version": 3, "createdAt": 1_780_000_000.25, "launchType": "FARGATE",
+            "containers": [{"name": "app", "exitCode": null, "networkBindings": []}],
+            "attachments": [{"type": "ElasticNetworkInterface", "details": [
+                {"name": "privateIPv4Address", "value": "10.0.0.7"}]}],
+        }));
+        let e = task_entry(&task).unwrap();
+        assert_eq!(
+            (e.version, e.address.as_deref()),
+            (Some(3), Some("10.0.0.7"))
+        );
+        let v1: serde_json::Value = serde_json::from_str(e.entity.get()).unwrap();
+        assert_eq!(v1["createdAt"], "2026-05-28T20:26:40.250Z");
+        let service = raw(serde_json::json!({
+            "serviceArn": "arn:aws:ecs:us-west-2:111122223333:service/web/api",
+            "status": "ACTIVE", "desiredCount": 2, "taskDefinition": "arn:aws:ecs:us-west-2:111122223333:task-definition/api:7",
+            "deployments": [{"id": "ecs-svc/1", "status": "PRIMARY", "rolloutState": "COMPLETED",
+                             "taskDefinition": "arn:aws:ecs:us-west-2:111122223333:task-definition/api:7",
+                             "createdAt": 1_780_000_000, "updatedAt": 1_780_000_060}],
+            "events": (0..30).map(|i| serde_json::json!({"id": i.to_string(), "message": "m"})).collect::<Vec<_>>(),
+        }));
+        let e = service_entry(&service, "web").unwrap();
+        assert_eq!(e.cluster_arn, cluster, "the cluster asked about");
+        assert_eq!(e.rollout.as_deref(), Some("COMPLETED"));
+        let v1: serde_json::Value = serde_json::from_str(e.entity.get()).unwrap();
+        assert_eq!(v1["serviceName"], "api");
+        assert_eq!(
+            v1["taskDefinitionARN"],
+            "arn:aws:ecs:us-west-2:111122223333:task-definition/api:7"
+        );
+        assert_eq!(
+            v1["deployments"][0]["updatedAt"],
+            "2026-05-28T20:27:40.000Z"
+        );
+        assert_eq!(v1["events"].as_array().unwrap().len(), MAX_SERVICE_EVENTS);
+        // What cannot be read is a failure of that item, named by its ARN.
+        let bad = raw(
+            serde_json::json!({"serviceArn": "arn:aws:ecs:us-west-2:111122223333:service/web/x", "status": ""}),
+        );
+        let d = described(vec![service, bad], &[], "serviceArn", |s| {
+            service_entry(s, "web")
+        });
+        assert_eq!(d.entries.len(), 1);
+        assert_eq!(d.failures.len(), 1);
+        assert!(d.failures[0].0.ends_with("service/web/x"));
+    }
 
     #[tokio::test]
     async fn all_pages_follows_tokens_to_the_last_page() {

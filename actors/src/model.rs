@@ -277,15 +277,20 @@ pub struct VersionInfo {
 }
 
 /// A service, as `DescribeServices` gives it, in the v1 style (services.md).
+/// It reads ECS's own JSON too (`serviceArn`, `taskDefinition`, times in
+/// epoch seconds): a `DescribeServices` answer deserializes into it.
 /// `updatedAt` comes last: it is when the state was read, not part of it
 /// (see [`same_state`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Service {
-    #[serde(rename = "serviceARN")]
+    #[serde(rename = "serviceARN", alias = "serviceArn")]
     pub service_arn: String,
+    /// (ECS answers without it are named by their ARN.)
+    #[serde(default)]
     pub service_name: String,
-    #[serde(rename = "clusterARN")]
+    /// (ECS answers without it are of the cluster asked about.)
+    #[serde(rename = "clusterARN", alias = "clusterArn", default)]
     pub cluster_arn: String,
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -296,6 +301,7 @@ pub struct Service {
     pub pending_count: Option<i64>,
     #[serde(
         rename = "taskDefinitionARN",
+        alias = "taskDefinition",
         default,
         skip_serializing_if = "Option::is_none"
     )]
@@ -306,7 +312,11 @@ pub struct Service {
     pub platform_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduling_strategy: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::time::text_or_seconds",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub created_at: Option<String>,
     #[serde(default)]
     pub deployments: Vec<Deployment>,
@@ -316,7 +326,11 @@ pub struct Service {
     #[serde(default)]
     pub load_balancers: Vec<LoadBalancer>,
     /// When this state was read from ECS. Keep it the last field.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::time::text_or_seconds",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub updated_at: Option<String>,
 }
 
@@ -338,6 +352,7 @@ pub struct Deployment {
     pub status: Option<String>,
     #[serde(
         rename = "taskDefinitionARN",
+        alias = "taskDefinition",
         default,
         skip_serializing_if = "Option::is_none"
     )]
@@ -356,9 +371,17 @@ pub struct Deployment {
     pub rollout_state_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launch_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::time::text_or_seconds",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub created_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::time::text_or_seconds",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub updated_at: Option<String>,
 }
 
@@ -368,7 +391,11 @@ pub struct Deployment {
 pub struct ServiceEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::time::text_or_seconds",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub created_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

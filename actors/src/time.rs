@@ -30,6 +30,25 @@ pub fn normalize(s: &str) -> String {
     }
 }
 
+/// Reads a time given as RFC 3339 text (events, the v1 API) or as epoch
+/// seconds (the ECS API's JSON answers) as RFC 3339 text; `null` or absent
+/// is `None` (use with `#[serde(default, deserialize_with = ...)]`).
+pub fn text_or_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Time {
+        Text(String),
+        Seconds(f64),
+    }
+    Ok(
+        match <Option<Time> as serde::Deserialize>::deserialize(d)? {
+            None => None,
+            Some(Time::Text(s)) => Some(s),
+            Some(Time::Seconds(s)) => Some(format_ms((s * 1000.0).round() as i64)),
+        },
+    )
+}
+
 /// The current time in Unix milliseconds.
 pub fn now_ms() -> i64 {
     i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
