@@ -2,16 +2,12 @@
 //! free loopback ports, stopped when dropped.
 
 use crate::http::Conn;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-}
+pub use css_bench::ports::free_addr;
 
 /// A running service process.
 pub struct Service {

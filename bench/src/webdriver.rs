@@ -19,10 +19,7 @@ pub struct Browser {
 impl Browser {
     /// Starts chromedriver and a headless Chromium session.
     pub async fn start() -> Browser {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = crate::ports::free_port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let driver = std::process::Command::new("chromedriver")
             .arg(format!("--port={port}"))
