@@ -2,6 +2,7 @@
 //! directory after a crash.
 
 use crate::support::*;
+use css_bench::ports::free_addr;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -9,10 +10,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cluster-state-service");
-
-fn free_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], crate::servers::free_port()))
-}
 
 fn spawn(args: &[&str]) -> Child {
     Command::new(BIN)

@@ -76,7 +76,7 @@ async fn has(p: &Proc, path: &str, check: impl Fn(&Value) -> bool) -> bool {
 async fn the_dashboard_shows_the_api_and_follows_it_live() {
     let _alone = heavy().await;
     let s = EcsStack::new().await;
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], crate::servers::free_port()));
+    let addr = css_bench::ports::free_addr();
     let data = s.dir.path().join("data");
     let mut env = s.moto.env();
     env.push(("CSS_SOURCE__WAIT_TIME", "1s".into()));

@@ -302,7 +302,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_cluster-state-service");
 
 impl Proc {
     pub fn spawn(args: &[&str], env: &[(&str, String)]) -> Proc {
-        let addr = SocketAddr::from(([127, 0, 0, 1], crate::servers::free_port()));
+        let addr = css_bench::ports::free_addr();
         Self::launch(std::process::Command::new(BIN), addr, args, env)
     }
 
