@@ -7,7 +7,6 @@
 use crate::arn::cluster_name;
 use crate::model::{Entry, Kind};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
-use serde_json::Value;
 
 /// The stop codes ECS documents; any other is counted as `other`.
 const STOP_CODES: &[&str] = &[
@@ -44,16 +43,6 @@ fn gauges(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec 
 /// The cluster's name in a cluster ARN.
 fn cluster(arn: &str) -> &str {
     cluster_name(arn).unwrap_or(arn)
-}
-
-/// `CPU` or `MEMORY` of an instance's `registeredResources` or `remainingResources`.
-fn resource(entity: &Value, list: &str, name: &str) -> i64 {
-    entity[list]
-        .as_array()
-        .and_then(|l| l.iter().find(|r| r["name"] == name))
-        .and_then(|r| r["value"].as_str())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as i64)
 }
 
 impl Default for ClusterState {
@@ -123,34 +112,30 @@ impl ClusterState {
                     "false"
                 };
                 Self::add(&self.instances, &[c, &e.status, connected], sign);
-                let v: Value = serde_json::from_str(e.entity.get()).unwrap_or(Value::Null);
-                for (g, list, name) in [
-                    (&self.cpu_registered, "registeredResources", "CPU"),
-                    (&self.cpu_remaining, "remainingResources", "CPU"),
-                    (&self.memory_registered, "registeredResources", "MEMORY"),
-                    (&self.memory_remaining, "remainingResources", "MEMORY"),
+                let i = e.instance_index().cloned().unwrap_or_default();
+                for (g, amount) in [
+                    (&self.cpu_registered, i.cpu.0),
+                    (&self.cpu_remaining, i.cpu.1),
+                    (&self.memory_registered, i.memory.0),
+                    (&self.memory_remaining, i.memory.1),
                 ] {
-                    g.with_label_values(&[c])
-                        .add(sign * resource(&v, list, name));
+                    g.with_label_values(&[c]).add(sign * amount);
                 }
             }
             Kind::Service => {
-                let v: Value = serde_json::from_str(e.entity.get()).unwrap_or(Value::Null);
+                let Some(s) = e.service_index() else { return };
                 let name = e.service_name();
-                for (g, field) in [
-                    (&self.desired, "desiredCount"),
-                    (&self.running, "runningCount"),
-                    (&self.pending, "pendingCount"),
-                ] {
+                for (g, count) in [&self.desired, &self.running, &self.pending]
+                    .into_iter()
+                    .zip(s.counts)
+                {
                     if sign > 0 {
-                        g.with_label_values(&[c, name])
-                            .set(v[field].as_i64().unwrap_or(0));
+                        g.with_label_values(&[c, name]).set(count);
                     } else {
                         let _ = g.remove_label_values(&[c, name]);
                     }
                 }
-                for d in v["deployments"].as_array().into_iter().flatten() {
-                    let state = d["rolloutState"].as_str().unwrap_or("");
+                for state in &s.rollouts {
                     Self::add(&self.deployments, &[c, name, state], sign);
                 }
             }

@@ -706,4 +706,36 @@ mod tests {
         assert_eq!(v["containers"][0]["exitCode"], 0);
         assert_eq!(v["containers"][0]["networkBindings"], serde_json::json!([]));
     }
+
+    #[test]
+    fn each_entry_carries_its_index_and_an_older_stored_one_gets_it_on_load() {
+        use crate::model::{ContainerPorts, Index, InstanceIndex, TaskIndex};
+        let task = entity(include_str!(
+            "../../tests/fixtures/events/task-running-ec2.json"
+        ));
+        let want = Index::Task(TaskIndex {
+            availability_zone: Some("us-west-2b".into()),
+            containers: vec![ContainerPorts {
+                name: "web".into(),
+                ports: vec![(8080, Some(32768))],
+            }],
+        });
+        assert_eq!(task.index, want);
+        let instance = entity(include_str!(
+            "../../tests/fixtures/events/instance-active.json"
+        ));
+        let cpu_memory = Index::Instance(InstanceIndex {
+            cpu: (2048, 1536),
+            memory: (7680, 6656),
+        });
+        assert_eq!(instance.index, cpu_memory);
+        for e in [task, instance] {
+            let mut stored: serde_json::Value = serde_json::to_value(&e).unwrap();
+            assert!(stored.as_object_mut().unwrap().remove("index").is_some());
+            let loaded = Entry::from_stored(stored.to_string().as_bytes()).unwrap();
+            assert_eq!(loaded.index, e.index, "{}", e.arn);
+            let again = Entry::from_stored(serde_json::to_string(&e).unwrap().as_bytes()).unwrap();
+            assert_eq!(again.index, e.index);
+        }
+    }
 }

@@ -490,6 +490,9 @@ pub struct Entry {
     /// container instance's `private-ip` attribute (Prometheus discovery).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// What consumers read of each kind besides the fields above.
+    #[serde(default, skip_serializing_if = "Index::is_missing")]
+    pub index: Index,
     /// The API JSON of the entity.
     pub entity: Box<RawValue>,
     /// The entity in ECS's own shape, as its source gave it: an event's
@@ -498,6 +501,126 @@ pub struct Entry {
     /// `entity`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ecs: Option<Packed>,
+}
+
+/// The typed fields of one kind that filters, metrics and Prometheus
+/// discovery read, computed once from the model when the entry is made, so
+/// that no consumer parses the entity's JSON again.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Index {
+    /// Not computed: an entry stored before the index existed.
+    /// [`Entry::from_stored`] computes it from the entity.
+    #[default]
+    Missing,
+    Task(TaskIndex),
+    Instance(InstanceIndex),
+    Service(ServiceIndex),
+}
+
+impl Index {
+    fn is_missing(&self) -> bool {
+        *self == Index::Missing
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskIndex {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability_zone: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<ContainerPorts>,
+}
+
+/// A container's name and the ports it binds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerPorts {
+    pub name: String,
+    /// `(containerPort, hostPort)` of each network binding.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<(i64, Option<i64>)>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceIndex {
+    /// Registered and remaining `CPU` units.
+    pub cpu: (i64, i64),
+    /// Registered and remaining `MEMORY` (MiB).
+    pub memory: (i64, i64),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceIndex {
+    /// `desiredCount`, `runningCount`, `pendingCount` (0 when absent).
+    pub counts: [i64; 3],
+    /// The `rolloutState` of each deployment ("" when it has none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollouts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling_strategy: Option<String>,
+}
+
+impl TaskIndex {
+    fn of(task: &Task) -> TaskIndex {
+        TaskIndex {
+            availability_zone: task.availability_zone.clone(),
+            containers: task
+                .containers
+                .iter()
+                .map(|c| ContainerPorts {
+                    name: c.name.clone().unwrap_or_default(),
+                    ports: c
+                        .network_bindings
+                        .iter()
+                        .filter_map(|b| Some((b.container_port?, b.host_port)))
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl InstanceIndex {
+    fn of(instance: &Instance) -> InstanceIndex {
+        let amount = |list: &[Resource], name: &str| {
+            list.iter()
+                .find(|r| r.name == name)
+                .and_then(|r| r.value.parse::<f64>().ok())
+                .map_or(0, |v| v as i64)
+        };
+        let both = |name| {
+            (
+                amount(&instance.registered_resources, name),
+                amount(&instance.remaining_resources, name),
+            )
+        };
+        InstanceIndex {
+            cpu: both("CPU"),
+            memory: both("MEMORY"),
+        }
+    }
+}
+
+impl ServiceIndex {
+    fn of(service: &Service) -> ServiceIndex {
+        ServiceIndex {
+            counts: [
+                service.desired_count.unwrap_or(0),
+                service.running_count.unwrap_or(0),
+                service.pending_count.unwrap_or(0),
+            ],
+            rollouts: service
+                .deployments
+                .iter()
+                .map(|d| d.rollout_state.clone().unwrap_or_default())
+                .collect(),
+            scheduling_strategy: service.scheduling_strategy.clone(),
+        }
+    }
 }
 
 /// JSON kept LZ4-compressed against a dictionary of typical ECS JSON, in
@@ -617,6 +740,7 @@ impl Entry {
             stop_code: None,
             exit_codes: Vec::new(),
             address: None,
+            index: Index::Task(TaskIndex::default()),
             entity: serde_json::value::to_raw_value(&entity).expect("JSON value"),
             ecs: None,
         }
@@ -656,13 +780,14 @@ impl Entry {
                 .as_deref()
                 .and_then(family_of)
                 .map(str::to_owned),
-            task_definition: None,
+            task_definition: task.task_definition_arn.clone(),
             rollout: None,
             agent_connected: None,
             stopped_at_ms: task.stopped_at.as_deref().and_then(crate::time::parse_ms),
             stop_code: task.stop_code.clone(),
             exit_codes: task.containers.iter().filter_map(|c| c.exit_code).collect(),
             address: None,
+            index: Index::Task(TaskIndex::of(task)),
             entity: serde_json::value::to_raw_value(task)?,
             ecs: None,
         })
@@ -695,6 +820,7 @@ impl Entry {
                 .iter()
                 .find(|a| a.name == PRIVATE_IP_ATTRIBUTE)
                 .and_then(|a| a.value.clone()),
+            index: Index::Instance(InstanceIndex::of(instance)),
             entity: serde_json::value::to_raw_value(instance)?,
             ecs: None,
         })
@@ -731,9 +857,51 @@ impl Entry {
             stop_code: None,
             exit_codes: Vec::new(),
             address: None,
+            index: Index::Service(ServiceIndex::of(service)),
             entity: serde_json::value::to_raw_value(service)?,
             ecs: None,
         })
+    }
+
+    /// An entry as the store holds it (its JSON). One stored before the
+    /// [`Index`] existed gets it here, from its entity, once.
+    pub fn from_stored(json: &[u8]) -> Result<Entry, serde_json::Error> {
+        let mut e: Entry = serde_json::from_slice(json)?;
+        if e.index.is_missing() {
+            let entity = e.entity.get();
+            e.index = match e.kind {
+                Kind::Task => Index::Task(TaskIndex::of(&serde_json::from_str(entity)?)),
+                Kind::Instance => {
+                    Index::Instance(InstanceIndex::of(&serde_json::from_str(entity)?))
+                }
+                Kind::Service => Index::Service(ServiceIndex::of(&serde_json::from_str(entity)?)),
+            };
+        }
+        Ok(e)
+    }
+
+    /// The index of a task (`None` for the other kinds).
+    pub fn task_index(&self) -> Option<&TaskIndex> {
+        match &self.index {
+            Index::Task(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The index of a container instance.
+    pub fn instance_index(&self) -> Option<&InstanceIndex> {
+        match &self.index {
+            Index::Instance(i) => Some(i),
+            _ => None,
+        }
+    }
+
+    /// The index of a service.
+    pub fn service_index(&self) -> Option<&ServiceIndex> {
+        match &self.index {
+            Index::Service(s) => Some(s),
+            _ => None,
+        }
     }
 
     /// This entry with `ecs`, the entity as its source gave it (JSON).

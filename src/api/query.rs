@@ -394,8 +394,8 @@ impl Filter {
                 .is_none_or(|f| e.kind == Kind::Task && e.failed() == f)
             && self.exit_code.is_none_or(|c| e.exit_codes.contains(&c))
             && self.scheduling_strategy.as_ref().is_none_or(|want| {
-                serde_json::from_str::<serde_json::Value>(e.entity.get())
-                    .is_ok_and(|v| v["schedulingStrategy"].as_str() == Some(want.as_str()))
+                e.service_index()
+                    .is_some_and(|s| s.scheduling_strategy.as_deref() == Some(want.as_str()))
             })
     }
 }

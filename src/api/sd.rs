@@ -27,18 +27,15 @@ fn group(target: String, labels: &Map<String, Value>, container: &str) -> Value 
 
 /// The targets of one RUNNING task.
 fn targets(e: &Entry, port: Option<i64>, instance_address: Option<&str>, out: &mut Vec<Value>) {
-    let Ok(task) = serde_json::from_str::<Value>(e.entity.get()) else {
-        return;
-    };
-    let td = task["taskDefinitionARN"].as_str().unwrap_or_default();
-    let service = e.service().unwrap_or("");
+    let Some(task) = e.task_index() else { return };
+    let td = e.task_definition.as_deref().unwrap_or_default();
     let mut labels = Map::new();
     for (name, value) in [
         (
             "__meta_ecs_cluster",
             actors::arn::cluster_name(&e.cluster_arn).unwrap_or_default(),
         ),
-        ("__meta_ecs_service", service),
+        ("__meta_ecs_service", e.service().unwrap_or("")),
         ("__meta_ecs_task_arn", e.arn.as_str()),
         ("__meta_ecs_family", family_of(td).unwrap_or_default()),
         ("__meta_ecs_revision", revision_of(td)),
@@ -48,50 +45,38 @@ fn targets(e: &Entry, port: Option<i64>, instance_address: Option<&str>, out: &m
         ),
         (
             "__meta_ecs_availability_zone",
-            task["availabilityZone"].as_str().unwrap_or_default(),
+            task.availability_zone.as_deref().unwrap_or_default(),
         ),
     ] {
         labels.insert(name.into(), json!(value));
     }
-    let containers = task["containers"].as_array().cloned().unwrap_or_default();
-    let bindings = |c: &Value| -> Vec<(i64, Option<i64>)> {
-        c["networkBindings"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|b| Some((b["containerPort"].as_i64()?, b["hostPort"].as_i64())))
-            .collect()
-    };
-    let name = |c: &Value| c["name"].as_str().unwrap_or_default().to_owned();
+    let containers = &task.containers;
     if let Some(ip) = &e.address {
         // awsvpc: the task's own address, the container port. When the task
         // reports its ports, `port` must be one of them; when it reports
         // none (usual for awsvpc events), `port` is taken on trust.
         let exposing = containers
             .iter()
-            .find(|c| port.is_none_or(|p| bindings(c).iter().any(|(cp, _)| *cp == p)));
-        let reports_ports = containers.iter().any(|c| !bindings(c).is_empty());
+            .find(|c| port.is_none_or(|p| c.ports.iter().any(|(cp, _)| *cp == p)));
+        let reports_ports = containers.iter().any(|c| !c.ports.is_empty());
         if port.is_some() && reports_ports && exposing.is_none() {
             return;
         }
-        let port = port.or_else(|| exposing.and_then(|c| bindings(c).first().map(|(cp, _)| *cp)));
-        let container = exposing
-            .or(containers.first())
-            .map(name)
-            .unwrap_or_default();
+        let port = port.or_else(|| exposing.and_then(|c| c.ports.first().map(|(cp, _)| *cp)));
+        let container = exposing.or(containers.first()).map_or("", |c| &c.name);
         if let Some(p) = port {
-            out.push(group(format!("{ip}:{p}"), &labels, &container));
+            out.push(group(format!("{ip}:{p}"), &labels, container));
         }
         return;
     }
     let Some(ip) = instance_address else { return };
-    for c in &containers {
-        for (container_port, host_port) in bindings(c) {
+    for c in containers {
+        for &(container_port, host_port) in &c.ports {
             if port.is_some_and(|p| p != container_port) {
                 continue;
             }
             if let Some(hp) = host_port {
-                out.push(group(format!("{ip}:{hp}"), &labels, &name(c)));
+                out.push(group(format!("{ip}:{hp}"), &labels, &c.name));
             }
         }
     }

@@ -93,9 +93,7 @@ impl Embedded {
         for row in entities.iter().map_err(unavailable)? {
             let (_, v) = row.map_err(unavailable)?;
             let (_, _, json) = split(v.value())?;
-            entries.push(Arc::new(
-                serde_json::from_slice::<Entry>(json).map_err(corrupt)?,
-            ));
+            entries.push(Arc::new(Entry::from_stored(json).map_err(corrupt)?));
         }
         let revision = txn
             .open_table(META)
@@ -277,9 +275,7 @@ fn put(
             let (version, cluster, json) = split(g.value())?;
             let old_entity;
             let entity = if version.is_none() && entry.version.is_none() {
-                old_entity = serde_json::from_slice::<Entry>(json)
-                    .map_err(corrupt)?
-                    .entity;
+                old_entity = Entry::from_stored(json).map_err(corrupt)?.entity;
                 old_entity.get()
             } else {
                 ""
@@ -333,7 +329,7 @@ fn delete(
     now_ms: i64,
 ) -> Result<Outcome> {
     let mut entry = match entities.get(arn).map_err(unavailable)? {
-        Some(g) => serde_json::from_slice::<Entry>(split(g.value())?.2).map_err(corrupt)?,
+        Some(g) => Entry::from_stored(split(g.value())?.2).map_err(corrupt)?,
         None => return Ok(Outcome::Stale),
     };
     if entry.revision != if_revision {
@@ -377,7 +373,7 @@ fn parse_history_row(v: &[u8]) -> Result<Change> {
     row_time(v)?;
     let (deleted, json) = (v.get(8) == Some(&1), v.get(9..).unwrap_or_default());
     Ok(Change {
-        entry: Arc::new(serde_json::from_slice::<Entry>(json).map_err(corrupt)?),
+        entry: Arc::new(Entry::from_stored(json).map_err(corrupt)?),
         deleted,
         moved_from: None,
     })

@@ -242,7 +242,7 @@ fn revision_of(header: Option<&etcd_client::ResponseHeader>) -> i64 {
 }
 
 fn parse_entry(kv: &KeyValue) -> Result<Entry> {
-    let mut e: Entry = serde_json::from_slice(kv.value()).map_err(corrupt)?;
+    let mut e = Entry::from_stored(kv.value()).map_err(corrupt)?;
     e.revision = kv.mod_revision() as u64;
     Ok(e)
 }
