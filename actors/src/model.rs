@@ -39,6 +39,7 @@ impl Kind {
 }
 
 /// A task, with the v0.3 field names plus the fields v0.3 lacked (marked (ext)).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Task {
@@ -46,143 +47,99 @@ pub struct Task {
     pub task_arn: String,
     #[serde(rename = "clusterARN")]
     pub cluster_arn: String,
-    #[serde(
-        rename = "containerInstanceARN",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "containerInstanceARN")]
     pub container_instance_arn: Option<String>,
-    #[serde(
-        rename = "taskDefinitionARN",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "taskDefinitionARN")]
     pub task_definition_arn: Option<String>,
     pub last_status: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_status: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_by: Option<String>,
     #[serde(default)]
     pub containers: Vec<Container>,
     #[serde(default)]
     pub overrides: Overrides,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launch_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub availability_zone: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform_version: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_code: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopping_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_started_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_stopped_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_status: Option<String>,
 }
 
 /// A container of a task.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Container {
-    #[serde(
-        rename = "containerARN",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "containerARN")]
     pub container_arn: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_status: Option<String>,
     /// Present whenever ECS sent it, 0 included (v0.3 dropped 0).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(default)]
     pub network_bindings: Vec<NetworkBinding>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_digest: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_status: Option<String>,
 }
 
 /// A port binding of a container; ECS and v0.3 use the same names.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkBinding {
-    #[serde(rename = "bindIP", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "bindIP")]
     pub bind_ip: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_port: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_port: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
 }
 
 /// `overrides` of a task; `{"containerOverrides": []}` when ECS sent none.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Overrides {
     #[serde(default)]
     pub container_overrides: Vec<ContainerOverride>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_role_arn: Option<String>,
 }
 
 /// One container's overrides.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerOverride {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<Vec<KeyValue>>,
 }
 
 /// An environment variable.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeyValue {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
 }
 
 /// A container instance, with the v0.3 field names plus the fields v0.3 lacked (marked (ext)).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Instance {
@@ -190,16 +147,11 @@ pub struct Instance {
     pub container_instance_arn: String,
     #[serde(rename = "clusterARN")]
     pub cluster_arn: String,
-    #[serde(
-        rename = "EC2InstanceID",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "EC2InstanceID", default)]
     pub ec2_instance_id: Option<String>,
     pub status: String,
     #[serde(default)]
     pub agent_connected: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_update_status: Option<String>,
     #[serde(default)]
     pub attributes: Vec<Attribute>,
@@ -209,25 +161,19 @@ pub struct Instance {
     pub remaining_resources: Vec<Resource>,
     #[serde(default)]
     pub version_info: VersionInfo,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registered_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub running_tasks_count: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_tasks_count: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_reason: Option<String>,
 }
 
 /// An instance attribute; `value` omitted when ECS sent none.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attribute {
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
 }
 
@@ -265,14 +211,12 @@ impl Resource {
 }
 
 /// Versions of the ECS agent and Docker on an instance.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VersionInfo {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_hash: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_version: Option<String>,
 }
 
@@ -281,6 +225,7 @@ pub struct VersionInfo {
 /// epoch seconds): a `DescribeServices` answer deserializes into it.
 /// `updatedAt` comes last: it is when the state was read, not part of it
 /// (see [`same_state`]).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Service {
@@ -293,30 +238,15 @@ pub struct Service {
     #[serde(rename = "clusterARN", alias = "clusterArn", default)]
     pub cluster_arn: String,
     pub status: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_count: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub running_count: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_count: Option<i64>,
-    #[serde(
-        rename = "taskDefinitionARN",
-        alias = "taskDefinition",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "taskDefinitionARN", alias = "taskDefinition", default)]
     pub task_definition_arn: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launch_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform_version: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduling_strategy: Option<String>,
-    #[serde(
-        default,
-        deserialize_with = "crate::time::text_or_seconds",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "crate::time::text_or_seconds")]
     pub created_at: Option<String>,
     #[serde(default)]
     pub deployments: Vec<Deployment>,
@@ -326,11 +256,7 @@ pub struct Service {
     #[serde(default)]
     pub load_balancers: Vec<LoadBalancer>,
     /// When this state was read from ECS. Keep it the last field.
-    #[serde(
-        default,
-        deserialize_with = "crate::time::text_or_seconds",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "crate::time::text_or_seconds")]
     pub updated_at: Option<String>,
 }
 
@@ -343,75 +269,46 @@ pub const PRIVATE_IP_ATTRIBUTE: &str = "private-ip";
 pub const MAX_SERVICE_EVENTS: usize = 20;
 
 /// A deployment of a service.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Deployment {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(
-        rename = "taskDefinitionARN",
-        alias = "taskDefinition",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "taskDefinitionARN", alias = "taskDefinition", default)]
     pub task_definition_arn: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_count: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub running_count: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_count: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_tasks: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout_state: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout_state_reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launch_type: Option<String>,
-    #[serde(
-        default,
-        deserialize_with = "crate::time::text_or_seconds",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "crate::time::text_or_seconds")]
     pub created_at: Option<String>,
-    #[serde(
-        default,
-        deserialize_with = "crate::time::text_or_seconds",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "crate::time::text_or_seconds")]
     pub updated_at: Option<String>,
 }
 
 /// A message ECS recorded about a service.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceEvent {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    #[serde(
-        default,
-        deserialize_with = "crate::time::text_or_seconds",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "crate::time::text_or_seconds")]
     pub created_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
 
 /// A load balancer a service registers its tasks with; ECS's names.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LoadBalancer {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_group_arn: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_port: Option<i64>,
 }
 
@@ -524,10 +421,10 @@ impl Index {
     }
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskIndex {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub availability_zone: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub containers: Vec<ContainerPorts>,
@@ -552,6 +449,7 @@ pub struct InstanceIndex {
     pub memory: (i64, i64),
 }
 
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceIndex {
@@ -560,7 +458,6 @@ pub struct ServiceIndex {
     /// The `rolloutState` of each deployment ("" when it has none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rollouts: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduling_strategy: Option<String>,
 }
 
