@@ -42,7 +42,7 @@ use health::*;
 use std::sync::Arc;
 
 pub use error::Error;
-pub use query::{INSTANCE_STATUSES, MAX_LIMIT, TASK_STATUSES};
+pub use query::{INSTANCE_STATUSES, LAUNCH_TYPES, MAX_LIMIT, TASK_STATUSES};
 pub use stream::Settings as StreamSettings;
 
 /// What the handlers share.

@@ -515,6 +515,52 @@ impl Cursor {
 mod tests {
     use super::*;
 
+    /// The OpenAPI document lists each filter's values (`x-values`, which
+    /// the dashboard reads for its choices) and accepts them in any case
+    /// (`pattern`): both as the constants here say.
+    #[test]
+    fn the_openapi_document_lists_the_values_each_filter_accepts() {
+        let doc: serde_json::Value = serde_json::from_str(super::super::health::OPENAPI).unwrap();
+        let any_case = |values: &[&str]| {
+            let alternatives = values.iter().map(|v| {
+                v.chars()
+                    .map(|c| match c.is_ascii_alphabetic() {
+                        true => format!("[{}{}]", c, c.to_ascii_lowercase()),
+                        false => c.to_string(),
+                    })
+                    .collect::<String>()
+            });
+            format!("^(|{})$", alternatives.collect::<Vec<_>>().join("|"))
+        };
+        let mut checked = 0;
+        for (kind, name, values) in [
+            ("tasks", "status", TASK_STATUSES),
+            ("tasks", "desiredStatus", TASK_STATUSES),
+            ("tasks", "launchType", LAUNCH_TYPES),
+            ("instances", "status", INSTANCE_STATUSES),
+            ("services", "status", SERVICE_STATUSES),
+            ("services", "launchType", LAUNCH_TYPES),
+            ("services", "rollout", ROLLOUT_STATES),
+        ] {
+            for path in [format!("/v1/{kind}"), format!("/v1/stream/{kind}")] {
+                for method in doc["paths"][&path].as_object().unwrap().values() {
+                    let Some(params) = method["parameters"].as_array() else {
+                        continue;
+                    };
+                    let p = params.iter().find(|p| p["name"] == name).unwrap();
+                    assert_eq!(
+                        p["schema"]["x-values"],
+                        serde_json::json!(values),
+                        "{path} {name}"
+                    );
+                    assert_eq!(p["schema"]["pattern"], any_case(values), "{path} {name}");
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 28);
+    }
+
     #[test]
     fn since_takes_a_time_or_a_duration_before_now() {
         let now = actors::time::parse_ms("2026-11-30T12:00:00Z").unwrap();

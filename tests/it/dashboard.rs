@@ -207,6 +207,17 @@ async fn the_dashboard_shows_the_api_and_follows_it_live() {
         .await;
     let rows = "return document.querySelectorAll('#tasks tbody tr').length";
     assert_eq!(b.until(Duration::from_secs(10), rows).await, Some(json!(4)));
+    // Its choices are the values the API accepts (its OpenAPI document).
+    let choices = |id: &str| {
+        format!("return [...document.querySelectorAll('#{id} option')].map((o) => o.value).filter(Boolean)")
+    };
+    for (id, values) in [
+        ("f-status", css::api::TASK_STATUSES),
+        ("f-desiredStatus", css::api::TASK_STATUSES),
+        ("f-launchType", css::api::LAUNCH_TYPES),
+    ] {
+        assert_eq!(b.js(&choices(id), json!([])).await, json!(values), "{id}");
+    }
     b.js(
         "const s = document.querySelector('#f-status'); s.value = 'STOPPED'; \
          s.dispatchEvent(new Event('change'));",

@@ -10,7 +10,7 @@
 mod shape;
 pub mod sigv4;
 
-use super::query::{Cursor, Filter, LAUNCH_TYPES};
+use super::query::{Cursor, Filter, INSTANCE_STATUSES, LAUNCH_TYPES};
 use super::State;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -500,17 +500,13 @@ impl Ctx<'_> {
                     ));
                 }
                 f.launch_type = None;
-                f.status = one_of(
-                    "status",
-                    r.status.as_deref(),
-                    &[
-                        "ACTIVE",
-                        "DRAINING",
-                        "REGISTERING",
-                        "DEREGISTERING",
-                        "REGISTRATION_FAILED",
-                    ],
-                )?;
+                // ECS lists no INACTIVE instances, and does not accept it.
+                let listed: Vec<&str> = INSTANCE_STATUSES
+                    .iter()
+                    .copied()
+                    .filter(|s| *s != "INACTIVE")
+                    .collect();
+                f.status = one_of("status", r.status.as_deref(), &listed)?;
             }
             Kind::Service => {
                 f.scheduling_strategy = one_of(

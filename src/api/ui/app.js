@@ -26,6 +26,9 @@ const state = {
   changed: new Set(),
   panel: null,
   started: false,
+  // The values each task filter accepts, as the API's OpenAPI document
+  // lists them (`x-values`): the lists live in the service, not here.
+  values: {},
 };
 
 const $ = (sel) => document.querySelector(sel);
@@ -351,9 +354,9 @@ const VIEWS = {
     const controls = `<form class="filters" id="task-filters" role="search">
       ${clusterSelect(f.cluster)}
       ${opts('service', services.includes(f.service) || !f.service ? services : services.concat(f.service))}
-      ${opts('status', ['PROVISIONING', 'PENDING', 'ACTIVATING', 'RUNNING', 'DEACTIVATING', 'STOPPING', 'DEPROVISIONING', 'STOPPED'])}
-      ${opts('desiredStatus', ['RUNNING', 'PENDING', 'STOPPED'])}
-      ${opts('launchType', ['EC2', 'FARGATE', 'EXTERNAL'])}
+      ${opts('status', state.values.status || [])}
+      ${opts('desiredStatus', state.values.desiredStatus || [])}
+      ${opts('launchType', state.values.launchType || [])}
       <label>family<input id="f-family" data-filter="family" value="${esc(f.family)}" size="12"></label>
       <label>container instance<input id="f-containerInstance" data-filter="containerInstance" value="${esc(f.containerInstance)}" size="14"></label>
     </form>`;
@@ -475,6 +478,10 @@ document.addEventListener('keydown', (ev) => { if (ev.key === 'Escape' && state.
 async function start() {
   try {
     await api('/v1/ping');
+    const doc = await api('/v1/openapi.json');
+    for (const p of doc.paths['/v1/tasks'].get.parameters) {
+      if (p.schema && p.schema['x-values']) state.values[p.name] = p.schema['x-values'];
+    }
   } catch (e) {
     if (e instanceof Unauthorized) return askToken(state.token ? 'The token was not accepted.' : '');
     $('#conn-text').textContent = 'the service does not answer; retrying…';
