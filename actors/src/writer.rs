@@ -92,15 +92,22 @@ pub struct ApplyAsLeader {
 #[rtype(result = "()")]
 pub struct Housekeep;
 
-/// Where the writer is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where the writer is in its life, with what it holds there.
 enum Phase {
     /// Loading the view from the store (retried with backoff); writes wait.
     Loading,
     /// Loaded, no commit in flight: the next write starts one.
     Idle,
-    /// A commit is in flight; writes queue for the next one.
-    Committing,
+    /// A commit is in flight; writes queue for the next one. `replies` holds
+    /// how many of its operations each caller wrote, in order, and where to
+    /// answer it (`None` for the writer's own retention deletions).
+    Committing {
+        started: Instant,
+        replies: Vec<(usize, Option<Reply>)>,
+    },
+    /// The commit landed; its changes are on their way to the view and the
+    /// StreamHub, and its callers are answered once they are there.
+    Publishing,
 }
 
 type Reply = oneshot::Sender<Result<Vec<Outcome>, store::Error>>;
@@ -264,7 +271,7 @@ impl StoreWriter {
                     act.publisher.store_up(true);
                     act.release();
                     // A reload while a commit is in flight leaves it in flight.
-                    if act.phase == Phase::Loading {
+                    if matches!(act.phase, Phase::Loading) {
                         act.phase = Phase::Idle;
                     }
                     act.load_backoff.reset();
@@ -293,7 +300,7 @@ impl StoreWriter {
 
     /// Starts a commit of everything pending, unless one is in flight.
     fn kick(&mut self, ctx: &mut Context<Self>) {
-        if self.phase != Phase::Idle || self.pending.is_empty() {
+        if !matches!(self.phase, Phase::Idle) || self.pending.is_empty() {
             return;
         }
         let mut ops = Vec::new();
@@ -311,9 +318,11 @@ impl StoreWriter {
             replies.push((p.ops.len(), p.reply));
             ops.extend(p.ops);
         }
-        self.phase = Phase::Committing;
+        self.phase = Phase::Committing {
+            started: Instant::now(),
+            replies,
+        };
         let store = self.store.clone();
-        let started = Instant::now();
         ctx.spawn(
             async move {
                 match fence {
@@ -322,17 +331,20 @@ impl StoreWriter {
                 }
             }
             .into_actor(self)
-            .map(move |res, act, ctx| act.committed(res, replies, started, ctx)),
+            .map(|res, act, ctx| act.committed(res, ctx)),
         );
     }
 
-    fn committed(
-        &mut self,
-        res: store::Result<Vec<Outcome>>,
-        replies: Vec<(usize, Option<Reply>)>,
-        started: Instant,
-        ctx: &mut Context<Self>,
-    ) {
+    fn committed(&mut self, res: store::Result<Vec<Outcome>>, ctx: &mut Context<Self>) {
+        let (started, replies) = match std::mem::replace(&mut self.phase, Phase::Publishing) {
+            Phase::Committing { started, replies } => (started, replies),
+            other => {
+                // A restart drops the commit's future with its phase: not reached.
+                error!(self.log, "a commit ended outside the Committing phase");
+                self.phase = other;
+                return;
+            }
+        };
         let outcomes = match res {
             Ok(o) => o,
             Err(e) => {
@@ -440,7 +452,7 @@ impl StoreWriter {
             .awaiting_feed
             .iter()
             .any(|(_, _, _, since)| since.elapsed() > FEED_STALL);
-        if stuck && self.phase != Phase::Loading {
+        if stuck && !matches!(self.phase, Phase::Loading) {
             warn!(self.log, "store feed is behind its own writes; reloading the view";
                 "waiting" => self.awaiting_feed.len(), "view_revision" => self.view.revision);
             self.metrics.feed_reloads.inc();
@@ -499,7 +511,7 @@ impl StoreWriter {
     }
 
     fn housekeep(&mut self, ctx: &mut Context<Self>) {
-        if self.phase == Phase::Loading {
+        if matches!(self.phase, Phase::Loading) {
             return;
         }
         let now = now_ms();
