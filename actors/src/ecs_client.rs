@@ -3,7 +3,7 @@
 //! one place ([`crate::reconciler`]) whatever answers: AWS (or a stand-in such
 //! as moto) through [`AwsEcs`], or the built-in simulator.
 
-use crate::decode::{self, InstanceDetail, TaskDetail};
+use crate::decoder::decode::{self, InstanceDetail, TaskDetail};
 use crate::model::{Entry, Service, MAX_SERVICE_EVENTS};
 use crate::store::BoxFuture;
 use crate::time::format_ms;

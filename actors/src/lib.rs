@@ -3,9 +3,9 @@
 //!
 //! # Layout
 //! - The model: [`model`] (tasks, container instances and services in the
-//!   v0.3 API shape), [`arn`], [`time`]; [`decode`] turns EventBridge JSON
+//!   v0.3 API shape), [`arn`], [`time`]; [`decoder::decode`] turns EventBridge JSON
 //!   (bare or SNS-wrapped) into a [`model::Entry`], with a typed
-//!   [`decode::Error`] for every way a message can be bad.
+//!   [`decoder::decode::Error`] for every way a message can be bad.
 //! - The store: [`store`] (the [`store::Store`] trait, its version rule
 //!   [`store::supersedes`], the embedded redb and the etcd backends); [`view`]
 //!   (the in-memory view, O(1) [`view::Snapshot`]s) read through
@@ -28,7 +28,6 @@
 pub mod arn;
 pub mod check;
 pub mod cluster_state;
-pub mod decode;
 pub mod decoder;
 pub mod dirty;
 pub mod ecs_client;

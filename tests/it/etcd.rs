@@ -143,7 +143,7 @@ async fn etcd_over_tls() {
 /// and the version rule must still hold, read from etcd, every time.
 #[actix_web::test]
 async fn writes_from_a_replica_with_an_outdated_view_follow_the_version_rule() {
-    use actors::decode::{decode, Decoded};
+    use actors::decoder::decode::{decode, Decoded};
     use actors::store::{self, Op, Outcome, Store};
     let etcd = Etcd::start();
     let config = store::etcd::Config {
@@ -214,7 +214,7 @@ async fn writes_from_a_replica_with_an_outdated_view_follow_the_version_rule() {
 
 #[actix_web::test]
 async fn a_replica_that_lost_the_lead_writes_nothing_as_the_leader() {
-    use actors::decode::{decode, Decoded};
+    use actors::decoder::decode::{decode, Decoded};
     use actors::store::{self, Op, Store};
     let etcd = Etcd::start();
     let config = store::etcd::Config {

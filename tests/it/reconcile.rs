@@ -3,7 +3,7 @@
 
 use crate::servers::Moto;
 use crate::support::*;
-use actors::decode::{decode, Decoded};
+use actors::decoder::decode::{decode, Decoded};
 use actors::ecs_client::{self as ecs, Described, Ecs, Page, TaskStatus};
 use actors::metrics::Metrics;
 use actors::model::Entry;

@@ -6,7 +6,7 @@
 //! waited `LINGER`, the lines read so far are sent at once instead of waiting
 //! for a full batch.
 
-use crate::decode::MAX_BODY_BYTES;
+use crate::decoder::decode::MAX_BODY_BYTES;
 use crate::decoder::{Decode, EventDecoder, MessageOutcome, RawMessage};
 use crate::retry::Backoff;
 use actix::prelude::*;

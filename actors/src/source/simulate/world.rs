@@ -656,7 +656,11 @@ impl Simulator {
             "updatedAt": format_ms(now),
             "reason": d.reason,
         });
-        self.envelope(crate::decode::DEPLOYMENT_STATE_CHANGE, &arn, detail)
+        self.envelope(
+            crate::decoder::decode::DEPLOYMENT_STATE_CHANGE,
+            &arn,
+            detail,
+        )
     }
 
     /// The entry a `DescribeServices` of `service` (name or ARN) in cluster
@@ -806,8 +810,8 @@ impl Simulator {
     pub fn task_entry(&mut self, arn: &str) -> Option<Entry> {
         let i = self.tasks.iter().position(|t| t.arn == arn)?;
         let body = self.task_event(i);
-        match crate::decode::decode(&body) {
-            Ok(crate::decode::Decoded::Entity(e)) => Some(e),
+        match crate::decoder::decode::decode(&body) {
+            Ok(crate::decoder::decode::Decoded::Entity(e)) => Some(e),
             _ => None,
         }
     }
@@ -816,8 +820,8 @@ impl Simulator {
     pub fn instance_entry(&mut self, arn: &str) -> Option<Entry> {
         let i = self.instances.iter().position(|x| x.arn == arn)?;
         let body = self.instance_event(i);
-        match crate::decode::decode(&body) {
-            Ok(crate::decode::Decoded::Entity(e)) => Some(e),
+        match crate::decoder::decode::decode(&body) {
+            Ok(crate::decoder::decode::Decoded::Entity(e)) => Some(e),
             _ => None,
         }
     }
@@ -843,7 +847,7 @@ fn hex(rng: &mut fastrand::Rng, len: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{decode, Decoded};
+    use crate::decoder::decode::{decode, Decoded};
 
     #[test]
     fn initial_state_has_the_configured_size_and_decodes() {
@@ -924,7 +928,7 @@ mod tests {
             for m in sim.next_batch(20, 500) {
                 match decode(&m.body) {
                     Ok(Decoded::Service { detail_type, .. }) => {
-                        assert_eq!(detail_type, crate::decode::DEPLOYMENT_STATE_CHANGE);
+                        assert_eq!(detail_type, crate::decoder::decode::DEPLOYMENT_STATE_CHANGE);
                         if m.body.contains("SERVICE_DEPLOYMENT_IN_PROGRESS") {
                             started += 1;
                         } else {

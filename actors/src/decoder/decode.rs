@@ -555,7 +555,7 @@ mod tests {
 
     #[test]
     fn service_events_name_their_service_or_are_invalid() {
-        let fixture = include_str!("../../tests/fixtures/events/service-action-ignored.json");
+        let fixture = include_str!("../../../tests/fixtures/events/service-action-ignored.json");
         assert_eq!(
             decode(fixture),
             Ok(Decoded::Service {
@@ -711,7 +711,7 @@ mod tests {
     fn each_entry_carries_its_index_and_an_older_stored_one_gets_it_on_load() {
         use crate::model::{ContainerPorts, Index, InstanceIndex, TaskIndex};
         let task = entity(include_str!(
-            "../../tests/fixtures/events/task-running-ec2.json"
+            "../../../tests/fixtures/events/task-running-ec2.json"
         ));
         let want = Index::Task(TaskIndex {
             availability_zone: Some("us-west-2b".into()),
@@ -722,7 +722,7 @@ mod tests {
         });
         assert_eq!(task.index, want);
         let instance = entity(include_str!(
-            "../../tests/fixtures/events/instance-active.json"
+            "../../../tests/fixtures/events/instance-active.json"
         ));
         let cpu_memory = Index::Instance(InstanceIndex {
             cpu: (2048, 1536),

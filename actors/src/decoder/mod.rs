@@ -5,12 +5,14 @@
 //! A message that cannot be decoded is counted and logged once with its id and
 //! the reason; it never holds up the good messages of its batch.
 
-use crate::decode::{self, decode, Decoded};
+pub mod decode;
+
 use crate::dirty::Dirty;
 use crate::metrics::{Metrics, RefreshReason};
 use crate::store::{self, Op, Outcome};
 use crate::writer::{Apply, StoreWriter};
 use actix::prelude::*;
+use decode::{decode, Decoded};
 use slog::{debug, warn, Logger};
 use std::sync::Arc;
 
