@@ -8,7 +8,7 @@
 //! by the next sweep.
 
 use crate::arn::cluster_name;
-use crate::metrics::RefreshReason;
+use crate::metrics::{Gauge, RefreshReason};
 use crate::model::Kind;
 use crate::store::Change;
 use std::collections::HashMap;
@@ -32,15 +32,62 @@ struct Inner {
     /// Cluster name → service name → mark.
     clusters: HashMap<String, HashMap<String, Mark>>,
     marks: usize,
+    /// Marks taken and not yet done with ([`InFlight`]).
+    in_flight: usize,
+    /// Shows `marks + in_flight` (`css_service_refreshes_pending`).
+    gauge: Option<Gauge>,
+}
+
+impl Inner {
+    fn show(&self) {
+        if let Some(g) = &self.gauge {
+            g.set((self.marks + self.in_flight) as u64);
+        }
+    }
 }
 
 /// The shared dirty set; cheap to clone.
 #[derive(Clone, Default)]
 pub struct Dirty(Arc<Mutex<Inner>>);
 
+/// Marks [`take`](Dirty::take)n for a describe that is under way; they
+/// count as pending until this is dropped.
+pub struct InFlight {
+    dirty: Dirty,
+    n: usize,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut inner = self.dirty.lock();
+        inner.in_flight -= self.n;
+        inner.show();
+    }
+}
+
+/// Updates the gauge whatever way a change of the set ends.
+struct Shown<'a>(MutexGuard<'a, Inner>);
+
+impl Drop for Shown<'_> {
+    fn drop(&mut self) {
+        self.0.show();
+    }
+}
+
 impl Dirty {
+    /// A dirty set that shows how many services are pending on `gauge`.
+    pub fn with_gauge(gauge: Gauge) -> Dirty {
+        let dirty = Dirty::default();
+        dirty.lock().gauge = Some(gauge);
+        dirty
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn change(&self) -> Shown<'_> {
+        Shown(self.lock())
     }
 
     /// Takes marks for cluster `name` from now on.
@@ -50,7 +97,8 @@ impl Dirty {
 
     /// Stops taking marks for cluster `name` and forgets its marks.
     pub fn retire(&self, name: &str) {
-        let mut inner = self.lock();
+        let mut inner = self.change();
+        let inner = &mut inner.0;
         if let Some(marks) = inner.clusters.remove(name) {
             inner.marks -= marks.len();
         }
@@ -80,8 +128,8 @@ impl Dirty {
 
     /// Adds `mark`, or `update`s the one `service` has.
     fn put(&self, name: &str, service: &str, mark: Mark, update: impl FnOnce(&mut Mark)) -> bool {
-        let mut guard = self.lock();
-        let inner = &mut *guard;
+        let mut guard = self.change();
+        let inner = &mut *guard.0;
         let Some(marks) = inner.clusters.get_mut(name) else {
             return false;
         };
@@ -110,27 +158,42 @@ impl Dirty {
     }
 
     /// Removes and returns the marks of cluster `name` that `due` accepts
-    /// (by service name); the others stay.
-    pub fn take(&self, name: &str, mut due: impl FnMut(&str) -> bool) -> Vec<(String, Mark)> {
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        let Some(marks) = inner.clusters.get_mut(name) else {
-            return Vec::new();
+    /// (by service name); the others stay. They count as pending until the
+    /// returned [`InFlight`] is dropped.
+    pub fn take(
+        &self,
+        name: &str,
+        mut due: impl FnMut(&str) -> bool,
+    ) -> (Vec<(String, Mark)>, InFlight) {
+        let mut guard = self.change();
+        let inner = &mut *guard.0;
+        let out: Vec<(String, Mark)> = match inner.clusters.get_mut(name) {
+            None => Vec::new(),
+            Some(marks) => {
+                let taken: Vec<String> = marks.keys().filter(|s| due(s)).cloned().collect();
+                taken
+                    .into_iter()
+                    .filter_map(|s| marks.remove(&s).map(|m| (s, m)))
+                    .collect()
+            }
         };
-        let taken: Vec<String> = marks.keys().filter(|s| due(s)).cloned().collect();
-        let out: Vec<(String, Mark)> = taken
-            .into_iter()
-            .filter_map(|s| marks.remove(&s).map(|m| (s, m)))
-            .collect();
         inner.marks -= out.len();
-        out
+        inner.in_flight += out.len();
+        let n = out.len();
+        (
+            out,
+            InFlight {
+                dirty: self.clone(),
+                n,
+            },
+        )
     }
 
     /// Forgets the mark of `service` of cluster `name` if it was made at or
     /// before `asked`: a describe requested then already sees what caused it.
     pub fn covered(&self, name: &str, service: &str, asked: Instant) {
-        let mut guard = self.lock();
-        let inner = &mut *guard;
+        let mut guard = self.change();
+        let inner = &mut *guard.0;
         let Some(marks) = inner.clusters.get_mut(name) else {
             return;
         };
@@ -143,6 +206,12 @@ impl Dirty {
     /// Marks held now, over every cluster.
     pub fn len(&self) -> usize {
         self.lock().marks
+    }
+
+    /// Services marked or being described, over every cluster.
+    pub fn pending(&self) -> usize {
+        let inner = self.lock();
+        inner.marks + inner.in_flight
     }
 
     pub fn is_empty(&self) -> bool {
@@ -168,7 +237,8 @@ mod tests {
 
     #[test]
     fn marks_are_kept_for_registered_clusters_only_and_taken_when_due() {
-        let d = Dirty::default();
+        let gauge = Gauge::new("pending", "pending").unwrap();
+        let d = Dirty::with_gauge(gauge.clone());
         d.register("prod");
         assert!(d.mark(
             "arn:aws:ecs:r:1:cluster/prod",
@@ -186,10 +256,11 @@ mod tests {
             task_change("other", "service:web"),
         ]);
         assert_eq!(d.len(), 2);
-        let later = d.take("prod", |s| s == "api");
+        assert_eq!(gauge.get(), 2);
+        let (later, later_flight) = d.take("prod", |s| s == "api");
         assert_eq!(later.len(), 1);
         assert_eq!(later[0].1.reason, RefreshReason::Task);
-        let web = d.take("prod", |_| true);
+        let (web, web_flight) = d.take("prod", |_| true);
         assert_eq!(web[0].0, "web");
         assert_eq!(
             web[0].1.reason,
@@ -197,6 +268,10 @@ mod tests {
             "an event outranks a task"
         );
         assert!(d.is_empty());
+        assert_eq!((d.pending(), gauge.get()), (2, 2), "being described");
+        drop(later_flight);
+        drop(web_flight);
+        assert_eq!((d.pending(), gauge.get()), (0, 0), "described");
 
         d.mark("prod", "web", RefreshReason::Task);
         let asked = Instant::now();
@@ -216,17 +291,17 @@ mod tests {
         d.register("prod");
         d.mark("prod", "web", RefreshReason::Event);
         d.mark("prod", "api", RefreshReason::Task);
-        let taken = d.take("prod", |_| true);
+        let (taken, _flight) = d.take("prod", |_| true);
         assert!(d.is_empty());
         // While the describe was out, `api` changed again.
         d.mark("prod", "api", RefreshReason::Task);
-        let newer = d.take("prod", |_| false);
+        let (newer, _) = d.take("prod", |_| false);
         assert!(newer.is_empty());
         for (service, mark) in &taken {
             assert!(d.restore("prod", service, *mark));
         }
         assert_eq!(d.len(), 2, "each service once");
-        let back: HashMap<String, Mark> = d.take("prod", |_| true).into_iter().collect();
+        let back: HashMap<String, Mark> = d.take("prod", |_| true).0.into_iter().collect();
         assert_eq!(
             back["web"],
             taken.iter().find(|(s, _)| s == "web").unwrap().1

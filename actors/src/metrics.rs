@@ -41,6 +41,8 @@ pub struct Metrics {
     pub store_commit_seconds: Counter,
     pub store_errors: IntCounter,
     pub store_revision: Gauge,
+    /// Services marked to be described again or being described.
+    pub service_refreshes_pending: Gauge,
     /// `css_ecs_api_requests_total{operation, outcome}`.
     ecs_requests: IntCounterVec,
     /// `css_view_entities{kind}`, in [`Kind::ALL`] order.
@@ -249,6 +251,11 @@ impl Metrics {
             ),
             store_errors: d.counter("css_store_errors_total", "Failed store loads and commits."),
             store_revision: d.gauge("css_store_revision", "Current store revision."),
+            service_refreshes_pending: d.gauge(
+                "css_service_refreshes_pending",
+                "Services marked to be described again (their tasks or events \
+                 changed) or being described.",
+            ),
             view_entities: Kind::ALL.map(|k| views.with_label_values(&[k.as_str()])),
             ecs_requests: d.counters(
                 "css_ecs_api_requests_total",

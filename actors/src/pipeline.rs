@@ -63,7 +63,9 @@ impl Pipeline {
     ) -> Pipeline {
         let store_for_reconcile = store.clone();
         // Services are refreshed only where there is an ECS to ask.
-        let dirty = reconcile.as_ref().map(|_| crate::dirty::Dirty::default());
+        let dirty = reconcile
+            .as_ref()
+            .map(|_| crate::dirty::Dirty::with_gauge(metrics.service_refreshes_pending.clone()));
         let arbiters: Vec<Arbiter> = (0..5).map(|_| Arbiter::new()).collect();
         let (m, l) = (metrics.clone(), log.new(o!("actor" => "StreamHub")));
         let hub =

@@ -616,7 +616,9 @@ async fn sweeps_and_refreshes_describe_services_against_a_stub() {
         .await,
         "web refreshed after its tasks changed"
     );
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Then no service is marked or being described any more.
+    let settled = || async { metrics.service_refreshes_pending.get() == 0 };
+    assert!(eventually(Duration::from_secs(5), settled).await);
     let refreshes = ecs.calls() - calls;
     assert!(
         (1..=3).contains(&refreshes),
@@ -986,8 +988,13 @@ async fn services_come_from_moto_and_events_refresh_them(b: Backend) {
     })
     .await;
     assert!(stored, "the 300 task events were not all stored");
-    // Past the last refresh interval (5 s) any mark still due was described.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Once no service is marked or being described, every mark was.
+    let settled = || async {
+        let body = p.get("/metrics").await.body;
+        let text = String::from_utf8_lossy(&body).into_owned();
+        text.lines().any(|l| l == "css_service_refreshes_pending 0")
+    };
+    assert!(eventually(Duration::from_secs(15), settled).await);
     let calls = refreshes("task").await;
     assert!(
         (1.0..=5.0).contains(&calls),

@@ -574,7 +574,7 @@ impl Reconciler {
             return;
         }
         let every = self.job.tuning.service_refresh;
-        let due = {
+        let (due, in_flight) = {
             let Ok(mut asked) = self.job.lane.asked.lock() else {
                 return;
             };
@@ -593,7 +593,8 @@ impl Reconciler {
                 .clone()
                 .refresh(due)
                 .into_actor(self)
-                .map(|res, act, _| {
+                .map(move |res, act, _| {
+                    drop(in_flight);
                     act.refreshing = false;
                     match res {
                         Ok(n) if n > 0 => debug!(act.log, "services refreshed"; "services" => n),
