@@ -336,6 +336,7 @@ pub fn same_state(kind: Kind, a: &str, b: &str) -> bool {
 /// (`entity`) and the fields that ordering, filtering and the version rule need.
 ///
 /// Serialized as is into the store, so that loading needs no re-rendering.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Entry {
@@ -354,38 +355,26 @@ pub struct Entry {
     pub stored_at_ms: i64,
     /// `lastStatus` of a task, `status` of an instance or a service.
     pub status: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_status: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_by: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launch_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_instance: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
     /// The task definition ARN of a service.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_definition: Option<String>,
     /// The PRIMARY deployment's `rolloutState` of a service.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_connected: Option<bool>,
     /// `stoppedAt` of a task, in Unix milliseconds (for STOPPED-task retention).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_at_ms: Option<i64>,
     /// `stopCode` of a task.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_code: Option<String>,
     /// The exit codes a task's containers reported.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exit_codes: Vec<i64>,
     /// Where it is reached: an `awsvpc` task's private IPv4 address, or a
     /// container instance's `private-ip` attribute (Prometheus discovery).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// What consumers read of each kind besides the fields above.
     #[serde(default, skip_serializing_if = "Index::is_missing")]
@@ -396,7 +385,6 @@ pub struct Entry {
     /// `detail`, or the object a Describe call answered (ecs-api.md). `None`
     /// when the source had none (the ECS read API then derives it from
     /// `entity`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ecs: Option<Packed>,
 }
 
