@@ -41,8 +41,6 @@ pub struct Metrics {
     pub store_commit_seconds: Counter,
     pub store_errors: IntCounter,
     pub store_revision: Gauge,
-    /// Services marked to be described again or being described.
-    pub service_refreshes_pending: Gauge,
     /// `css_ecs_api_requests_total{operation, outcome}`.
     ecs_requests: IntCounterVec,
     /// `css_view_entities{kind}`, in [`Kind::ALL`] order.
@@ -114,6 +112,8 @@ struct ClusterFamilies {
     throttles: IntCounterVec,
     leader: GaugeVec,
     refreshes: IntCounterVec,
+    /// Services marked to be described again, or being described.
+    refreshes_pending: Gauge,
 }
 
 /// What made a `DescribeServices` call (`css_service_refreshes_total{reason}`),
@@ -251,11 +251,6 @@ impl Metrics {
             ),
             store_errors: d.counter("css_store_errors_total", "Failed store loads and commits."),
             store_revision: d.gauge("css_store_revision", "Current store revision."),
-            service_refreshes_pending: d.gauge(
-                "css_service_refreshes_pending",
-                "Services marked to be described again (their tasks or events \
-                 changed) or being described.",
-            ),
             view_entities: Kind::ALL.map(|k| views.with_label_values(&[k.as_str()])),
             ecs_requests: d.counters(
                 "css_ecs_api_requests_total",
@@ -297,6 +292,11 @@ impl Metrics {
             registry,
             cluster_state: crate::cluster_state::ClusterState::new(),
         }
+    }
+
+    /// `css_service_refreshes_pending`, which the dirty set keeps.
+    pub fn service_refreshes_pending(&self) -> Gauge {
+        self.clusters.refreshes_pending.clone()
     }
 
     /// The metrics of cluster `name`.
@@ -435,6 +435,10 @@ impl ClusterFamilies {
                     &["cluster", "reason"],
                 )
                 .expect("valid metric"),
+            ),
+            refreshes_pending: d.gauge(
+                "css_service_refreshes_pending",
+                "Services marked to be described again, or being described.",
             ),
         }
     }

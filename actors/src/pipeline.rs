@@ -65,7 +65,7 @@ impl Pipeline {
         // Services are refreshed only where there is an ECS to ask.
         let dirty = reconcile
             .as_ref()
-            .map(|_| crate::dirty::Dirty::with_gauge(metrics.service_refreshes_pending.clone()));
+            .map(|_| crate::dirty::Dirty::with_gauge(metrics.service_refreshes_pending()));
         let arbiters: Vec<Arbiter> = (0..5).map(|_| Arbiter::new()).collect();
         let (m, l) = (metrics.clone(), log.new(o!("actor" => "StreamHub")));
         let hub =

@@ -617,7 +617,7 @@ async fn sweeps_and_refreshes_describe_services_against_a_stub() {
         "web refreshed after its tasks changed"
     );
     // Then no service is marked or being described any more.
-    let settled = || async { metrics.service_refreshes_pending.get() == 0 };
+    let settled = || async { metrics.service_refreshes_pending().get() == 0 };
     assert!(eventually(Duration::from_secs(5), settled).await);
     let refreshes = ecs.calls() - calls;
     assert!(
