@@ -285,6 +285,17 @@ fn machine() -> String {
     format!("{cpus} cores ({model})")
 }
 
+/// The events the ingest parts replay, written to `path`.
+fn write_events(s: &Sizes, path: &Path) {
+    let f = std::fs::File::create(path).expect("events file");
+    let mut w = std::io::BufWriter::new(f);
+    gen::write_events(&s.shape, s.events, &mut w).expect("write events");
+    // On disk before the clock starts: its write-back would otherwise
+    // compete with the service's own fsyncs during the measurement.
+    let f = w.into_inner().expect("write events");
+    f.sync_all().expect("sync events");
+}
+
 async fn run(o: &Options, s: &Sizes, work: &Path) -> Report {
     let mut report = Report::default();
     let mode = if o.quick { "quick" } else { "full" };
@@ -300,13 +311,7 @@ async fn run(o: &Options, s: &Sizes, work: &Path) -> Report {
     let events = work.join("events.ndjson");
     let data = work.join("data");
     if o.runs("ingest") || o.runs("etcd") {
-        let f = std::fs::File::create(&events).expect("events file");
-        let mut w = std::io::BufWriter::new(f);
-        gen::write_events(&s.shape, s.events, &mut w).expect("write events");
-        // On disk before the clock starts: its write-back would otherwise
-        // compete with the service's own fsyncs during the measurement.
-        let f = w.into_inner().expect("write events");
-        f.sync_all().expect("sync events");
+        write_events(s, &events);
     }
 
     if o.runs("ingest") {
@@ -332,6 +337,13 @@ async fn run(o: &Options, s: &Sizes, work: &Path) -> Report {
         return report;
     }
 
+    served(o, s, work, &data, &mut report).await;
+    report
+}
+
+/// Parts 2-4: the service restarted on the ingested state, its memory, then
+/// the queries, the dashboard and the streams against it.
+async fn served(o: &Options, s: &Sizes, work: &Path, data: &Path, report: &mut Report) {
     println!("\n2-4. restart, memory, queries, streams (embedded store)");
     let fifo = work.join("changes.fifo");
     let _ = std::fs::remove_file(&fifo);
@@ -369,7 +381,7 @@ async fn run(o: &Options, s: &Sizes, work: &Path) -> Report {
     );
 
     if o.runs("queries") {
-        queries(svc.addr, s, &mut report).await;
+        queries(svc.addr, s, report).await;
         let (rss, peak) = svc.memory();
         let max = 400 * 1024 * 1024;
         report.add(
@@ -381,13 +393,12 @@ async fn run(o: &Options, s: &Sizes, work: &Path) -> Report {
         report.add("RSS peak during the query load", mib(peak), "", None);
     }
     if o.runs("ui") {
-        dashboard(svc.addr, s, &mut report).await;
+        dashboard(svc.addr, s, report).await;
     }
     if o.runs("streams") {
-        streams(svc.addr, s, pipe, o.trace.as_deref(), &mut report).await;
+        streams(svc.addr, s, pipe, o.trace.as_deref(), report).await;
     }
     svc.stop();
-    report
 }
 
 /// The tasks view of `/ui/` in headless Chromium, on the full state: the time
@@ -756,6 +767,29 @@ fn latency_rows(
     );
 }
 
+/// `work.1` requests from each of `work.0` clients at once, then `work.2`
+/// from one client alone (the cost of a request on its own, without the
+/// others queued beside it on shared cores): latency rows of both, the
+/// first against `target`.
+async fn timed<F>(
+    addr: SocketAddr,
+    report: &mut Report,
+    name: &str,
+    target: (&'static str, Duration),
+    work: (usize, usize, usize),
+    path: F,
+) where
+    F: Fn(&mut fastrand::Rng) -> String + Clone + Send + Sync + 'static,
+{
+    let (clients, each, alone) = work;
+    let (lat, failed) = load(addr, clients, each, path.clone()).await;
+    report.check(failed == 0, || format!("{name}: {failed} failed requests"));
+    latency_rows(report, name, &lat, target.0, Some(target.1));
+    let (lat, _) = load(addr, 1, alone, path).await;
+    let name = name.split(" (").next().unwrap_or(name);
+    latency_rows(report, &format!("{name}, 1 client alone"), &lat, "", None);
+}
+
 async fn queries(addr: SocketAddr, s: &Sizes, report: &mut Report) {
     let shape = s.shape;
     let per_cluster = shape.tasks / shape.clusters;
@@ -789,75 +823,29 @@ async fn queries(addr: SocketAddr, s: &Sizes, report: &mut Report) {
 
     let c = s.clients;
     println!("  ({c} concurrent clients, keep-alive)");
-    let (lat, failed) = load(addr, c, s.describes, move |r| {
-        shape.describe_path(r.usize(..shape.tasks))
-    })
-    .await;
-    report.check(failed == 0, || {
-        format!("describe: {failed} failed requests")
-    });
-    latency_rows(
-        report,
-        "describe one task",
-        &lat,
-        "p99 <= 2 ms",
-        Some(Duration::from_millis(2)),
-    );
+    let describe = move |r: &mut fastrand::Rng| shape.describe_path(r.usize(..shape.tasks));
+    let work = (c, s.describes, s.describes * 4);
+    let target = ("p99 <= 2 ms", Duration::from_millis(2));
+    timed(addr, report, "describe one task", target, work, describe).await;
     // The same requests from one client: the cost of a request on its own,
     // without 31 others queued beside it on two shared cores.
-    let (lat, _) = load(addr, 1, s.describes * 4, move |r| {
-        shape.describe_path(r.usize(..shape.tasks))
-    })
-    .await;
-    latency_rows(report, "describe one task, 1 client alone", &lat, "", None);
-
-    let (lat, failed) = load(addr, c, s.filtered, move |r| {
+    let filtered = move |r: &mut fastrand::Rng| {
         format!(
             "/v1/tasks?cluster={}",
             shape.cluster(r.usize(..shape.clusters))
         )
-    })
-    .await;
-    report.check(failed == 0, || {
-        format!("filtered list: {failed} failed requests")
-    });
+    };
     let name = format!("filtered list ({per_cluster} tasks)");
-    latency_rows(
-        report,
-        &name,
-        &lat,
-        "p99 <= 20 ms",
-        Some(Duration::from_millis(20)),
-    );
-    let (lat, _) = load(addr, 1, s.filtered * 10, move |r| {
-        format!(
-            "/v1/tasks?cluster={}",
-            shape.cluster(r.usize(..shape.clusters))
-        )
+    let target = ("p99 <= 20 ms", Duration::from_millis(20));
+    let work = (c, s.filtered, s.filtered * 10);
+    timed(addr, report, &name, target, work, filtered).await;
+    let name = format!("full list ({} tasks)", shape.tasks);
+    let target = ("p99 <= 500 ms", Duration::from_millis(500));
+    let work = (c, s.full, s.full * 4);
+    timed(addr, report, &name, target, work, |_| {
+        "/v1/tasks".to_owned()
     })
     .await;
-    latency_rows(report, "filtered list, 1 client alone", &lat, "", None);
-
-    let (lat, failed) = load(addr, c, s.full, |_| "/v1/tasks".to_owned()).await;
-    report.check(failed == 0, || {
-        format!("full list: {failed} failed requests")
-    });
-    let name = format!("full list ({} tasks)", shape.tasks);
-    latency_rows(
-        report,
-        &name,
-        &lat,
-        "p99 <= 500 ms",
-        Some(Duration::from_millis(500)),
-    );
-    let (lat, _) = load(addr, 1, s.full * 4, |_| "/v1/tasks".to_owned()).await;
-    report.add(
-        "full list, 1 client alone: p50",
-        ms(pct(&lat, 0.5)),
-        "",
-        None,
-    );
-
     paged(addr, s, report).await;
 }
 
@@ -953,6 +941,8 @@ struct Got {
     cuts: usize,
     /// The stream ended other than by a `TooSlow` line it could resume from.
     broken: bool,
+    /// Changes received (`lat.len()` before it is handed on).
+    received: usize,
 }
 
 /// Changes written at once after the steady part of the fan-out: a burst of
@@ -965,164 +955,145 @@ const BURST: usize = 5_000;
 /// Opens `s.streams` task streams, writes `s.rate` changes/s into the replay
 /// pipe for `s.stream_secs`, then a [`BURST`], and measures when each stream
 /// gets each change.
-async fn streams(
+/// One stream's reader: opens `/v1/stream/tasks`, counts itself `open`,
+/// and records the latency of each of the `total` changes (their send
+/// times in `sent`, nanoseconds since `t0`) until it has them all or `stop`.
+async fn read_stream(
     addr: SocketAddr,
-    s: &Sizes,
-    pipe: std::fs::File,
-    trace: Option<&Path>,
-    report: &mut Report,
-) {
-    let steady = s.rate * s.stream_secs as usize;
-    let total = steady + BURST;
-    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
-    let t0 = Instant::now();
-    let open = Arc::new(AtomicUsize::new(0));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut joins = Vec::new();
-    let trace = trace.map(Path::to_path_buf);
-    for client in 0..s.streams {
-        let (sent, open, mut stop) = (sent.clone(), open.clone(), stop_rx.clone());
-        let trace = trace.clone().filter(|_| client == 0);
-        joins.push(tokio::spawn(async move {
-            let mut traced = String::new();
-            let mut conn = Conn::connect(addr).await.ok()?;
-            if conn.open_stream("/v1/stream/tasks").await.ok()? != 200 {
-                return None;
-            }
-            open.fetch_add(1, Ordering::SeqCst);
-            let mut got = Got {
-                lat: Vec::with_capacity(total),
-                ..Got::default()
-            };
-            let mut buf = Vec::new();
-            let finder = gen::SeqFinder::new();
-            'read: while got.lat.len() < total {
-                tokio::select! {
-                    more = conn.next_piece(&mut buf) => {
-                        if !matches!(more, Ok(true)) {
-                            got.broken = true;
-                            break;
-                        }
-                    }
-                    _ = stop.changed() => break,
-                }
-                let now = t0.elapsed().as_nanos() as u64;
-                let mut start = 0;
-                while let Some(n) = memchr::memchr(b'\n', &buf[start..]) {
-                    let line = &buf[start..start + n];
-                    start += n + 1;
-                    if let Some(seq) = finder.seq_of(line) {
-                        // Every change once, in the order written.
-                        got.disorder += usize::from(seq != got.lat.len());
-                        let at = sent.get(seq).map_or(0, |a| a.load(Ordering::Acquire));
-                        got.lat.push(Duration::from_nanos(now.saturating_sub(at)));
-                        if trace.is_some() {
-                            let ms = |ns: u64| ns as f64 / 1e6;
-                            let _ = writeln!(traced, "{seq} {:.3} {:.3}", ms(at), ms(now));
-                        }
-                    } else if line.starts_with(b"{\"error\"") {
-                        // Cut as too slow: resume where the server says, as a
-                        // client should; nothing may be missing or repeated.
-                        let resume = string_field(line, "resumeFrom");
-                        let too_slow = string_field(line, "code").as_deref() == Some("TooSlow");
-                        let (Some(from), true, true) = (resume, too_slow, got.cuts < MAX_RESUMES)
-                        else {
-                            got.broken = true;
-                            break 'read;
-                        };
-                        got.cuts += 1;
-                        let path = format!("/v1/stream/tasks?entityVersion={from}");
-                        conn = match Conn::connect(addr).await {
-                            Ok(c) => c,
-                            Err(_) => {
-                                got.broken = true;
-                                break 'read;
-                            }
-                        };
-                        if !matches!(conn.open_stream(&path).await, Ok(200)) {
-                            got.broken = true;
-                            break 'read;
-                        }
-                        buf.clear();
-                        continue 'read;
-                    }
-                }
-                buf.drain(..start);
-            }
-            if let Some(path) = trace {
-                let _ = std::fs::write(path, traced);
-            }
-            Some(got)
-        }));
+    sent: Arc<Vec<AtomicU64>>,
+    open: Arc<AtomicUsize>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    trace: Option<PathBuf>,
+    t0: Instant,
+) -> Option<Got> {
+    let total = sent.len();
+    let mut traced = String::new();
+    let mut conn = Conn::connect(addr).await.ok()?;
+    if conn.open_stream("/v1/stream/tasks").await.ok()? != 200 {
+        return None;
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while open.load(Ordering::SeqCst) < s.streams && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let opened = open.load(Ordering::SeqCst);
-    report.check(opened == s.streams, || {
-        format!("streams: only {opened} of {} opened", s.streams)
-    });
-    println!(
-        "  ({opened} streams open; writing {} changes/s for {} s)",
-        s.rate, s.stream_secs
-    );
-
-    let (shape, rate) = (s.shape, s.rate);
-    let writer_sent = sent.clone();
-    let writer = std::thread::spawn(move || {
-        let mut pipe = std::io::BufWriter::with_capacity(1 << 20, pipe);
-        let begin = Instant::now();
-        // Versions above any earlier run's on the same state.
-        let base = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1000, |d| d.as_millis() as u64 * 1000);
-        let lines: Vec<String> = (0..total).map(|q| shape.change(base, q)).collect();
-        let begin_ns = begin.duration_since(t0).as_nanos() as u64;
-        // Change `i`, sent at `at` (nanoseconds since t0).
-        let write = |pipe: &mut std::io::BufWriter<std::fs::File>, i: usize, at: u64| {
-            writer_sent[i].store(at, Ordering::Release);
-            let _ = pipe.write_all(lines[i].as_bytes());
-            let _ = pipe.write_all(b"\n");
-        };
-        let mut next = 0;
-        while next < steady {
-            let due = ((begin.elapsed().as_secs_f64() * rate as f64) as usize + 1).min(steady);
-            while next < due {
-                let at = begin_ns.max(t0.elapsed().as_nanos() as u64);
-                write(&mut pipe, next, at);
-                next += 1;
+    open.fetch_add(1, Ordering::SeqCst);
+    let mut got = Got {
+        lat: Vec::with_capacity(total),
+        ..Got::default()
+    };
+    let mut buf = Vec::new();
+    let finder = gen::SeqFinder::new();
+    'read: while got.lat.len() < total {
+        tokio::select! {
+            more = conn.next_piece(&mut buf) => {
+                if !matches!(more, Ok(true)) {
+                    got.broken = true;
+                    break;
+                }
             }
-            let _ = pipe.flush();
-            std::thread::sleep(Duration::from_millis(1));
+            _ = stop.changed() => break,
         }
-        let at = t0.elapsed().as_nanos() as u64;
-        for i in steady..total {
-            write(&mut pipe, i, at);
+        let now = t0.elapsed().as_nanos() as u64;
+        let mut start = 0;
+        while let Some(n) = memchr::memchr(b'\n', &buf[start..]) {
+            let line = &buf[start..start + n];
+            start += n + 1;
+            if let Some(seq) = finder.seq_of(line) {
+                // Every change once, in the order written.
+                got.disorder += usize::from(seq != got.lat.len());
+                let at = sent.get(seq).map_or(0, |a| a.load(Ordering::Acquire));
+                got.lat.push(Duration::from_nanos(now.saturating_sub(at)));
+                if trace.is_some() {
+                    let ms = |ns: u64| ns as f64 / 1e6;
+                    let _ = writeln!(traced, "{seq} {:.3} {:.3}", ms(at), ms(now));
+                }
+            } else if line.starts_with(b"{\"error\"") {
+                // Cut as too slow: resume where the server says, as a
+                // client should; nothing may be missing or repeated.
+                match resume(addr, line, &mut got).await {
+                    Some(c) => conn = c,
+                    None => {
+                        got.broken = true;
+                        break 'read;
+                    }
+                }
+                buf.clear();
+                continue 'read;
+            }
+        }
+        buf.drain(..start);
+    }
+    if let Some(path) = trace {
+        let _ = std::fs::write(path, traced);
+    }
+    got.received = got.lat.len();
+    Some(got)
+}
+
+/// A new stream from where the server's `TooSlow` error `line` says, if it
+/// is one and the stream has resumed fewer than [`MAX_RESUMES`] times.
+async fn resume(addr: SocketAddr, line: &[u8], got: &mut Got) -> Option<Conn> {
+    let from = string_field(line, "resumeFrom")?;
+    let too_slow = string_field(line, "code").as_deref() == Some("TooSlow");
+    if !too_slow || got.cuts >= MAX_RESUMES {
+        return None;
+    }
+    got.cuts += 1;
+    let mut conn = Conn::connect(addr).await.ok()?;
+    let path = format!("/v1/stream/tasks?entityVersion={from}");
+    matches!(conn.open_stream(&path).await, Ok(200)).then_some(conn)
+}
+
+/// Writes `sent.len()` changes into the replay `pipe`: the first `steady`
+/// at `rate` per second, the rest at once; records when each was sent.
+fn write_changes(
+    pipe: std::fs::File,
+    shape: Shape,
+    rate: usize,
+    steady: usize,
+    sent: &[AtomicU64],
+    t0: Instant,
+) {
+    let total = sent.len();
+    let mut pipe = std::io::BufWriter::with_capacity(1 << 20, pipe);
+    let begin = Instant::now();
+    // Versions above any earlier run's on the same state.
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1000, |d| d.as_millis() as u64 * 1000);
+    let lines: Vec<String> = (0..total).map(|q| shape.change(base, q)).collect();
+    let begin_ns = begin.duration_since(t0).as_nanos() as u64;
+    // Change `i`, sent at `at` (nanoseconds since t0).
+    let write = |pipe: &mut std::io::BufWriter<std::fs::File>, i: usize, at: u64| {
+        sent[i].store(at, Ordering::Release);
+        let _ = pipe.write_all(lines[i].as_bytes());
+        let _ = pipe.write_all(b"\n");
+    };
+    let mut next = 0;
+    while next < steady {
+        let due = ((begin.elapsed().as_secs_f64() * rate as f64) as usize + 1).min(steady);
+        while next < due {
+            let at = begin_ns.max(t0.elapsed().as_nanos() as u64);
+            write(&mut pipe, next, at);
+            next += 1;
         }
         let _ = pipe.flush();
-        // Closing the pipe ends the replay; the service keeps serving.
-    });
-    let wrote = Instant::now();
-    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
-    let writing = wrote.elapsed();
-    // Give the last changes time to arrive, then stop the readers.
-    let grace = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < grace && joins.iter().any(|j| !j.is_finished()) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        std::thread::sleep(Duration::from_millis(1));
     }
-    let _ = stop_tx.send(true);
-    let mut all = Vec::with_capacity(total * s.streams);
+    let at = t0.elapsed().as_nanos() as u64;
+    for i in steady..total {
+        write(&mut pipe, i, at);
+    }
+    let _ = pipe.flush();
+    // Closing the pipe ends the replay; the service keeps serving.
+}
+
+/// Every stream got every change once, in order, and ended only by
+/// `TooSlow` lines it resumed from (`lat` of each counted before).
+fn check_streams(got: &[Got], total: usize, report: &mut Report) {
     let (mut short, mut broken, mut disorder, mut cuts, mut cut_streams) = (0, 0, 0, 0, 0);
-    for j in joins {
-        if let Some(got) = j.await.ok().flatten() {
-            short += usize::from(got.lat.len() < total);
-            broken += usize::from(got.broken);
-            disorder += got.disorder;
-            cuts += got.cuts;
-            cut_streams += usize::from(got.cuts > 0);
-            all.extend(got.lat.into_iter().take(steady));
-        }
+    for g in got {
+        short += usize::from(g.received < total);
+        broken += usize::from(g.broken);
+        disorder += g.disorder;
+        cuts += g.cuts;
+        cut_streams += usize::from(g.cuts > 0);
     }
     report.check(short == 0 && broken == 0 && disorder == 0, || {
         format!(
@@ -1136,6 +1107,61 @@ async fn streams(
         "",
         None,
     );
+}
+
+async fn streams(
+    addr: SocketAddr,
+    s: &Sizes,
+    pipe: std::fs::File,
+    trace: Option<&Path>,
+    report: &mut Report,
+) {
+    let steady = s.rate * s.stream_secs as usize;
+    let total = steady + BURST;
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
+    let t0 = Instant::now();
+    let open = Arc::new(AtomicUsize::new(0));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let joins: Vec<_> = (0..s.streams)
+        .map(|client| {
+            let trace = trace.map(Path::to_path_buf).filter(|_| client == 0);
+            let reader = read_stream(addr, sent.clone(), open.clone(), stop_rx.clone(), trace, t0);
+            tokio::spawn(reader)
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while open.load(Ordering::SeqCst) < s.streams && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let opened = open.load(Ordering::SeqCst);
+    report.check(opened == s.streams, || {
+        format!("streams: only {opened} of {} opened", s.streams)
+    });
+    println!(
+        "  ({opened} streams open; writing {} changes/s for {} s)",
+        s.rate, s.stream_secs
+    );
+    let (shape, rate, writer_sent) = (s.shape, s.rate, sent.clone());
+    let writer =
+        std::thread::spawn(move || write_changes(pipe, shape, rate, steady, &writer_sent, t0));
+    let wrote = Instant::now();
+    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    let writing = wrote.elapsed();
+    // Give the last changes time to arrive, then stop the readers.
+    let grace = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < grace && joins.iter().any(|j| !j.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop_tx.send(true);
+    let mut all = Vec::with_capacity(total * s.streams);
+    let mut got = Vec::with_capacity(s.streams);
+    for j in joins {
+        got.extend(j.await.ok().flatten());
+    }
+    for g in &mut got {
+        all.extend(g.lat.drain(..).take(steady));
+    }
+    check_streams(&got, total, report);
     all.sort_unstable();
     println!(
         "  ({} deliveries of the steady part; writing took {:.1} s, then {BURST} at once)",
