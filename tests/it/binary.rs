@@ -131,40 +131,41 @@ async fn a_restart_on_the_same_data_dir_keeps_everything_and_revisions_grow() {
     write_events(&first, 300, 1);
     write_events(&second, 40, 2);
 
+    // The binary on `data`, replaying `events` if given, once ready.
+    let run = |events: Option<&Path>| {
+        let addr = free_addr();
+        let mut args = vec![
+            "--bind".to_owned(),
+            addr.to_string(),
+            "--data-dir".into(),
+            data.into(),
+        ];
+        if let Some(e) = events {
+            args.extend(["--replay".into(), e.display().to_string()]);
+        }
+        let child = spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        async move {
+            wait_up(addr).await;
+            (child, addr)
+        }
+    };
+    let stop = |mut child: Child| {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    };
+
     // Run 1: replay 300 events, then crash (SIGKILL).
-    let addr = free_addr();
-    let mut child = spawn(&[
-        "--bind",
-        &addr.to_string(),
-        "--data-dir",
-        data,
-        "--replay",
-        first.to_str().unwrap(),
-    ]);
-    wait_up(addr).await;
+    let (child, addr) = run(Some(&first)).await;
     assert_eq!(list_until(addr, |s| s.0 == 300).await, (300, 300));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    stop(child);
 
     // Run 2: nothing feeding it; everything is still there at the same revision.
-    let addr = free_addr();
-    let mut child = spawn(&["--bind", &addr.to_string(), "--data-dir", data]);
-    wait_up(addr).await;
+    let (child, addr) = run(None).await;
     assert_eq!(list(addr).await, (300, 300));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    stop(child);
 
     // Run 3: 40 newer events; the revision keeps growing from where it was.
-    let addr = free_addr();
-    let mut child = spawn(&[
-        "--bind",
-        &addr.to_string(),
-        "--data-dir",
-        data,
-        "--replay",
-        second.to_str().unwrap(),
-    ]);
-    wait_up(addr).await;
+    let (child, addr) = run(Some(&second)).await;
     assert_eq!(list_until(addr, |s| s.1 == 340).await, (300, 340));
     let v = get(
         addr,
@@ -179,8 +180,7 @@ async fn a_restart_on_the_same_data_dir_keeps_everything_and_revisions_grow() {
         .parse()
         .unwrap();
     assert!(rev > 300, "a write after restart got revision {rev}");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    stop(child);
 }
 
 #[actix_web::test]

@@ -243,26 +243,20 @@ async fn entities_from_events_are_answered_with_the_events_fields(b: Backend) {
     )
     .await;
     assert_eq!(r.json()["taskArns"], json!([]));
-    let r = post(
-        t.addr(),
-        "ListTasks",
-        r#"{"cluster": "prod-web", "desiredStatus": "DONE"}"#,
-    )
-    .await;
-    assert_eq!(r.json()["__type"], "InvalidParameterException");
-    let r = post(t.addr(), "ListTasks", "{}").await;
-    assert_eq!(
-        r.json()["__type"],
-        "ClusterNotFoundException",
-        "no cluster named default"
-    );
-    let r = post(
-        t.addr(),
-        "ListTasks",
-        r#"{"cluster": "prod-web", "maxResults": "ten"}"#,
-    )
-    .await;
-    assert_eq!(r.json()["__type"], "SerializationException");
-    let r = post(t.addr(), "ListTasks", "[1]").await;
-    assert_eq!(r.json()["__type"], "SerializationException");
+    for (body, error) in [
+        (
+            r#"{"cluster": "prod-web", "desiredStatus": "DONE"}"#,
+            "InvalidParameterException",
+        ),
+        // No cluster named `default`.
+        ("{}", "ClusterNotFoundException"),
+        (
+            r#"{"cluster": "prod-web", "maxResults": "ten"}"#,
+            "SerializationException",
+        ),
+        ("[1]", "SerializationException"),
+    ] {
+        let r = post(t.addr(), "ListTasks", body).await;
+        assert_eq!(r.json()["__type"], error, "{body}");
+    }
 }

@@ -94,13 +94,7 @@ async fn etcd_with_a_user_and_password() {
     assert!(ok);
     let out = apply(&svc, task_event("auth", "a", 1, "RUNNING")).await;
     assert_eq!(out, [actors::decoder::MessageOutcome::Applied]);
-    assert_eq!(
-        get(svc.addr, "/v1/tasks").await.json()["items"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(count(svc.addr, "/v1/tasks").await, 1);
     svc.stop().await;
 }
 

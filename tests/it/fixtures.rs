@@ -140,12 +140,7 @@ async fn the_stopped_fixture_expires_under_the_default_retention(b: Backend) {
     t.inject(&[fixture("task-stopped-ec2.json")]).await;
     // Its stoppedAt is long past: the writer's housekeeping (a 30 s timer at
     // this retention; asked for at once here) deletes it.
-    t.svc
-        .pipeline
-        .writer
-        .send(actors::writer::Housekeep)
-        .await
-        .unwrap();
+    t.housekeep().await;
     let mut gone = false;
     for _ in 0..100 {
         if t.get("/v1/tasks").await.json()["items"] == serde_json::json!([]) {

@@ -200,14 +200,8 @@ async fn every_response_matches_the_openapi_document() {
     ] {
         sample(&t, &mut s, stream, "head", stream).await;
     }
-    let n_tasks = t.get("/v1/tasks").await.json()["items"]
-        .as_array()
-        .unwrap()
-        .len();
-    let n_instances = t.get("/v1/instances").await.json()["items"]
-        .as_array()
-        .unwrap()
-        .len();
+    let n_tasks = t.count("/v1/tasks").await;
+    let n_instances = t.count("/v1/instances").await;
     sample_stream(
         &t,
         &mut s,

@@ -262,13 +262,7 @@ async fn hostile_bodies_are_invalid_and_never_stop_the_good_ones() {
         t.inject(&[fixture("task-fargate-short-arn.json")]).await,
         [MessageOutcome::Applied]
     );
-    assert_eq!(
-        t.get("/v1/tasks").await.json()["items"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(t.count("/v1/tasks").await, 2);
 }
 
 #[actix_web::test]
@@ -290,12 +284,7 @@ async fn a_replay_from_a_pipe_applies_lines_as_they_arrive() {
     let SourceAddr::Replay(src) = t.svc.pipeline.source.clone() else {
         panic!("no replay source")
     };
-    let count = || async {
-        t.get("/v1/tasks?cluster=piped").await.json()["items"]
-            .as_array()
-            .unwrap()
-            .len()
-    };
+    let count = || async { t.count("/v1/tasks?cluster=piped").await };
     // Far fewer lines than a batch, and the pipe stays open: they are
     // applied as they arrive, not when a batch fills or the input ends.
     for (round, n) in [(0, 3), (3, 2)] {
@@ -373,22 +362,10 @@ async fn replay_counts_bad_lines_and_applies_the_rest() {
         (2502, 1, 1, 3, 0),
         "with no ECS to ask, a service event is ignored; a malformed one is invalid"
     );
-    assert_eq!(
-        t.get("/v1/tasks?cluster=bulk&limit=1").await.json()["items"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(t.count("/v1/tasks?cluster=bulk&limit=1").await, 1);
     let all = t.get("/v1/tasks").await.json();
     assert_eq!(all["items"].as_array().unwrap().len(), 2501);
-    assert_eq!(
-        t.get("/v1/instances").await.json()["items"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(t.count("/v1/instances").await, 1);
 }
 
 async fn truth(t: &TestService) -> actors::source::simulate::Truth {
@@ -411,14 +388,8 @@ async fn simulate_with_duplicates_and_reordering_converges_to_the_truth() {
     let mut ok = false;
     for _ in 0..200 {
         let tr = truth(&t).await;
-        let tasks = t.get("/v1/tasks").await.json()["items"]
-            .as_array()
-            .unwrap()
-            .len();
-        let instances = t.get("/v1/instances").await.json()["items"]
-            .as_array()
-            .unwrap()
-            .len();
+        let tasks = t.count("/v1/tasks").await;
+        let instances = t.count("/v1/instances").await;
         if tr.settled && tasks == tr.tasks && instances == tr.instances {
             ok = true;
             break;

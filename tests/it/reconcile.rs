@@ -550,18 +550,9 @@ async fn simulate_with_dropped_events_converges_to_the_simulators_truth() {
     let truth = sim.send(actors::source::simulate::GetTruth).await.unwrap();
     assert_eq!((truth.tasks, truth.instances, truth.services), (30, 6, 6));
     let converged = eventually(Duration::from_secs(15), || async {
-        let tasks = t.get("/v1/tasks").await.json()["items"]
-            .as_array()
-            .unwrap()
-            .len();
-        let instances = t.get("/v1/instances").await.json()["items"]
-            .as_array()
-            .unwrap()
-            .len();
-        let services = t.get("/v1/services").await.json()["items"]
-            .as_array()
-            .unwrap()
-            .len();
+        let tasks = t.count("/v1/tasks").await;
+        let instances = t.count("/v1/instances").await;
+        let services = t.count("/v1/services").await;
         tasks == truth.tasks && instances == truth.instances && services == truth.services
     })
     .await;

@@ -21,20 +21,6 @@ on_both_backends!(
     services_come_from_moto_and_events_refresh_them,
 );
 
-const ACCOUNT: &str = "111122223333";
-
-fn cluster_arn(c: &str) -> String {
-    format!("arn:aws:ecs:us-west-2:{ACCOUNT}:cluster/{c}")
-}
-
-fn service_arn(c: &str, name: &str) -> String {
-    format!("arn:aws:ecs:us-west-2:{ACCOUNT}:service/{c}/{name}")
-}
-
-fn task_definition(family_revision: &str) -> String {
-    format!("arn:aws:ecs:us-west-2:{ACCOUNT}:task-definition/{family_revision}")
-}
-
 /// A service as `DescribeServices` would render it, read at `read_ms`.
 fn service(cluster: &str, name: &str, edit: impl FnOnce(&mut Service)) -> Service {
     let mut s = Service {

@@ -462,12 +462,7 @@ async fn snapshot_deletions_and_heartbeats(b: Backend) {
     let stopped = c.next_json(5 * SECOND).await.unwrap();
     assert_eq!(version_of(&stopped), t.base + 3);
     assert_eq!(stopped["entity"]["lastStatus"], "STOPPED");
-    t.svc
-        .pipeline
-        .writer
-        .send(actors::writer::Housekeep)
-        .await
-        .unwrap();
+    t.housekeep().await;
     let deleted = c.next_json(5 * SECOND).await.expect("the deletion");
     assert_eq!(deleted["metadata"]["deleted"], true, "{deleted}");
     assert_eq!(version_of(&deleted), t.base + 4);

@@ -87,6 +87,17 @@ impl TestService {
         self.svc.addr
     }
 
+    /// How many items the list at `path` answers.
+    pub async fn count(&self, path: &str) -> usize {
+        count(self.addr(), path).await
+    }
+
+    /// Has the writer run its housekeeping (retention) now.
+    pub async fn housekeep(&self) {
+        let writer = &self.svc.pipeline.writer;
+        writer.send(actors::writer::Housekeep).await.unwrap();
+    }
+
     pub async fn wait_ready(&self) {
         for _ in 0..200 {
             if get(self.addr(), "/readyz").await.status == 200 {
@@ -142,16 +153,15 @@ impl TestService {
 /// `history_retention` (housekeeping before and after), then writes version 3:
 /// the history of the first two writes is compacted (in the background).
 pub async fn age_out_two_writes(t: &TestService) {
-    let writer = t.svc.pipeline.writer.clone();
     t.inject(&[
         task_event("c", "a", 1, "RUNNING"),
         task_event("c", "a", 2, "RUNNING"),
     ])
     .await;
-    writer.send(actors::writer::Housekeep).await.unwrap();
+    t.housekeep().await;
     tokio::time::sleep(Duration::from_millis(1300)).await;
     t.inject(&[task_event("c", "a", 3, "RUNNING")]).await;
-    writer.send(actors::writer::Housekeep).await.unwrap();
+    t.housekeep().await;
 }
 
 /// The project's copy of the shared fixtures.
@@ -447,6 +457,33 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The account of the ARNs the tests make (in us-west-2).
+pub const ACCOUNT: &str = "111122223333";
+
+pub fn cluster_arn(c: &str) -> String {
+    format!("arn:aws:ecs:us-west-2:{ACCOUNT}:cluster/{c}")
+}
+
+pub fn ci_arn(c: &str, id: &str) -> String {
+    format!("arn:aws:ecs:us-west-2:{ACCOUNT}:container-instance/{c}/{id}")
+}
+
+pub fn service_arn(c: &str, name: &str) -> String {
+    format!("arn:aws:ecs:us-west-2:{ACCOUNT}:service/{c}/{name}")
+}
+
+pub fn task_definition(family_revision: &str) -> String {
+    format!("arn:aws:ecs:us-west-2:{ACCOUNT}:task-definition/{family_revision}")
+}
+
+/// How many items the list at `path` answers.
+pub async fn count(addr: SocketAddr, path: &str) -> usize {
+    let v = get(addr, path).await.json();
+    v["items"]
+        .as_array()
+        .map_or_else(|| panic!("not a list: {v}"), Vec::len)
 }
 
 /// Tasks listed (as `(ARN, ECS version, entityVersion)`), and the list revision.
