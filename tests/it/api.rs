@@ -96,14 +96,10 @@ fn arns(v: &Value, field: &str) -> Vec<String> {
 }
 
 async fn ids(t: &TestService, list: &str, field: &str, query: &str) -> Vec<String> {
-    let r = t.get(&format!("{list}{query}")).await;
-    assert_eq!(
-        r.status,
-        200,
-        "{query}: {}",
-        String::from_utf8_lossy(&r.body)
-    );
-    arns(&r.json(), field)
+    arns(
+        &t.get(&format!("{list}{query}")).await.ok_json(query),
+        field,
+    )
 }
 
 async fn task_ids(t: &TestService, query: &str) -> Vec<String> {
@@ -116,12 +112,7 @@ async fn instance_ids(t: &TestService, query: &str) -> Vec<String> {
 
 async fn error(t: &TestService, method: &str, path: &str, status: u16, message: &str) {
     let r = request(t.addr(), method, path).await;
-    assert_eq!(
-        r.status,
-        status,
-        "{method} {path}: {}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.expect_status(status, &format!("{method} {path}"));
     assert_eq!(r.header("content-type"), Some("application/json"), "{path}");
     let body = r.json();
     assert!(
@@ -503,14 +494,7 @@ async fn all_pages(t: &TestService, first: &str) -> (Vec<Value>, usize, Vec<Stri
     let mut revisions = Vec::new();
     let mut path = first.to_owned();
     for pages in 1..1000 {
-        let r = t.get(&path).await;
-        assert_eq!(
-            r.status,
-            200,
-            "{path}: {}",
-            String::from_utf8_lossy(&r.body)
-        );
-        let v = r.json();
+        let v = t.get(&path).await.ok_json(&path);
         revisions.push(v["metadata"]["entityVersion"].as_str().unwrap().to_owned());
         items.extend(v["items"].as_array().unwrap().iter().cloned());
         match v.get("nextToken").and_then(Value::as_str) {
@@ -819,12 +803,8 @@ async fn the_metrics_pass_promtool_and_carry_every_family() {
     // The simulator feeds events and answers the reconcilers' ECS calls.
     let t = start_with(Feed::Simulate, |_| {}).await;
     t.wait_ready().await;
-    let ready = eventually(Duration::from_secs(10), || async {
-        t.metric("css_reconcile_sweeps_total{cluster=\"prod-web\"}")
-            .await
-            >= 1.0
-    })
-    .await;
+    let swept = "css_reconcile_sweeps_total{cluster=\"prod-web\"}";
+    let ready = metric_reaches(t.addr(), swept, 1.0, Duration::from_secs(10)).await;
     assert!(ready, "the simulator's clusters were swept");
     let r = t.get("/metrics").await;
     assert_eq!(r.header("content-type"), Some("text/plain; version=0.0.4"));

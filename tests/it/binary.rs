@@ -167,12 +167,7 @@ async fn a_restart_on_the_same_data_dir_keeps_everything_and_revisions_grow() {
     // Run 3: 40 newer events; the revision keeps growing from where it was.
     let (child, addr) = run(Some(&second)).await;
     assert_eq!(list_until(addr, |s| s.1 == 340).await, (300, 340));
-    let v = get(
-        addr,
-        "/v1/tasks/restart/arn:aws:ecs:us-west-2:111122223333:task/restart/t0",
-    )
-    .await
-    .json();
+    let v = get(addr, &task_path("restart", "t0")).await.json();
     assert_eq!(v["entity"]["version"], 2);
     let rev: u64 = v["metadata"]["entityVersion"]
         .as_str()

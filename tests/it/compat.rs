@@ -75,13 +75,7 @@ async fn sample_stream(
     n: usize,
 ) {
     let mut c = StreamClient::open(t.addr(), path, "Accept: application/octet-stream\r\n").await;
-    let mut lines = Vec::new();
-    while lines.len() < n {
-        match c.next_record(b"\n", Duration::from_secs(5)).await {
-            Some(l) => lines.push(l),
-            None => break,
-        }
-    }
+    let lines = c.records(n, b"\n", Duration::from_secs(5)).await;
     assert_eq!(lines.len(), n, "{path}: {lines:?}");
     out.push(json!({
         "operation": operation, "status": c.status, "content_type": c.header("content-type"),
@@ -168,9 +162,7 @@ async fn with_v03_errors_every_answer_reads_as_the_v03_swagger_declares() {
     let report = check_v03(&samples, "all");
     assert!(report.contains("12 of 12"), "{report}");
     // The typed errors a v0.3 client matches on, word for word.
-    let r = t
-        .get("/v1/tasks/web/arn:aws:ecs:us-west-2:111122223333:task/web/zz")
-        .await;
+    let r = t.get(&task_path("web", "zz")).await;
     assert_eq!(r.status, 404);
     assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
     assert_eq!(r.body, b"Task not found");
@@ -198,9 +190,7 @@ async fn by_default_successes_read_as_v03_and_errors_are_json_objects() {
     let samples = v03_samples(&t).await;
     let report = check_v03(&samples, "success-only");
     assert!(report.contains("12 of 12"), "{report}");
-    let r = t
-        .get("/v1/tasks/web/arn:aws:ecs:us-west-2:111122223333:task/web/zz")
-        .await;
+    let r = t.get(&task_path("web", "zz")).await;
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(
         r.json(),
@@ -464,8 +454,7 @@ async fn with_headers(t: &TestService, method: &str, path: &str, headers: &str) 
 #[actix_web::test]
 async fn pages_on_allowed_origins_may_use_the_api_and_the_streams() {
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "s3cret\n").unwrap();
+    let token_file = token_file(dir.path(), "s3cret");
     let t = start_with(css::config::Feed::None, |s| {
         s.server.cors_allowed_origins = vec!["http://ui.example:8080".into()];
         s.server.auth_token_file = token_file.clone();

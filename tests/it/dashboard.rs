@@ -175,14 +175,8 @@ async fn the_dashboard_shows_the_api_and_follows_it_live() {
         d["group"] = json!("family:batch")
     }))
     .await;
-    assert!(
-        has(
-            &p,
-            "/v1/tasks/alpha/arn:aws:ecs:us-west-2:111122223333:task/alpha/a3",
-            |v| { v["entity"]["lastStatus"] == "RUNNING" }
-        )
-        .await
-    );
+    let running = |v: &Value| v["entity"]["lastStatus"] == "RUNNING";
+    assert!(has(&p, &task_path("alpha", "a3"), running).await);
     let stored = Instant::now();
     let shown = b
         .until(
@@ -284,14 +278,8 @@ async fn the_dashboard_shows_the_api_and_follows_it_live() {
         d["desiredStatus"] = json!("STOPPED")
     }))
     .await;
-    assert!(
-        has(
-            &p,
-            "/v1/tasks/beta/arn:aws:ecs:us-west-2:111122223333:task/beta/b1",
-            |v| { v["entity"]["lastStatus"] == "STOPPED" }
-        )
-        .await
-    );
+    let stopped = |v: &Value| v["entity"]["lastStatus"] == "STOPPED";
+    assert!(has(&p, &task_path("beta", "b1"), stopped).await);
     let caught_up = "const dd = document.querySelector('.card[data-cluster=\"beta\"] dl.tasks dd[data-count=STOPPED]'); \
                      return dd && dd.textContent === '1';";
     assert!(

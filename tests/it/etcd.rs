@@ -132,27 +132,40 @@ async fn etcd_over_tls() {
     svc.stop().await;
 }
 
+/// An etcd store on `etcd`'s keys under `prefix`.
+async fn store_on(etcd: &Etcd, prefix: &str) -> actors::store::Etcd {
+    let config = actors::store::etcd::Config {
+        endpoints: vec![etcd.endpoint()],
+        key_prefix: prefix.into(),
+        ..Default::default()
+    };
+    let store = actors::store::Etcd::connect(&config, css::logging::discard()).await;
+    store.expect("etcd answers")
+}
+
+/// The store op that an event's entity is written with.
+fn put_op(event: &str) -> actors::store::Op {
+    use actors::decoder::decode::{decode, Decoded};
+    match decode(event) {
+        Ok(Decoded::Entity(e)) => actors::store::Op::Put(e),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A write skips the read before its compare-and-swap by guessing from what
 /// this replica last saw; another replica's writes make those guesses wrong,
 /// and the version rule must still hold, read from etcd, every time.
 #[actix_web::test]
 async fn writes_from_a_replica_with_an_outdated_view_follow_the_version_rule() {
-    use actors::decoder::decode::{decode, Decoded};
     use actors::store::{self, Op, Outcome, Store};
     let etcd = Etcd::start();
-    let config = store::etcd::Config {
-        endpoints: vec![etcd.endpoint()],
-        key_prefix: "/guess".into(),
-        ..Default::default()
-    };
-    let connect = || store::Etcd::connect(&config, css::logging::discard());
-    let (a, b) = (connect().await.unwrap(), connect().await.unwrap());
+    let (a, b) = (
+        store_on(&etcd, "/guess").await,
+        store_on(&etcd, "/guess").await,
+    );
     a.load().await.unwrap();
     b.load().await.unwrap();
-    let put = |version: u64, status: &str| match decode(&task_event("g", "t1", version, status)) {
-        Ok(Decoded::Entity(e)) => vec![Op::Put(e)],
-        other => panic!("{other:?}"),
-    };
+    let put = |version: u64, status: &str| vec![put_op(&task_event("g", "t1", version, status))];
     let one = |outcomes: store::Result<Vec<Outcome>>| outcomes.unwrap().pop().unwrap();
     let applied = |o: Outcome| match o {
         Outcome::Applied(c) => c,
@@ -193,7 +206,7 @@ async fn writes_from_a_replica_with_an_outdated_view_follow_the_version_rule() {
     assert_eq!(v8.entry.status, "STOPPED");
 
     // What etcd holds, read afresh, is v8, and nothing older got in.
-    let fresh = connect().await.unwrap().load().await.unwrap();
+    let fresh = store_on(&etcd, "/guess").await.load().await.unwrap();
     assert_eq!(fresh.entries.len(), 1);
     assert_eq!(fresh.entries[0].version, Some(8));
     assert_eq!(fresh.entries[0].revision, v8.entry.revision);
@@ -208,21 +221,10 @@ async fn writes_from_a_replica_with_an_outdated_view_follow_the_version_rule() {
 
 #[actix_web::test]
 async fn a_replica_that_lost_the_lead_writes_nothing_as_the_leader() {
-    use actors::decoder::decode::{decode, Decoded};
-    use actors::store::{self, Op, Store};
+    use actors::store::{self, Store};
     let etcd = Etcd::start();
-    let config = store::etcd::Config {
-        endpoints: vec![etcd.endpoint()],
-        key_prefix: "css".into(),
-        ..Default::default()
-    };
-    let a = store::Etcd::connect(&config, css::logging::discard())
-        .await
-        .unwrap();
-    let task = |id: &str| match decode(&task_event("c", id, 1, "RUNNING")).unwrap() {
-        Decoded::Entity(e) => Op::Put(e),
-        other => panic!("{other:?}"),
-    };
+    let a = store_on(&etcd, "css").await;
+    let task = |id: &str| put_op(&task_event("c", id, 1, "RUNNING"));
     assert!(a.lead("c").await.unwrap());
     assert!(a.leads("c"));
     let written = a.commit_as_leader(vec![task("t1")], 1, "c").await.unwrap();

@@ -7,11 +7,10 @@ use crate::support::*;
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use std::time::{Duration, Instant};
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Backend {
-    Embedded,
-    Etcd,
-}
+on_both_backends!(
+    events_reach_the_api_at_their_highest_version,
+    sigkill_mid_ingest_loses_nothing,
+);
 
 /// Everything a scenario runs against.
 struct Stack {
@@ -112,6 +111,13 @@ impl Stack {
 /// Sends `bodies` in batches of 10 while keeping at most about `max_depth`
 /// messages waiting: moto's receive takes time in proportion to the queue's
 /// length, so a producer that keeps pace is both realistic and fast here.
+/// Task events of `n` RUNNING tasks `t0000`, `t0001`, … of `cluster`.
+fn running_tasks(cluster: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| task_event(cluster, &format!("t{i:04}"), 1, "RUNNING"))
+        .collect()
+}
+
 fn send_paced(
     sqs: aws_sdk_sqs::Client,
     url: String,
@@ -237,16 +243,6 @@ async fn events_reach_the_api_at_their_highest_version(backend: Backend) {
         s.base() + applied as u64,
         "one revision per applied event"
     );
-}
-
-#[actix_web::test]
-async fn queue_events_reach_the_api_embedded() {
-    events_reach_the_api_at_their_highest_version(Backend::Embedded).await;
-}
-
-#[actix_web::test]
-async fn queue_events_reach_the_api_etcd() {
-    events_reach_the_api_at_their_highest_version(Backend::Etcd).await;
 }
 
 fn poison() -> Vec<String> {
@@ -378,10 +374,7 @@ async fn sigkill_mid_ingest_loses_nothing(backend: Backend) {
     const N: usize = 2000;
     let s = Stack::new(backend);
     let url = s.queue("bulk", &[]).await;
-    let bodies: Vec<String> = (0..N)
-        .map(|i| task_event("bulk", &format!("t{i:04}"), 1, "RUNNING"))
-        .collect();
-    let producer = send_paced(s.sqs.clone(), url.clone(), bodies, 100);
+    let producer = send_paced(s.sqs.clone(), url.clone(), running_tasks("bulk", N), 100);
 
     let mut p = s.service(Some("bulk"), &[]);
     p.wait_ready(Duration::from_secs(20)).await;
@@ -415,24 +408,16 @@ async fn sigkill_mid_ingest_loses_nothing(backend: Backend) {
 }
 
 #[actix_web::test]
-async fn sigkill_mid_ingest_loses_nothing_embedded() {
-    sigkill_mid_ingest_loses_nothing(Backend::Embedded).await;
-}
-
-#[actix_web::test]
-async fn sigkill_mid_ingest_loses_nothing_etcd() {
-    sigkill_mid_ingest_loses_nothing(Backend::Etcd).await;
-}
-
-#[actix_web::test]
 async fn sigterm_mid_ingest_stops_within_the_grace_period_and_loses_nothing() {
     const N: usize = 1000;
     let s = Stack::new(Backend::Embedded);
     let url = s.queue("graceful", &[]).await;
-    let bodies: Vec<String> = (0..N)
-        .map(|i| task_event("graceful", &format!("t{i:04}"), 1, "RUNNING"))
-        .collect();
-    let producer = send_paced(s.sqs.clone(), url.clone(), bodies, 100);
+    let producer = send_paced(
+        s.sqs.clone(),
+        url.clone(),
+        running_tasks("graceful", N),
+        100,
+    );
 
     let mut p = s.service(Some("graceful"), &[]);
     p.wait_ready(Duration::from_secs(20)).await;

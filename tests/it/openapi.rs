@@ -32,14 +32,12 @@ async fn sample_stream(
     n: usize,
 ) {
     let mut c = StreamClient::open(t.addr(), path, "").await;
-    let mut lines = Vec::new();
-    while lines.len() < n {
-        match c.next_json(Duration::from_secs(5)).await {
-            Some(l) => lines.push(l),
-            None => break,
-        }
-    }
+    let lines = c.records(n, b"\n", Duration::from_secs(5)).await;
     assert_eq!(lines.len(), n, "{path}: {lines:?}");
+    let lines: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     out.push(json!({
         "path": template, "method": "get", "status": c.status,
         "content_type": c.header("content-type"), "lines": lines,

@@ -139,18 +139,7 @@ async fn the_state_families_follow_the_view(b: Backend) {
         ],
     );
     // A deletion takes its share away; a count at zero is no series.
-    let snap = t.svc.pipeline.reader.snapshot().unwrap();
-    let t1 = snap
-        .of(actors::model::Kind::Task)
-        .values()
-        .find(|e| e.arn.ends_with("/t1"))
-        .unwrap()
-        .clone();
-    t.apply(vec![Op::Delete {
-        arn: t1.arn.clone(),
-        if_revision: t1.revision,
-    }])
-    .await;
+    t.delete_stored(actors::model::Kind::Task, "/t1").await;
     let gone = text(&t).await;
     assert!(!gone.contains(WEB_RUNNING), "{gone}");
     let (ok, said) = promtool(&["check", "metrics"], &gone);

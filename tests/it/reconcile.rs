@@ -149,12 +149,8 @@ async fn entities_never_sent_as_events_appear_within_one_interval() {
         "a task in ECS but never in an event did not appear within one interval"
     );
     // The counters are updated once the whole sweep (services last) is done.
-    let counted = eventually(Duration::from_secs(4), || async {
-        p.metric("css_reconcile_added_total{cluster=\"fast\"}")
-            .await
-            >= 4.0
-    })
-    .await;
+    let added = "css_reconcile_added_total{cluster=\"fast\"}";
+    let counted = metric_reaches(p.addr, added, 4.0, Duration::from_secs(4)).await;
     assert!(counted, "the sweep's additions were not counted");
 }
 

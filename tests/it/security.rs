@@ -17,8 +17,7 @@ async fn get_with(t: &TestService, path: &str, auth: &str) -> Response {
 #[actix_web::test]
 async fn a_token_guards_every_v1_path_but_not_health() {
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "s3cret-token-42\n").unwrap();
+    let token_file = token_file(dir.path(), "s3cret-token-42");
     let t = start_with(Feed::None, |s| s.server.auth_token_file = token_file).await;
     t.inject(&[task_event("c", "a", 1, "RUNNING")]).await;
     let good = "Authorization: Bearer s3cret-token-42\r\n";

@@ -296,16 +296,7 @@ impl Drop for EtcdCluster {
 /// returns (CA certificate, server certificate, server key).
 pub fn make_certs(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
     let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl runs");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeded(Command::new("openssl").args(args).current_dir(dir));
     };
     run(&[
         "req",
@@ -369,16 +360,7 @@ pub fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/it")
         .join(script);
-    let out = Command::new(venv_python())
-        .arg(path)
-        .args(args)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{script} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeeded(Command::new(venv_python()).arg(path).args(args));
     serde_json::from_slice(&out.stdout).expect("JSON")
 }
 
@@ -582,4 +564,14 @@ impl Drop for Netns {
             .args(["netns", "del", &self.name])
             .status();
     }
+}
+
+/// Runs `cmd` to its end and asserts it succeeded (its stderr in the message).
+pub fn succeeded(cmd: &mut Command) -> std::process::Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?} does not run: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{cmd:?}: {stderr}");
+    out
 }

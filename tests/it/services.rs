@@ -107,24 +107,12 @@ fn names(v: &Value) -> Vec<String> {
 }
 
 async fn listed(t: &TestService, query: &str) -> Vec<String> {
-    let r = t.get(&format!("/v1/services{query}")).await;
-    assert_eq!(
-        r.status,
-        200,
-        "{query}: {}",
-        String::from_utf8_lossy(&r.body)
-    );
-    names(&r.json())
+    names(&t.get(&format!("/v1/services{query}")).await.ok_json(query))
 }
 
 async fn refused(t: &TestService, path: &str, status: u16, message: &str) {
     let r = t.get(path).await;
-    assert_eq!(
-        r.status,
-        status,
-        "{path}: {}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.expect_status(status, path);
     assert_eq!(r.header("content-type"), Some("application/json"), "{path}");
     let got = r.json()["message"].as_str().unwrap_or_default().to_owned();
     assert!(got.contains(message), "{path}: {got:?} lacks {message:?}");
@@ -210,14 +198,7 @@ async fn services_are_listed_filtered_and_described(b: Backend) {
         format!("/v1/services/{}/web", enc(&cluster_arn("prod-web"))),
         format!("/v1/services/{}/{web}", cluster_arn("prod-web")),
     ] {
-        let r = t.get(&path).await;
-        assert_eq!(
-            r.status,
-            200,
-            "{path}: {}",
-            String::from_utf8_lossy(&r.body)
-        );
-        let item = r.json();
+        let item = t.get(&path).await.ok_json(&path);
         assert_eq!(item["entity"]["serviceARN"], web.as_str(), "{path}");
         assert_eq!(
             item["entity"]["taskDefinitionARN"],
@@ -319,22 +300,7 @@ async fn service_streams_snapshot_resume_and_delete(b: Backend) {
     assert_eq!(version_of(&etl), version_of(&web) + 1);
 
     // A deletion is announced.
-    let old = t
-        .svc
-        .pipeline
-        .reader
-        .snapshot()
-        .unwrap()
-        .of(Kind::Service)
-        .values()
-        .find(|e| e.arn.ends_with("/old"))
-        .unwrap()
-        .clone();
-    t.apply(vec![Op::Delete {
-        arn: old.arn.clone(),
-        if_revision: old.revision,
-    }])
-    .await;
+    t.delete_stored(Kind::Service, "/old").await;
     let gone = s.next_json(within).await.expect("the deletion");
     assert_eq!(gone["metadata"]["deleted"], true);
     assert_eq!(gone["entity"]["serviceName"], "old");

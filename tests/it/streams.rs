@@ -24,6 +24,11 @@ fn path(kind: &str, query: &str) -> String {
     format!("/v1/stream/{kind}{query}")
 }
 
+/// A task stream from `entityVersion` `from` on `addr`.
+async fn tasks_from(addr: std::net::SocketAddr, from: impl std::fmt::Display) -> StreamClient {
+    StreamClient::open(addr, &path("tasks", &format!("?entityVersion={from}")), "").await
+}
+
 /// Reads items until one has `entityVersion` `last` (or the stream stalls
 /// for 10 s); returns their versions.
 async fn versions_until(c: &mut StreamClient, last: u64) -> Vec<u64> {
@@ -112,12 +117,7 @@ async fn the_v03_scenario_replays_every_version_of_a_task(b: Backend) {
     let noted = version_of(&read);
     t.inject(&[task_event("c", "web", 2, "STOPPED")]).await;
 
-    let mut c = StreamClient::open(
-        t.addr(),
-        &path("tasks", &format!("?entityVersion={noted}")),
-        "",
-    )
-    .await;
+    let mut c = tasks_from(t.addr(), noted).await;
     assert_eq!(c.status, 200);
     let first = c.next_json(5 * SECOND).await.expect("RUNNING version");
     let second = c.next_json(5 * SECOND).await.expect("STOPPED version");
@@ -153,12 +153,7 @@ async fn a_catch_up_under_a_concurrent_writer_is_complete_and_ordered(b: Backend
             assert!(Instant::now() < deadline, "the writer never got half way");
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        let mut c = StreamClient::open(
-            t.addr(),
-            &path("tasks", &format!("?entityVersion={middle}")),
-            "",
-        )
-        .await;
+        let mut c = tasks_from(t.addr(), middle).await;
         assert_eq!(c.status, 200);
         (middle, versions_until(&mut c, last).await)
     };
@@ -173,12 +168,7 @@ async fn a_catch_up_under_a_concurrent_writer_is_complete_and_ordered(b: Backend
     assert_eq!(seen, expected, "strictly increasing, no gap, no duplicate");
 
     // The store's history says the same: a stream read after the fact.
-    let mut again = StreamClient::open(
-        t.addr(),
-        &path("tasks", &format!("?entityVersion={middle}")),
-        "",
-    )
-    .await;
+    let mut again = tasks_from(t.addr(), middle).await;
     assert_eq!(versions_until(&mut again, last).await, expected);
 }
 
@@ -233,12 +223,7 @@ async fn a_client_that_stops_reading_is_cut_and_resumes_without_loss(b: Backend)
     assert_eq!(got, (t.base + 1..resume).collect::<Vec<_>>());
     assert!(resume < last, "cut before the end");
 
-    let mut c = StreamClient::open(
-        t.addr(),
-        &path("tasks", &format!("?entityVersion={resume}")),
-        "",
-    )
-    .await;
+    let mut c = tasks_from(t.addr(), resume).await;
     got.extend(versions_until(&mut c, last).await);
     assert_eq!(got, (t.base + 1..=last).collect::<Vec<_>>());
 }
@@ -313,12 +298,7 @@ async fn out_of_range_and_bad_parameters(b: Backend) {
 
     // The newest change and the next revision are fine.
     for ok in [t.base + 3, t.base + 4] {
-        let c = StreamClient::open(
-            t.addr(),
-            &path("tasks", &format!("?entityVersion={ok}")),
-            "",
-        )
-        .await;
+        let c = tasks_from(t.addr(), ok).await;
         assert_eq!(c.status, 200, "entityVersion={ok}");
     }
     let r = t
@@ -509,12 +489,7 @@ async fn a_stream_on_one_replica_sees_changes_ingested_by_the_other() {
     assert_eq!(version_of(&item), a.base + 1);
     assert!(item["entity"]["taskARN"].as_str().unwrap().ends_with("/x"));
     // And resuming on b replays what a wrote.
-    let mut from = StreamClient::open(
-        b.addr(),
-        &path("tasks", &format!("?entityVersion={}", a.base + 1)),
-        "",
-    )
-    .await;
+    let mut from = tasks_from(b.addr(), a.base + 1).await;
     assert_eq!(
         version_of(&from.next_json(2 * SECOND).await.unwrap()),
         a.base + 1

@@ -92,6 +92,26 @@ impl TestService {
         count(self.addr(), path).await
     }
 
+    /// Deletes the stored entity of `kind` whose ARN ends with `suffix`
+    /// (at its revision); the entry it was.
+    pub async fn delete_stored(
+        &self,
+        kind: actors::model::Kind,
+        suffix: &str,
+    ) -> actors::model::SharedEntry {
+        let snap = self.svc.pipeline.reader.snapshot().expect("a view");
+        let found = snap.of(kind).values().find(|e| e.arn.ends_with(suffix));
+        let e = found
+            .unwrap_or_else(|| panic!("no {kind:?} ending in {suffix}"))
+            .clone();
+        let op = actors::store::Op::Delete {
+            arn: e.arn.clone(),
+            if_revision: e.revision,
+        };
+        self.apply(vec![op]).await;
+        e
+    }
+
     /// Has the writer run its housekeeping (retention) now.
     pub async fn housekeep(&self) {
         let writer = &self.svc.pipeline.writer;
@@ -206,7 +226,7 @@ pub fn task_event(cluster: &str, id: &str, version: u64, status: &str) -> String
         "time": "2026-11-20T10:01:02Z",
         "detail": {
             "clusterArn": format!("arn:aws:ecs:us-west-2:111122223333:cluster/{cluster}"),
-            "taskArn": format!("arn:aws:ecs:us-west-2:111122223333:task/{cluster}/{id}"),
+            "taskArn": task_arn(cluster, id),
             "taskDefinitionArn": "arn:aws:ecs:us-west-2:111122223333:task-definition/web:7",
             "lastStatus": status, "desiredStatus": "RUNNING", "version": version,
             "launchType": "EC2", "group": "service:web", "startedBy": "ecs-svc/1",
@@ -224,6 +244,19 @@ pub struct Response {
 }
 
 impl Response {
+    /// Asserts the status; the message names the request (`what`) and
+    /// shows the body.
+    pub fn expect_status(&self, status: u16, what: &str) -> &Response {
+        let body = String::from_utf8_lossy(&self.body);
+        assert_eq!(self.status, status, "{what}: {body}");
+        self
+    }
+
+    /// The JSON body of a 200 answer (asserted, as [`Response::expect_status`]).
+    pub fn ok_json(&self, what: &str) -> Value {
+        self.expect_status(200, what).json()
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
@@ -466,6 +499,15 @@ pub fn cluster_arn(c: &str) -> String {
     format!("arn:aws:ecs:us-west-2:{ACCOUNT}:cluster/{c}")
 }
 
+pub fn task_arn(c: &str, id: &str) -> String {
+    format!("arn:aws:ecs:us-west-2:{ACCOUNT}:task/{c}/{id}")
+}
+
+/// `/v1/tasks/{c}/{ARN}` of task `id` of cluster `c`.
+pub fn task_path(c: &str, id: &str) -> String {
+    format!("/v1/tasks/{c}/{}", task_arn(c, id))
+}
+
 pub fn ci_arn(c: &str, id: &str) -> String {
     format!("arn:aws:ecs:us-west-2:{ACCOUNT}:container-instance/{c}/{id}")
 }
@@ -476,6 +518,19 @@ pub fn service_arn(c: &str, name: &str) -> String {
 
 pub fn task_definition(family_revision: &str) -> String {
     format!("arn:aws:ecs:us-west-2:{ACCOUNT}:task-definition/{family_revision}")
+}
+
+/// A file holding `token` (and a newline) in `dir`, for `server.auth_token_file`.
+pub fn token_file(dir: &Path, token: &str) -> PathBuf {
+    let path = dir.join("token");
+    std::fs::write(&path, format!("{token}\n")).expect("token file written");
+    path
+}
+
+/// Whether the metric `name` (with its labels) on `addr` reaches `min`
+/// within `within`.
+pub async fn metric_reaches(addr: SocketAddr, name: &str, min: f64, within: Duration) -> bool {
+    eventually(within, || async { metric(addr, name).await >= min }).await
 }
 
 /// How many items the list at `path` answers.
@@ -624,6 +679,19 @@ impl StreamClient {
                 Ok(false) | Err(_) => return None,
             }
         }
+    }
+
+    /// The next `n` `sep`-terminated records; fewer when the body ends or
+    /// one of them does not come within `each`.
+    pub async fn records(&mut self, n: usize, sep: &[u8], each: Duration) -> Vec<String> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            match self.next_record(sep, each).await {
+                Some(r) => out.push(r),
+                None => break,
+            }
+        }
+        out
     }
 
     /// The next NDJSON line as JSON.
