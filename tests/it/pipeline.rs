@@ -377,12 +377,10 @@ async fn truth(t: &TestService) -> actors::source::simulate::Truth {
 
 #[actix_web::test]
 async fn simulate_with_duplicates_and_reordering_converges_to_the_truth() {
-    let t = start_with(Feed::Simulate, |s| {
-        s.simulate = actors::source::simulate::Config {
-            duplicate_rate: 0.3,
-            reorder_rate: 0.3,
-            ..world(2, 3, 4, 0.0)
-        };
+    let t = simulated(actors::source::simulate::Config {
+        duplicate_rate: 0.3,
+        reorder_rate: 0.3,
+        ..world(2, 3, 4, 0.0)
     })
     .await;
     let mut ok = false;
@@ -415,11 +413,9 @@ async fn simulate_with_duplicates_and_reordering_converges_to_the_truth() {
 
 #[actix_web::test]
 async fn malformed_simulated_messages_do_not_stop_the_pipeline() {
-    let t = start_with(Feed::Simulate, |s| {
-        s.simulate = actors::source::simulate::Config {
-            malformed_rate: 0.3,
-            ..world(1, 2, 2, 200.0)
-        };
+    let t = simulated(actors::source::simulate::Config {
+        malformed_rate: 0.3,
+        ..world(1, 2, 2, 200.0)
     })
     .await;
     let counter = |m: &str, outcome: &str| -> u64 {

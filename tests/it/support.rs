@@ -47,6 +47,11 @@ pub async fn start_on(b: Backend) -> TestService {
     start_with_on(b, Feed::None, |_| {}).await
 }
 
+/// A service fed by the simulator of `world`.
+pub async fn simulated(world: actors::source::simulate::Config) -> TestService {
+    start_with(Feed::Simulate, |s| s.simulate = world).await
+}
+
 pub async fn start_with(feed: Feed, tweak: impl FnOnce(&mut Settings)) -> TestService {
     start_with_on(Backend::Embedded, feed, tweak).await
 }
@@ -679,6 +684,20 @@ impl StreamClient {
                 Ok(false) | Err(_) => return None,
             }
         }
+    }
+
+    /// A stream at `path` (with extra request `headers`) and its first `n`
+    /// lines, each asserted to come within 5 s.
+    pub async fn first_lines(
+        addr: SocketAddr,
+        path: &str,
+        headers: &str,
+        n: usize,
+    ) -> (StreamClient, Vec<String>) {
+        let mut c = StreamClient::open(addr, path, headers).await;
+        let lines = c.records(n, b"\n", Duration::from_secs(5)).await;
+        assert_eq!(lines.len(), n, "{path}: {lines:?}");
+        (c, lines)
     }
 
     /// The next `n` `sep`-terminated records; fewer when the body ends or
