@@ -1,6 +1,7 @@
 //! The real binary: command line, exit codes, and a restart on the same data
 //! directory after a crash.
 
+use crate::servers::succeeded;
 use crate::support::*;
 use css_bench::ports::free_addr;
 use serde_json::Value;
@@ -23,13 +24,11 @@ fn spawn(args: &[&str]) -> Child {
 
 #[test]
 fn version_and_help() {
-    let out = Command::new(BIN).arg("--version").output().unwrap();
-    assert!(out.status.success());
+    let out = succeeded(Command::new(BIN).arg("--version"));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("cluster-state-service 0."));
-    let out = Command::new(BIN).arg("--help").output().unwrap();
-    assert!(out.status.success());
+    let out = succeeded(Command::new(BIN).arg("--help"));
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in [
+    let flags = [
         "--bind",
         "--etcd-endpoint",
         "--queue",
@@ -39,20 +38,15 @@ fn version_and_help() {
         "--replay",
         "--log-level",
         "--log-file",
-    ] {
-        assert!(help.contains(flag), "help lacks {flag}");
-    }
+    ];
+    assert_has_all("help", &help, &flags);
 }
 
 #[test]
 fn bad_configuration_exits_64_listing_every_problem() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        "[server]\nbind = 3\n[store]\ntombstone_retention = \"forever\"\nfoo = 1\n",
-    )
-    .unwrap();
+    let bad = "[server]\nbind = 3\n[store]\ntombstone_retention = \"forever\"\nfoo = 1\n";
+    let cfg = config_file(dir.path(), bad);
     let out = Command::new(BIN)
         .args(["--config", cfg.to_str().unwrap(), "--no-such-flag"])
         .env("CSS_RECONCILE__INTERVAL", "often")
@@ -60,15 +54,14 @@ fn bad_configuration_exits_64_listing_every_problem() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
-    for needle in [
+    let named = [
         "--no-such-flag",
         "server.bind",
         "store.tombstone_retention",
         "store.foo",
         "reconcile.interval",
-    ] {
-        assert!(err.contains(needle), "stderr lacks {needle}:\n{err}");
-    }
+    ];
+    assert_has_all("stderr", &err, &named);
     let out = Command::new(BIN)
         .env("CSS_LOG_LEVEL", "loud")
         .output()

@@ -154,12 +154,18 @@ fn check_v03(samples: &[Value], expect: &str) -> String {
     report
 }
 
+/// A populated service (v0.3 errors or not) whose answers to all 12 v0.3
+/// operations the v0.3 swagger accepts (`expect`: which of them it checks).
+async fn populated_and_checked(v03_errors: bool, expect: &str) -> TestService {
+    let t = populated(v03_errors).await;
+    let report = check_v03(&v03_samples(&t).await, expect);
+    assert!(report.contains("12 of 12"), "{report}");
+    t
+}
+
 #[actix_web::test]
 async fn with_v03_errors_every_answer_reads_as_the_v03_swagger_declares() {
-    let t = populated(true).await;
-    let samples = v03_samples(&t).await;
-    let report = check_v03(&samples, "all");
-    assert!(report.contains("12 of 12"), "{report}");
+    let t = populated_and_checked(true, "all").await;
     // The typed errors a v0.3 client matches on, word for word.
     let r = t.get(&task_path("web", "zz")).await;
     assert_eq!(r.status, 404);
@@ -185,10 +191,7 @@ async fn with_v03_errors_every_answer_reads_as_the_v03_swagger_declares() {
 
 #[actix_web::test]
 async fn by_default_successes_read_as_v03_and_errors_are_json_objects() {
-    let t = populated(false).await;
-    let samples = v03_samples(&t).await;
-    let report = check_v03(&samples, "success-only");
-    assert!(report.contains("12 of 12"), "{report}");
+    let t = populated_and_checked(false, "success-only").await;
     let r = t.get(&task_path("web", "zz")).await;
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(

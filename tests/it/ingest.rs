@@ -182,6 +182,24 @@ fn shuffle<T>(v: &mut [T], mut seed: u64) {
     }
 }
 
+impl Stack {
+    /// A new service on `queue` once `producer` has sent everything: it
+    /// and its `n` tasks (asserted: none lost).
+    async fn restarted(
+        &self,
+        queue: &str,
+        producer: tokio::task::JoinHandle<()>,
+        n: usize,
+    ) -> (Proc, Vec<(String, u64, u64)>) {
+        let p = self.service(Some(queue), &[]);
+        p.wait_ready(Duration::from_secs(20)).await;
+        producer.await.unwrap();
+        let tasks = wait_for_tasks(&p, n, Duration::from_secs(120)).await;
+        assert_eq!(tasks.len(), n, "none lost");
+        (p, tasks)
+    }
+}
+
 async fn wait_for_tasks(p: &Proc, n: usize, within: Duration) -> Vec<(String, u64, u64)> {
     let deadline = Instant::now() + within;
     let mut last = Vec::new();
@@ -387,11 +405,7 @@ async fn sigkill_mid_ingest_loses_nothing(backend: Backend) {
         "killed too late to prove anything ({partial} stored)"
     );
 
-    let p = s.service(Some("bulk"), &[]);
-    p.wait_ready(Duration::from_secs(20)).await;
-    producer.await.unwrap();
-    let tasks = wait_for_tasks(&p, N, Duration::from_secs(120)).await;
-    assert_eq!(tasks.len(), N, "none lost");
+    let (p, tasks) = s.restarted("bulk", producer, N).await;
     assert!(tasks.iter().all(|t| t.1 == 1));
     assert!(
         s.drained(&url, Duration::from_secs(20)).await,
@@ -446,11 +460,7 @@ async fn sigterm_mid_ingest_stops_within_the_grace_period_and_loses_nothing() {
         "the stream ends with the chunked terminator"
     );
 
-    let p = s.service(Some("graceful"), &[]);
-    p.wait_ready(Duration::from_secs(20)).await;
-    producer.await.unwrap();
-    let tasks = wait_for_tasks(&p, N, Duration::from_secs(120)).await;
-    assert_eq!(tasks.len(), N, "none lost");
+    let (p, _) = s.restarted("graceful", producer, N).await;
     // Exactly once: one store revision per event, across the stop.
     let (_, rev) = tasks_of(p.addr).await.unwrap();
     assert_eq!(rev, N as u64);

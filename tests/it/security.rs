@@ -115,12 +115,10 @@ fn security_settings_are_checked_at_start() {
     let env = HashMap::new();
     let args = |a: &[&str]| -> Vec<String> { a.iter().map(|s| s.to_string()).collect() };
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("c.toml");
-    std::fs::write(
-        &config,
+    let config = config_file(
+        dir.path(),
         "[server]\ntls_cert_file = \"/nonexistent/cert.pem\"\nauth_token_file = \"/nonexistent/token\"\n",
-    )
-    .unwrap();
+    );
     let Err(problems) = css::config::load(&args(&["--config", config.to_str().unwrap()]), &env)
     else {
         panic!("a bad security configuration was accepted")

@@ -525,6 +525,20 @@ pub fn task_definition(family_revision: &str) -> String {
     format!("arn:aws:ecs:us-west-2:{ACCOUNT}:task-definition/{family_revision}")
 }
 
+/// A configuration file `c.toml` in `dir` holding `toml`.
+pub fn config_file(dir: &Path, toml: &str) -> PathBuf {
+    let path = dir.join("c.toml");
+    std::fs::write(&path, toml).expect("config file written");
+    path
+}
+
+/// Asserts that `text` (`what`, for the message) holds each of `needles`.
+pub fn assert_has_all(what: &str, text: &str, needles: &[&str]) {
+    for n in needles {
+        assert!(text.contains(n), "{what} lacks {n}:\n{text}");
+    }
+}
+
 /// A file holding `token` (and a newline) in `dir`, for `server.auth_token_file`.
 pub fn token_file(dir: &Path, token: &str) -> PathBuf {
     let path = dir.join("token");

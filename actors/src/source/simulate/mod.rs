@@ -156,13 +156,34 @@ fn describe(
     d
 }
 
+impl SimEcs {
+    /// `answer` about the simulator's cluster `cluster` (a name or an ARN),
+    /// given its index; ECS's ClusterNotFound for a cluster it lacks.
+    fn in_cluster<T: Send + 'static>(
+        &self,
+        cluster: &str,
+        answer: impl FnOnce(&Simulator, usize) -> T,
+    ) -> BoxFuture<'_, ecs::Result<T>> {
+        let sim = lock(&self.sim);
+        ready(match cluster_index(&sim, cluster) {
+            Some(c) => Ok(answer(&sim, c)),
+            None => Err(ecs::Error::ClusterNotFound(cluster.to_owned())),
+        })
+    }
+}
+
+/// One page holding every ARN.
+fn page(arns: Vec<String>) -> Page {
+    Page { arns, next: None }
+}
+
 impl Ecs for SimEcs {
     fn list_clusters(&self, _: Option<String>) -> BoxFuture<'_, ecs::Result<Page>> {
         let sim = lock(&self.sim);
         let arns = (0..sim.clusters().len())
             .map(|c| sim.cluster_arn_of(c))
             .collect();
-        ready(Ok(Page { arns, next: None }))
+        ready(Ok(page(arns)))
     }
 
     fn list_container_instances(
@@ -170,17 +191,10 @@ impl Ecs for SimEcs {
         cluster: &str,
         _: Option<String>,
     ) -> BoxFuture<'_, ecs::Result<Page>> {
-        let sim = lock(&self.sim);
-        let Some(c) = cluster_index(&sim, cluster) else {
-            return ready(Err(ecs::Error::ClusterNotFound(cluster.to_owned())));
-        };
-        let arns = sim
-            .instances()
-            .iter()
-            .filter(|i| i.cluster == c)
-            .map(|i| i.arn.clone())
-            .collect();
-        ready(Ok(Page { arns, next: None }))
+        self.in_cluster(cluster, |sim, c| {
+            let of_c = sim.instances().iter().filter(|i| i.cluster == c);
+            page(of_c.map(|i| i.arn.clone()).collect())
+        })
     }
 
     fn describe_container_instances(
@@ -198,21 +212,15 @@ impl Ecs for SimEcs {
         status: TaskStatus,
         _: Option<String>,
     ) -> BoxFuture<'_, ecs::Result<Page>> {
-        let sim = lock(&self.sim);
-        let Some(c) = cluster_index(&sim, cluster) else {
-            return ready(Err(ecs::Error::ClusterNotFound(cluster.to_owned())));
-        };
         let want = match status {
             TaskStatus::Running => "RUNNING",
             TaskStatus::Stopped => "STOPPED",
         };
-        let arns = sim
-            .tasks()
-            .iter()
-            .filter(|t| t.cluster == c && t.desired_status == want)
-            .map(|t| t.arn.clone())
-            .collect();
-        ready(Ok(Page { arns, next: None }))
+        self.in_cluster(cluster, |sim, c| {
+            let tasks = sim.tasks().iter();
+            let of_c = tasks.filter(|t| t.cluster == c && t.desired_status == want);
+            page(of_c.map(|t| t.arn.clone()).collect())
+        })
     }
 
     fn describe_tasks(&self, _: &str, arns: Vec<String>) -> BoxFuture<'_, ecs::Result<Described>> {
@@ -221,12 +229,7 @@ impl Ecs for SimEcs {
     }
 
     fn list_services(&self, cluster: &str, _: Option<String>) -> BoxFuture<'_, ecs::Result<Page>> {
-        let sim = lock(&self.sim);
-        let Some(c) = cluster_index(&sim, cluster) else {
-            return ready(Err(ecs::Error::ClusterNotFound(cluster.to_owned())));
-        };
-        let arns = sim.service_arns(c);
-        ready(Ok(Page { arns, next: None }))
+        self.in_cluster(cluster, |sim, c| page(sim.service_arns(c)))
     }
 
     fn describe_services(
@@ -234,10 +237,8 @@ impl Ecs for SimEcs {
         cluster: &str,
         services: Vec<String>,
     ) -> BoxFuture<'_, ecs::Result<Described>> {
-        let sim = lock(&self.sim);
-        let Some(c) = cluster_index(&sim, cluster) else {
-            return ready(Err(ecs::Error::ClusterNotFound(cluster.to_owned())));
-        };
-        ready(Ok(describe(services, |s| sim.service_entry(c, s))))
+        self.in_cluster(cluster, |sim, c| {
+            describe(services, |s| sim.service_entry(c, s))
+        })
     }
 }
