@@ -9,6 +9,13 @@
 //! otherwise they are left to the queue's own redrive policy. While the store
 //! is unavailable nothing is received, so nothing is acknowledged that was
 //! not written. Every error backs off, and the backoff resets after a success.
+//!
+//! Stopping ([`Drain`]) starts no new receive and lets the receives in
+//! progress return: SQS would otherwise hand a message to a long poll whose
+//! client has gone, and hide it for the visibility timeout. What they
+//! return is applied and acknowledged while the grace period lasts; what is
+//! still held when it ends (or arrives too late to apply) is handed back at
+//! once (`ChangeMessageVisibility` 0) so the next process receives it.
 
 use crate::decoder::{Decode, EventDecoder, MessageOutcome, RawMessage};
 use crate::metrics::Metrics;
@@ -16,12 +23,14 @@ use crate::reader::{Health, Reader};
 use crate::retry::Backoff;
 use actix::prelude::*;
 use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
+    MessageAttributeValue, MessageSystemAttributeName,
 };
 use aws_sdk_sqs::Client;
 use slog::{error, info, warn, Logger};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -29,6 +38,11 @@ use tokio::sync::watch;
 const MAX_MESSAGES: i32 = 10;
 /// Attempts at deleting one batch; what is left reappears and is a no-op then.
 const DELETE_ATTEMPTS: u32 = 3;
+/// What a drain keeps of its grace period for handing messages back.
+const HAND_BACK_TIME: Duration = Duration::from_secs(1);
+/// A batch received while stopping is applied only if this much of the
+/// grace period is left; otherwise it is handed back at once.
+const MIN_APPLY_TIME: Duration = Duration::from_secs(2);
 
 /// `[source]`: the SQS queue of ECS events.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
@@ -36,7 +50,9 @@ const DELETE_ATTEMPTS: u32 = 3;
 pub struct Config {
     /// Queue name, `sqs://NAME` or queue URL; empty: no queue. Default empty.
     pub queue: String,
-    /// Long-poll wait of a receive, 0–20 s (SQS's limit). Default 20s.
+    /// Long-poll wait of a receive, 0–20 s (SQS's limit). A stop waits for
+    /// the receives in progress, so this stays below the stop's grace
+    /// period. Default 5s.
     #[serde(with = "humantime_serde")]
     pub wait_time: Duration,
     /// How long a received message stays hidden; must exceed the worst time
@@ -54,7 +70,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             queue: String::new(),
-            wait_time: Duration::from_secs(20),
+            wait_time: Duration::from_secs(5),
             visibility_timeout: Duration::from_secs(60),
             pollers: 2,
             dead_letter_queue: String::new(),
@@ -130,12 +146,42 @@ pub struct Wiring {
 struct Inner {
     wiring: Wiring,
     stopping: AtomicBool,
-    /// Batches received and not yet finished.
+    /// When a drain's grace period ends; set when stopping.
+    deadline: Mutex<Option<Instant>>,
+    /// The queue's URL, once resolved.
+    url: OnceLock<String>,
+    /// Receives in progress and batches received and not yet finished.
     in_flight: watch::Sender<usize>,
+    /// Receipt handles of the messages received and not yet finished, by
+    /// batch: what a drain hands back when its grace period ends.
+    held: Mutex<HashMap<u64, Vec<String>>>,
+    next_batch: AtomicU64,
 }
 
-/// Stop receiving; answered once every in-flight batch is finished and
-/// acknowledged, or after `grace`.
+impl Inner {
+    /// Whether a batch received now is too late to apply within the grace.
+    fn too_late(&self) -> bool {
+        let deadline = *self.deadline.lock().unwrap_or_else(|p| p.into_inner());
+        deadline.is_some_and(|d| d.saturating_duration_since(Instant::now()) < MIN_APPLY_TIME)
+    }
+
+    fn hold(&self, messages: &[Message]) -> u64 {
+        let id = self.next_batch.fetch_add(1, Ordering::SeqCst);
+        let handles = messages
+            .iter()
+            .filter_map(|m| m.receipt_handle().map(str::to_owned));
+        self.held_set().insert(id, handles.collect());
+        id
+    }
+
+    fn held_set(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<String>>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Stop receiving; answered once the receives in progress have returned and
+/// what they returned is finished and acknowledged, or after `grace` (less
+/// [`HAND_BACK_TIME`]), once what is still held is handed back.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Drain {
@@ -153,7 +199,11 @@ impl QueueReader {
             inner: Arc::new(Inner {
                 wiring,
                 stopping: AtomicBool::new(false),
+                deadline: Mutex::new(None),
+                url: OnceLock::new(),
                 in_flight: watch::channel(0).0,
+                held: Mutex::new(HashMap::new()),
+                next_batch: AtomicU64::new(0),
             }),
         }
     }
@@ -185,10 +235,21 @@ impl Handler<Drain> for QueueReader {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, msg: Drain, _: &mut Context<Self>) -> Self::Result {
-        self.inner.stopping.store(true, Ordering::SeqCst);
-        let mut in_flight = self.inner.in_flight.subscribe();
+        let inner = self.inner.clone();
+        *inner.deadline.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Instant::now() + msg.grace);
+        inner.stopping.store(true, Ordering::SeqCst);
+        let mut in_flight = inner.in_flight.subscribe();
         Box::pin(async move {
-            let _ = tokio::time::timeout(msg.grace, in_flight.wait_for(|n| *n == 0)).await;
+            let wait = msg.grace.saturating_sub(HAND_BACK_TIME);
+            let _ = tokio::time::timeout(wait, in_flight.wait_for(|n| *n == 0)).await;
+            let held: Vec<String> = inner.held_set().drain().flat_map(|(_, h)| h).collect();
+            if !held.is_empty() {
+                if let Some(url) = inner.url.get() {
+                    let back = hand_back(&inner, url, &held);
+                    let _ = tokio::time::timeout(HAND_BACK_TIME, back).await;
+                }
+            }
         })
     }
 }
@@ -215,6 +276,7 @@ async fn run(inner: Arc<Inner>) {
     };
     info!(inner.log, "receiving events"; "queue" => &urls.0, "pollers" => inner.config.pollers,
         "dead_letter_queue" => urls.1.clone().unwrap_or_default());
+    let _ = inner.url.set(urls.0.clone());
     let urls = Arc::new(urls);
     let pollers: Vec<_> = (0..inner.config.pollers.max(1))
         .map(|_| actix::spawn(poll(inner.clone(), urls.clone())))
@@ -224,54 +286,104 @@ async fn run(inner: Arc<Inner>) {
     }
 }
 
-/// One receive loop.
+/// One receive loop. A receive counts as in flight from before it starts
+/// (then `stopping` is read) until what it returned is finished, so that a
+/// drain waits for it.
 async fn poll(inner: Arc<Inner>, urls: Arc<(String, Option<String>)>) {
-    let (url, dlq) = (&urls.0, &urls.1);
-    let m = &inner.metrics;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-    let wait = inner.config.wait_time.as_secs().min(20) as i32;
-    let visibility = inner.config.visibility_timeout.as_secs().clamp(1, 43_200) as i32;
-    while !inner.stopping.load(Ordering::SeqCst) {
+    loop {
         if !inner.reader.health().writable() {
             // Nothing is received that could not be written.
             inner.reader.wait_for(Health::writable).await;
-            continue;
-        }
-        let started = Instant::now();
-        let received = inner
-            .client
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(MAX_MESSAGES)
-            .wait_time_seconds(wait)
-            .visibility_timeout(visibility)
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .send()
-            .await;
-        m.sqs
-            .receive_seconds
-            .observe(started.elapsed().as_secs_f64());
-        let messages = match received {
-            Ok(out) => {
-                backoff.reset();
-                out.messages.unwrap_or_default()
-            }
-            Err(e) => {
-                m.sqs.receive_errors.inc();
-                let delay = backoff.delay();
-                warn!(inner.log, "receive failed; backing off";
-                    "error" => %aws_sdk_sqs::error::DisplayErrorContext(&e), "retry_in_ms" => delay.as_millis() as u64);
-                tokio::time::sleep(delay).await;
-                continue;
-            }
-        };
-        if messages.is_empty() {
-            continue;
         }
         inner.in_flight.send_modify(|n| *n += 1);
-        handle(&inner, url, dlq.as_deref(), messages, &mut backoff).await;
+        let go = !inner.stopping.load(Ordering::SeqCst);
+        if go {
+            receive(&inner, &urls.0, urls.1.as_deref(), &mut backoff).await;
+        }
         inner.in_flight.send_modify(|n| *n -= 1);
+        if !go {
+            return;
+        }
     }
+}
+
+/// One receive, and what becomes of the messages it returned.
+async fn receive(inner: &Inner, url: &str, dlq: Option<&str>, backoff: &mut Backoff) {
+    let m = &inner.metrics;
+    let wait = inner.config.wait_time.as_secs().min(20) as i32;
+    let visibility = inner.config.visibility_timeout.as_secs().clamp(1, 43_200) as i32;
+    let started = Instant::now();
+    let received = inner
+        .client
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(MAX_MESSAGES)
+        .wait_time_seconds(wait)
+        .visibility_timeout(visibility)
+        .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+        .send()
+        .await;
+    m.sqs
+        .receive_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let messages = match received {
+        Ok(out) => {
+            backoff.reset();
+            out.messages.unwrap_or_default()
+        }
+        Err(e) => {
+            m.sqs.receive_errors.inc();
+            let delay = backoff.delay();
+            warn!(inner.log, "receive failed; backing off";
+                "error" => %aws_sdk_sqs::error::DisplayErrorContext(&e), "retry_in_ms" => delay.as_millis() as u64);
+            tokio::time::sleep(delay).await;
+            return;
+        }
+    };
+    if messages.is_empty() {
+        return;
+    }
+    let batch = inner.hold(&messages);
+    if inner.too_late() {
+        // Stopping, with no time left to apply them: the next process gets them.
+        let handles = inner.held_set().remove(&batch).unwrap_or_default();
+        hand_back(inner, url, &handles).await;
+        return;
+    }
+    handle(inner, url, dlq, messages, backoff).await;
+    inner.held_set().remove(&batch);
+}
+
+/// Makes the messages of `handles` visible on the queue again at once
+/// (`ChangeMessageVisibility` 0), so another process receives them now.
+async fn hand_back(inner: &Inner, url: &str, handles: &[String]) {
+    let mut back = 0;
+    for chunk in handles.chunks(MAX_MESSAGES as usize) {
+        let entries = chunk.iter().enumerate().filter_map(|(i, h)| {
+            ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(h)
+                .visibility_timeout(0)
+                .build()
+                .ok()
+        });
+        let sent = inner
+            .client
+            .change_message_visibility_batch()
+            .queue_url(url)
+            .set_entries(Some(entries.collect()))
+            .send()
+            .await;
+        match sent {
+            Ok(out) => back += chunk.len() - out.failed().len(),
+            Err(e) => {
+                warn!(inner.log, "cannot hand messages back; they reappear after the visibility timeout";
+                "count" => chunk.len(), "error" => %aws_sdk_sqs::error::DisplayErrorContext(&e))
+            }
+        }
+    }
+    info!(inner.log, "stopping: handed messages back to the queue"; "count" => back, "of" => handles.len());
 }
 
 async fn handle(

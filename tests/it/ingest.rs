@@ -7,6 +7,8 @@ use crate::support::*;
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use std::time::{Duration, Instant};
 
+const SECOND: Duration = Duration::from_secs(1);
+
 on_both_backends!(
     events_reach_the_api_at_their_highest_version,
     sigkill_mid_ingest_loses_nothing,
@@ -465,6 +467,60 @@ async fn sigterm_mid_ingest_stops_within_the_grace_period_and_loses_nothing() {
     let (_, rev) = tasks_of(p.addr).await.unwrap();
     assert_eq!(rev, N as u64);
     assert!(s.drained(&url, Duration::from_secs(20)).await);
+}
+
+/// A rolling restart while the pollers sit in their long polls strands
+/// nothing: the stopped process lets its receives return (and applies what
+/// they bring) instead of leaving SQS a poll whose client has gone, which
+/// would hide an event sent meanwhile for the visibility timeout (60 s).
+#[actix_web::test]
+async fn a_restart_during_long_polls_strands_no_event() {
+    let s = Stack::new(Backend::Etcd);
+    let url = s.queue("rolling", &[]).await;
+    let defaults = [
+        ("CSS_SOURCE__WAIT_TIME", "5s".to_owned()),
+        ("CSS_SOURCE__VISIBILITY_TIMEOUT", "60s".into()),
+        ("CSS_SOURCE__POLLERS", "2".into()),
+    ];
+    let mut old = s.service(Some("rolling"), &defaults);
+    old.wait_ready(Duration::from_secs(20)).await;
+    // A poll has come back empty: the pollers are in their next long polls.
+    let polled = metric_reaches(old.addr, "css_sqs_receive_seconds_count", 2.0, 15 * SECOND);
+    assert!(polled.await, "no receive came back");
+
+    let asked = Instant::now();
+    old.terminate();
+    let new = s.service(Some("rolling"), &defaults);
+    let event = task_event("rolling", "t1", 1, "RUNNING");
+    let sent = s.sqs.send_message().queue_url(&url).message_body(event);
+    sent.send().await.expect("sent");
+    let status = old
+        .wait_exit(15 * SECOND)
+        .await
+        .expect("the old process exits");
+    assert!(status.success(), "a graceful stop exits 0: {status}");
+    let stopped = asked.elapsed();
+    assert!(
+        stopped < 10 * SECOND,
+        "within the grace period: {stopped:?}"
+    );
+    new.wait_ready(20 * SECOND).await;
+    let tasks = wait_for_tasks(&new, 1, 40 * SECOND).await;
+    let took = asked.elapsed();
+    println!("old process stopped in {stopped:?}; the event was applied {took:?} after the signal");
+    assert_eq!(
+        tasks.len(),
+        1,
+        "the event sent during the restart was not applied"
+    );
+    assert!(
+        took < 20 * SECOND,
+        "applied only after {took:?}: it was stranded"
+    );
+    assert!(
+        s.drained(&url, 20 * SECOND).await,
+        "the event was acknowledged"
+    );
 }
 
 #[actix_web::test]
