@@ -14,8 +14,9 @@
 //! progress return: SQS would otherwise hand a message to a long poll whose
 //! client has gone, and hide it for the visibility timeout. What they
 //! return is applied and acknowledged while the grace period lasts; what is
-//! still held when it ends (or arrives too late to apply) is handed back at
-//! once (`ChangeMessageVisibility` 0) so the next process receives it.
+//! still held when it ends (or arrives too late to apply, or cannot be
+//! stored) is handed back at once (`ChangeMessageVisibility` 0) so the next
+//! process receives it.
 
 use crate::decoder::{Decode, EventDecoder, MessageOutcome, RawMessage};
 use crate::metrics::Metrics;
@@ -180,8 +181,9 @@ impl Inner {
 }
 
 /// Stop receiving; answered once the receives in progress have returned and
-/// what they returned is finished and acknowledged, or after `grace` (less
-/// [`HAND_BACK_TIME`]), once what is still held is handed back.
+/// what they returned is finished and acknowledged (or, where it could not
+/// be stored, handed back), or after `grace` (less [`HAND_BACK_TIME`]), once
+/// what is still held is handed back.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Drain {
@@ -351,8 +353,12 @@ async fn receive(inner: &Inner, url: &str, dlq: Option<&str>, backoff: &mut Back
         hand_back(inner, url, &handles).await;
         return;
     }
-    handle(inner, url, dlq, messages, backoff).await;
-    inner.held_set().remove(&batch);
+    let stored = handle(inner, url, dlq, messages, backoff).await;
+    let handles = inner.held_set().remove(&batch).unwrap_or_default();
+    if !stored && inner.stopping.load(Ordering::SeqCst) {
+        // Not written, and this process stops: the next one takes them now.
+        hand_back(inner, url, &handles).await;
+    }
 }
 
 /// Makes the messages of `handles` visible on the queue again at once
@@ -392,7 +398,7 @@ async fn handle(
     dlq: Option<&str>,
     messages: Vec<Message>,
     backoff: &mut Backoff,
-) {
+) -> bool {
     let raw: Vec<RawMessage> = messages
         .iter()
         .map(|msg| RawMessage {
@@ -410,15 +416,14 @@ async fn handle(
         Ok(Err(e)) => {
             // Not written, so not deleted: the messages come back after their
             // visibility timeout.
-            let delay = backoff.delay();
             warn!(inner.log, "batch not stored; leaving it on the queue"; "error" => %e, "count" => messages.len());
-            tokio::time::sleep(delay).await;
-            return;
+            pause(inner, backoff).await;
+            return false;
         }
         Err(e) => {
             error!(inner.log, "decoder unreachable"; "error" => %e);
-            tokio::time::sleep(backoff.delay()).await;
-            return;
+            pause(inner, backoff).await;
+            return false;
         }
     };
     let mut done = Vec::with_capacity(messages.len());
@@ -437,6 +442,15 @@ async fn handle(
         }
     }
     delete(inner, url, &done).await;
+    true
+}
+
+/// Backs off after a failure, unless the reader is stopping.
+async fn pause(inner: &Inner, backoff: &mut Backoff) {
+    let delay = backoff.delay();
+    if !inner.stopping.load(Ordering::SeqCst) {
+        tokio::time::sleep(delay).await;
+    }
 }
 
 async fn dead_letter(inner: &Inner, dlq: &str, msg: &Message, reason: &str) -> bool {

@@ -523,6 +523,57 @@ async fn a_restart_during_long_polls_strands_no_event() {
     );
 }
 
+/// A batch that is still unwritten when a stop's grace period ends (etcd
+/// froze) is handed back at once (`ChangeMessageVisibility` 0), not left
+/// hidden for the visibility timeout: the next process applies it at once.
+#[actix_web::test]
+async fn a_batch_unwritten_when_the_grace_ends_is_handed_back() {
+    let s = Stack::new(Backend::Etcd);
+    let url = s.queue("handback", &[]).await;
+    let defaults = [
+        ("CSS_SOURCE__WAIT_TIME", "5s".to_owned()),
+        ("CSS_SOURCE__VISIBILITY_TIMEOUT", "60s".into()),
+    ];
+    let mut old = s.service(Some("handback"), &defaults);
+    old.wait_ready(Duration::from_secs(20)).await;
+    let etcd = s.etcd.as_ref().unwrap();
+    etcd.signal("STOP");
+    let event = task_event("handback", "t1", 1, "RUNNING");
+    let sent = s.sqs.send_message().queue_url(&url).message_body(event);
+    sent.send().await.expect("sent");
+    let received = "css_events_total{outcome=\"received\"}";
+    let got = metric_reaches(old.addr, received, 1.0, 15 * SECOND).await;
+    assert!(got, "the old process did not receive the event");
+
+    let asked = Instant::now();
+    old.terminate();
+    let status = old
+        .wait_exit(20 * SECOND)
+        .await
+        .expect("the old process exits");
+    let stopped = asked.elapsed();
+    assert!(status.success(), "a graceful stop exits 0: {status}");
+    assert!(stopped < 12 * SECOND, "about the grace period: {stopped:?}");
+    assert_eq!(
+        s.depth(&url).await,
+        (1, 0),
+        "handed back: visible, not in flight"
+    );
+
+    etcd.signal("CONT");
+    let new = s.service(Some("handback"), &defaults);
+    new.wait_ready(20 * SECOND).await;
+    let tasks = wait_for_tasks(&new, 1, 40 * SECOND).await;
+    assert_eq!(tasks.len(), 1, "the event is stored");
+    // The new process received it and acknowledged it (applied, or stale if
+    // the frozen write landed when etcd thawed): long before its 60 s.
+    assert!(s.drained(&url, 20 * SECOND).await, "not acknowledged");
+    let took = asked.elapsed();
+    println!(
+        "old process stopped in {stopped:?}; the event was acknowledged {took:?} after the signal"
+    );
+}
+
 #[actix_web::test]
 async fn an_etcd_outage_during_ingest_pauses_it_and_loses_nothing() {
     let mut s = Stack::new(Backend::Etcd);

@@ -106,6 +106,14 @@ impl Etcd {
         format!("127.0.0.1:{}", self.client_port)
     }
 
+    /// Sends the server a signal (`STOP` freezes it, `CONT` thaws it).
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let pid = c.id().to_string();
+            succeeded(Command::new("kill").args([&format!("-{sig}"), pid.as_str()]));
+        }
+    }
+
     /// Kills the server (its data stays).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
