@@ -60,9 +60,7 @@ pub struct Metrics {
     pub streams_expired: IntCounter,
     pub sqs: SqsMetrics,
     /// Rendered from the [`Health`] at each scrape.
-    store_up: Gauge,
-    view_loaded: Gauge,
-    reconcile_pending: Gauge,
+    health: HealthGauges,
     clusters: ClusterFamilies,
     /// The clusters with series, for `css_reconcile_leader` at each scrape.
     cluster_names: std::sync::Mutex<std::collections::BTreeSet<String>>,
@@ -101,6 +99,44 @@ impl SqsMetrics {
 }
 
 /// The per-cluster families (`css_reconcile_*{cluster}`).
+/// The gauges that show the [`Health`].
+struct HealthGauges {
+    store_up: Gauge,
+    view_loaded: Gauge,
+    reconcile_pending: Gauge,
+    source_up: Gauge,
+}
+
+impl HealthGauges {
+    fn declare(d: &Declare) -> HealthGauges {
+        HealthGauges {
+            store_up: d.gauge("css_store_up", "1 while the store answers."),
+            view_loaded: d.gauge(
+                "css_view_loaded",
+                "1 once the view is loaded from the store.",
+            ),
+            reconcile_pending: d.gauge(
+                "css_reconcile_pending",
+                "Clusters whose first sweep is not done yet.",
+            ),
+            source_up: d.gauge(
+                "css_source_up",
+                "1 while the event source delivers: the queue answered its last receive \
+                 (the simulator and a replay file always); 0 while it fails, or with no source.",
+            ),
+        }
+    }
+
+    fn show(&self, health: &Health) {
+        self.store_up.set(u64::from(health.store_up));
+        self.view_loaded.set(u64::from(health.loaded));
+        self.reconcile_pending
+            .set(health.reconcile_pending() as u64);
+        let up = health.source == crate::reader::SourceState::Up;
+        self.source_up.set(u64::from(up));
+    }
+}
+
 struct ClusterFamilies {
     sweeps: IntCounterVec,
     sweep_errors: IntCounterVec,
@@ -278,15 +314,7 @@ impl Metrics {
             streams_too_slow: dropped.with_label_values(&["too_slow"]),
             streams_expired: dropped.with_label_values(&["expired"]),
             sqs: SqsMetrics::declare(&d),
-            store_up: d.gauge("css_store_up", "1 while the store answers."),
-            view_loaded: d.gauge(
-                "css_view_loaded",
-                "1 once the view is loaded from the store.",
-            ),
-            reconcile_pending: d.gauge(
-                "css_reconcile_pending",
-                "Clusters whose first sweep is not done yet.",
-            ),
+            health: HealthGauges::declare(&d),
             clusters: ClusterFamilies::declare(&d),
             cluster_names: Default::default(),
             registry,
@@ -365,10 +393,7 @@ impl Metrics {
                 leader.set(u64::from(leads(name)));
             }
         }
-        self.store_up.set(u64::from(health.store_up));
-        self.view_loaded.set(u64::from(health.loaded));
-        self.reconcile_pending
-            .set(health.reconcile_pending() as u64);
+        self.health.show(health);
         prometheus::TextEncoder::new()
             .encode_to_string(&self.registry.gather())
             .unwrap_or_default()

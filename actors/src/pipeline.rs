@@ -6,7 +6,7 @@ use crate::ecs_client::Ecs;
 use crate::hub::StreamHub;
 use crate::metrics::Metrics;
 use crate::queue_reader::{self as sqs, QueueReader};
-use crate::reader::{self, Reader};
+use crate::reader::{self, Reader, SourceState, SourceStatus};
 use crate::reconciler::{self, ReconcileManager};
 use crate::source::simulate as sim;
 use crate::source::{ReplaySource, SimulateSource};
@@ -77,6 +77,7 @@ impl Pipeline {
         );
         let (publisher, reader) = reader::channel(store.clone());
         let progress = publisher.reconcile_progress();
+        let source_status = publisher.source_status();
         if reconcile.is_some() {
             // Not ready before the reconcile manager has found the clusters.
             progress.discovering();
@@ -94,7 +95,8 @@ impl Pipeline {
         let decoder = Supervisor::start_in_arbiter(&arbiters[2].handle(), move |_| {
             EventDecoder::new(w, m, l).with_services(d)
         });
-        let source = source.start(&arbiters[3], &decoder, &reader, &metrics, log);
+        let status = (&reader, source_status);
+        let source = source.start(&arbiters[3], &decoder, status, &metrics, log);
         let reconcile = reconcile.map(|(settings, ecs)| {
             let (m, l, w) = (
                 metrics.clone(),
@@ -133,11 +135,17 @@ impl Source {
         self,
         arbiter: &Arbiter,
         decoder: &Addr<EventDecoder>,
-        reader: &Reader,
+        (reader, status): (&Reader, SourceStatus),
         metrics: &Arc<Metrics>,
         log: &Logger,
     ) -> SourceAddr {
         let d = decoder.clone();
+        status.set(match self {
+            Source::None => SourceState::None,
+            // Down until the queue answers.
+            Source::Queue(..) => SourceState::Down,
+            Source::Simulate(..) | Source::Replay(_) => SourceState::Up,
+        });
         match self {
             Source::None => SourceAddr::None,
             Source::Simulate(cfg, sim) => {
@@ -155,6 +163,7 @@ impl Source {
                         config: cfg,
                         decoder: d,
                         reader: r,
+                        status,
                         metrics: m,
                         log: l,
                     })

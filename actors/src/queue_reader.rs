@@ -20,7 +20,7 @@
 
 use crate::decoder::{Decode, EventDecoder, MessageOutcome, RawMessage};
 use crate::metrics::Metrics;
-use crate::reader::{Health, Reader};
+use crate::reader::{Health, Reader, SourceState, SourceStatus};
 use crate::retry::Backoff;
 use actix::prelude::*;
 use aws_sdk_sqs::types::{
@@ -140,6 +140,8 @@ pub struct Wiring {
     pub decoder: Addr<EventDecoder>,
     /// Nothing is received while the store could not take it.
     pub reader: Reader,
+    /// Where the queue's state is shown (`/readyz`, `css_source_up`).
+    pub status: SourceStatus,
     pub metrics: Arc<Metrics>,
     pub log: Logger,
 }
@@ -270,6 +272,7 @@ async fn run(inner: Arc<Inner>) {
         match (main, dlq) {
             (Ok(main), Ok(dlq)) => break (main, dlq),
             (Err(e), _) | (_, Err(e)) => {
+                inner.status.set(SourceState::Down);
                 let delay = backoff.delay();
                 warn!(inner.log, "cannot resolve the queue; retrying"; "error" => e, "retry_in_ms" => delay.as_millis() as u64);
                 tokio::time::sleep(delay).await;
@@ -332,10 +335,14 @@ async fn receive(inner: &Inner, url: &str, dlq: Option<&str>, backoff: &mut Back
     let messages = match received {
         Ok(out) => {
             backoff.reset();
+            if inner.status.set(SourceState::Up) {
+                info!(inner.log, "the queue answers");
+            }
             out.messages.unwrap_or_default()
         }
         Err(e) => {
             m.sqs.receive_errors.inc();
+            inner.status.set(SourceState::Down);
             let delay = backoff.delay();
             warn!(inner.log, "receive failed; backing off";
                 "error" => %aws_sdk_sqs::error::DisplayErrorContext(&e), "retry_in_ms" => delay.as_millis() as u64);

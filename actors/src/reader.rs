@@ -21,6 +21,33 @@ pub struct Health {
     pub clusters_known: bool,
     /// Clusters whose first sweep is not done yet.
     pub unswept: BTreeSet<String>,
+    /// Whether the event source delivers; shown, not waited for: readiness
+    /// is about serving, which a replica does from its store without SQS.
+    pub source: SourceState,
+}
+
+/// What the event source is doing (`/readyz`'s `source`, `css_source_up`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SourceState {
+    /// No source: the service serves its store as it is.
+    #[default]
+    None,
+    /// The queue answered its last receive (the simulator and a replay file
+    /// are always up).
+    Up,
+    /// The queue cannot be resolved or its last receive failed; the API
+    /// keeps serving the state it has.
+    Down,
+}
+
+impl SourceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceState::None => "none",
+            SourceState::Up => "up",
+            SourceState::Down => "down",
+        }
+    }
 }
 
 impl Default for Health {
@@ -30,6 +57,7 @@ impl Default for Health {
             store_up: false,
             clusters_known: true,
             unswept: BTreeSet::new(),
+            source: SourceState::None,
         }
     }
 }
@@ -70,6 +98,19 @@ struct Shared {
 #[derive(Clone)]
 pub struct Publisher(Arc<Shared>);
 
+/// Reports the source's state into the health readers see.
+#[derive(Clone)]
+pub struct SourceStatus(Arc<Shared>);
+
+impl SourceStatus {
+    /// Publishes the source's state; returns whether it changed.
+    pub fn set(&self, state: SourceState) -> bool {
+        self.0
+            .health
+            .send_if_modified(|h| std::mem::replace(&mut h.source, state) != state)
+    }
+}
+
 /// Reports reconcile progress into the health readers see.
 #[derive(Clone)]
 pub struct ReconcileProgress(Arc<Shared>);
@@ -108,6 +149,11 @@ impl Publisher {
         self.0
             .health
             .send_if_modified(|h| std::mem::replace(&mut h.store_up, up) != up)
+    }
+
+    /// The handle the source reports its state with.
+    pub fn source_status(&self) -> SourceStatus {
+        SourceStatus(self.0.clone())
     }
 
     /// The handle reconcile reports its progress with.

@@ -40,12 +40,18 @@ pub(super) async fn healthz(state: web::Data<State>) -> HttpResponse {
     }
 }
 
+/// 200 once the service serves its state; `source` shows the event source
+/// (`none`, `up`, `down`) without holding readiness back.
 pub(super) async fn readyz(state: web::Data<State>) -> HttpResponse {
-    let waiting = state.reader.health().waiting_for();
+    let health = state.reader.health();
+    let waiting = health.waiting_for();
+    let source = health.source.as_str();
     if waiting.is_empty() {
-        json(StatusCode::OK, r#"{"status":"ready"}"#.into())
+        let body = serde_json::json!({"status": "ready", "source": source});
+        json(StatusCode::OK, body.to_string())
     } else {
-        let body = serde_json::json!({"status": "not ready", "waitingFor": waiting});
+        let body =
+            serde_json::json!({"status": "not ready", "waitingFor": waiting, "source": source});
         json(StatusCode::SERVICE_UNAVAILABLE, body.to_string())
     }
 }

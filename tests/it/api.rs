@@ -141,7 +141,9 @@ async fn ping_and_empty_lists(b: Backend) {
         );
     }
     assert_eq!(t.get("/healthz").await.status, 200);
-    assert_eq!(t.get("/readyz").await.status, 200);
+    let ready = t.get("/readyz").await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.json(), json!({"status": "ready", "source": "none"}));
 }
 
 async fn lists_are_ordered_by_cluster_then_arn_and_carry_versions(b: Backend) {
@@ -483,6 +485,7 @@ async fn store_unavailable_is_503() {
     assert!(r.json()["waitingFor"]
         .as_array()
         .is_some_and(|w| !w.is_empty()));
+    assert_eq!(r.json()["source"], "none", "{}", r.json());
     assert_eq!(get(svc.addr, "/healthz").await.status, 200);
     assert_eq!(get(svc.addr, "/v1/ping").await.status, 200);
     svc.stop().await;
@@ -774,6 +777,7 @@ const METRIC_FAMILIES: &[&str] = &[
     "css_view_entities",
     "css_view_loaded",
     "css_store_up",
+    "css_source_up",
     "css_sqs_receive_seconds",
     "css_sqs_delete_seconds",
     "css_sqs_errors_total",
@@ -815,6 +819,12 @@ async fn the_metrics_pass_promtool_and_carry_every_family() {
     }
     assert_eq!(t.metric("css_view_loaded ").await, 1.0);
     assert_eq!(t.metric("css_store_up ").await, 1.0);
+    assert_eq!(t.metric("css_source_up ").await, 1.0, "the simulator is up");
+    let ready = t.get("/readyz").await.json();
+    assert_eq!(
+        ready,
+        serde_json::json!({"status": "ready", "source": "up"})
+    );
     assert!(t.metric("css_events_total{outcome=\"applied\"}").await > 0.0);
 
     let (ok, said) = crate::servers::promtool(&["check", "metrics"], &text);

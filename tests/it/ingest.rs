@@ -2,7 +2,7 @@
 //! embedded store and into a real etcd, through crashes, outages and with two
 //! replicas.
 
-use crate::servers::{Etcd, Moto};
+use crate::servers::{Etcd, Fault, FaultProxy, Moto};
 use crate::support::*;
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use std::time::{Duration, Instant};
@@ -575,6 +575,137 @@ async fn a_batch_unwritten_when_the_grace_ends_is_handed_back() {
     println!(
         "old process stopped in {stopped:?}; the event was acknowledged {took:?} after the signal"
     );
+}
+
+/// The source's state as `/readyz` shows it.
+async fn source_of(p: &Proc) -> String {
+    let ready = p.get("/readyz").await.json();
+    ready["source"].as_str().unwrap_or_default().to_owned()
+}
+
+/// What a service did while SQS was faulty (through a [`FaultProxy`]).
+struct FaultRun {
+    /// The source as `/readyz` showed it at the end of the fault.
+    source: String,
+    /// Failed receives during the fault, and how long it lasted (s).
+    failed: f64,
+    outage: f64,
+}
+
+/// A service reading queue `name` through a fault proxy in front of moto,
+/// 10 events applied, then `fault` for `hold` while 20 more are sent to
+/// SQS itself. Asserts what holds for every fault: the API keeps serving,
+/// and once SQS is back every event is applied once, within one backoff
+/// step (10 s, plus a quarter of jitter), and the source shows up again.
+async fn under_sqs_fault(name: &str, fault: Fault, hold: Duration) -> FaultRun {
+    let s = Stack::new(Backend::Embedded);
+    let url = s.queue(name, &[]).await;
+    let proxy = FaultProxy::start(s.moto.addr()).await;
+    let p = s.service(Some(name), &[("AWS_ENDPOINT_URL", proxy.url())]);
+    p.wait_ready(20 * SECOND).await;
+    let tasks = |from: usize, to: usize| -> Vec<String> {
+        let id = |i: usize| format!("t{i:04}");
+        (from..to)
+            .map(|i| task_event(name, &id(i), 1, "RUNNING"))
+            .collect()
+    };
+    send_paced(s.sqs.clone(), url.clone(), tasks(0, 10), 100)
+        .await
+        .unwrap();
+    wait_for_tasks(&p, 10, 20 * SECOND).await;
+    assert_eq!(source_of(&p).await, "up");
+
+    proxy.set(fault);
+    let cut = Instant::now();
+    let receive_errors = "css_sqs_errors_total{op=\"receive\"}";
+    let errors_at_cut = p.metric(receive_errors).await;
+    send_paced(s.sqs.clone(), url.clone(), tasks(10, 30), 100)
+        .await
+        .unwrap();
+    assert!(
+        count(p.addr, "/v1/tasks").await >= 10,
+        "the API serves what it has"
+    );
+    assert_eq!(
+        p.get("/readyz").await.status,
+        200,
+        "readiness is about serving"
+    );
+    if fault != Fault::Refuse {
+        // Wait until it has shown the fault, whatever it shows.
+        let _ = metric_reaches(p.addr, receive_errors, errors_at_cut + 1.0, hold).await;
+    }
+    // The fault lasts `hold`.
+    tokio::time::sleep(hold.saturating_sub(cut.elapsed())).await;
+    let run = FaultRun {
+        source: source_of(&p).await,
+        failed: p.metric(receive_errors).await - errors_at_cut,
+        outage: cut.elapsed().as_secs_f64(),
+    };
+    proxy.set(Fault::None);
+    let back = Instant::now();
+
+    let applied = wait_for_tasks(&p, 30, 30 * SECOND).await;
+    let took = back.elapsed();
+    println!(
+        "{fault:?} for {:.1} s: source {}, {} failed receives ({:.2}/s, 4 pollers); \
+         every event applied {took:?} after SQS came back",
+        run.outage,
+        run.source,
+        run.failed,
+        run.failed / run.outage
+    );
+    assert!(took < 15 * SECOND, "applied {took:?} after SQS came back");
+    assert_eq!(applied.len(), 30);
+    let (_, revision) = tasks_of(p.addr).await.unwrap();
+    assert_eq!(revision, 30, "each event applied once");
+    let up = eventually(15 * SECOND, || async { source_of(&p).await == "up" }).await;
+    assert!(up, "the source shows up again");
+    assert_eq!(p.metric("css_source_up ").await, 1.0);
+    assert!(
+        s.drained(&url, 20 * SECOND).await,
+        "every event acknowledged"
+    );
+    run
+}
+
+/// SQS refusing connections for 30 s: the source shows down (`/readyz`,
+/// `css_source_up` 0) and the pollers back off instead of spinning: each
+/// doubles its wait from 100 ms up to 10 s, about 10 calls in 30 s.
+#[actix_web::test]
+async fn sqs_refusing_connections_delays_events_and_loses_none() {
+    let run = under_sqs_fault("refused", Fault::Refuse, 30 * SECOND).await;
+    assert_eq!(run.source, "down");
+    assert!(run.failed >= 4.0, "{} failed receives", run.failed);
+    assert!(
+        run.failed <= 4.0 * 12.0,
+        "{} failed receives in {:.1} s",
+        run.failed,
+        run.outage
+    );
+}
+
+/// Connections reset in the middle of SQS's responses: receives fail, the
+/// pollers back off, and what a cut receive took comes back after the
+/// visibility timeout and is applied once.
+#[actix_web::test]
+async fn sqs_connections_reset_mid_response_lose_nothing() {
+    let run = under_sqs_fault("reset", Fault::ResetMidResponse, 20 * SECOND).await;
+    assert_eq!(run.source, "down");
+    assert!(
+        run.failed >= 1.0 && run.failed <= 4.0 * 10.0,
+        "{} failed",
+        run.failed
+    );
+}
+
+/// 5 s of latency on every SQS call: slow, not failing: the source stays
+/// up, nothing fails, and the events still arrive.
+#[actix_web::test]
+async fn sqs_answering_after_5_s_delays_events_and_loses_none() {
+    let run = under_sqs_fault("slow", Fault::Delay(5 * SECOND), 20 * SECOND).await;
+    assert_eq!(run.source, "up");
+    assert_eq!(run.failed, 0.0);
 }
 
 #[actix_web::test]

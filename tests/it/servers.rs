@@ -410,6 +410,10 @@ impl Moto {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
     /// Environment for a process that should talk to this moto.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
@@ -582,4 +586,126 @@ pub fn succeeded(cmd: &mut Command) -> std::process::Output {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{cmd:?}: {stderr}");
     out
+}
+
+/// What a [`FaultProxy`] does to the traffic it forwards.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fault {
+    /// Forwards everything as it comes.
+    None,
+    /// Refuses connections (its listener is closed) and cuts the open ones.
+    Refuse,
+    /// Holds each request this long before forwarding it.
+    Delay(Duration),
+    /// Forwards half of the first piece of each response, then resets the
+    /// connection.
+    ResetMidResponse,
+}
+
+/// A TCP proxy on loopback in front of a real server (moto), for the
+/// faults a server cannot produce on demand.
+pub struct FaultProxy {
+    pub addr: SocketAddr,
+    fault: tokio::sync::watch::Sender<Fault>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    pub async fn start(upstream: SocketAddr) -> FaultProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (fault, watch) = tokio::sync::watch::channel(Fault::None);
+        let task = tokio::spawn(Self::serve(listener, addr, upstream, watch));
+        FaultProxy { addr, fault, task }
+    }
+
+    /// The endpoint URL of the proxied server.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set(&self, fault: Fault) {
+        self.fault.send_replace(fault);
+    }
+
+    async fn serve(
+        mut listener: tokio::net::TcpListener,
+        addr: SocketAddr,
+        upstream: SocketAddr,
+        mut fault: tokio::sync::watch::Receiver<Fault>,
+    ) {
+        loop {
+            if *fault.borrow() == Fault::Refuse {
+                drop(listener);
+                let _ = fault.wait_for(|f| *f != Fault::Refuse).await;
+                listener = tokio::net::TcpListener::bind(addr).await.expect("rebind");
+                continue;
+            }
+            tokio::select! {
+                conn = listener.accept() => {
+                    if let Ok((client, _)) = conn {
+                        tokio::spawn(Self::pipe(client, upstream, fault.clone()));
+                    }
+                }
+                _ = fault.changed() => {}
+            }
+        }
+    }
+
+    async fn pipe(
+        client: tokio::net::TcpStream,
+        upstream: SocketAddr,
+        fault: tokio::sync::watch::Receiver<Fault>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+            return;
+        };
+        // Dropped with a zero linger, a socket resets its connection.
+        let reset = |s: &tokio::net::TcpStream| {
+            let _ = s.set_zero_linger();
+        };
+        let (mut cr, mut cw) = client.into_split();
+        let (mut sr, mut sw) = server.into_split();
+        let now = |f: &tokio::sync::watch::Receiver<Fault>| *f.borrow();
+        let f = fault.clone();
+        let requests = async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n @ 1..) = cr.read(&mut buf).await {
+                if let Fault::Delay(d) = now(&f) {
+                    tokio::time::sleep(d).await;
+                }
+                if sw.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let f = fault.clone();
+        let responses = async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n @ 1..) = sr.read(&mut buf).await {
+                if now(&f) == Fault::ResetMidResponse {
+                    let _ = cw.write_all(&buf[..n / 2]).await;
+                    reset(cw.as_ref());
+                    return;
+                }
+                if cw.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let mut refused = fault;
+        tokio::select! {
+            _ = requests => {}
+            _ = responses => {}
+            // Open connections are cut too (they reset: the halves drop).
+            _ = refused.wait_for(|f| *f == Fault::Refuse) => {}
+        }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
