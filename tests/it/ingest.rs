@@ -708,6 +708,27 @@ async fn sqs_answering_after_5_s_delays_events_and_loses_none() {
     assert_eq!(run.failed, 0.0);
 }
 
+/// SQS throttling every call (400 ThrottlingException) and then answering
+/// 503 (ServiceUnavailable): the SDK's own retries and the pollers' backoff
+/// keep the calls per second bounded, and nothing is lost.
+#[actix_web::test]
+async fn sqs_throttling_and_503s_are_backed_off_and_lose_nothing() {
+    for (queue, status, code) in [
+        ("throttled", 400, "ThrottlingException"),
+        ("unavailable", 503, "ServiceUnavailable"),
+    ] {
+        let run = under_sqs_fault(queue, Fault::Answer(status, code), 15 * SECOND).await;
+        assert_eq!(run.source, "down", "{code}");
+        assert!(run.failed >= 1.0, "{code}: {} failed", run.failed);
+        assert!(
+            run.failed <= 4.0 * 9.0,
+            "{code}: {} failed in {:.1} s",
+            run.failed,
+            run.outage
+        );
+    }
+}
+
 #[actix_web::test]
 async fn an_etcd_outage_during_ingest_pauses_it_and_loses_nothing() {
     let mut s = Stack::new(Backend::Etcd);

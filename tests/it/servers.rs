@@ -600,6 +600,9 @@ pub enum Fault {
     /// Forwards half of the first piece of each response, then resets the
     /// connection.
     ResetMidResponse,
+    /// Answers each request itself with this HTTP status and AWS error
+    /// code (the JSON protocol's `__type`), then closes the connection.
+    Answer(u16, &'static str),
 }
 
 /// A TCP proxy on loopback in front of a real server (moto), for the
@@ -643,8 +646,14 @@ impl FaultProxy {
             }
             tokio::select! {
                 conn = listener.accept() => {
-                    if let Ok((client, _)) = conn {
-                        tokio::spawn(Self::pipe(client, upstream, fault.clone()));
+                    match (conn, *fault.borrow()) {
+                        (Ok((client, _)), Fault::Answer(status, code)) => {
+                            tokio::spawn(Self::answer(client, status, code));
+                        }
+                        (Ok((client, _)), _) => {
+                            tokio::spawn(Self::pipe(client, upstream, fault.clone()));
+                        }
+                        _ => {}
                     }
                 }
                 _ = fault.changed() => {}
@@ -695,12 +704,31 @@ impl FaultProxy {
             }
         };
         let mut refused = fault;
+        let cut = |f: &Fault| matches!(f, Fault::Refuse | Fault::Answer(..));
         tokio::select! {
             _ = requests => {}
             _ = responses => {}
             // Open connections are cut too (they reset: the halves drop).
-            _ = refused.wait_for(|f| *f == Fault::Refuse) => {}
+            _ = refused.wait_for(cut) => {}
         }
+    }
+
+    /// Reads a request and answers it with an AWS error, then closes.
+    async fn answer(mut client: tokio::net::TcpStream, status: u16, code: &str) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 64 * 1024];
+        if !matches!(client.read(&mut buf).await, Ok(1..)) {
+            return;
+        }
+        let body =
+            format!(r#"{{"__type":"com.amazonaws.sqs#{code}","message":"{code} (fault proxy)"}}"#);
+        let head = format!(
+            "HTTP/1.1 {status} Fault\r\ncontent-type: application/x-amz-json-1.0\r\n\
+             x-amzn-query-error: {code};Sender\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = client.write_all((head + &body).as_bytes()).await;
+        let _ = client.shutdown().await;
     }
 }
 
