@@ -16,7 +16,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Runs `tests/it/moto_ecs.py` against `moto`; returns what it created.
 pub(crate) fn moto_ecs(moto: &Moto, spec: Value) -> Value {
@@ -303,6 +303,19 @@ struct StubEcs {
     throttle: AtomicUsize,
     broken: Vec<String>,
     calls: AtomicUsize,
+    faults: std::sync::Mutex<StubFaults>,
+}
+
+/// Faults the stub ECS plays on demand, and when each call came.
+#[derive(Default)]
+struct StubFaults {
+    /// Every call is throttled.
+    storm: bool,
+    /// This many more calls fail as a 500 does.
+    errors: usize,
+    /// A RUNNING listing fails at its page of this index (0-based).
+    failing_page: Option<usize>,
+    times: Vec<Instant>,
 }
 
 const PAGE: usize = 40;
@@ -317,6 +330,17 @@ fn stub_task(cluster: &str, i: usize) -> Entry {
 impl StubEcs {
     fn gate(&self, cluster: &str) -> ecs::Result<()> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        {
+            let mut f = self.faults.lock().unwrap();
+            f.times.push(Instant::now());
+            if f.storm {
+                return Err(ecs::Error::Throttled("Rate exceeded".into()));
+            }
+            if f.errors > 0 {
+                f.errors -= 1;
+                return Err(ecs::Error::Other("InternalServerError (HTTP 500)".into()));
+            }
+        }
         if self
             .throttle
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -392,7 +416,18 @@ impl Ecs for StubEcs {
                     .unwrap_or_default(),
                 TaskStatus::Stopped => Vec::new(),
             };
-            self.page(arns, next)
+            (self.page(arns, next.clone()), next)
+        });
+        // The listing breaks at its failing page (RUNNING only: 40 per page).
+        let failing = self.faults.lock().unwrap().failing_page;
+        let r = r.and_then(|(page, next)| {
+            let index = next.and_then(|n| n.parse::<usize>().ok()).unwrap_or(0) / PAGE;
+            match failing {
+                Some(f) if status == TaskStatus::Running && index == f => {
+                    Err(ecs::Error::Other("InternalServerError (HTTP 500)".into()))
+                }
+                _ => Ok(page),
+            }
         });
         now(r)
     }
@@ -453,6 +488,7 @@ async fn paging_throttling_and_a_failing_cluster_against_a_stub_ecs() {
         throttle: AtomicUsize::new(3),
         broken: vec!["broken".into()],
         calls: AtomicUsize::new(0),
+        faults: Default::default(),
     });
     let dir = tempfile::tempdir().unwrap();
     let metrics = Arc::new(Metrics::default());
@@ -526,6 +562,132 @@ async fn paging_throttling_and_a_failing_cluster_against_a_stub_ecs() {
         .values()
         .any(|e| e.cluster_arn.ends_with("/broken")));
     assert_eq!(paged.sweeps.get(), 1, "a good sweep keeps its interval");
+}
+
+/// ECS failing under a sweep (issue 28): a storm of throttling, then 500s,
+/// then a listing that fails on its third page. The request budget holds
+/// (measured from when the calls came), a sweep that saw only part of the
+/// cluster deletes nothing, and the cluster is repaired once ECS answers.
+#[actix_web::test]
+async fn ecs_faults_keep_the_budget_delete_nothing_and_are_repaired() {
+    const RATE: f64 = 20.0;
+    let stub = Arc::new(StubEcs {
+        tasks: std::sync::Mutex::new(HashMap::from([(
+            "storm".to_owned(),
+            (0..250).map(|i| stub_task("storm", i)).collect(),
+        )])),
+        throttle: AtomicUsize::new(0),
+        broken: Vec::new(),
+        calls: AtomicUsize::new(0),
+        faults: std::sync::Mutex::new(StubFaults {
+            storm: true,
+            ..StubFaults::default()
+        }),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let settings = Settings {
+        base: Tuning {
+            interval: Duration::from_secs(3600),
+            max_requests_per_second: RATE,
+            grace_period: Duration::ZERO,
+            ..Tuning::default()
+        },
+        clusters: Some(vec!["storm".into()]),
+        ..Settings::default()
+    };
+    let p = reconciling(dir.path(), settings, stub.clone(), &metrics);
+    // In the store, not in ECS: only a complete sweep may remove it.
+    let ghost = actors::decoder::RawMessage::new("1", task_event("storm", "ghost", 1, "RUNNING"));
+    let decode = actors::decoder::Decode {
+        messages: vec![ghost],
+    };
+    let stored = p.decoder.send(decode).await.unwrap().unwrap();
+    assert_eq!(stored, [actors::decoder::MessageOutcome::Applied]);
+    let stats = metrics.cluster("storm");
+    let tasks = || {
+        let snap = p.reader.snapshot().unwrap();
+        let all = snap.of(Kind::Task);
+        (all.len(), all.values().any(|e| e.arn.ends_with("/ghost")))
+    };
+    let set = |edit: &dyn Fn(&mut StubFaults)| edit(&mut stub.faults.lock().unwrap());
+
+    // 1. A storm of throttling: each call backs off (from 200 ms, doubling)
+    // and the sweep fails after 8 throttles in a row.
+    let failed = eventually(Duration::from_secs(40), || async {
+        stats.sweep_errors.get() >= 1
+    })
+    .await;
+    assert!(failed, "a sweep throttled throughout did not fail");
+    assert!(
+        stats.throttles.get() >= 8,
+        "{} throttles",
+        stats.throttles.get()
+    );
+    // 2. 500s: each fails the sweep it hits (retried after 1 s, doubling).
+    let errors_before = stats.sweep_errors.get();
+    set(&|f| {
+        f.storm = false;
+        f.errors = 2;
+    });
+    let failed = eventually(Duration::from_secs(30), || async {
+        stats.sweep_errors.get() >= errors_before + 2
+    })
+    .await;
+    assert!(failed, "the 500s failed no sweep");
+    assert_eq!(tasks(), (1, true), "failed sweeps change nothing");
+    // 3. The listing fails on its third page.
+    let errors_before = stats.sweep_errors.get();
+    set(&|f| f.failing_page = Some(2));
+    let partial = eventually(Duration::from_secs(30), || async {
+        stats.sweep_errors.get() > errors_before
+    })
+    .await;
+    assert!(
+        partial,
+        "a sweep that failed on page 3 was not counted as failed"
+    );
+    assert!(
+        tasks().1,
+        "a sweep that saw only part of the cluster deleted the ghost"
+    );
+    // (Every sweep is counted; the failed ones also as errors.)
+    assert_eq!(stats.removed.get(), 0, "nothing was removed");
+
+    // ECS answers again: the next sweep repairs the cluster.
+    set(&|f| f.failing_page = None);
+    let repaired = eventually(Duration::from_secs(60), || async {
+        tasks() == (250, false)
+    })
+    .await;
+    assert!(repaired, "not repaired after ECS came back: {:?}", tasks());
+    assert_eq!((stats.added.get(), stats.removed.get()), (250, 1));
+
+    // The budget: calls come at most RATE per second, in any second.
+    let times = stub.faults.lock().unwrap().times.clone();
+    let busiest = (0..times.len())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|t| **t - times[i] < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    let span = (times[times.len() - 1] - times[0]).as_secs_f64();
+    let mean = times.len() as f64 / span;
+    println!(
+        "{} ECS calls in {span:.1} s ({mean:.1}/s, busiest second {busiest}) at a budget of {RATE}/s; \
+         {} throttled, {} failed sweeps, then repaired",
+        times.len(),
+        stats.throttles.get(),
+        stats.sweep_errors.get()
+    );
+    assert!(mean <= RATE, "{mean:.1} calls/s");
+    assert!(
+        busiest as f64 <= RATE + 2.0,
+        "{busiest} calls in one second"
+    );
 }
 
 #[actix_web::test]
@@ -668,6 +830,7 @@ async fn a_cluster_that_vanishes_loses_its_reconciler_and_its_entities() {
         throttle: AtomicUsize::new(0),
         broken: Vec::new(),
         calls: AtomicUsize::new(0),
+        faults: Default::default(),
     });
     let dir = tempfile::tempdir().unwrap();
     let metrics = Arc::new(Metrics::default());
