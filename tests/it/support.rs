@@ -405,6 +405,18 @@ impl Proc {
     }
 
     /// Waits up to `within` for it to exit; its status, if it did.
+    /// Waits (up to `within`) for an exit after a stop asked at `asked`;
+    /// asserts it was a clean one (status 0) and returns how long it took.
+    pub async fn exited_cleanly(
+        &mut self,
+        asked: std::time::Instant,
+        within: Duration,
+    ) -> Duration {
+        let status = self.wait_exit(within).await.expect("the process exits");
+        assert!(status.success(), "a graceful stop exits 0: {status}");
+        asked.elapsed()
+    }
+
     pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let deadline = std::time::Instant::now() + within;
         while std::time::Instant::now() < deadline {
