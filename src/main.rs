@@ -39,6 +39,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // A panic is logged as every other line is (and still printed).
+    let print = std::panic::take_hook();
+    let panic_log = log.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        slog::crit!(panic_log, "panicked"; "panic" => %info);
+        print(info);
+    }));
     match actix_web::rt::System::new().block_on(run(loaded, log.clone())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -12,9 +12,11 @@
 //! clone of the view, without a message to the writer.
 //! STOPPED-task retention and tombstone expiry run on a timer.
 //!
-//! A commit error stops the actor; its supervisor restarts it with its state
-//! reset: the view is reloaded from the store, and waiting callers are told to
-//! retry.
+//! A commit that fails is answered with its error (callers retry; nothing
+//! is acknowledged) and marks the store down until a write or a ping
+//! succeeds. The view keeps serving: it is reloaded, in the background, only
+//! when the store cannot tell whether the failed commit was stored. A panic
+//! stops the actor; its supervisor restarts it with its state reset.
 
 use crate::dirty::Dirty;
 use crate::hub::{Committed, Reset, StreamHub};
@@ -355,22 +357,13 @@ impl StoreWriter {
                     }
                 }
                 self.retention_queued = false;
-                if self.fed {
-                    // The view follows the store's feed, which shows whatever
-                    // part of the commit took effect: nothing to reload. The
-                    // callers were told; they retry (a queue redelivers).
-                    warn!(self.log, "commit failed; callers retry"; "error" => %e);
-                    self.phase = Phase::Idle;
-                    self.kick(ctx);
-                } else {
-                    // What the store holds is unknown (the commit may have
-                    // been durable): reload it.
-                    error!(self.log, "commit failed; restarting the writer"; "error" => %e);
-                    ctx.stop();
-                }
+                self.commit_failed(e, ctx);
                 return;
             }
         };
+        if self.publisher.store_up(true) {
+            info!(self.log, "store writable again");
+        }
         self.metrics.store_commits.inc();
         self.metrics
             .store_commit_seconds
@@ -491,6 +484,31 @@ impl StoreWriter {
                     error!(log, "StreamHub did not take a commit"; "error" => %e);
                 }
             }
+        }
+    }
+
+    /// After a commit failed (its callers are told, and retry: a queue
+    /// redelivers). The view keeps serving reads throughout.
+    fn commit_failed(&mut self, e: store::Error, ctx: &mut Context<Self>) {
+        if let store::Error::Unavailable(_) = &e {
+            // Nothing is received until the store takes writes again.
+            self.publisher.store_up(false);
+        }
+        if self.fed || matches!(e, store::Error::Unavailable(_)) {
+            // Nothing of it was stored, or the store's feed shows whatever
+            // part took effect: the view stays as it is.
+            error!(self.log, "store write failed; nothing of it is acknowledged, callers retry";
+                "error" => %e);
+            self.phase = Phase::Idle;
+            self.kick(ctx);
+        } else {
+            // What the store holds is unknown: read it again, serving the
+            // current view until the new one is built and swapped in.
+            error!(self.log, "store write failed and may have been stored; reloading the view";
+                "error" => %e);
+            self.phase = Phase::Loading;
+            self.generation += 1;
+            self.load(ctx);
         }
     }
 

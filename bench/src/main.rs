@@ -9,7 +9,8 @@
 //! 5. the dashboard in headless Chromium: the tasks view opening on the full
 //!    state, and a filter applied to it;
 //! 6. the memory that keeping every task STOPPED costs (the default
-//!    `stopped_task_retention` is 24 h).
+//!    `stopped_task_retention` is 24 h);
+//! 7. the soak: 30 minutes of steady load, and what grows ([`soak`]).
 //!
 //! `--quick` runs small sizes (well under a minute) so that CI keeps the
 //! benchmark working; it checks what was delivered, never the timings.
@@ -19,6 +20,7 @@
 mod gen;
 mod http;
 mod procs;
+mod soak;
 
 use gen::Shape;
 use http::Conn;
@@ -107,7 +109,7 @@ struct Options {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "ingest,etcd,queries,ui,streams,stopped"
+        default_value = "ingest,etcd,queries,ui,streams,stopped,soak"
     )]
     parts: Vec<String>,
     /// The same as leaving etcd out of --parts.
@@ -332,6 +334,14 @@ async fn run(o: &Options, s: &Sizes, work: &Path) -> Report {
     }
     if o.runs("stopped") {
         stopped(o, s, work, &mut report).await;
+    }
+    if o.runs("soak") {
+        let plan = if o.quick {
+            soak::Plan::quick()
+        } else {
+            soak::Plan::full()
+        };
+        soak::soak(o, &plan, work, &mut report).await;
     }
     if !o.runs("queries") && !o.runs("ui") && !o.runs("streams") {
         return report;

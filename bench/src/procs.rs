@@ -98,6 +98,11 @@ impl Service {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
+    /// How it exited, if it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// SIGTERM, and waits for it to exit.
     pub fn stop(mut self) {
         let _ = Command::new("kill")

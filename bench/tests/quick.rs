@@ -65,13 +65,19 @@ fn the_quick_benchmark_runs_every_part_and_loses_nothing() {
         "dashboard: tasks view opens (1000 tasks stored)",
         "dashboard: a filter applied",
         "RSS when ready (1000 STOPPED tasks kept)",
+        "soak: RSS growth, 15 s to 40 s",
+        "soak: open fds growth, 15 s to 40 s",
+        "soak: stream delivery p99",
+        "soak: list/describe p99",
+        "soak: sweeps",
+        "soak: errors",
     ] {
         let row = table.iter().find(|l| l.starts_with(&format!("| {figure}")));
         let row = row.unwrap_or_else(|| panic!("no row for {figure:?} in:\n{stdout}"));
         // Each row has a measured figure with a unit.
         let measured = row.split('|').nth(2).unwrap_or("").trim();
         assert!(
-            ["events/s", "txn/s", "%", "ms", "MiB", "times"]
+            ["events/s", "txn/s", "%", "ms", "MiB", "times", "fds", "errors"]
                 .iter()
                 .any(|u| measured.ends_with(u)),
             "{row}"

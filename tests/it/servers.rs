@@ -737,3 +737,65 @@ impl Drop for FaultProxy {
         self.task.abort();
     }
 }
+
+/// A small filesystem made for a test: a size-limited tmpfs mounted at a
+/// directory (root is needed, as for the network namespaces), which the
+/// test fills up and frees again. Unmounted when dropped.
+pub struct SmallDisk {
+    dir: PathBuf,
+}
+
+impl SmallDisk {
+    pub fn mount(dir: &std::path::Path, bytes: u64) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "css-test"])
+            .arg(dir)
+            .status()
+            .expect("mount runs");
+        assert!(
+            ok.success(),
+            "a tmpfs mounted at {} (needs root)",
+            dir.display()
+        );
+        SmallDisk {
+            dir: dir.to_owned(),
+        }
+    }
+
+    fn filler(&self) -> PathBuf {
+        self.dir.join("filler")
+    }
+
+    /// Takes all the space left: a file grows until the disk refuses more.
+    /// Returns its size.
+    pub fn fill(&self) -> u64 {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.filler()).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        let mut size = 0u64;
+        // Bounded: the disk is small.
+        while size < 1 << 30 {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(n) => size += n as u64,
+                Err(e) => {
+                    assert_eq!(e.raw_os_error(), Some(28), "ENOSPC: {e}");
+                    break;
+                }
+            }
+        }
+        size
+    }
+
+    /// Gives the space back.
+    pub fn free(&self) {
+        std::fs::remove_file(self.filler()).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}

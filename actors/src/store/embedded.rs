@@ -14,8 +14,9 @@ use super::{
 };
 use crate::model::Entry;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 const ENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entities");
@@ -24,6 +25,8 @@ const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const REVISION: &str = "revision";
 const HISTORY_FLOOR: &str = "history_floor";
+/// Bumped by [`probe`], the write that tells whether the disk takes writes.
+const PROBE: &str = "probe";
 const NO_VERSION: u64 = u64::MAX;
 /// Changes per page of a history read.
 const HISTORY_PAGE: usize = 512;
@@ -31,9 +34,24 @@ const HISTORY_PAGE: usize = 512;
 const COMPACT_BATCH: usize = 10_000;
 
 /// The embedded store. Cheap to clone; all clones share one open database.
+///
+/// A write that fails (the disk is full, say) leaves redb refusing every
+/// later one until the file is opened again, so the database is reopened
+/// after each failed write; nothing of the failed write is stored (a commit
+/// is checked against the revision counter). Until a write succeeds again
+/// the store reports itself down ([`Store::ping`] tries a small write).
 #[derive(Clone)]
 pub struct Embedded {
-    db: Arc<Database>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    path: PathBuf,
+    /// `None` while it could not be opened again after a failed write; the
+    /// next use tries again.
+    db: RwLock<Option<Database>>,
+    /// A write failed and none has succeeded since.
+    failing: AtomicBool,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Error {
@@ -50,201 +68,185 @@ fn corrupt(e: impl std::fmt::Display) -> Error {
 /// at start; the cache needs little more than the B-trees' interior pages.
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
 
+/// Opens (or creates) the database file at `path`, with its tables. A
+/// store that has them is opened without a write, so that one on a full
+/// disk still opens and serves.
+fn open_db(path: &Path) -> Result<Database> {
+    let db = redb::Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::Locked(path.display().to_string()),
+            e => unavailable(format!("cannot open {}: {e}", path.display())),
+        })?;
+    let ready = db
+        .begin_read()
+        .map_err(unavailable)?
+        .open_table(META)
+        .is_ok_and(|meta| matches!(meta.get(HISTORY_FLOOR), Ok(Some(_))));
+    if ready {
+        return Ok(db);
+    }
+    let txn = db.begin_write().map_err(unavailable)?;
+    for t in [ENTITIES, TOMBSTONES] {
+        txn.open_table(t).map_err(unavailable)?;
+    }
+    txn.open_table(HISTORY).map_err(unavailable)?;
+    {
+        let mut meta = txn.open_table(META).map_err(unavailable)?;
+        // A store made before history was kept has history from now on.
+        if meta.get(HISTORY_FLOOR).map_err(unavailable)?.is_none() {
+            let revision = meta
+                .get(REVISION)
+                .map_err(unavailable)?
+                .map_or(0, |g| g.value());
+            meta.insert(HISTORY_FLOOR, revision + 1)
+                .map_err(unavailable)?;
+        }
+    }
+    txn.commit().map_err(unavailable)?;
+    Ok(db)
+}
+
+fn revision_of(db: &Database) -> Result<u64> {
+    Ok(db
+        .begin_read()
+        .map_err(unavailable)?
+        .open_table(META)
+        .map_err(unavailable)?
+        .get(REVISION)
+        .map_err(unavailable)?
+        .map_or(0, |g| g.value()))
+}
+
 impl Embedded {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Embedded> {
         std::fs::create_dir_all(dir)
             .map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("css.redb");
-        let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    Error::Locked(path.display().to_string())
-                }
-                e => unavailable(format!("cannot open {}: {e}", path.display())),
-            })?;
-        let txn = db.begin_write().map_err(unavailable)?;
-        for t in [ENTITIES, TOMBSTONES] {
-            txn.open_table(t).map_err(unavailable)?;
+        let db = open_db(&path)?;
+        Ok(Embedded {
+            shared: Arc::new(Shared {
+                path,
+                db: RwLock::new(Some(db)),
+                failing: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Runs `f` on the open database (opening it again first if a failed
+    /// write left it closed).
+    fn with<T>(&self, f: impl FnOnce(&Database) -> Result<T>) -> Result<T> {
+        let closed = self.read()?.is_none();
+        if closed {
+            self.reopen()?;
         }
-        txn.open_table(HISTORY).map_err(unavailable)?;
-        {
-            let mut meta = txn.open_table(META).map_err(unavailable)?;
-            // A store made before history was kept has history from now on.
-            if meta.get(HISTORY_FLOOR).map_err(unavailable)?.is_none() {
-                let revision = meta
-                    .get(REVISION)
-                    .map_err(unavailable)?
-                    .map_or(0, |g| g.value());
-                meta.insert(HISTORY_FLOOR, revision + 1)
-                    .map_err(unavailable)?;
+        match self.read()?.as_ref() {
+            Some(db) => f(db),
+            None => Err(unavailable(format!(
+                "{} is not open",
+                self.shared.path.display()
+            ))),
+        }
+    }
+
+    /// Runs the write `f`. When it fails, the database is opened again (redb
+    /// takes no write after an I/O error until then) and the store counts
+    /// as failing until a write succeeds.
+    fn write<T>(&self, f: impl FnOnce(&Database) -> Result<T>) -> Result<T> {
+        match self.with(f) {
+            Ok(v) => {
+                self.shared.failing.store(false, Ordering::SeqCst);
+                Ok(v)
             }
+            Err(Error::Unavailable(e)) => {
+                self.shared.failing.store(true, Ordering::SeqCst);
+                let reopened = self.reopen();
+                let path = self.shared.path.display();
+                Err(match reopened {
+                    Ok(()) => Error::Unavailable(format!("cannot write {path}: {e}")),
+                    Err(again) => Error::Unavailable(format!("cannot write {path}: {e}; {again}")),
+                })
+            }
+            Err(e) => Err(e),
         }
-        txn.commit().map_err(unavailable)?;
-        Ok(Embedded { db: Arc::new(db) })
+    }
+
+    /// Closes the database and opens it again.
+    fn reopen(&self) -> Result<()> {
+        let mut db = self
+            .shared
+            .db
+            .write()
+            .map_err(|_| unavailable("the store's lock is poisoned"))?;
+        // The old handle goes first: a file is opened once at a time.
+        *db = None;
+        *db = Some(open_db(&self.shared.path)?);
+        Ok(())
+    }
+
+    fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, Option<Database>>> {
+        self.shared
+            .db
+            .read()
+            .map_err(|_| unavailable("the store's lock is poisoned"))
     }
 
     fn load_sync(&self) -> Result<Loaded> {
-        let txn = self.db.begin_read().map_err(unavailable)?;
-        let entities = txn.open_table(ENTITIES).map_err(unavailable)?;
-        let mut entries = Vec::with_capacity(entities.len().unwrap_or(0) as usize);
-        for row in entities.iter().map_err(unavailable)? {
-            let (_, v) = row.map_err(unavailable)?;
-            let (_, _, json) = split(v.value())?;
-            entries.push(Arc::new(Entry::from_stored(json).map_err(corrupt)?));
-        }
-        let revision = txn
-            .open_table(META)
-            .map_err(unavailable)?
-            .get(REVISION)
-            .map_err(unavailable)?
-            .map_or(0, |g| g.value());
-        let tombstones = txn
-            .open_table(TOMBSTONES)
-            .map_err(unavailable)?
-            .len()
-            .map_err(unavailable)? as usize;
-        Ok(Loaded {
-            revision,
-            entries,
-            tombstones,
-        })
+        self.with(load)
     }
 
+    /// Commits `ops`. When the commit fails, the revision counter of the
+    /// reopened database tells whether it was stored after all.
     fn commit_sync(&self, ops: Vec<Op>, now_ms: i64) -> Result<Vec<Outcome>> {
-        let txn = self.db.begin_write().map_err(unavailable)?;
-        let mut outcomes = Vec::with_capacity(ops.len());
-        {
-            let mut entities = txn.open_table(ENTITIES).map_err(unavailable)?;
-            let mut tombs = txn.open_table(TOMBSTONES).map_err(unavailable)?;
-            let mut meta = txn.open_table(META).map_err(unavailable)?;
-            let mut rev = meta
-                .get(REVISION)
-                .map_err(unavailable)?
-                .map_or(0, |g| g.value());
-            for op in ops {
-                let outcome = match op {
-                    Op::Put(entry) => put(&mut entities, &mut tombs, entry, &mut rev, now_ms)?,
-                    Op::Delete { arn, if_revision } => delete(
-                        &mut entities,
-                        &mut tombs,
-                        &arn,
-                        if_revision,
-                        &mut rev,
-                        now_ms,
-                    )?,
-                };
-                outcomes.push(outcome);
-            }
-            meta.insert(REVISION, rev).map_err(unavailable)?;
-            let mut history = txn.open_table(HISTORY).map_err(unavailable)?;
-            for o in &outcomes {
-                if let Outcome::Applied(c) = o {
-                    let row = history_row(c, now_ms)?;
-                    history
-                        .insert(c.entry.revision, row.as_slice())
-                        .map_err(unavailable)?;
-                }
-            }
+        let mut attempted = None;
+        let err = match self.write(|db| commit(db, ops, now_ms, &mut attempted)) {
+            Ok(outcomes) => return Ok(outcomes),
+            Err(e) => e,
+        };
+        match attempted {
+            Some(Attempt {
+                before,
+                after,
+                outcomes,
+            }) if after != before => match self.with(revision_of) {
+                Ok(r) if r == before => Err(err),
+                Ok(r) if r == after => Ok(outcomes),
+                Ok(r) => Err(Error::Indeterminate(format!(
+                    "{err}; the revision is {r}, neither {before} nor {after}"
+                ))),
+                Err(again) => Err(Error::Indeterminate(format!("{err}; {again}"))),
+            },
+            _ => Err(err),
         }
-        txn.commit().map_err(unavailable)?;
-        Ok(outcomes)
     }
 
     fn purge_sync(&self, before_ms: i64) -> Result<usize> {
-        let txn = self.db.begin_write().map_err(unavailable)?;
-        let mut purged = 0;
-        {
-            let mut tombs = txn.open_table(TOMBSTONES).map_err(unavailable)?;
-            tombs
-                .retain(|_, v| {
-                    let keep = serde_json::from_slice::<Tombstone>(v)
-                        .is_ok_and(|t| t.deleted_at_ms >= before_ms);
-                    purged += usize::from(!keep);
-                    keep
-                })
-                .map_err(unavailable)?;
-        }
-        txn.commit().map_err(unavailable)?;
-        Ok(purged)
+        self.write(|db| purge(db, before_ms))
     }
 
     fn resume_sync(&self, from: u64) -> Result<Resume> {
-        let txn = self.db.begin_read().map_err(unavailable)?;
-        let meta = txn.open_table(META).map_err(unavailable)?;
-        let get =
-            |k| -> Result<u64> { Ok(meta.get(k).map_err(unavailable)?.map_or(0, |g| g.value())) };
-        let (revision, floor) = (get(REVISION)?, get(HISTORY_FLOOR)?);
-        Ok(if from > revision + 1 {
-            Resume::Future { revision }
-        } else if from < floor {
-            Resume::Compacted
-        } else {
-            Resume::Available
-        })
+        self.with(|db| resume(db, from))
     }
 
     /// Up to `HISTORY_PAGE` changes from revision `from` on.
     fn history_page(&self, from: u64) -> Result<Vec<Change>> {
-        let txn = self.db.begin_read().map_err(unavailable)?;
-        let floor = txn
-            .open_table(META)
-            .map_err(unavailable)?
-            .get(HISTORY_FLOOR)
-            .map_err(unavailable)?
-            .map_or(0, |g| g.value());
-        if from < floor {
-            return Err(Error::Compacted);
-        }
-        let history = txn.open_table(HISTORY).map_err(unavailable)?;
-        let mut changes = Vec::new();
-        for row in history
-            .range(from..)
-            .map_err(unavailable)?
-            .take(HISTORY_PAGE)
-        {
-            let (_, v) = row.map_err(unavailable)?;
-            changes.push(parse_history_row(v.value())?);
-        }
-        Ok(changes)
+        self.with(|db| history_page(db, from))
     }
 
     /// Drops history rows written before `before_ms`, a batch per transaction.
     fn compact_sync(&self, before_ms: i64) -> Result<()> {
-        loop {
-            let txn = self.db.begin_write().map_err(unavailable)?;
-            let last;
-            let done;
-            {
-                let mut history = txn.open_table(HISTORY).map_err(unavailable)?;
-                let mut old = Vec::new();
-                for row in history.iter().map_err(unavailable)?.take(COMPACT_BATCH) {
-                    let (k, v) = row.map_err(unavailable)?;
-                    if row_time(v.value())? >= before_ms {
-                        break;
-                    }
-                    old.push(k.value());
-                }
-                for k in &old {
-                    history.remove(k).map_err(unavailable)?;
-                }
-                done = old.len() < COMPACT_BATCH;
-                last = old.last().copied();
-                if let Some(l) = last {
-                    let mut meta = txn.open_table(META).map_err(unavailable)?;
-                    meta.insert(HISTORY_FLOOR, l + 1).map_err(unavailable)?;
-                }
-            }
-            if last.is_none() {
-                txn.abort().map_err(unavailable)?;
-                return Ok(());
-            }
-            txn.commit().map_err(unavailable)?;
-            if done {
-                return Ok(());
-            }
+        while !self.write(|db| compact_batch(db, before_ms))? {}
+        Ok(())
+    }
+
+    /// Whether writes land: after a failed one, a small write tells.
+    fn ping_sync(&self) -> Result<()> {
+        if self.shared.failing.load(Ordering::SeqCst) {
+            self.write(probe)
+        } else {
+            self.with(|_| Ok(()))
         }
     }
 
@@ -259,6 +261,200 @@ impl Embedded {
                 .map_err(|e| unavailable(format!("store task failed: {e}")))?
         })
     }
+}
+
+/// A commit on its way: what it would make of the revision counter, and its
+/// outcomes, from just before the transaction commits.
+struct Attempt {
+    before: u64,
+    after: u64,
+    outcomes: Vec<Outcome>,
+}
+
+fn load(db: &Database) -> Result<Loaded> {
+    let txn = db.begin_read().map_err(unavailable)?;
+    let entities = txn.open_table(ENTITIES).map_err(unavailable)?;
+    let mut entries = Vec::with_capacity(entities.len().unwrap_or(0) as usize);
+    for row in entities.iter().map_err(unavailable)? {
+        let (_, v) = row.map_err(unavailable)?;
+        let (_, _, json) = split(v.value())?;
+        entries.push(Arc::new(Entry::from_stored(json).map_err(corrupt)?));
+    }
+    let revision = txn
+        .open_table(META)
+        .map_err(unavailable)?
+        .get(REVISION)
+        .map_err(unavailable)?
+        .map_or(0, |g| g.value());
+    let tombstones = txn
+        .open_table(TOMBSTONES)
+        .map_err(unavailable)?
+        .len()
+        .map_err(unavailable)? as usize;
+    Ok(Loaded {
+        revision,
+        entries,
+        tombstones,
+    })
+}
+
+/// One commit; `attempted` holds its outcomes while the transaction commits.
+fn commit(
+    db: &Database,
+    ops: Vec<Op>,
+    now_ms: i64,
+    attempted: &mut Option<Attempt>,
+) -> Result<Vec<Outcome>> {
+    let txn = db.begin_write().map_err(unavailable)?;
+    let mut outcomes = Vec::with_capacity(ops.len());
+    let before;
+    let after;
+    {
+        let mut entities = txn.open_table(ENTITIES).map_err(unavailable)?;
+        let mut tombs = txn.open_table(TOMBSTONES).map_err(unavailable)?;
+        let mut meta = txn.open_table(META).map_err(unavailable)?;
+        before = meta
+            .get(REVISION)
+            .map_err(unavailable)?
+            .map_or(0, |g| g.value());
+        let mut rev = before;
+        for op in ops {
+            let outcome = match op {
+                Op::Put(entry) => put(&mut entities, &mut tombs, entry, &mut rev, now_ms)?,
+                Op::Delete { arn, if_revision } => delete(
+                    &mut entities,
+                    &mut tombs,
+                    &arn,
+                    if_revision,
+                    &mut rev,
+                    now_ms,
+                )?,
+            };
+            outcomes.push(outcome);
+        }
+        meta.insert(REVISION, rev).map_err(unavailable)?;
+        after = rev;
+        let mut history = txn.open_table(HISTORY).map_err(unavailable)?;
+        for o in &outcomes {
+            if let Outcome::Applied(c) = o {
+                let row = history_row(c, now_ms)?;
+                history
+                    .insert(c.entry.revision, row.as_slice())
+                    .map_err(unavailable)?;
+            }
+        }
+    }
+    *attempted = Some(Attempt {
+        before,
+        after,
+        outcomes,
+    });
+    txn.commit().map_err(unavailable)?;
+    Ok(attempted.take().map(|a| a.outcomes).unwrap_or_default())
+}
+
+fn purge(db: &Database, before_ms: i64) -> Result<usize> {
+    let txn = db.begin_write().map_err(unavailable)?;
+    let mut purged = 0;
+    {
+        let mut tombs = txn.open_table(TOMBSTONES).map_err(unavailable)?;
+        tombs
+            .retain(|_, v| {
+                let keep = serde_json::from_slice::<Tombstone>(v)
+                    .is_ok_and(|t| t.deleted_at_ms >= before_ms);
+                purged += usize::from(!keep);
+                keep
+            })
+            .map_err(unavailable)?;
+    }
+    txn.commit().map_err(unavailable)?;
+    Ok(purged)
+}
+
+fn resume(db: &Database, from: u64) -> Result<Resume> {
+    let txn = db.begin_read().map_err(unavailable)?;
+    let meta = txn.open_table(META).map_err(unavailable)?;
+    let get = |k| -> Result<u64> { Ok(meta.get(k).map_err(unavailable)?.map_or(0, |g| g.value())) };
+    let (revision, floor) = (get(REVISION)?, get(HISTORY_FLOOR)?);
+    Ok(if from > revision + 1 {
+        Resume::Future { revision }
+    } else if from < floor {
+        Resume::Compacted
+    } else {
+        Resume::Available
+    })
+}
+
+fn history_page(db: &Database, from: u64) -> Result<Vec<Change>> {
+    let txn = db.begin_read().map_err(unavailable)?;
+    let floor = txn
+        .open_table(META)
+        .map_err(unavailable)?
+        .get(HISTORY_FLOOR)
+        .map_err(unavailable)?
+        .map_or(0, |g| g.value());
+    if from < floor {
+        return Err(Error::Compacted);
+    }
+    let history = txn.open_table(HISTORY).map_err(unavailable)?;
+    let mut changes = Vec::new();
+    for row in history
+        .range(from..)
+        .map_err(unavailable)?
+        .take(HISTORY_PAGE)
+    {
+        let (_, v) = row.map_err(unavailable)?;
+        changes.push(parse_history_row(v.value())?);
+    }
+    Ok(changes)
+}
+
+/// Drops up to `COMPACT_BATCH` history rows written before `before_ms`;
+/// returns whether none older is left.
+fn compact_batch(db: &Database, before_ms: i64) -> Result<bool> {
+    let txn = db.begin_write().map_err(unavailable)?;
+    let last;
+    let done;
+    {
+        let mut history = txn.open_table(HISTORY).map_err(unavailable)?;
+        let mut old = Vec::new();
+        for row in history.iter().map_err(unavailable)?.take(COMPACT_BATCH) {
+            let (k, v) = row.map_err(unavailable)?;
+            if row_time(v.value())? >= before_ms {
+                break;
+            }
+            old.push(k.value());
+        }
+        for k in &old {
+            history.remove(k).map_err(unavailable)?;
+        }
+        done = old.len() < COMPACT_BATCH;
+        last = old.last().copied();
+        if let Some(l) = last {
+            let mut meta = txn.open_table(META).map_err(unavailable)?;
+            meta.insert(HISTORY_FLOOR, l + 1).map_err(unavailable)?;
+        }
+    }
+    if last.is_none() {
+        txn.abort().map_err(unavailable)?;
+        return Ok(true);
+    }
+    txn.commit().map_err(unavailable)?;
+    Ok(done)
+}
+
+/// A small write: whether the store takes writes again.
+fn probe(db: &Database) -> Result<()> {
+    let txn = db.begin_write().map_err(unavailable)?;
+    {
+        let mut meta = txn.open_table(META).map_err(unavailable)?;
+        let n = meta
+            .get(PROBE)
+            .map_err(unavailable)?
+            .map_or(0, |g| g.value());
+        meta.insert(PROBE, n.wrapping_add(1)).map_err(unavailable)?;
+    }
+    txn.commit().map_err(unavailable)
 }
 
 type Table<'t> = redb::Table<'t, &'static str, &'static [u8]>;
@@ -418,6 +614,10 @@ impl Store for Embedded {
 
     fn purge_tombstones(&self, before_ms: i64) -> BoxFuture<'_, Result<usize>> {
         self.blocking(move |s| s.purge_sync(before_ms))
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<()>> {
+        self.blocking(|s| s.ping_sync())
     }
 
     fn compact_history(&self, now_ms: i64, retention: Duration) -> BoxFuture<'_, Result<()>> {
@@ -624,7 +824,8 @@ mod tests {
             s.commit_sync(vec![Op::Put(entry("a", Some(1), "RUNNING"))], 1)
                 .unwrap();
             // As an older version left it: no floor recorded.
-            let txn = s.db.begin_write().unwrap();
+            let db = s.shared.db.read().unwrap();
+            let txn = db.as_ref().unwrap().begin_write().unwrap();
             txn.open_table(META).unwrap().remove(HISTORY_FLOOR).unwrap();
             txn.delete_table(HISTORY).unwrap();
             txn.commit().unwrap();

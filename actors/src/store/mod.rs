@@ -31,6 +31,10 @@ pub enum Error {
     /// the failed commit was applied.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A commit failed and whether it took effect cannot be told: the view
+    /// must be read from the store again. Retryable, after that reload.
+    #[error("store outcome unknown: {0}")]
+    Indeterminate(String),
     /// The store holds data this version cannot read. Not retryable.
     #[error("store data is corrupt: {0}")]
     Corrupt(String),
