@@ -240,25 +240,14 @@ fn summarize(plan: &Plan, samples: &[(u64, u64, usize)], seen: &Seen, report: &m
         "flat",
         Some(fds <= 0),
     );
-    let count = |h: Option<&Histogram<u64>>| h.map_or(0, Histogram::len);
-    report.add(
-        format!(
-            "soak: stream delivery p99 ({} deliveries)",
-            count(seen.streams.as_ref())
-        ),
-        p99(seen.streams.as_ref()),
-        "",
-        None,
-    );
-    report.add(
-        format!(
-            "soak: list/describe p99 ({} requests)",
-            count(seen.lists.as_ref())
-        ),
-        p99(seen.lists.as_ref()),
-        "",
-        None,
-    );
+    for (what, h, unit) in [
+        ("stream delivery", &seen.streams, "deliveries"),
+        ("list/describe", &seen.lists, "requests"),
+    ] {
+        let n = h.as_ref().map_or(0, Histogram::len);
+        let figure = format!("soak: {what} p99 ({n} {unit})");
+        report.add(figure, p99(h.as_ref()), "", None);
+    }
     report.add(
         "soak: errors",
         format!("{} errors", seen.errors.len()),

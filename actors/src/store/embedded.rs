@@ -108,15 +108,15 @@ fn open_db(path: &Path) -> Result<Database> {
     Ok(db)
 }
 
+/// A counter of the `meta` table, 0 when unset.
+fn counter(txn: &redb::ReadTransaction, key: &str) -> Result<u64> {
+    let meta = txn.open_table(META).map_err(unavailable)?;
+    let value = meta.get(key).map_err(unavailable)?;
+    Ok(value.map_or(0, |g| g.value()))
+}
+
 fn revision_of(db: &Database) -> Result<u64> {
-    Ok(db
-        .begin_read()
-        .map_err(unavailable)?
-        .open_table(META)
-        .map_err(unavailable)?
-        .get(REVISION)
-        .map_err(unavailable)?
-        .map_or(0, |g| g.value()))
+    counter(&db.begin_read().map_err(unavailable)?, REVISION)
 }
 
 impl Embedded {
@@ -280,12 +280,7 @@ fn load(db: &Database) -> Result<Loaded> {
         let (_, _, json) = split(v.value())?;
         entries.push(Arc::new(Entry::from_stored(json).map_err(corrupt)?));
     }
-    let revision = txn
-        .open_table(META)
-        .map_err(unavailable)?
-        .get(REVISION)
-        .map_err(unavailable)?
-        .map_or(0, |g| g.value());
+    let revision = counter(&txn, REVISION)?;
     let tombstones = txn
         .open_table(TOMBSTONES)
         .map_err(unavailable)?
@@ -373,9 +368,7 @@ fn purge(db: &Database, before_ms: i64) -> Result<usize> {
 
 fn resume(db: &Database, from: u64) -> Result<Resume> {
     let txn = db.begin_read().map_err(unavailable)?;
-    let meta = txn.open_table(META).map_err(unavailable)?;
-    let get = |k| -> Result<u64> { Ok(meta.get(k).map_err(unavailable)?.map_or(0, |g| g.value())) };
-    let (revision, floor) = (get(REVISION)?, get(HISTORY_FLOOR)?);
+    let (revision, floor) = (counter(&txn, REVISION)?, counter(&txn, HISTORY_FLOOR)?);
     Ok(if from > revision + 1 {
         Resume::Future { revision }
     } else if from < floor {
@@ -387,13 +380,7 @@ fn resume(db: &Database, from: u64) -> Result<Resume> {
 
 fn history_page(db: &Database, from: u64) -> Result<Vec<Change>> {
     let txn = db.begin_read().map_err(unavailable)?;
-    let floor = txn
-        .open_table(META)
-        .map_err(unavailable)?
-        .get(HISTORY_FLOOR)
-        .map_err(unavailable)?
-        .map_or(0, |g| g.value());
-    if from < floor {
+    if from < counter(&txn, HISTORY_FLOOR)? {
         return Err(Error::Compacted);
     }
     let history = txn.open_table(HISTORY).map_err(unavailable)?;
