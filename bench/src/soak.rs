@@ -99,10 +99,16 @@ fn p99(h: Option<&Histogram<u64>>) -> String {
     })
 }
 
-/// One open file descriptor count and the RSS of `pid`.
+/// The RSS and the open file descriptors of the service.
 fn resources(svc: &Service) -> (u64, usize) {
     let fds = std::fs::read_dir(format!("/proc/{}/fd", svc.pid())).map_or(0, |d| d.count());
     (svc.memory().0, fds)
+}
+
+/// The disk space the store's file takes (its allocated blocks).
+fn store_bytes(data: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(data.join("css.redb")).map_or(0, |m| m.blocks() * 512)
 }
 
 fn config(plan: &Plan) -> String {
@@ -153,7 +159,7 @@ pub async fn soak(o: &Options, plan: &Plan, work: &Path, report: &mut Report) {
             stop.clone(),
         ));
     }
-    let samples = sample(&svc, plan, &seen, &open).await;
+    let samples = sample(&svc, &data, plan, &seen, &open).await;
     let _ = stop_tx.send(true);
     while load.join_next().await.is_some() {}
     let sweeps = metric_sum(svc.addr, "css_reconcile_sweeps_total").await;
@@ -189,6 +195,7 @@ pub async fn soak(o: &Options, plan: &Plan, work: &Path, report: &mut Report) {
 /// One sample per `plan.sample` until `plan.run`: (seconds, RSS, fds).
 async fn sample(
     svc: &Service,
+    data: &Path,
     plan: &Plan,
     seen: &Shared,
     open: &AtomicUsize,
@@ -202,11 +209,12 @@ async fn sample(
         let interval = seen.lock().ok().and_then(|mut s| s.interval.take());
         let (streams, lists) = interval.unzip();
         println!(
-            "  {:>5} s: RSS {:>8}, {:>4} fds, {:>2} streams open; this interval: \
-             stream p99 {}, list/describe p99 {} ({} deliveries, {} requests)",
+            "  {:>5} s: RSS {:>8}, {:>4} fds, store file {:>8}, {:>2} streams open; \
+             this interval: stream p99 {}, list/describe p99 {} ({} deliveries, {} requests)",
             next.as_secs(),
             mib(rss),
             fds,
+            mib(store_bytes(data)),
             open.load(Ordering::SeqCst),
             p99(streams.as_ref()),
             p99(lists.as_ref()),
