@@ -152,6 +152,43 @@ pub fn cluster_name(cluster_arn: &str) -> Option<&str> {
         .map(|a| a.id)
 }
 
+/// The region and account of any ARN (`arn:PARTITION:SERVICE:REGION:ACCOUNT:…`).
+pub fn region_and_account(arn: &str) -> Option<(&str, &str)> {
+    let mut parts = arn.splitn(6, ':');
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some("arn"), Some(_), Some(_), Some(region), Some(account)) => Some((region, account)),
+        _ => None,
+    }
+}
+
+/// An AWS account id: 12 digits.
+pub fn is_valid_account(id: &str) -> bool {
+    id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A region name as AWS writes them: lowercase letters in two or more parts
+/// joined by `-`, ending in a number (`us-east-1`, `us-gov-west-1`,
+/// `ap-southeast-4`).
+pub fn is_valid_region(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('-').collect();
+    let number = parts
+        .last()
+        .is_some_and(|n| !n.is_empty() && n.len() <= 2 && n.bytes().all(|b| b.is_ascii_digit()));
+    let words = &parts[..parts.len().saturating_sub(1)];
+    name.len() <= 32
+        && number
+        && words.len() >= 2
+        && words
+            .iter()
+            .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()))
+}
+
 /// A cluster given by a client: a name or a full cluster ARN.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClusterRef {
@@ -191,6 +228,35 @@ impl ClusterRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accounts_and_regions_are_read_from_arns_and_checked() {
+        let arn = "arn:aws-us-gov:ecs:us-gov-west-1:111122223333:task/prod/7c1e";
+        assert_eq!(
+            region_and_account(arn),
+            Some(("us-gov-west-1", "111122223333"))
+        );
+        assert_eq!(region_and_account("arn:aws:ecs"), None);
+        assert_eq!(region_and_account("task/prod/7c1e"), None);
+        assert!(is_valid_account("111122223333"));
+        for bad in ["11112222333", "1111222233334", "11112222333a", ""] {
+            assert!(!is_valid_account(bad), "{bad}");
+        }
+        for good in ["us-east-1", "eu-west-2", "us-gov-west-1", "ap-southeast-4"] {
+            assert!(is_valid_region(good), "{good}");
+        }
+        for bad in [
+            "us-east",
+            "US-EAST-1",
+            "east-1",
+            "us-east-1a",
+            "us--east-1",
+            "",
+            "us-east-123",
+        ] {
+            assert!(!is_valid_region(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn parses_long_and_short_task_arns_in_every_partition() {

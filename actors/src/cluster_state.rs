@@ -40,9 +40,18 @@ fn gauges(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec 
     g
 }
 
-/// The cluster's name in a cluster ARN.
-fn cluster(arn: &str) -> &str {
-    cluster_name(arn).unwrap_or(arn)
+/// The labels every family starts with: the cluster's name, account and
+/// region, from its ARN.
+fn place(arn: &str) -> [&str; 3] {
+    let (region, account) = crate::arn::region_and_account(arn).unwrap_or_default();
+    [cluster_name(arn).unwrap_or(arn), account, region]
+}
+
+/// `place` and then `more`.
+fn labels<'a>(place: [&'a str; 3], more: &[&'a str]) -> Vec<&'a str> {
+    let mut v = place.to_vec();
+    v.extend_from_slice(more);
+    v
 }
 
 impl Default for ClusterState {
@@ -54,22 +63,23 @@ impl Default for ClusterState {
 impl ClusterState {
     pub fn new() -> ClusterState {
         let r = Registry::new();
-        let svc = ["cluster", "service"];
+        let svc = ["cluster", "account", "region", "service"];
+        let at = ["cluster", "account", "region"];
         ClusterState {
-            tasks: gauges(&r, "ecs_tasks", "Tasks by cluster, service (of the group service:NAME; empty otherwise), lastStatus and launch type.", &["cluster", "service", "last_status", "launch_type"]),
+            tasks: gauges(&r, "ecs_tasks", "Tasks by cluster, service (of the group service:NAME; empty otherwise), lastStatus and launch type.", &["cluster", "account", "region", "service", "last_status", "launch_type"]),
             desired: gauges(&r, "ecs_service_desired_tasks", "A service's desiredCount.", &svc),
             running: gauges(&r, "ecs_service_running_tasks", "A service's runningCount.", &svc),
             pending: gauges(&r, "ecs_service_pending_tasks", "A service's pendingCount.", &svc),
-            deployments: gauges(&r, "ecs_service_deployments", "A service's deployments by rollout state.", &["cluster", "service", "rollout_state"]),
-            instances: gauges(&r, "ecs_container_instances", "Container instances by status and agent connection.", &["cluster", "status", "agent_connected"]),
-            cpu_registered: gauges(&r, "ecs_container_instance_cpu_registered", "CPU units registered by a cluster's container instances.", &["cluster"]),
-            cpu_remaining: gauges(&r, "ecs_container_instance_cpu_remaining", "CPU units not reserved on a cluster's container instances.", &["cluster"]),
-            memory_registered: gauges(&r, "ecs_container_instance_memory_registered", "Memory (MiB) registered by a cluster's container instances.", &["cluster"]),
-            memory_remaining: gauges(&r, "ecs_container_instance_memory_remaining", "Memory (MiB) not reserved on a cluster's container instances.", &["cluster"]),
+            deployments: gauges(&r, "ecs_service_deployments", "A service's deployments by rollout state.", &["cluster", "account", "region", "service", "rollout_state"]),
+            instances: gauges(&r, "ecs_container_instances", "Container instances by status and agent connection.", &["cluster", "account", "region", "status", "agent_connected"]),
+            cpu_registered: gauges(&r, "ecs_container_instance_cpu_registered", "CPU units registered by a cluster's container instances.", &at),
+            cpu_remaining: gauges(&r, "ecs_container_instance_cpu_remaining", "CPU units not reserved on a cluster's container instances.", &at),
+            memory_registered: gauges(&r, "ecs_container_instance_memory_registered", "Memory (MiB) registered by a cluster's container instances.", &at),
+            memory_remaining: gauges(&r, "ecs_container_instance_memory_remaining", "Memory (MiB) not reserved on a cluster's container instances.", &at),
             stopped: {
                 let c = IntCounterVec::new(
                     Opts::new("ecs_tasks_stopped_total", "Transitions of tasks to STOPPED seen, by stop code and whether the task failed (a non-zero exit code, or a stop code other than EssentialContainerExited, UserInitiated, ServiceSchedulerInitiated)."),
-                    &["cluster", "service", "stop_code", "failed"],
+                    &["cluster", "account", "region", "service", "stop_code", "failed"],
                 )
                 .expect("valid metric");
                 r.register(Box::new(c.clone())).expect("unique metric");
@@ -93,16 +103,18 @@ impl ClusterState {
 
     /// Adds (`sign` 1) or takes away (-1) what entity `e` counts for.
     fn count(&self, e: &Entry, sign: i64) {
-        let c = cluster(&e.cluster_arn);
+        let c = place(&e.cluster_arn);
         match e.kind {
             Kind::Task => Self::add(
                 &self.tasks,
-                &[
+                &labels(
                     c,
-                    e.service().unwrap_or(""),
-                    &e.status,
-                    e.launch_type.as_deref().unwrap_or(""),
-                ],
+                    &[
+                        e.service().unwrap_or(""),
+                        &e.status,
+                        e.launch_type.as_deref().unwrap_or(""),
+                    ],
+                ),
                 sign,
             ),
             Kind::Instance => {
@@ -111,7 +123,7 @@ impl ClusterState {
                 } else {
                     "false"
                 };
-                Self::add(&self.instances, &[c, &e.status, connected], sign);
+                Self::add(&self.instances, &labels(c, &[&e.status, connected]), sign);
                 let i = e.instance_index().cloned().unwrap_or_default();
                 for (g, amount) in [
                     (&self.cpu_registered, i.cpu.0),
@@ -119,7 +131,7 @@ impl ClusterState {
                     (&self.memory_registered, i.memory.0),
                     (&self.memory_remaining, i.memory.1),
                 ] {
-                    g.with_label_values(&[c]).add(sign * amount);
+                    g.with_label_values(&c).add(sign * amount);
                 }
             }
             Kind::Service => {
@@ -129,14 +141,15 @@ impl ClusterState {
                     .into_iter()
                     .zip(s.counts)
                 {
+                    let l = labels(c, &[name]);
                     if sign > 0 {
-                        g.with_label_values(&[c, name]).set(count);
+                        g.with_label_values(&l).set(count);
                     } else {
-                        let _ = g.remove_label_values(&[c, name]);
+                        let _ = g.remove_label_values(&l);
                     }
                 }
                 for state in &s.rollouts {
-                    Self::add(&self.deployments, &[c, name, state], sign);
+                    Self::add(&self.deployments, &labels(c, &[name, state]), sign);
                 }
             }
         }
@@ -159,12 +172,10 @@ impl ClusterState {
                 };
                 let failed = if n.failed() { "true" } else { "false" };
                 self.stopped
-                    .with_label_values(&[
-                        cluster(&n.cluster_arn),
-                        n.service().unwrap_or(""),
-                        code,
-                        failed,
-                    ])
+                    .with_label_values(&labels(
+                        place(&n.cluster_arn),
+                        &[n.service().unwrap_or(""), code, failed],
+                    ))
                     .inc();
             }
         }
@@ -221,15 +232,15 @@ mod tests {
         s.changed(None, Some(&a));
         s.changed(None, Some(&b));
         assert!(s.render().contains(
-            r#"ecs_tasks{cluster="c",last_status="RUNNING",launch_type="FARGATE",service="web"} 2"#
+            r#"ecs_tasks{account="1",cluster="c",last_status="RUNNING",launch_type="FARGATE",region="r",service="web"} 2"#
         ));
         let b2 = task("b", "STOPPED", Some("EssentialContainerExited"), &[137]);
         s.changed(Some(&b), Some(&b2));
         // A second STOPPED state of the same task is no new transition.
         s.changed(Some(&b2), Some(&b2));
         let text = s.render();
-        assert!(text.contains(r#"ecs_tasks{cluster="c",last_status="RUNNING",launch_type="FARGATE",service="web"} 1"#), "{text}");
-        assert!(text.contains(r#"ecs_tasks_stopped_total{cluster="c",failed="true",service="web",stop_code="EssentialContainerExited"} 1"#), "{text}");
+        assert!(text.contains(r#"ecs_tasks{account="1",cluster="c",last_status="RUNNING",launch_type="FARGATE",region="r",service="web"} 1"#), "{text}");
+        assert!(text.contains(r#"ecs_tasks_stopped_total{account="1",cluster="c",failed="true",region="r",service="web",stop_code="EssentialContainerExited"} 1"#), "{text}");
         s.changed(Some(&a), None);
         s.changed(Some(&b2), None);
         let text = s.render();
@@ -242,7 +253,7 @@ mod tests {
         assert!(s.render().contains(r#"stop_code="other""#));
         s.rebuild([std::sync::Arc::new(a)].iter());
         assert!(s.render().contains(
-            r#"ecs_tasks{cluster="c",last_status="RUNNING",launch_type="FARGATE",service="web"} 1"#
+            r#"ecs_tasks{account="1",cluster="c",last_status="RUNNING",launch_type="FARGATE",region="r",service="web"} 1"#
         ));
     }
 }

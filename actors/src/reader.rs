@@ -21,6 +21,9 @@ pub struct Health {
     pub clusters_known: bool,
     /// Clusters whose first sweep is not done yet.
     pub unswept: BTreeSet<String>,
+    /// Clusters a reconciler runs for (names or ARNs, as configured or
+    /// discovered).
+    pub reconciled: BTreeSet<String>,
     /// Whether the event source delivers; shown, not waited for: readiness
     /// is about serving, which a replica does from its store without SQS.
     pub source: SourceState,
@@ -57,6 +60,7 @@ impl Default for Health {
             store_up: false,
             clusters_known: true,
             unswept: BTreeSet::new(),
+            reconciled: BTreeSet::new(),
             source: SourceState::None,
         }
     }
@@ -168,11 +172,20 @@ impl ReconcileProgress {
         self.0.health.send_modify(|h| h.clusters_known = false);
     }
 
-    /// Readiness waits for the first sweep of `cluster`.
+    /// A reconciler runs for `cluster`; readiness waits for its first sweep.
     pub fn waiting(&self, cluster: &str) {
-        self.0
-            .health
-            .send_if_modified(|h| h.unswept.insert(cluster.to_owned()));
+        self.0.health.send_if_modified(|h| {
+            let new = h.reconciled.insert(cluster.to_owned());
+            h.unswept.insert(cluster.to_owned()) || new
+        });
+    }
+
+    /// No reconciler runs for `cluster` any more (it is gone from ECS).
+    pub fn retired(&self, cluster: &str) {
+        self.0.health.send_if_modified(|h| {
+            let was = h.reconciled.remove(cluster);
+            h.unswept.remove(cluster) || was
+        });
     }
 
     /// The clusters are known (those to wait for are [`waiting`](Self::waiting)).

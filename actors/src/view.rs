@@ -48,6 +48,23 @@ impl Snapshot {
         self.entities.iter().flat_map(|m| m.values())
     }
 
+    /// The clusters it holds anything of, in ARN order: one step per
+    /// cluster and kind, jumping over each cluster's entities.
+    pub fn clusters(&self) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        for map in &self.entities {
+            let mut from = std::ops::Bound::Unbounded;
+            while let Some((k, _)) = map.range((from, std::ops::Bound::Unbounded)).next() {
+                out.insert(k.cluster_arn.clone());
+                from = std::ops::Bound::Included(Key {
+                    cluster_arn: format!("{}\0", k.cluster_arn),
+                    arn: String::new(),
+                });
+            }
+        }
+        out
+    }
+
     /// Applies one committed change.
     pub fn apply(&mut self, change: &Change) {
         let entry = &change.entry;

@@ -8,7 +8,7 @@ use super::query::{self, Cursor, Filter, Params};
 use super::{json, Error, State};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use actors::arn::{Arn, Resource};
+use actors::arn::{Arn, ClusterRef, Resource};
 use actors::model::{Key, Kind};
 use actors::view::Snapshot;
 use bytes::Bytes;
@@ -111,24 +111,7 @@ pub(super) async fn list(
         .map(|t| Cursor::of_list(t, kind))
         .transpose()?;
 
-    let snap = match &token {
-        None => state.snapshot()?,
-        Some(t) => match state.pages.get(t.revision) {
-            Some(s) => s,
-            None => {
-                let current = state.snapshot()?;
-                if current.revision != t.revision {
-                    return Err(Error::bad_request(
-                        "InvalidNextToken",
-                        "Invalid nextToken: the listing it belongs to has expired; list again"
-                            .into(),
-                    ));
-                }
-                current
-            }
-        },
-    };
-
+    let snap = snapshot_for(token.as_ref(), &state)?;
     let mut listing = Listing::new(kind, snap, filter, token, limit, state.clone());
     let mut first = String::with_capacity(8 * 1024);
     first.push_str(r#"{"items":["#);
@@ -146,6 +129,33 @@ pub(super) async fn list(
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .streaming(body))
+}
+
+/// The snapshot a listing's page comes from: the current one for a first
+/// page, the one of the first page for the others.
+pub(super) fn snapshot_for(token: Option<&Cursor>, state: &State) -> Result<Snapshot, Error> {
+    let Some(t) = token else {
+        return state.snapshot();
+    };
+    if let Some(s) = state.pages.get(t.revision) {
+        return Ok(s);
+    }
+    let current = state.snapshot()?;
+    if current.revision != t.revision {
+        return Err(Error::bad_request(
+            "InvalidNextToken",
+            "Invalid nextToken: the listing it belongs to has expired; list again".into(),
+        ));
+    }
+    Ok(current)
+}
+
+/// A `nextToken` that is not one of this listing's.
+pub(super) fn invalid_token() -> Error {
+    Error::bad_request(
+        "InvalidNextToken",
+        "Invalid nextToken: pass the nextToken of the previous page unchanged".into(),
+    )
 }
 
 pub(super) fn decode(s: &str) -> Option<String> {
@@ -192,6 +202,19 @@ pub(super) async fn describe(
                 "InvalidArn",
                 format!("Invalid service ARN or name: {}", query::clip(&arn, 200)),
             ));
+        }
+        if let ClusterRef::Name(name) = &cluster {
+            let named = snap
+                .clusters()
+                .into_iter()
+                .filter(|c| actors::arn::cluster_name(c) == Some(name.as_str()))
+                .count();
+            if named > 1 {
+                return Err(Error::bad_request(
+                    "AmbiguousCluster",
+                    format!("cluster name {name} is in several accounts or regions; use its ARN"),
+                ));
+            }
         }
         snap.of(kind)
             .values()

@@ -88,6 +88,10 @@ impl Listing {
 
     fn place(&self, cluster_arn: &str) -> Place {
         match &self.filter.cluster {
+            _ if !self.filter.in_place(cluster_arn) => match &self.filter.cluster {
+                Some(ClusterRef::Arn(_)) => Place::Past,
+                _ => Place::OtherCluster,
+            },
             None => Place::In,
             Some(c) if c.matches(cluster_arn) => Place::In,
             Some(ClusterRef::Name(_)) => Place::OtherCluster,

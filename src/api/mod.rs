@@ -1,7 +1,8 @@
 //! The HTTP API (actix-web), served by `HttpServer` ([`server`]):
 //! - the v1 REST endpoints: lists and describes of tasks, container instances
 //!   and services ([`entities`], paged by [`listing`], filtered by [`query`]),
-//!   and their change streams ([`stream`], from the StreamHub);
+//!   and their change streams ([`stream`], from the StreamHub); the clusters
+//!   with their accounts, regions and counts ([`clusters`]);
 //! - the ECS read API, `POST /ecs` ([`ecs`], with its SigV4 check);
 //! - the dashboard (`/ui/`, [`ui`]) and Prometheus service discovery
 //!   (`/v1/sd/prometheus`, [`sd`]);
@@ -13,6 +14,7 @@
 //! pre-rendered JSON. Every error is `{"code", "message"}` JSON; nothing a
 //! client sends can panic a handler.
 
+mod clusters;
 pub mod config;
 pub mod cors;
 pub mod ecs;
@@ -133,7 +135,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::head().to(handler))
             .default_service(web::to(method_not_allowed))
     }
-    cfg.service(get("/v1/ping", ping));
+    cfg.service(get("/v1/ping", ping))
+        .service(get("/v1/clusters", clusters::list));
     for kind in Kind::ALL {
         let plural = about(kind).plural;
         cfg.service(get(

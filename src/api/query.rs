@@ -127,6 +127,10 @@ pub fn cluster(value: &str) -> Result<ClusterRef, Error> {
 #[derive(Debug, Default)]
 pub struct Filter {
     pub kind: Option<Kind>,
+    /// The AWS account the entity is in (12 digits, from its cluster's ARN).
+    pub account: Option<String>,
+    /// The region the entity is in.
+    pub region: Option<String>,
     pub status: Option<String>,
     pub cluster: Option<ClusterRef>,
     pub started_by: Option<String>,
@@ -202,6 +206,8 @@ impl TaskDefinition {
 pub const TASK_FILTERS: &[&str] = &[
     "status",
     "cluster",
+    "account",
+    "region",
     "startedBy",
     "desiredStatus",
     "launchType",
@@ -214,10 +220,12 @@ pub const TASK_FILTERS: &[&str] = &[
     "failed",
     "exitCode",
 ];
-pub const INSTANCE_FILTERS: &[&str] = &["status", "cluster", "agentConnected"];
+pub const INSTANCE_FILTERS: &[&str] = &["status", "cluster", "account", "region", "agentConnected"];
 pub const SERVICE_FILTERS: &[&str] = &[
     "status",
     "cluster",
+    "account",
+    "region",
     "launchType",
     "taskDefinition",
     "rollout",
@@ -240,13 +248,39 @@ fn launch_type(p: &Params) -> Result<Option<String>, Error> {
     Ok(Some(upper))
 }
 
+/// The `account` and `region` filters.
+pub fn place(p: &Params) -> Result<(Option<String>, Option<String>), Error> {
+    let account = p
+        .get("account")
+        .map(|a| match actors::arn::is_valid_account(a) {
+            true => Ok(a.to_owned()),
+            false => Err(Error::bad_request(
+                "InvalidParameter",
+                "Invalid account: expected an AWS account id of 12 digits".into(),
+            )),
+        });
+    let region = p
+        .get("region")
+        .map(|r| match actors::arn::is_valid_region(r) {
+            true => Ok(r.to_owned()),
+            false => Err(Error::bad_request(
+                "InvalidParameter",
+                "Invalid region: expected a region name such as us-east-1".into(),
+            )),
+        });
+    Ok((account.transpose()?, region.transpose()?))
+}
+
 impl Filter {
     /// Reads and validates the filters of `kind` from `p`.
     pub fn parse(kind: Kind, p: &Params) -> Result<Filter, Error> {
         let cluster = p.get("cluster").map(cluster).transpose()?;
+        let (account, region) = place(p)?;
         let mut f = Filter {
             kind: Some(kind),
             cluster,
+            account,
+            region,
             ..Filter::default()
         };
         match kind {
@@ -350,7 +384,18 @@ impl Filter {
         self.cluster
             .as_ref()
             .is_none_or(|c| c.matches(&e.cluster_arn))
+            && self.in_place(&e.cluster_arn)
             && self.matches_besides_cluster(e)
+    }
+
+    /// Whether a cluster is in the account and region asked for.
+    pub fn in_place(&self, cluster_arn: &str) -> bool {
+        if self.account.is_none() && self.region.is_none() {
+            return true;
+        }
+        let (region, account) = actors::arn::region_and_account(cluster_arn).unwrap_or_default();
+        self.account.as_deref().is_none_or(|a| a == account)
+            && self.region.as_deref().is_none_or(|r| r == region)
     }
 
     /// [`Filter::matches`] for an entity already known to be in the cluster.
@@ -502,12 +547,7 @@ impl Cursor {
 
     /// The `nextToken` of a `/v1` listing of `kind`.
     pub fn of_list(s: &str, kind: Kind) -> Result<Cursor, Error> {
-        Cursor::decode(s, kind.as_str()).ok_or_else(|| {
-            Error::bad_request(
-                "InvalidNextToken",
-                "Invalid nextToken: pass the nextToken of the previous page unchanged".into(),
-            )
-        })
+        Cursor::decode(s, kind.as_str()).ok_or_else(super::entities::invalid_token)
     }
 }
 

@@ -3,7 +3,7 @@
 //! `awsvpc` task at its network interface's address; a `bridge` or `host`
 //! task at its container instance's `private-ip` attribute and the host
 //! port. Filters: `cluster`, `service`, `family`, and `port` (the container
-//! port to expose; without it, every bound port).
+//! port to expose; without it, every bound port), `account`, `region`.
 
 use super::query::{self, Params};
 use super::{json, Error, State};
@@ -12,7 +12,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actors::model::{family_of, Entry, Key, Kind};
 use serde_json::{json, Map, Value};
 
-const PARAMS: &[&str] = &["cluster", "service", "family", "port"];
+const PARAMS: &[&str] = &["cluster", "account", "region", "service", "family", "port"];
 
 /// The task definition's revision (`7` of `…:task-definition/web:7`).
 fn revision_of(td: &str) -> &str {
@@ -30,7 +30,10 @@ fn targets(e: &Entry, port: Option<i64>, instance_address: Option<&str>, out: &m
     let Some(task) = e.task_index() else { return };
     let td = e.task_definition.as_deref().unwrap_or_default();
     let mut labels = Map::new();
+    let (region, account) = actors::arn::region_and_account(&e.cluster_arn).unwrap_or_default();
     for (name, value) in [
+        ("__meta_ecs_account", account),
+        ("__meta_ecs_region", region),
         (
             "__meta_ecs_cluster",
             actors::arn::cluster_name(&e.cluster_arn).unwrap_or_default(),

@@ -15,6 +15,7 @@ on_both_backends!(
     pages_concatenate_to_the_unpaged_list_from_one_snapshot,
     large_lists_are_streamed_in_pieces_and_equal_their_pages,
     hostile_requests_get_4xx_json_and_never_break_the_server,
+    lists_and_streams_filter_by_account_and_region,
 );
 
 /// A task event with `edit` applied to its detail.
@@ -904,4 +905,191 @@ async fn stopped_tasks_are_searchable(b: Backend) {
         .expect("a bookmark")
         .get("bookmark")
         .is_some());
+}
+
+/// Task `id` of a cluster named `web` in `account` and `region`.
+fn placed_task(account: &str, region: &str, id: &str) -> String {
+    let event = task("web", id, 1, |_| {});
+    event
+        .replace("111122223333", account)
+        .replace("us-west-2", region)
+}
+
+/// Four clusters named `web`: two accounts × two regions.
+async fn lists_and_streams_filter_by_account_and_region(b: Backend) {
+    const OTHER: &str = "222233334444";
+    let t = start_on(b).await;
+    let mut stream =
+        StreamClient::open(t.addr(), &format!("/v1/stream/tasks?account={OTHER}"), "").await;
+    let mut events = Vec::new();
+    for (account, region, id) in [
+        (ACCOUNT, "us-west-2", "a"),
+        (ACCOUNT, "eu-west-1", "b"),
+        (OTHER, "us-west-2", "c"),
+        (OTHER, "eu-west-1", "d"),
+    ] {
+        events.push(placed_task(account, region, id));
+    }
+    let outcomes = t.inject(&events).await;
+    assert!(outcomes
+        .iter()
+        .all(|o| *o == actors::decoder::MessageOutcome::Applied));
+
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    for (query, want) in [
+        ("", &["a", "b", "c", "d"][..]),
+        ("?cluster=web", &["a", "b", "c", "d"]),
+        (&format!("?account={OTHER}") as &str, &["c", "d"]),
+        ("?region=eu-west-1", &["b", "d"]),
+        (
+            &format!("?account={OTHER}&region=eu-west-1&cluster=web"),
+            &["d"],
+        ),
+        (&format!("?account={ACCOUNT}&status=running"), &["a", "b"]),
+        (
+            &format!("?cluster={}&account={OTHER}", cluster_arn("web")),
+            &[],
+        ),
+        (
+            &format!("?cluster={}&region=us-west-2", cluster_arn("web")),
+            &["a"],
+        ),
+        ("?account=&region=", &["a", "b", "c", "d"]),
+    ] {
+        assert_eq!(sorted(task_ids(&t, query).await), want, "{query}");
+    }
+    // Paging walks every place in order and keeps the filter.
+    let first = t
+        .get("/v1/tasks?region=us-west-2&limit=1")
+        .await
+        .ok_json("page 1");
+    let token = first["nextToken"]
+        .as_str()
+        .expect("a second page")
+        .to_owned();
+    let second = t
+        .get(&format!(
+            "/v1/tasks?region=us-west-2&limit=1&nextToken={token}"
+        ))
+        .await;
+    let pages = [
+        arns(&first, "taskARN"),
+        arns(&second.ok_json("page 2"), "taskARN"),
+    ]
+    .concat();
+    assert_eq!(sorted(pages), ["a", "c"]);
+
+    for kind in ["tasks", "instances", "services", "stream/tasks"] {
+        let path = format!("/v1/{kind}?account=12345");
+        error(&t, "GET", &path, 400, "Invalid account").await;
+        let path = format!("/v1/{kind}?region=moon");
+        error(&t, "GET", &path, 400, "Invalid region").await;
+    }
+
+    // A cluster name in several places: a service by name is ambiguous; a
+    // full ARN is not.
+    error(
+        &t,
+        "GET",
+        "/v1/services/web/api",
+        400,
+        "cluster name web is in several accounts or regions; use its ARN",
+    )
+    .await;
+    let encoded = cluster_arn("web").replace('/', "%2F");
+    error(
+        &t,
+        "GET",
+        &format!("/v1/services/{encoded}/api"),
+        404,
+        "Service not found",
+    )
+    .await;
+    let d = placed_task(OTHER, "eu-west-1", "d");
+    let d: Value = serde_json::from_str(&d).unwrap();
+    let arn = d["detail"]["taskArn"].as_str().unwrap();
+    t.get(&format!("/v1/tasks/web/{arn}"))
+        .await
+        .ok_json("describe by full ARN");
+
+    // `/v1/clusters`: the four, with their places and counts.
+    let all = t.get("/v1/clusters").await.ok_json("clusters");
+    let places: Vec<(String, String)> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            assert_eq!(c["clusterName"], "web", "{c}");
+            assert_eq!(c["tasks"], json!({"RUNNING": 1}), "{c}");
+            assert_eq!(
+                (c["instances"].as_u64(), c["services"].as_u64()),
+                (Some(0), Some(0))
+            );
+            assert_eq!(c["reconciled"], false, "no reconciler in this test");
+            let arn = c["clusterARN"].as_str().unwrap();
+            assert!(
+                arn.contains(&format!(":{}:", c["account"].as_str().unwrap())),
+                "{c}"
+            );
+            (
+                c["account"].as_str().unwrap().to_owned(),
+                c["region"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(places.len(), 4, "{all}");
+    assert!(all["metadata"]["entityVersion"].is_string());
+    let mine = t
+        .get(&format!("/v1/clusters?account={OTHER}&region=eu-west-1"))
+        .await
+        .ok_json("one");
+    assert_eq!(mine["items"].as_array().unwrap().len(), 1, "{mine}");
+    let mut walked = Vec::new();
+    let mut next = "/v1/clusters?limit=3".to_owned();
+    for _ in 0..3 {
+        let page = t.get(&next).await.ok_json("a page of clusters");
+        walked.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["clusterARN"].clone()),
+        );
+        match page["nextToken"].as_str() {
+            Some(token) => next = format!("/v1/clusters?limit=3&nextToken={token}"),
+            None => break,
+        }
+    }
+    let unpaged: Vec<Value> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["clusterARN"].clone())
+        .collect();
+    assert_eq!(walked, unpaged);
+    error(&t, "GET", "/v1/clusters?region=moon", 400, "Invalid region").await;
+    error(
+        &t,
+        "GET",
+        "/v1/clusters?nextToken=abc",
+        400,
+        "Invalid nextToken",
+    )
+    .await;
+
+    // The stream gets the other account's tasks and only them: a task
+    // written after the four comes right after its two.
+    t.inject(&[placed_task(OTHER, "us-west-2", "e")]).await;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let within = std::time::Duration::from_secs(10);
+        let item = stream.next_json(within).await.expect("a change");
+        let arn = item["entity"]["taskARN"].as_str().unwrap().to_owned();
+        assert!(arn.contains(&format!(":{OTHER}:")), "{arn}");
+        got.push(arn.rsplit('/').next().unwrap().to_owned());
+    }
+    assert_eq!(sorted(got), ["c", "d", "e"]);
 }

@@ -365,3 +365,101 @@ async fn with_a_token_the_page_shows_nothing_before_it_is_entered() {
         std::fs::write(path, &png).unwrap();
     }
 }
+
+/// Clusters in two accounts and two regions (from a replay file): the
+/// overview groups them by account, then region, and the account and region
+/// filters narrow every view, in the URL like the others.
+#[actix_web::test]
+async fn the_overview_groups_by_account_and_region_and_the_views_filter_by_them() {
+    const OTHER: &str = "222233334444";
+    let _alone = heavy().await;
+    let dir = tempfile::tempdir().unwrap();
+    let placed = |account: &str, region: &str, cluster: &str, id: &str| {
+        task(cluster, id, 1, "RUNNING", |_| {})
+            .replace(ACCOUNT, account)
+            .replace("us-west-2", region)
+    };
+    let events = [
+        placed(ACCOUNT, "us-west-2", "web", "a"),
+        placed(ACCOUNT, "eu-west-1", "web", "b"),
+        placed(OTHER, "us-west-2", "web", "c"),
+        placed(OTHER, "us-west-2", "api", "d"),
+    ];
+    let file = dir.path().join("events.ndjson");
+    std::fs::write(&file, events.join("\n") + "\n").unwrap();
+    let data = dir.path().join("data");
+    let args = [
+        "--replay",
+        file.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let p = Proc::spawn(&args, &[]);
+    p.wait_ready(Duration::from_secs(30)).await;
+    let four = |v: &Value| v["items"].as_array().is_some_and(|i| i.len() == 4);
+    assert!(
+        has(&p, "/v1/tasks", four).await,
+        "the events were not all stored"
+    );
+
+    let b = Browser::start().await;
+    // Waits for the page's `expr` to equal `want`; what it was, if not.
+    let shows = |expr: &'static str, want: String| {
+        let b = &b;
+        async move {
+            let check = format!("return ({expr}) === {want:?}");
+            match b.until(Duration::from_secs(15), &check).await {
+                Some(_) => Ok(()),
+                None => Err(b.js(&format!("return {expr}"), json!([])).await),
+            }
+        }
+    };
+    let groups = "[...document.querySelectorAll('section.account')].map((a) => \
+        a.dataset.account + ' ' + [...a.querySelectorAll('section.region')].map((r) => \
+        r.dataset.region + ':' + r.querySelectorAll('.card').length).join(' ')).join(' | ')";
+    b.go(&format!("http://{}/ui/", p.addr)).await;
+    let want = format!("{ACCOUNT} eu-west-1:1 us-west-2:1 | {OTHER} us-west-2:2");
+    shows(groups, want)
+        .await
+        .expect("grouped by account, then region");
+
+    // The overview narrowed to one account, from the URL.
+    b.go(&format!("http://{}/ui/#/overview?account={OTHER}", p.addr))
+        .await;
+    shows(groups, format!("{OTHER} us-west-2:2"))
+        .await
+        .expect("one account");
+
+    // The tasks view: choosing a region narrows the table and the URL.
+    b.go(&format!("http://{}/ui/#/tasks", p.addr)).await;
+    let rows = "[...document.querySelectorAll('#tasks tbody tr')].map((r) => \
+        r.dataset.arn.split('/').pop()).sort().join(',')";
+    shows(rows, "a,b,c,d".into()).await.expect("every task");
+    b.js(
+        "const s = document.querySelector('#f-region'); s.value = 'eu-west-1'; \
+         s.dispatchEvent(new Event('change'));",
+        json!([]),
+    )
+    .await;
+    shows(rows, "b".into()).await.expect("the region's task");
+    let hash = b.js("return location.hash", json!([])).await;
+    assert!(
+        hash.as_str()
+            .is_some_and(|h| h.contains("region=eu-west-1")),
+        "{hash}"
+    );
+    // Instances and services take the same filters, from the URL.
+    let selected = "(document.querySelector('#f-account') || {}).value + ' ' + \
+        (document.querySelector('#f-region') || {}).value";
+    for view in ["instances", "services"] {
+        b.go(&format!(
+            "http://{}/ui/#/{view}?account={OTHER}&region=us-west-2",
+            p.addr
+        ))
+        .await;
+        let want = format!("{OTHER} us-west-2");
+        shows(selected, want)
+            .await
+            .unwrap_or_else(|got| panic!("{view}: {got}"));
+    }
+}

@@ -130,6 +130,17 @@ async fn every_response_matches_the_openapi_document() {
     let describe_inst = "/v1/instances/{cluster}/{arn}";
     for (template, path) in [
         ("/v1/ping", "/v1/ping".to_owned()),
+        ("/v1/clusters", "/v1/clusters".into()),
+        (
+            "/v1/clusters",
+            "/v1/clusters?limit=1&account=111122223333".into(),
+        ),
+        ("/v1/clusters", "/v1/clusters?region=moon".into()),
+        (
+            tasks,
+            "/v1/tasks?account=111122223333&region=us-west-2".into(),
+        ),
+        (tasks, "/v1/tasks?account=1".into()),
         (tasks, "/v1/tasks".into()),
         (tasks, "/v1/tasks?limit=1".into()),
         (tasks, "/v1/tasks?status=STOPPED&launchType=FARGATE".into()),

@@ -87,8 +87,7 @@ fn has(text: &str, lines: &[&str]) {
     }
 }
 
-const WEB_RUNNING: &str =
-    r#"ecs_tasks{cluster="c1",last_status="RUNNING",launch_type="FARGATE",service="web"}"#;
+const WEB_RUNNING: &str = r#"ecs_tasks{account="111122223333",cluster="c1",last_status="RUNNING",launch_type="FARGATE",region="us-west-2",service="web"}"#;
 
 async fn the_state_families_follow_the_view(b: Backend) {
     let t = state(b).await;
@@ -97,19 +96,19 @@ async fn the_state_families_follow_the_view(b: Backend) {
         &now,
         &[
             &format!("{WEB_RUNNING} 2"),
-            r#"ecs_tasks{cluster="c1",last_status="PENDING",launch_type="FARGATE",service="web"} 1"#,
-            r#"ecs_tasks{cluster="c1",last_status="RUNNING",launch_type="EC2",service=""} 1"#,
-            r#"ecs_service_desired_tasks{cluster="c1",service="web"} 3"#,
-            r#"ecs_service_running_tasks{cluster="c1",service="web"} 2"#,
-            r#"ecs_service_pending_tasks{cluster="c1",service="web"} 1"#,
-            r#"ecs_service_deployments{cluster="c1",rollout_state="IN_PROGRESS",service="web"} 1"#,
-            r#"ecs_service_deployments{cluster="c1",rollout_state="COMPLETED",service="web"} 1"#,
-            r#"ecs_container_instances{agent_connected="true",cluster="c1",status="ACTIVE"} 1"#,
-            r#"ecs_container_instances{agent_connected="false",cluster="c1",status="ACTIVE"} 1"#,
-            r#"ecs_container_instance_cpu_registered{cluster="c1"} 4096"#,
-            r#"ecs_container_instance_cpu_remaining{cluster="c1"} 3072"#,
-            r#"ecs_container_instance_memory_registered{cluster="c1"} 15360"#,
-            r#"ecs_container_instance_memory_remaining{cluster="c1"} 13312"#,
+            r#"ecs_tasks{account="111122223333",cluster="c1",last_status="PENDING",launch_type="FARGATE",region="us-west-2",service="web"} 1"#,
+            r#"ecs_tasks{account="111122223333",cluster="c1",last_status="RUNNING",launch_type="EC2",region="us-west-2",service=""} 1"#,
+            r#"ecs_service_desired_tasks{account="111122223333",cluster="c1",region="us-west-2",service="web"} 3"#,
+            r#"ecs_service_running_tasks{account="111122223333",cluster="c1",region="us-west-2",service="web"} 2"#,
+            r#"ecs_service_pending_tasks{account="111122223333",cluster="c1",region="us-west-2",service="web"} 1"#,
+            r#"ecs_service_deployments{account="111122223333",cluster="c1",region="us-west-2",rollout_state="IN_PROGRESS",service="web"} 1"#,
+            r#"ecs_service_deployments{account="111122223333",cluster="c1",region="us-west-2",rollout_state="COMPLETED",service="web"} 1"#,
+            r#"ecs_container_instances{account="111122223333",agent_connected="true",cluster="c1",region="us-west-2",status="ACTIVE"} 1"#,
+            r#"ecs_container_instances{account="111122223333",agent_connected="false",cluster="c1",region="us-west-2",status="ACTIVE"} 1"#,
+            r#"ecs_container_instance_cpu_registered{account="111122223333",cluster="c1",region="us-west-2"} 4096"#,
+            r#"ecs_container_instance_cpu_remaining{account="111122223333",cluster="c1",region="us-west-2"} 3072"#,
+            r#"ecs_container_instance_memory_registered{account="111122223333",cluster="c1",region="us-west-2"} 15360"#,
+            r#"ecs_container_instance_memory_remaining{account="111122223333",cluster="c1",region="us-west-2"} 13312"#,
         ],
     );
     let (ok, said) = promtool(&["check", "metrics"], &now);
@@ -134,8 +133,8 @@ async fn the_state_families_follow_the_view(b: Backend) {
         &after,
         &[
             &format!("{WEB_RUNNING} 1"),
-            r#"ecs_tasks{cluster="c1",last_status="STOPPED",launch_type="FARGATE",service="web"} 1"#,
-            r#"ecs_tasks_stopped_total{cluster="c1",failed="true",service="web",stop_code="EssentialContainerExited"} 1"#,
+            r#"ecs_tasks{account="111122223333",cluster="c1",last_status="STOPPED",launch_type="FARGATE",region="us-west-2",service="web"} 1"#,
+            r#"ecs_tasks_stopped_total{account="111122223333",cluster="c1",failed="true",region="us-west-2",service="web",stop_code="EssentialContainerExited"} 1"#,
         ],
     );
     // A deletion takes its share away; a count at zero is no series.
@@ -170,7 +169,8 @@ async fn prometheus_scrapes_the_state_and_answers_promql() {
         }
     };
     let scraped = eventually(Duration::from_secs(30), || async {
-        query(r#"sum(ecs_tasks{cluster="c1"})"#).await == Some(4.0)
+        query(r#"sum(ecs_tasks{account="111122223333",cluster="c1",region="us-west-2"})"#).await
+            == Some(4.0)
     })
     .await;
     assert!(scraped, "Prometheus never had the tasks");
@@ -278,6 +278,7 @@ async fn service_discovery_lists_running_tasks_reachable_by_ip() {
         a1["labels"],
         json!({
             "__meta_ecs_cluster": "c1", "__meta_ecs_service": "web",
+            "__meta_ecs_account": "111122223333", "__meta_ecs_region": "us-west-2",
             "__meta_ecs_task_arn": "arn:aws:ecs:us-west-2:111122223333:task/c1/a1",
             "__meta_ecs_family": "web", "__meta_ecs_revision": "7", "__meta_ecs_container": "web",
             "__meta_ecs_launch_type": "FARGATE", "__meta_ecs_availability_zone": "us-west-2a",
@@ -292,6 +293,12 @@ async fn service_discovery_lists_running_tasks_reachable_by_ip() {
             &["127.0.0.5:8080", "127.0.1.7:32768"],
         ),
         ("?cluster=other", &[]),
+        ("?account=999999999999", &[]),
+        ("?region=eu-west-1", &[]),
+        (
+            "?account=111122223333&region=us-west-2&service=web",
+            &["127.0.0.5:8080"],
+        ),
     ] {
         let v = t.get(&format!("/v1/sd/prometheus{q}")).await.json();
         assert_eq!(target_list(&v), want, "{q}");

@@ -721,6 +721,24 @@ async fn simulate_with_dropped_events_converges_to_the_simulators_truth() {
     })
     .await;
     assert!(converged, "the store never matched the simulator");
+    // `/v1/clusters` lists the simulator's clusters, each reconciled.
+    let clusters = t.get("/v1/clusters").await.ok_json("clusters");
+    let items = clusters["items"].as_array().unwrap();
+    let mut names: Vec<&str> = items
+        .iter()
+        .map(|c| c["clusterName"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    let mut truth_names: Vec<&str> = truth.clusters.iter().map(String::as_str).collect();
+    truth_names.sort_unstable();
+    assert_eq!(names, truth_names);
+    assert!(items.iter().all(|c| c["reconciled"] == true), "{clusters}");
+    let tasks: u64 = items
+        .iter()
+        .flat_map(|c| c["tasks"].as_object().unwrap().values())
+        .filter_map(serde_json::Value::as_u64)
+        .sum();
+    assert_eq!(tasks as usize, truth.tasks);
     // Summed over every cluster's css_reconcile_added_total.
     let metrics = String::from_utf8(t.get("/metrics").await.body).unwrap();
     let added: u64 = metrics
@@ -736,6 +754,50 @@ async fn simulate_with_dropped_events_converges_to_the_simulators_truth() {
         36 + 6,
         "events and repairs together make the whole world"
     );
+}
+
+/// The simulator in two accounts and two regions, events dropped: every
+/// cluster gets its own reconciler (by ARN: the names repeat), and the view
+/// converges to the simulator's truth in each place.
+#[actix_web::test]
+async fn several_accounts_and_regions_are_each_reconciled() {
+    use css::config::Feed;
+    let t = start_with(Feed::Simulate, |s| {
+        s.simulate = actors::source::simulate::Config {
+            drop_rate: 0.2,
+            accounts: 2,
+            regions: vec!["us-west-2".into(), "eu-west-1".into()],
+            ..world(1, 2, 3, 0.0)
+        };
+        s.reconcile.interval = Duration::from_secs(1);
+    })
+    .await;
+    let converged = eventually(Duration::from_secs(20), || async {
+        t.count("/v1/tasks").await == 24
+    })
+    .await;
+    assert!(converged, "{} of 24 tasks", t.count("/v1/tasks").await);
+    let clusters = t.get("/v1/clusters").await.ok_json("clusters");
+    let items = clusters["items"].as_array().unwrap();
+    assert_eq!(items.len(), 4, "{clusters}");
+    for c in items {
+        assert_eq!(c["reconciled"], true, "{c}");
+        let tasks: u64 = c["tasks"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter_map(Value::as_u64)
+            .sum();
+        assert_eq!(tasks, 6, "{c}");
+    }
+    let second = "?account=123456789013&region=eu-west-1";
+    assert_eq!(t.count(&format!("/v1/tasks{second}")).await, 6);
+    assert_eq!(t.count(&format!("/v1/instances{second}")).await, 2);
+    let here = t
+        .get(&format!("/v1/clusters{second}"))
+        .await
+        .ok_json("one place");
+    assert_eq!(here["items"].as_array().unwrap().len(), 1, "{here}");
 }
 
 #[actix_web::test]
@@ -872,6 +934,10 @@ async fn a_cluster_that_vanishes_loses_its_reconciler_and_its_entities() {
     .await;
     assert!(removed, "the vanished cluster's entities stayed");
     assert_eq!(count("/stays").await, 3);
+    // Only the cluster that stays still has a reconciler.
+    let reconciled = p.reader.health().reconciled;
+    let has = |c: &str| reconciled.iter().any(|r| r.ends_with(c));
+    assert!(has("/stays") && !has("/goes"), "{reconciled:?}");
     assert!(metrics.cluster("stays").sweeps.get() >= 1);
 }
 

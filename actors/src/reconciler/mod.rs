@@ -828,7 +828,7 @@ impl ReconcileManager {
         for cluster in vanished {
             if let Some(addr) = self.actors.remove(&cluster) {
                 info!(self.log, "cluster gone; removing its entities"; "cluster" => &cluster);
-                self.deps.progress.swept(&cluster);
+                self.deps.progress.retired(&cluster);
                 let name = crate::arn::cluster_name(&cluster).unwrap_or(&cluster);
                 self.deps.metrics.forget_cluster(name);
                 let (writer, reader) = (self.deps.writer.clone(), self.deps.reader.clone());

@@ -35,6 +35,10 @@ const $ = (sel) => document.querySelector(sel);
 const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
 const last = (arn) => String(arn || '').split('/').pop();
 const clusterName = (arn) => last(arn);
+// Where an entity is: the account and region of its (cluster's) ARN,
+// `arn:PARTITION:ecs:REGION:ACCOUNT:…`.
+const placeOf = (arn) => { const p = String(arn || '').split(':'); return { region: p[3] || '', account: p[4] || '' }; };
+const inPlace = (arn, f) => { const p = placeOf(arn); return (!f.account || p.account === f.account) && (!f.region || p.region === f.region); };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function headers() {
@@ -282,12 +286,15 @@ function clusters() {
 }
 
 const VIEWS = {
-  overview() {
-    const byCluster = new Map(clusters().map((c) => [c, { tasks: [], instances: [], services: [] }]));
-    for (const t of state.stores.task.values()) byCluster.get(t.clusterARN).tasks.push(t);
-    for (const i of state.stores.instance.values()) byCluster.get(i.clusterARN).instances.push(i);
-    for (const s of state.stores.service.values()) byCluster.get(s.clusterARN).services.push(s);
-    if (!byCluster.size) return ['', `<p class="empty">No clusters are known yet.</p>`];
+  overview(p) {
+    const f = { account: p.get('account') || '', region: p.get('region') || '' };
+    const controls = `<div class="filters">${placeSelects(f)}</div>`;
+    const byCluster = new Map(clusters().filter((c) => inPlace(c, f)).map((c) => [c, { tasks: [], instances: [], services: [] }]));
+    const add = (e, list) => { const c = byCluster.get(e.clusterARN); if (c) c[list].push(e); };
+    for (const t of state.stores.task.values()) add(t, 'tasks');
+    for (const i of state.stores.instance.values()) add(i, 'instances');
+    for (const s of state.stores.service.values()) add(s, 'services');
+    if (!byCluster.size) return [controls, `<p class="empty">No clusters are known${f.account || f.region ? ' here' : ' yet'}.</p>`];
     const hourAgo = Date.now() - 3600e3;
     const cards = [...byCluster].map(([arn, c]) => {
       const name = clusterName(arn);
@@ -302,23 +309,40 @@ const VIEWS = {
       }
       const dl = (o, link) => Object.keys(o).sort().map((k) => `<dt>${link ? `<a href="${link(k)}">${statusTag(k)}</a>` : esc(k)}</dt><dd data-count="${esc(k)}">${o[k]}</dd>`).join('');
       const enc = encodeURIComponent;
-      return `<section class="card" data-cluster="${esc(name)}" aria-label="Cluster ${esc(name)}">
-        <h2><a href="#/tasks?cluster=${enc(name)}">${esc(name)}</a></h2>
-        <dl class="tasks" aria-label="Tasks by status"><dt>tasks</dt><dd data-total="tasks">${c.tasks.length}</dd>${dl(tasks, (k) => `#/tasks?cluster=${enc(name)}&status=${enc(k)}`)}</dl>
+      const where = placeOf(arn);
+      const here = `&account=${enc(where.account)}&region=${enc(where.region)}`;
+      return [where, `<section class="card" data-cluster="${esc(name)}" data-cluster-arn="${esc(arn)}" aria-label="Cluster ${esc(name)}">
+        <h4><a href="#/tasks?cluster=${enc(name)}${here}">${esc(name)}</a></h4>
+        <dl class="tasks" aria-label="Tasks by status"><dt>tasks</dt><dd data-total="tasks">${c.tasks.length}</dd>${dl(tasks, (k) => `#/tasks?cluster=${enc(name)}${here}&status=${enc(k)}`)}</dl>
         <dl class="instances" aria-label="Container instances"><dt>instances</dt><dd data-total="instances">${c.instances.length}</dd>${dl(inst)}</dl>
         <dl class="services" aria-label="Services by rollout"><dt>services</dt><dd data-total="services">${c.services.length}</dd>${dl(rollouts)}</dl>
         <dl><dt>failed in the last hour</dt><dd data-total="failed">${failed}</dd></dl>
         ${bar(cpu[0], cpu[1], 'CPU')}${bar(mem[0], mem[1], 'Memory')}
-      </section>`;
+      </section>`];
     });
-    return ['', `<div class="cards">${cards.join('')}</div>`];
+    // Grouped by account, then region (the clusters are in ARN order,
+    // which is region, then account: regroup).
+    const groups = new Map();
+    for (const [where, card] of cards) {
+      if (!groups.has(where.account)) groups.set(where.account, new Map());
+      const regions = groups.get(where.account);
+      if (!regions.has(where.region)) regions.set(where.region, []);
+      regions.get(where.region).push(card);
+    }
+    const html = [...groups].sort(([a], [b]) => a.localeCompare(b)).map(([account, regions]) =>
+      `<section class="account" data-account="${esc(account)}" aria-label="Account ${esc(account)}"><h2>Account ${esc(account)}</h2>${
+        [...regions].sort(([a], [b]) => a.localeCompare(b)).map(([region, list]) =>
+          `<section class="region" data-region="${esc(region)}" aria-label="Region ${esc(region)}"><h3>${esc(region)}</h3><div class="cards">${list.join('')}</div></section>`).join('')
+      }</section>`).join('');
+    return [controls, html];
   },
 
   services(p) {
     const cluster = p.get('cluster') || '';
-    const all = [...state.stores.service.values()].filter((s) => !cluster || clusterName(s.clusterARN) === cluster)
+    const f = { account: p.get('account') || '', region: p.get('region') || '' };
+    const all = [...state.stores.service.values()].filter((s) => (!cluster || clusterName(s.clusterARN) === cluster) && inPlace(s.clusterARN, f))
       .sort((a, b) => (a.clusterARN + a.serviceARN).localeCompare(b.clusterARN + b.serviceARN));
-    const select = clusterSelect(cluster);
+    const select = placeSelects(f) + clusterSelect(cluster);
     if (!all.length) return [`<div class="filters">${select}</div>`, `<p class="empty">No services are known${cluster ? ' in this cluster' : ''}.</p>`];
     const rows = all.map((s) => {
       const d = primary(s) || {};
@@ -339,6 +363,7 @@ const VIEWS = {
     const f = Object.fromEntries(TASK_FILTERS.map((k) => [k, p.get(k) || '']));
     const page = Math.max(0, Number(p.get('page')) || 0);
     const match = (t) => (!f.cluster || clusterName(t.clusterARN) === f.cluster)
+      && inPlace(t.clusterARN, f)
       && (!f.service || serviceOf(t) === f.service)
       && (!f.status || t.lastStatus === f.status)
       && (!f.desiredStatus || t.desiredStatus === f.desiredStatus)
@@ -352,6 +377,7 @@ const VIEWS = {
     const opts = (name, values) => `<label>${name}<select id="f-${name}" data-filter="${name}"><option value="">any</option>${values.map((v) => `<option${v === f[name] ? ' selected' : ''}>${esc(v)}</option>`).join('')}</select></label>`;
     const services = [...new Set([...state.stores.service.values()].map((s) => s.serviceName).concat([...state.stores.task.values()].slice(0, 5000).map(serviceOf)).filter(Boolean))].sort();
     const controls = `<form class="filters" id="task-filters" role="search">
+      ${placeSelects(f)}
       ${clusterSelect(f.cluster)}
       ${opts('service', services.includes(f.service) || !f.service ? services : services.concat(f.service))}
       ${opts('status', state.values.status || [])}
@@ -381,7 +407,8 @@ const VIEWS = {
 
   instances(p) {
     const cluster = p.get('cluster') || '';
-    const all = [...state.stores.instance.values()].filter((i) => !cluster || clusterName(i.clusterARN) === cluster)
+    const f = { account: p.get('account') || '', region: p.get('region') || '' };
+    const all = [...state.stores.instance.values()].filter((i) => (!cluster || clusterName(i.clusterARN) === cluster) && inPlace(i.clusterARN, f))
       .sort((a, b) => (a.clusterARN + a.containerInstanceARN).localeCompare(b.clusterARN + b.containerInstanceARN));
     const rows = all.slice(0, 2000).map((i) => {
       const reg = (n) => resource(i.registeredResources, n), rem = (n) => resource(i.remainingResources, n);
@@ -395,13 +422,24 @@ const VIEWS = {
         <td data-label="memory">${bar(reg('MEMORY') - rem('MEMORY'), reg('MEMORY'), 'Memory')}</td></tr>`;
     });
     const more = all.length > 2000 ? `<p class="muted">The first 2,000 of ${all.length}: choose a cluster.</p>` : '';
-    return [`<div class="filters">${clusterSelect(cluster)}</div>`, more + (rows.length
+    return [`<div class="filters">${placeSelects(f)}${clusterSelect(cluster)}</div>`, more + (rows.length
       ? `<table id="instances"><thead><tr><th>instance</th><th>cluster</th><th>status</th><th>agent</th><th>running / pending tasks</th><th>CPU</th><th>memory</th></tr></thead><tbody>${rows.join('')}</tbody></table>`
       : `<p class="empty">No container instances are known.</p>`)];
   },
 };
 
-const TASK_FILTERS = ['cluster', 'service', 'status', 'desiredStatus', 'launchType', 'family', 'containerInstance'];
+const TASK_FILTERS = ['account', 'region', 'cluster', 'service', 'status', 'desiredStatus', 'launchType', 'family', 'containerInstance'];
+
+// The account and region filters, offering the places of the known clusters.
+function placeSelects(f) {
+  const known = clusters().map(placeOf);
+  const select = (name, values) => {
+    const list = [...new Set(values)].sort();
+    if (f[name] && !list.includes(f[name])) list.push(f[name]);
+    return `<label>${name}<select id="f-${name}" data-filter="${name}"><option value="">any</option>${list.map((v) => `<option${v === f[name] ? ' selected' : ''}>${esc(v)}</option>`).join('')}</select></label>`;
+  };
+  return select('account', known.map((k) => k.account)) + select('region', known.map((k) => k.region));
+}
 
 function clusterSelect(current) {
   const names = clusters().map(clusterName);

@@ -42,6 +42,11 @@ pub struct Config {
     pub drop_rate: f64,
     /// Share of messages sent malformed (truncated JSON), 0–1. Default 0.
     pub malformed_rate: f64,
+    /// Simulated AWS accounts, 1–1000; each has `clusters` clusters in each
+    /// of `regions`. The first is 123456789012. Default 1.
+    pub accounts: usize,
+    /// Simulated regions, 1–30 region names. Default `["us-west-2"]`.
+    pub regions: Vec<String>,
 }
 
 impl Default for Config {
@@ -56,6 +61,8 @@ impl Default for Config {
             reorder_rate: 0.05,
             drop_rate: 0.0,
             malformed_rate: 0.0,
+            accounts: 1,
+            regions: vec![REGION.to_owned()],
         }
     }
 }
@@ -65,6 +72,17 @@ impl Config {
     pub fn check(&self, problems: &mut Vec<String>) {
         use crate::check::within;
         within("simulate.clusters", self.clusters, 1, 1000, problems);
+        within("simulate.accounts", self.accounts, 1, 1000, problems);
+        within("simulate.regions", self.regions.len(), 1, 30, problems);
+        for r in self
+            .regions
+            .iter()
+            .filter(|r| !crate::arn::is_valid_region(r))
+        {
+            problems.push(format!(
+                "simulate.regions: {r:?} is not a region name (such as us-east-1)"
+            ));
+        }
         within(
             "simulate.instances_per_cluster",
             self.instances_per_cluster,
@@ -97,8 +115,9 @@ impl Config {
     }
 }
 
+/// The simulator's first region and account (the only ones by default).
 const REGION: &str = "us-west-2";
-const ACCOUNT: &str = "123456789012";
+const ACCOUNT: u64 = 123_456_789_012;
 const CLUSTER_NAMES: [&str; 8] = [
     "prod-web",
     "batch",
@@ -193,6 +212,8 @@ pub struct Simulator {
     config: Config,
     rng: fastrand::Rng,
     clusters: Vec<String>,
+    /// Each cluster's region and account.
+    places: Vec<(String, String)>,
     instances: Vec<SimInstance>,
     tasks: Vec<SimTask>,
     services: Vec<SimService>,
@@ -207,16 +228,25 @@ pub struct Simulator {
 impl Simulator {
     /// Builds the initial state and queues its events.
     pub fn new(config: Config) -> Self {
+        let name = |i: usize| match (CLUSTER_NAMES.get(i), i / CLUSTER_NAMES.len()) {
+            (Some(n), _) => (*n).to_owned(),
+            (None, round) => format!("{}-{round}", CLUSTER_NAMES[i % CLUSTER_NAMES.len()]),
+        };
+        // The same cluster names in every account and region.
+        let mut clusters = Vec::new();
+        let mut places = Vec::new();
+        for a in 0..config.accounts.max(1) {
+            for region in &config.regions {
+                for i in 0..config.clusters {
+                    clusters.push(name(i));
+                    places.push((region.clone(), (ACCOUNT + a as u64).to_string()));
+                }
+            }
+        }
         let mut sim = Simulator {
             rng: fastrand::Rng::with_seed(config.seed),
-            clusters: (0..config.clusters)
-                .map(|i| match (CLUSTER_NAMES.get(i), i / CLUSTER_NAMES.len()) {
-                    (Some(n), _) => (*n).to_owned(),
-                    (None, round) => {
-                        format!("{}-{round}", CLUSTER_NAMES[i % CLUSTER_NAMES.len()])
-                    }
-                })
-                .collect(),
+            clusters,
+            places,
             config,
             instances: Vec::new(),
             tasks: Vec::new(),
@@ -227,12 +257,13 @@ impl Simulator {
             next_id: 0,
         };
         let now = now_ms();
-        for c in 0..sim.config.clusters {
+        for c in 0..sim.clusters.len() {
             sim.add_services(c, now);
             for _ in 0..sim.config.instances_per_cluster {
                 let inst = SimInstance {
                     arn: format!(
-                        "arn:aws:ecs:{REGION}:{ACCOUNT}:container-instance/{}/{}",
+                        "{}:container-instance/{}/{}",
+                        sim.prefix(c),
                         sim.clusters[c],
                         hex(&mut sim.rng, 32)
                     ),
@@ -274,10 +305,7 @@ impl Simulator {
             }
             let id = self.deployment_id();
             self.services.push(SimService {
-                arn: format!(
-                    "arn:aws:ecs:{REGION}:{ACCOUNT}:service/{}/{name}",
-                    self.clusters[c]
-                ),
+                arn: format!("{}:service/{}/{name}", self.prefix(c), self.clusters[c]),
                 cluster: c,
                 family: f,
                 created_ms: now - 86_400_000,
@@ -329,11 +357,14 @@ impl Simulator {
             .position(|s| s.cluster == cluster && s.family == family)
     }
 
+    /// `arn:aws:ecs:REGION:ACCOUNT` of cluster `c`.
+    fn prefix(&self, c: usize) -> String {
+        let (region, account) = &self.places[c];
+        format!("arn:aws:ecs:{region}:{account}")
+    }
+
     fn cluster_arn(&self, c: usize) -> String {
-        format!(
-            "arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{}",
-            self.clusters[c]
-        )
+        format!("{}:cluster/{}", self.prefix(c), self.clusters[c])
     }
 
     fn new_task(&mut self, cluster: usize, now: i64) -> SimTask {
@@ -357,7 +388,8 @@ impl Simulator {
         };
         SimTask {
             arn: format!(
-                "arn:aws:ecs:{REGION}:{ACCOUNT}:task/{}/{}",
+                "{}:task/{}/{}",
+                self.prefix(cluster),
                 self.clusters[cluster],
                 hex(&mut self.rng, 32)
             ),
@@ -380,10 +412,12 @@ impl Simulator {
         let task = &self.tasks[t];
         let (family, kind) = FAMILIES[task.family];
         let cluster_arn = self.cluster_arn(task.cluster);
+        let prefix = self.prefix(task.cluster);
+        let (region, account) = &self.places[task.cluster];
         let mut detail = json!({
             "clusterArn": cluster_arn,
             "taskArn": task.arn,
-            "taskDefinitionArn": format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{family}:{}", task.revision),
+            "taskDefinitionArn": format!("{prefix}:task-definition/{family}:{}", task.revision),
             "lastStatus": task.last_status,
             "desiredStatus": task.desired_status,
             "version": task.version,
@@ -391,14 +425,14 @@ impl Simulator {
             "startedBy": task.deployment.clone().unwrap_or_else(|| "events-rule/sim".to_owned()),
             "cpu": "256",
             "memory": "512",
-            "availabilityZone": format!("{REGION}{}", ["a", "b", "c"][task.cluster % 3]),
+            "availabilityZone": format!("{region}{}", ["a", "b", "c"][task.cluster % 3]),
             "createdAt": format_ms(task.created_ms),
             "updatedAt": format_ms(now_ms()),
             "containers": [{
                 "containerArn": format!("{}/{}", task.arn.replace(":task/", ":container/"), family),
                 "taskArn": task.arn,
                 "name": family,
-                "image": format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{family}:1"),
+                "image": format!("{account}.dkr.ecr.{region}.amazonaws.com/{family}:1"),
                 "lastStatus": task.last_status,
             }],
             "overrides": {"containerOverrides": [{"name": family}]},
@@ -474,15 +508,17 @@ impl Simulator {
         self.envelope("ECS Container Instance State Change", &arn, detail)
     }
 
+    /// An event about `arn`, from its account and region.
     fn envelope(&mut self, detail_type: &str, arn: &str, detail: Value) -> String {
+        let (region, account) = crate::arn::region_and_account(arn).unwrap_or_default();
         json!({
             "version": "0",
             "id": hex(&mut self.rng, 32),
             "detail-type": detail_type,
             "source": "aws.ecs",
-            "account": ACCOUNT,
+            "account": account,
             "time": format_ms(now_ms()),
-            "region": REGION,
+            "region": region,
             "resources": [arn],
             "detail": detail,
         })
@@ -683,8 +719,8 @@ impl Simulator {
                 .count() as i64
         };
         let family = FAMILIES[svc.family].0;
-        let td =
-            |rev: u64| format!("arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{family}:{rev}");
+        let prefix = self.prefix(c);
+        let td = |rev: u64| format!("{prefix}:task-definition/{family}:{rev}");
         let deployments = svc
             .deployments
             .iter()
@@ -732,7 +768,9 @@ impl Simulator {
                 .collect(),
             load_balancers: vec![LoadBalancer {
                 target_group_arn: Some(format!(
-                    "arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:targetgroup/{}-{name}/{}",
+                    "arn:aws:elasticloadbalancing:{}:{}:targetgroup/{}-{name}/{}",
+                    self.places[c].0,
+                    self.places[c].1,
                     self.clusters[c],
                     1000 + s
                 )),
@@ -848,6 +886,63 @@ fn hex(rng: &mut fastrand::Rng, len: usize) -> String {
 mod tests {
     use super::*;
     use crate::decoder::decode::{decode, Decoded};
+
+    #[test]
+    fn every_account_and_region_has_the_clusters_and_events_say_where() {
+        let mut sim = Simulator::new(Config {
+            accounts: 2,
+            regions: vec!["us-west-2".into(), "eu-west-1".into()],
+            clusters: 2,
+            instances_per_cluster: 1,
+            tasks_per_instance: 1,
+            ..Config::default()
+        });
+        let arns: std::collections::BTreeSet<String> = (0..sim.clusters().len())
+            .map(|c| sim.cluster_arn_of(c))
+            .collect();
+        assert_eq!(
+            arns.len(),
+            8,
+            "2 accounts x 2 regions x 2 clusters: {arns:?}"
+        );
+        for (region, account) in [
+            ("us-west-2", "123456789012"),
+            ("eu-west-1", "123456789012"),
+            ("us-west-2", "123456789013"),
+            ("eu-west-1", "123456789013"),
+        ] {
+            let here = arns
+                .iter()
+                .filter(|a| crate::arn::region_and_account(a) == Some((region, account)));
+            assert_eq!(here.count(), 2, "{region} {account}");
+        }
+        // Each event's envelope is the account and region of its ARNs.
+        let mut seen = 0;
+        while !sim.settled() {
+            for m in sim.next_batch(0, 100) {
+                let v: Value = serde_json::from_str(&m.body).unwrap();
+                let cluster = v["detail"]["clusterArn"].as_str().unwrap();
+                let (region, account) = crate::arn::region_and_account(cluster).unwrap();
+                assert_eq!(
+                    (v["region"].as_str(), v["account"].as_str()),
+                    (Some(region), Some(account))
+                );
+                assert!(v["detail"]["taskDefinitionArn"]
+                    .as_str()
+                    .is_none_or(|td| td.contains(&format!(":{region}:{account}:"))));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 16, "{seen} events");
+        let mut problems = Vec::new();
+        Config {
+            accounts: 0,
+            regions: vec!["moon".into()],
+            ..Config::default()
+        }
+        .check(&mut problems);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+    }
 
     #[test]
     fn initial_state_has_the_configured_size_and_decodes() {

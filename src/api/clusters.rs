@@ -1,0 +1,113 @@
+//! `GET /v1/clusters`: every cluster the service knows (it holds something
+//! of it, or a reconciler runs for it), with its account, region and counts,
+//! from one snapshot of the view; filters `account` and `region`; paged as
+//! the other lists are.
+
+use super::query::{self, Cursor, Filter, Params};
+use super::{json, Error, State};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actors::model::{Key, Kind};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+/// The `nextToken` scope of this listing.
+const SCOPE: &str = "clusters";
+
+/// What the view holds of one cluster.
+#[derive(Default)]
+struct Counts {
+    /// Tasks by `lastStatus`.
+    tasks: BTreeMap<String, u64>,
+    instances: u64,
+    services: u64,
+}
+
+/// `GET /v1/clusters`.
+pub(super) async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, Error> {
+    let params = Params::parse(
+        req.query_string(),
+        &["account", "region", "limit", "nextToken"],
+    )?;
+    let (account, region) = query::place(&params)?;
+    let filter = Filter {
+        account,
+        region,
+        ..Filter::default()
+    };
+    let limit = query::limit(&params)?.unwrap_or(usize::MAX);
+    let token = params
+        .get("nextToken")
+        .map(|t| Cursor::decode(t, SCOPE).ok_or_else(super::entities::invalid_token))
+        .transpose()?;
+    let snap = super::entities::snapshot_for(token.as_ref(), &state)?;
+    let after = token.as_ref().map(|t| t.after.cluster_arn.as_str());
+    let health = state.reader.health();
+
+    let mut clusters: BTreeMap<&str, Counts> = BTreeMap::new();
+    // A cluster a reconciler runs for is known even while it holds nothing.
+    for c in health.reconciled.iter().filter(|c| c.starts_with("arn:")) {
+        clusters.entry(c).or_default();
+    }
+    for kind in Kind::ALL {
+        for e in snap.of(kind).values() {
+            let c = clusters.entry(&e.cluster_arn).or_default();
+            match kind {
+                Kind::Task => *c.tasks.entry(e.status.clone()).or_default() += 1,
+                Kind::Instance => c.instances += 1,
+                Kind::Service => c.services += 1,
+            }
+        }
+    }
+    let mut items = Vec::new();
+    let mut last = None;
+    let mut more = false;
+    let chosen = clusters
+        .iter()
+        .filter(|(arn, _)| after.is_none_or(|a| **arn > a) && filter.in_place(arn));
+    for (arn, counts) in chosen {
+        if items.len() == limit {
+            more = true;
+            break;
+        }
+        let reconciled = health
+            .reconciled
+            .iter()
+            .any(|r| actors::arn::ClusterRef::parse(r).is_some_and(|c| c.matches(arn)));
+        items.push(item(arn, counts, reconciled));
+        last = Some(*arn);
+    }
+    let mut body = Map::new();
+    body.insert("items".into(), Value::Array(items));
+    body.insert(
+        "metadata".into(),
+        json!({"entityVersion": snap.revision.to_string()}),
+    );
+    if let (true, Some(last)) = (more, last) {
+        state.pages.put(&snap);
+        let token = Cursor {
+            scope: SCOPE.into(),
+            revision: snap.revision,
+            after: Key {
+                cluster_arn: last.to_owned(),
+                arn: String::new(),
+            },
+        };
+        body.insert("nextToken".into(), json!(token.encode()));
+    }
+    Ok(json(StatusCode::OK, Value::Object(body).to_string()))
+}
+
+fn item(arn: &str, counts: &Counts, reconciled: bool) -> Value {
+    let (region, account) = actors::arn::region_and_account(arn).unwrap_or_default();
+    json!({
+        "clusterARN": arn,
+        "clusterName": actors::arn::cluster_name(arn).unwrap_or_default(),
+        "account": account,
+        "region": region,
+        "tasks": counts.tasks,
+        "instances": counts.instances,
+        "services": counts.services,
+        "reconciled": reconciled,
+    })
+}
