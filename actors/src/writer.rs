@@ -13,10 +13,11 @@
 //! STOPPED-task retention and tombstone expiry run on a timer.
 //!
 //! A commit that fails is answered with its error (callers retry; nothing
-//! is acknowledged) and marks the store down until a write or a ping
-//! succeeds. The view keeps serving: it is reloaded, in the background, only
-//! when the store cannot tell whether the failed commit was stored. A panic
-//! stops the actor; its supervisor restarts it with its state reset.
+//! is acknowledged). On the embedded store it also marks the store down
+//! until a write or a ping succeeds (etcd's health comes from its pings).
+//! The view keeps serving: it is reloaded, in the background, only when the
+//! store cannot tell whether the failed commit was stored. A panic stops the
+//! actor; its supervisor restarts it with its state reset.
 
 use crate::dirty::Dirty;
 use crate::hub::{Committed, Reset, StreamHub};
@@ -361,7 +362,8 @@ impl StoreWriter {
                 return;
             }
         };
-        if self.publisher.store_up(true) {
+        // A store the view follows by feed (etcd) is judged by its pings.
+        if !self.fed && self.publisher.store_up(true) {
             info!(self.log, "store writable again");
         }
         self.metrics.store_commits.inc();
@@ -490,13 +492,17 @@ impl StoreWriter {
     /// After a commit failed (its callers are told, and retry: a queue
     /// redelivers). The view keeps serving reads throughout.
     fn commit_failed(&mut self, e: store::Error, ctx: &mut Context<Self>) {
-        if let store::Error::Unavailable(_) = &e {
-            // Nothing is received until the store takes writes again.
+        if self.fed {
+            // The view follows the store's feed, which shows whatever part
+            // of the commit took effect; the store's pings tell whether it
+            // is up (a commit can fail on one etcd member while others answer).
+            warn!(self.log, "commit failed; callers retry"; "error" => %e);
+            self.phase = Phase::Idle;
+            self.kick(ctx);
+        } else if let store::Error::Unavailable(_) = &e {
+            // Nothing of it was stored: the view stays as it is, and nothing
+            // is received until the store takes writes again.
             self.publisher.store_up(false);
-        }
-        if self.fed || matches!(e, store::Error::Unavailable(_)) {
-            // Nothing of it was stored, or the store's feed shows whatever
-            // part took effect: the view stays as it is.
             error!(self.log, "store write failed; nothing of it is acknowledged, callers retry";
                 "error" => %e);
             self.phase = Phase::Idle;

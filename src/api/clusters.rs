@@ -9,7 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actors::model::{Key, Kind};
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 /// The `nextToken` scope of this listing.
 const SCOPE: &str = "clusters";
@@ -59,6 +59,12 @@ pub(super) async fn list(req: HttpRequest, state: web::Data<State>) -> Result<Ht
             }
         }
     }
+    // Reconcilers are known by ARN when discovered, by name when configured.
+    let (by_arn, by_name): (HashSet<&str>, HashSet<&str>) = health
+        .reconciled
+        .iter()
+        .map(String::as_str)
+        .partition(|r| r.starts_with("arn:"));
     let mut items = Vec::new();
     let mut last = None;
     let mut more = false;
@@ -70,10 +76,8 @@ pub(super) async fn list(req: HttpRequest, state: web::Data<State>) -> Result<Ht
             more = true;
             break;
         }
-        let reconciled = health
-            .reconciled
-            .iter()
-            .any(|r| actors::arn::ClusterRef::parse(r).is_some_and(|c| c.matches(arn)));
+        let name = actors::arn::cluster_name(arn).unwrap_or_default();
+        let reconciled = by_arn.contains(arn) || by_name.contains(name);
         items.push(item(arn, counts, reconciled));
         last = Some(*arn);
     }

@@ -250,25 +250,29 @@ fn launch_type(p: &Params) -> Result<Option<String>, Error> {
 
 /// The `account` and `region` filters.
 pub fn place(p: &Params) -> Result<(Option<String>, Option<String>), Error> {
-    let account = p
-        .get("account")
-        .map(|a| match actors::arn::is_valid_account(a) {
-            true => Ok(a.to_owned()),
-            false => Err(Error::bad_request(
-                "InvalidParameter",
-                "Invalid account: expected an AWS account id of 12 digits".into(),
-            )),
-        });
-    let region = p
-        .get("region")
-        .map(|r| match actors::arn::is_valid_region(r) {
-            true => Ok(r.to_owned()),
-            false => Err(Error::bad_request(
-                "InvalidParameter",
-                "Invalid region: expected a region name such as us-east-1".into(),
-            )),
-        });
-    Ok((account.transpose()?, region.transpose()?))
+    let one = |name: &str, valid: fn(&str) -> bool, expected: &str| {
+        p.get(name)
+            .map(|v| match valid(v) {
+                true => Ok(v.to_owned()),
+                false => Err(Error::bad_request(
+                    "InvalidParameter",
+                    format!("Invalid {name}: expected {expected}"),
+                )),
+            })
+            .transpose()
+    };
+    Ok((
+        one(
+            "account",
+            actors::arn::is_valid_account,
+            "an AWS account id of 12 digits",
+        )?,
+        one(
+            "region",
+            actors::arn::is_valid_region,
+            "a region name such as us-east-1",
+        )?,
+    ))
 }
 
 impl Filter {

@@ -442,7 +442,7 @@ function placeSelects(f) {
 }
 
 function clusterSelect(current) {
-  const names = clusters().map(clusterName);
+  const names = [...new Set(clusters().map(clusterName))];
   if (current && !names.includes(current)) names.push(current);
   return `<label>cluster<select id="f-cluster" data-filter="cluster"><option value="">any</option>${names.map((n) => `<option${n === current ? ' selected' : ''}>${esc(n)}</option>`).join('')}</select></label>`;
 }
