@@ -5,9 +5,10 @@ use crate::api;
 use crate::config::{Feed, Settings};
 use actix_web::dev::ServerHandle;
 use actix_web::web;
+use actors::accounts::{Account, Place};
 use actors::ecs_client::{AwsEcs, Ecs};
 use actors::metrics::Metrics;
-use actors::pipeline::{Pipeline, Source, SourceAddr};
+use actors::pipeline::{Pipeline, Reconcile, Source, SourceAddr};
 use actors::queue_reader::Drain;
 use actors::source::simulate::SimEcs;
 use actors::store::{self, Embedded, Etcd, Store};
@@ -97,9 +98,13 @@ impl Service {
         log: Logger,
     ) -> Result<Service, Error> {
         let metrics = Arc::new(Metrics::default());
-        let (source, ecs) = source(settings, feed, &log).await;
-        let reconcile = match ecs {
-            Some(ecs) if settings.reconcile.enabled => Some((settings.reconcile.settings(), ecs)),
+        let ecs_places = ecs_api_places(settings, &feed);
+        let (source, places) = source(settings, feed, &log).await;
+        let reconcile = match places {
+            Some(places) if settings.reconcile.enabled => Some(Reconcile {
+                settings: settings.reconcile.settings(),
+                places,
+            }),
             _ => None,
         };
         let pipeline = Pipeline::start(
@@ -110,7 +115,7 @@ impl Service {
             metrics.clone(),
             &log,
         );
-        let (addr, server) = serve(settings, &pipeline, &log)?;
+        let (addr, server) = serve(settings, &pipeline, ecs_places, &log)?;
         let handle = server.handle();
         actix_web::rt::spawn(server);
         info!(log, "serving"; "addr" => %addr);
@@ -127,8 +132,9 @@ impl Service {
     /// (in-flight requests finish) and the actors.
     pub async fn stop(self) {
         info!(self.log, "stopping");
-        if let SourceAddr::Queue(reader) = &self.pipeline.source {
-            let _ = reader.send(Drain { grace: DRAIN_GRACE }).await;
+        if let SourceAddr::Queues(readers) = &self.pipeline.source {
+            let drains = readers.iter().map(|r| r.send(Drain { grace: DRAIN_GRACE }));
+            futures_util::future::join_all(drains).await;
         }
         // Streams end cleanly (their clients see the chunked end), then
         // the server waits for requests in flight.
@@ -138,9 +144,13 @@ impl Service {
     }
 }
 
-/// What feeds the pipeline, and what answers the reconcilers' ECS calls: AWS
-/// with a queue, the simulator with `--simulate`, nothing otherwise.
-async fn source(settings: &Settings, feed: Feed, log: &Logger) -> (Source, Option<Arc<dyn Ecs>>) {
+/// The ECS clients of the reconcilers, one per account and region.
+type Places = Vec<(Place, Arc<dyn Ecs>)>;
+
+/// What feeds the pipeline, and what answers the reconcilers' ECS calls in
+/// each account and region: AWS with a queue, the simulator with
+/// `--simulate`, nothing otherwise.
+async fn source(settings: &Settings, feed: Feed, log: &Logger) -> (Source, Option<Places>) {
     match feed {
         Feed::None => {
             info!(
@@ -154,16 +164,90 @@ async fn source(settings: &Settings, feed: Feed, log: &Logger) -> (Source, Optio
             let sim = Arc::new(std::sync::Mutex::new(
                 actors::source::simulate::Simulator::new(settings.simulate.clone()),
             ));
-            let ecs = Arc::new(SimEcs { sim: sim.clone() }) as Arc<dyn Ecs>;
-            (Source::Simulate(settings.simulate.clone(), sim), Some(ecs))
+            let places = settings.simulate.places().into_iter().map(|place| {
+                let ecs = SimEcs {
+                    sim: sim.clone(),
+                    place: place.clone(),
+                };
+                (place, Arc::new(ecs) as Arc<dyn Ecs>)
+            });
+            let places = places.collect();
+            (
+                Source::Simulate(settings.simulate.clone(), sim),
+                Some(places),
+            )
         }
         Feed::Replay(p) => (Source::Replay(p), None),
         Feed::Queue => {
             let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-            let ecs = Arc::new(AwsEcs::new(aws_sdk_ecs::Client::new(&aws))) as Arc<dyn Ecs>;
-            let queue = Source::Queue(aws_sdk_sqs::Client::new(&aws), settings.source.clone());
-            (queue, Some(ecs))
+            let queues = settings.source.all_queues();
+            let queues = queues.iter().map(|q| {
+                let mut sqs = aws_sdk_sqs::config::Builder::from(&aws);
+                if let Some(r) = &q.region {
+                    sqs = sqs.region(aws_config::Region::new(r.clone()));
+                }
+                let client = aws_sdk_sqs::Client::from_conf(sqs.build());
+                (client, settings.source.for_queue(q))
+            });
+            let queues = Source::Queues(queues.collect());
+            (
+                queues,
+                Some(ecs_places(&aws, &settings.accounts, log).await),
+            )
         }
+    }
+}
+
+/// An ECS client for each configured account and region (`[[accounts]]`),
+/// or for the ambient account and region when none is configured. An
+/// account with a `role_arn` is read with the credentials of that role,
+/// assumed through STS by the SDK's provider (and refreshed before they
+/// expire by the client's identity cache); the others with the ambient ones.
+async fn ecs_places(aws: &aws_config::SdkConfig, accounts: &[Account], log: &Logger) -> Places {
+    if accounts.is_empty() {
+        let ecs = AwsEcs::new(aws_sdk_ecs::Client::new(aws));
+        return vec![(Place::default(), Arc::new(ecs))];
+    }
+    let mut places: Places = Vec::new();
+    for account in accounts {
+        for place in account.places() {
+            let region = aws_config::Region::new(place.region_label().to_owned());
+            let mut ecs = aws_sdk_ecs::config::Builder::from(aws).region(region.clone());
+            if let Some(role) = &account.role_arn {
+                let mut provider = aws_config::sts::AssumeRoleProvider::builder(role)
+                    .session_name("cluster-state-service")
+                    .region(region)
+                    .configure(aws);
+                if let Some(id) = &account.external_id {
+                    provider = provider.external_id(id);
+                }
+                ecs = ecs.credentials_provider(provider.build().await);
+            }
+            info!(log, "reconciling an account and region"; "account" => &account.id,
+                "region" => place.region_label(), "role" => account.role_arn.as_deref().unwrap_or("(own credentials)"));
+            let client = AwsEcs::new(aws_sdk_ecs::Client::from_conf(ecs.build()));
+            places.push((place, Arc::new(client)));
+        }
+    }
+    places
+}
+
+/// How `/ecs` answers for one account and region: when the deployment
+/// spans several (`[[accounts]]`, `source.queues`, or a simulator of several),
+/// with the home account (the one read with the service's own credentials;
+/// the simulator's first) for keys that name no account.
+fn ecs_api_places(settings: &Settings, feed: &Feed) -> api::ecs::Places {
+    if *feed == Feed::Simulate {
+        let places = settings.simulate.places();
+        return api::ecs::Places {
+            several: places.len() > 1,
+            home: places.first().and_then(|p| p.account.clone()),
+        };
+    }
+    let home = settings.accounts.iter().find(|a| a.role_arn.is_none());
+    api::ecs::Places {
+        several: !settings.accounts.is_empty() || !settings.source.queues.is_empty(),
+        home: home.map(|a| a.id.clone()),
     }
 }
 
@@ -172,6 +256,7 @@ async fn source(settings: &Settings, feed: Feed, log: &Logger) -> (Source, Optio
 fn serve(
     settings: &Settings,
     pipeline: &Pipeline,
+    ecs_places: api::ecs::Places,
     log: &Logger,
 ) -> Result<(SocketAddr, actix_server::Server), Error> {
     let sv = &settings.server;
@@ -205,6 +290,7 @@ fn serve(
         api::State::new(pipeline, streams)
             .with_token(token)
             .with_ecs_credentials(ecs_credentials)
+            .with_ecs_places(ecs_places)
             .with_v03_errors(sv.v03_errors)
             .with_cors(sv.cors_allowed_origins.clone()),
     );

@@ -29,7 +29,7 @@ pub struct Mark {
 
 #[derive(Default)]
 struct Inner {
-    /// Cluster name → service name → mark.
+    /// Cluster (its ARN, or its name) → service name → mark.
     clusters: HashMap<String, HashMap<String, Mark>>,
     marks: usize,
     /// Marks taken and not yet done with ([`InFlight`]).
@@ -106,12 +106,18 @@ impl Dirty {
 
     /// Marks `service` (a name or an ARN) of `cluster` (a name or an ARN)
     /// dirty; false when no reconciler works on that cluster (or the set is
-    /// full), so nothing will come of it.
+    /// full), so nothing will come of it. A reconciler registers its cluster
+    /// by ARN where it knows it (so that clusters of one name in several
+    /// accounts or regions stay apart), else by name: the ARN is tried first.
     pub fn mark(&self, cluster: &str, service: &str, reason: RefreshReason) -> bool {
         let name = cluster_name(cluster).unwrap_or(cluster);
         let service = service.rsplit('/').next().unwrap_or(service);
         let at = Instant::now();
-        self.put(name, service, Mark { reason, at }, |m| {
+        let key = match self.lock().clusters.contains_key(cluster) {
+            true => cluster,
+            false => name,
+        };
+        self.put(key, service, Mark { reason, at }, |m| {
             m.reason = m.reason.max(reason);
             m.at = at;
         })
@@ -283,6 +289,26 @@ mod tests {
         d.retire("prod");
         assert!(d.is_empty());
         assert!(!d.mark("prod", "web", RefreshReason::Task));
+    }
+
+    #[test]
+    fn clusters_of_one_name_in_two_places_take_their_own_marks() {
+        let (us, eu) = (
+            "arn:aws:ecs:us-east-1:111111111111:cluster/web",
+            "arn:aws:ecs:eu-west-1:222222222222:cluster/web",
+        );
+        let d = Dirty::default();
+        d.register(us);
+        d.register(eu);
+        assert!(d.mark(us, "api", RefreshReason::Event));
+        assert!(d.mark(eu, "shop", RefreshReason::Task));
+        assert!(
+            !d.mark("web", "api", RefreshReason::Task),
+            "a name alone is neither"
+        );
+        assert_eq!(d.take(us, |_| true).0[0].0, "api");
+        assert_eq!(d.take(eu, |_| true).0[0].0, "shop");
+        assert!(d.is_empty());
     }
 
     #[test]

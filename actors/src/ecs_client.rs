@@ -29,6 +29,10 @@ pub enum Error {
     /// The cluster is gone. Not retryable.
     #[error("cluster not found: {0}")]
     ClusterNotFound(String),
+    /// No credentials for the account (its role cannot be assumed). Tried
+    /// again by the next sweep; readiness does not wait for it.
+    #[error("no credentials for this account: {0}")]
+    Credentials(String),
     /// Anything else. Not retried within a sweep; the next sweep tries again.
     #[error("{0}")]
     Other(String),
@@ -145,6 +149,9 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     e: aws_sdk_ecs::error::SdkError<E>,
 ) -> Error {
     let text = aws_sdk_ecs::error::DisplayErrorContext(&e).to_string();
+    if is_credentials_failure(&e) {
+        return Error::Credentials(text);
+    }
     match e.code() {
         Some(
             "ThrottlingException"
@@ -155,6 +162,22 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
         Some("ClusterNotFoundException") => Error::ClusterNotFound(text),
         _ => Error::Other(text),
     }
+}
+
+/// Whether `e` or one of its sources is a credentials provider's failure
+/// (say, `AssumeRole` refused).
+fn is_credentials_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut next = Some(e);
+    // Bounded: error chains are short, but nothing outside is trusted.
+    for _ in 0..32 {
+        let Some(err) = next else { return false };
+        if err.downcast_ref::<CredentialsError>().is_some() {
+            return true;
+        }
+        next = err.source();
+    }
+    false
 }
 
 fn some(s: Option<&str>) -> Option<String> {

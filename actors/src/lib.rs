@@ -25,6 +25,7 @@
 //!
 //! Start reading at [`writer`]: it owns every write and the view.
 
+pub mod accounts;
 pub mod arn;
 pub mod check;
 pub mod cluster_state;

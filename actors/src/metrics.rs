@@ -4,9 +4,11 @@
 //!
 //! The actors hold the metrics (atomic children of each family), so counting
 //! an event is one atomic add on the hot path. Label sets are bounded: fixed
-//! outcome, actor and reason names, and one `cluster` label per reconciled
-//! cluster.
+//! outcome, actor and reason names, one `cluster` label (with its `account`
+//! and `region`) per reconciled cluster, the configured accounts and regions,
+//! and at most [`MAX_UNRECONCILED_PLACES`] others.
 
+use crate::accounts::Place;
 use crate::model::Kind;
 use crate::reader::Health;
 use prometheus::core::{AtomicU64, GenericGauge, GenericGaugeVec};
@@ -22,6 +24,10 @@ type GaugeVec = GenericGaugeVec<AtomicU64>;
 const SQS_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
 ];
+
+/// Accounts and regions counted apart in `css_events_unreconciled_total`;
+/// the ones after them count under `account="other",region="other"`.
+pub const MAX_UNRECONCILED_PLACES: usize = 100;
 
 /// Every metric of the service.
 pub struct Metrics {
@@ -43,6 +49,13 @@ pub struct Metrics {
     pub store_revision: Gauge,
     /// `css_ecs_api_requests_total{operation, outcome}`.
     ecs_requests: IntCounterVec,
+    /// `css_ecs_calls_total{account, region, operation}`.
+    ecs_calls: IntCounterVec,
+    /// `css_events_unreconciled_total{account, region}`.
+    unreconciled: IntCounterVec,
+    /// `css_reconcile_discovery_errors_total{account, region}`.
+    discovery_errors: IntCounterVec,
+    unreconciled_places: std::sync::Mutex<std::collections::HashSet<Place>>,
     /// `css_view_entities{kind}`, in [`Kind::ALL`] order.
     pub view_entities: [Gauge; Kind::ALL.len()],
     pub feed_reloads: IntCounter,
@@ -62,7 +75,8 @@ pub struct Metrics {
     /// Rendered from the [`Health`] at each scrape.
     health: HealthGauges,
     clusters: ClusterFamilies,
-    /// The clusters with series, for `css_reconcile_leader` at each scrape.
+    /// The clusters with series (by their key: ARN, or name), for
+    /// `css_reconcile_leader` at each scrape.
     cluster_names: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
@@ -294,6 +308,24 @@ impl Metrics {
                  not served) and outcome: ok, or client_error.",
                 &["operation", "outcome"],
             ),
+            ecs_calls: d.counters(
+                "css_ecs_calls_total",
+                "Calls this service made to the ECS API (sweeps, service refreshes, \
+                 cluster discovery), by account, region and operation.",
+                &["account", "region", "operation"],
+            ),
+            unreconciled: d.counters(
+                "css_events_unreconciled_total",
+                "Valid events from an account or region that no reconciler covers (they are applied all the same).",
+                &["account", "region"],
+            ),
+            unreconciled_places: Default::default(),
+            discovery_errors: d.counters(
+                "css_reconcile_discovery_errors_total",
+                "Failed listings of an account and region's clusters (ListClusters, or \
+                 no credentials for the account: a role that cannot be assumed).",
+                &["account", "region"],
+            ),
             feed_reloads: d.counter(
                 "css_store_feed_reloads_total",
                 "Full view reloads because the store's feed fell behind.",
@@ -327,26 +359,63 @@ impl Metrics {
         self.clusters.refreshes_pending.clone()
     }
 
-    /// The metrics of cluster `name`.
-    pub fn cluster(&self, name: &str) -> ClusterStats {
+    /// The metrics of the cluster `key` (its ARN, or its name where the
+    /// ARN is not known): labelled with its name, account and region.
+    pub fn cluster(&self, key: &str) -> ClusterStats {
         if let Ok(mut names) = self.cluster_names.lock() {
-            names.insert(name.to_owned());
+            names.insert(key.to_owned());
         }
         let c = &self.clusters;
-        let of = |v: &IntCounterVec| v.with_label_values(&[name]);
+        let labels = cluster_labels(key);
+        let labels = [labels[0].as_str(), labels[1].as_str(), labels[2].as_str()];
+        let of = |v: &IntCounterVec| v.with_label_values(&labels);
+        let [name, account, region] = labels;
         ClusterStats {
             sweeps: of(&c.sweeps),
             sweep_errors: of(&c.sweep_errors),
-            sweep_seconds: c.sweep_seconds.with_label_values(&[name]),
+            sweep_seconds: c.sweep_seconds.with_label_values(&labels),
             added: of(&c.added),
             updated: of(&c.updated),
             removed: of(&c.removed),
             api_calls: of(&c.api_calls),
             throttles: of(&c.throttles),
-            leader: c.leader.with_label_values(&[name]),
-            refreshes: RefreshReason::ALL
-                .map(|r| c.refreshes.with_label_values(&[name, r.as_str()])),
+            leader: c.leader.with_label_values(&labels),
+            refreshes: RefreshReason::ALL.map(|r| {
+                c.refreshes
+                    .with_label_values(&[name, account, region, r.as_str()])
+            }),
         }
+    }
+
+    /// Counts a call this service made to ECS in `place`; `operation` is
+    /// one of the few the reconcilers make.
+    pub fn ecs_call(&self, place: &Place, operation: &str) {
+        self.ecs_calls
+            .with_label_values(&[place.account_label(), place.region_label(), operation])
+            .inc();
+    }
+
+    /// Counts a failed listing of the clusters of `place`.
+    pub fn discovery_error(&self, place: &Place) {
+        self.discovery_errors
+            .with_label_values(&[place.account_label(), place.region_label()])
+            .inc();
+    }
+
+    /// Counts an event applied from `place`, which no reconciler covers.
+    pub fn event_unreconciled(&self, place: &Place) {
+        let counted_apart = match self.unreconciled_places.lock() {
+            Ok(mut seen) => {
+                seen.contains(place)
+                    || (seen.len() < MAX_UNRECONCILED_PLACES && seen.insert(place.clone()))
+            }
+            Err(_) => false,
+        };
+        let labels = match counted_apart {
+            true => [place.account_label(), place.region_label()],
+            false => ["other", "other"],
+        };
+        self.unreconciled.with_label_values(&labels).inc();
     }
 
     /// Counts a request to the ECS read API. `operation` is one of the
@@ -359,10 +428,12 @@ impl Metrics {
     }
 
     /// Forgets the metrics of a cluster that is no longer reconciled.
-    pub fn forget_cluster(&self, name: &str) {
+    pub fn forget_cluster(&self, key: &str) {
         if let Ok(mut names) = self.cluster_names.lock() {
-            names.remove(name);
+            names.remove(key);
         }
+        let labels = cluster_labels(key);
+        let name = [labels[0].as_str(), labels[1].as_str(), labels[2].as_str()];
         let c = &self.clusters;
         for v in [
             &c.sweeps,
@@ -373,12 +444,14 @@ impl Metrics {
             &c.api_calls,
             &c.throttles,
         ] {
-            let _ = v.remove_label_values(&[name]);
+            let _ = v.remove_label_values(&name);
         }
-        let _ = c.sweep_seconds.remove_label_values(&[name]);
-        let _ = c.leader.remove_label_values(&[name]);
+        let _ = c.sweep_seconds.remove_label_values(&name);
+        let _ = c.leader.remove_label_values(&name);
         for r in RefreshReason::ALL {
-            let _ = c.refreshes.remove_label_values(&[name, r.as_str()]);
+            let _ = c
+                .refreshes
+                .remove_label_values(&[name[0], name[1], name[2], r.as_str()]);
         }
     }
 
@@ -388,9 +461,14 @@ impl Metrics {
     /// ran out while it was frozen says so at once).
     pub fn render(&self, health: &Health, leads: impl Fn(&str) -> bool) -> String {
         if let Ok(names) = self.cluster_names.lock() {
-            for name in names.iter() {
-                let leader = self.clusters.leader.with_label_values(&[name.as_str()]);
-                leader.set(u64::from(leads(name)));
+            for key in names.iter() {
+                let l = cluster_labels(key);
+                let leader = self.clusters.leader.with_label_values(&[
+                    l[0].as_str(),
+                    l[1].as_str(),
+                    l[2].as_str(),
+                ]);
+                leader.set(u64::from(leads(key)));
             }
         }
         self.health.show(health);
@@ -400,55 +478,67 @@ impl Metrics {
     }
 }
 
+/// The `cluster`, `account` and `region` labels of the cluster `key` (an
+/// ARN, or a name: then the account and region are empty).
+fn cluster_labels(key: &str) -> [String; 3] {
+    let name = crate::arn::cluster_name(key).unwrap_or(key);
+    let place = Place::of_arn(key);
+    [
+        name.to_owned(),
+        place.account_label().to_owned(),
+        place.region_label().to_owned(),
+    ]
+}
+
+/// The labels of every per-cluster family.
+const CLUSTER: &[&str] = &["cluster", "account", "region"];
+
 impl ClusterFamilies {
     fn declare(d: &Declare) -> ClusterFamilies {
         ClusterFamilies {
-            sweeps: d.counters(
-                "css_reconcile_sweeps_total",
-                "Reconcile sweeps.",
-                &["cluster"],
-            ),
+            sweeps: d.counters("css_reconcile_sweeps_total", "Reconcile sweeps.", CLUSTER),
             sweep_errors: d.counters(
                 "css_reconcile_sweep_errors_total",
                 "Sweeps that failed (and deleted nothing).",
-                &["cluster"],
+                CLUSTER,
             ),
             sweep_seconds: d.register(
                 CounterVec::new(
                     Opts::new("css_reconcile_sweep_seconds_total", "Time spent sweeping."),
-                    &["cluster"],
+                    CLUSTER,
                 )
                 .expect("valid metric"),
             ),
             added: d.counters(
                 "css_reconcile_added_total",
                 "Entities a sweep found missing.",
-                &["cluster"],
+                CLUSTER,
             ),
             updated: d.counters(
                 "css_reconcile_updated_total",
                 "Entities a sweep found stale.",
-                &["cluster"],
+                CLUSTER,
             ),
             removed: d.counters(
                 "css_reconcile_removed_total",
                 "Entities a sweep removed.",
-                &["cluster"],
+                CLUSTER,
             ),
-            api_calls: d.counters(
-                "css_reconcile_api_calls_total",
-                "ECS API calls.",
-                &["cluster"],
-            ),
+            api_calls: d.counters("css_reconcile_api_calls_total", "ECS API calls.", CLUSTER),
             throttles: d.counters(
                 "css_reconcile_throttled_total",
                 "ECS API calls throttled.",
-                &["cluster"],
+                CLUSTER,
             ),
-            leader: d.gauges(
-                "css_reconcile_leader",
-                "1 while this replica leads the cluster's reconcile.",
-                "cluster",
+            leader: d.register(
+                GaugeVec::new(
+                    Opts::new(
+                        "css_reconcile_leader",
+                        "1 while this replica leads the cluster's reconcile.",
+                    ),
+                    CLUSTER,
+                )
+                .expect("valid metric"),
             ),
             refreshes: d.register(
                 IntCounterVec::new(
@@ -457,7 +547,7 @@ impl ClusterFamilies {
                         "DescribeServices calls, by what caused them: a service event, \
                          a change of one of its tasks, or a sweep.",
                     ),
-                    &["cluster", "reason"],
+                    &["cluster", "account", "region", "reason"],
                 )
                 .expect("valid metric"),
             ),
@@ -485,7 +575,7 @@ mod tests {
             "# TYPE css_events_total counter",
             "css_events_total{outcome=\"applied\"} 3",
             "css_events_total{outcome=\"invalid\"} 0",
-            "css_reconcile_sweeps_total{cluster=\"web\"} 1",
+            "css_reconcile_sweeps_total{account=\"\",cluster=\"web\",region=\"\"} 1",
             "css_sqs_receive_seconds_count 1",
             "css_view_loaded 0",
             "css_store_up 0",
@@ -497,5 +587,33 @@ mod tests {
         assert!(!m
             .render(&Health::default(), |_| false)
             .contains("cluster=\"web\""));
+    }
+
+    #[test]
+    fn clusters_are_labelled_with_their_place_and_other_places_are_bounded() {
+        let m = Metrics::new();
+        let arn = "arn:aws:ecs:eu-west-1:222222222222:cluster/web";
+        m.cluster(arn).sweeps.inc();
+        let place = Place::of_arn(arn);
+        m.ecs_call(&place, "ListTasks");
+        for i in 0..MAX_UNRECONCILED_PLACES + 5 {
+            m.event_unreconciled(&Place::new(Some(&format!("{i:012}")), Some("us-east-1")));
+        }
+        m.event_unreconciled(&Place::new(Some("000000000000"), Some("us-east-1")));
+        let text = m.render(&Health::default(), |_| true);
+        for line in [
+            "css_reconcile_sweeps_total{account=\"222222222222\",cluster=\"web\",region=\"eu-west-1\"} 1",
+            "css_reconcile_leader{account=\"222222222222\",cluster=\"web\",region=\"eu-west-1\"} 1",
+            "css_ecs_calls_total{account=\"222222222222\",operation=\"ListTasks\",region=\"eu-west-1\"} 1",
+            "css_events_unreconciled_total{account=\"000000000000\",region=\"us-east-1\"} 2",
+            "css_events_unreconciled_total{account=\"other\",region=\"other\"} 5",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
+        }
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("css_events_unreconciled_total{"))
+            .count();
+        assert_eq!(series, MAX_UNRECONCILED_PLACES + 1);
     }
 }

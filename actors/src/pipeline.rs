@@ -1,6 +1,7 @@
 //! Wiring: starts the StreamHub, StoreWriter and EventDecoder, each supervised
 //! on its own arbiter (thread), and a source feeding the decoder.
 
+use crate::accounts::Place;
 use crate::decoder::EventDecoder;
 use crate::ecs_client::Ecs;
 use crate::hub::StreamHub;
@@ -25,7 +26,8 @@ pub enum Source {
     /// The simulator's events; the simulator itself is shared with its ECS answers.
     Simulate(sim::Config, crate::source::simulate::SharedSim),
     Replay(PathBuf),
-    Queue(aws_sdk_sqs::Client, sqs::Config),
+    /// One QueueReader per queue (one queue per region: accounts.md).
+    Queues(Vec<(aws_sdk_sqs::Client, sqs::Config)>),
 }
 
 /// The address of the running source, if any.
@@ -34,7 +36,14 @@ pub enum SourceAddr {
     None,
     Simulate(Addr<SimulateSource>),
     Replay(Addr<ReplaySource>),
-    Queue(Addr<QueueReader>),
+    Queues(Vec<Addr<QueueReader>>),
+}
+
+/// What reconciles: the settings, and the ECS client of each account and
+/// region (one [`ReconcileManager`] each).
+pub struct Reconcile {
+    pub settings: reconciler::Settings,
+    pub places: Vec<(Place, Arc<dyn Ecs>)>,
 }
 
 /// The running actors. Dropping it stops their arbiters.
@@ -45,8 +54,8 @@ pub struct Pipeline {
     pub reader: Reader,
     pub decoder: Addr<EventDecoder>,
     pub source: SourceAddr,
-    /// The reconcile manager, when reconciling.
-    pub reconcile: Option<Addr<ReconcileManager>>,
+    /// The reconcile managers (one per account and region), when reconciling.
+    pub reconcile: Vec<Addr<ReconcileManager>>,
     pub metrics: Arc<Metrics>,
     arbiters: Vec<Arbiter>,
 }
@@ -57,7 +66,7 @@ impl Pipeline {
         store: Arc<dyn Store>,
         config: writer::Config,
         source: Source,
-        reconcile: Option<(reconciler::Settings, Arc<dyn Ecs>)>,
+        reconcile: Option<Reconcile>,
         metrics: Arc<Metrics>,
         log: &Logger,
     ) -> Pipeline {
@@ -78,10 +87,14 @@ impl Pipeline {
         let (publisher, reader) = reader::channel(store.clone());
         let progress = publisher.reconcile_progress();
         let source_status = publisher.source_status();
-        if reconcile.is_some() {
-            // Not ready before the reconcile manager has found the clusters.
-            progress.discovering();
+        for (place, _) in reconcile.iter().flat_map(|r| &r.places) {
+            // Not ready before each reconcile manager has found its clusters.
+            progress.discovering(&ReconcileManager::progress_key(place));
         }
+        // Events from elsewhere are counted (`css_events_unreconciled_total`).
+        let places: Option<Vec<Place>> = reconcile
+            .as_ref()
+            .map(|r| r.places.iter().map(|(p, _)| p.clone()).collect());
         let d = dirty.clone();
         let writer = Supervisor::start_in_arbiter(&arbiters[1].handle(), move |_| {
             StoreWriter::new(store, h, publisher, config, m, l).with_services(d)
@@ -93,36 +106,49 @@ impl Pipeline {
         );
         let d = dirty.clone();
         let decoder = Supervisor::start_in_arbiter(&arbiters[2].handle(), move |_| {
-            EventDecoder::new(w, m, l).with_services(d)
+            EventDecoder::new(w, m, l)
+                .with_services(d)
+                .with_places(places.clone())
         });
         let status = (&reader, source_status);
         let source = source.start(&arbiters[3], &decoder, status, &metrics, log);
-        let reconcile = reconcile.map(|(settings, ecs)| {
-            let (m, l, w) = (
-                metrics.clone(),
-                log.new(o!("actor" => "Reconciler")),
-                writer.clone(),
-            );
-            let deps = reconciler::Deps {
-                ecs,
-                store: store_for_reconcile,
-                writer: w,
-                reader: reader.clone(),
-                progress,
-                metrics: m,
-                dirty: dirty.unwrap_or_default(),
-            };
-            Supervisor::start_in_arbiter(&arbiters[4].handle(), move |_| {
-                ReconcileManager::new(settings, deps, l)
-            })
-        });
+        let mut managers = Vec::new();
+        let dirty = dirty.unwrap_or_default();
+        if let Some(r) = reconcile {
+            let several = r.places.len() > 1;
+            for (place, ecs) in r.places {
+                let mut l = log.new(o!("actor" => "Reconciler"));
+                if several {
+                    l = l.new(o!("account" => place.account_label().to_owned(),
+                        "region" => place.region_label().to_owned()));
+                }
+                let deps = reconciler::Deps {
+                    budget: Arc::new(reconciler::Budget::new(
+                        r.settings.base.max_requests_per_second,
+                    )),
+                    place,
+                    ecs,
+                    store: store_for_reconcile.clone(),
+                    writer: writer.clone(),
+                    reader: reader.clone(),
+                    progress: progress.clone(),
+                    metrics: metrics.clone(),
+                    dirty: dirty.clone(),
+                };
+                let settings = r.settings.clone();
+                managers.push(Supervisor::start_in_arbiter(
+                    &arbiters[4].handle(),
+                    move |_| ReconcileManager::new(settings, deps, l),
+                ));
+            }
+        }
         Pipeline {
             hub,
             writer,
             reader,
             decoder,
             source,
-            reconcile,
+            reconcile: managers,
             metrics,
             arbiters,
         }
@@ -142,8 +168,8 @@ impl Source {
         let d = decoder.clone();
         status.set(match self {
             Source::None => SourceState::None,
-            // Down until the queue answers.
-            Source::Queue(..) => SourceState::Down,
+            // Down until the queues answer.
+            Source::Queues(..) => SourceState::Down,
             Source::Simulate(..) | Source::Replay(_) => SourceState::Up,
         });
         match self {
@@ -154,20 +180,31 @@ impl Source {
                     SimulateSource::new(cfg, sim, d, l)
                 }))
             }
-            Source::Queue(client, cfg) => {
-                let (l, m) = (log.new(o!("actor" => "QueueReader")), metrics.clone());
-                let r = reader.clone();
-                SourceAddr::Queue(Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-                    QueueReader::new(sqs::Wiring {
-                        client,
-                        config: cfg,
-                        decoder: d,
-                        reader: r,
-                        status,
-                        metrics: m,
-                        log: l,
-                    })
-                }))
+            Source::Queues(queues) => {
+                let several = queues.len() > 1;
+                let parts = status.parts(queues.len());
+                let readers = queues
+                    .into_iter()
+                    .zip(parts)
+                    .map(|((client, cfg), status)| {
+                        let mut l = log.new(o!("actor" => "QueueReader"));
+                        if several {
+                            l = l.new(o!("queue" => cfg.queue.clone()));
+                        }
+                        let (m, r, d) = (metrics.clone(), reader.clone(), d.clone());
+                        Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+                            QueueReader::new(sqs::Wiring {
+                                client,
+                                config: cfg,
+                                decoder: d,
+                                reader: r,
+                                status,
+                                metrics: m,
+                                log: l,
+                            })
+                        })
+                    });
+                SourceAddr::Queues(readers.collect())
             }
             Source::Replay(path) => {
                 let l = log.new(o!("actor" => "ReplaySource"));

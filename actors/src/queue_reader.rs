@@ -51,6 +51,9 @@ const MIN_APPLY_TIME: Duration = Duration::from_secs(2);
 pub struct Config {
     /// Queue name, `sqs://NAME` or queue URL; empty: no queue. Default empty.
     pub queue: String,
+    /// One queue per region (accounts.md), each read by its own
+    /// QueueReader; replaces `queue`, and cannot be set with it. Default empty.
+    pub queues: Vec<RegionQueue>,
     /// Long-poll wait of a receive, 0–20 s (SQS's limit). A stop waits for
     /// the receives in progress, so this stays below the stop's grace
     /// period. Default 5s.
@@ -71,6 +74,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             queue: String::new(),
+            queues: Vec::new(),
             wait_time: Duration::from_secs(5),
             visibility_timeout: Duration::from_secs(60),
             pollers: 2,
@@ -83,14 +87,62 @@ impl Config {
     /// Ranges serde's types do not check.
     pub fn check(&self, problems: &mut Vec<String>) {
         crate::check::within("source.pollers", self.pollers, 1, 64, problems);
+        if !self.queue.is_empty() && !self.queues.is_empty() {
+            problems.push("source.queue and source.queues cannot both be set".into());
+        }
+        for (i, q) in self.queues.iter().enumerate() {
+            if q.queue.is_empty() {
+                problems.push(format!("source.queues[{i}].queue: must not be empty"));
+            }
+            if let Some(r) = q
+                .region
+                .as_deref()
+                .filter(|r| !crate::arn::is_valid_region(r))
+            {
+                problems.push(format!(
+                    "source.queues[{i}].region: {r:?} is not a region name (such as us-east-1)"
+                ));
+            }
+        }
         if self.wait_time > Duration::from_secs(20) {
             problems.push("source.wait_time: SQS waits at most 20s".into());
+        }
+    }
+
+    /// Every queue to read, each with its region (`None`: the ambient one).
+    pub fn all_queues(&self) -> Vec<RegionQueue> {
+        match self.queue.is_empty() {
+            false => vec![RegionQueue {
+                queue: self.queue.clone(),
+                region: None,
+            }],
+            true => self.queues.clone(),
+        }
+    }
+
+    /// The settings of the reader of one of [`Config::all_queues`].
+    pub fn for_queue(&self, q: &RegionQueue) -> Config {
+        Config {
+            queue: q.queue.clone(),
+            queues: Vec::new(),
+            ..self.clone()
         }
     }
 
     fn dead_letter_queue(&self) -> Option<&str> {
         Some(self.dead_letter_queue.as_str()).filter(|q| !q.is_empty())
     }
+}
+
+/// One entry of `source.queues`: a queue and the region it is in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionQueue {
+    /// Name, `sqs://NAME` or URL.
+    pub queue: String,
+    /// Default: the ambient region (`AWS_REGION`).
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 /// What a `--queue` value names.

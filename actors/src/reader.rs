@@ -17,13 +17,20 @@ pub struct Health {
     pub loaded: bool,
     /// The store answered its last ping.
     pub store_up: bool,
-    /// The clusters to reconcile are known (always true without reconcile).
-    pub clusters_known: bool,
+    /// The accounts and regions whose clusters are not known yet (empty
+    /// without reconcile).
+    pub undiscovered: BTreeSet<String>,
     /// Clusters whose first sweep is not done yet.
     pub unswept: BTreeSet<String>,
     /// Clusters a reconciler runs for (names or ARNs, as configured or
     /// discovered).
     pub reconciled: BTreeSet<String>,
+    /// Why a cluster's sweeps fail now, by cluster (as in `reconciled`);
+    /// cleared by the next successful sweep.
+    pub reconcile_errors: std::collections::BTreeMap<String, String>,
+    /// Why the clusters of an account and region cannot be listed now;
+    /// cleared by the next success.
+    pub discovery_errors: std::collections::BTreeMap<crate::accounts::Place, String>,
     /// Whether the event source delivers; shown, not waited for: readiness
     /// is about serving, which a replica does from its store without SQS.
     pub source: SourceState,
@@ -58,9 +65,11 @@ impl Default for Health {
         Health {
             loaded: false,
             store_up: false,
-            clusters_known: true,
+            undiscovered: BTreeSet::new(),
             unswept: BTreeSet::new(),
             reconciled: BTreeSet::new(),
+            reconcile_errors: Default::default(),
+            discovery_errors: Default::default(),
             source: SourceState::None,
         }
     }
@@ -72,10 +81,10 @@ impl Health {
         self.loaded && self.store_up
     }
 
-    /// Clusters whose first sweep is not done (plus one while the clusters
-    /// are not known yet).
+    /// Clusters whose first sweep is not done, plus the accounts and
+    /// regions whose clusters are not known yet.
     pub fn reconcile_pending(&self) -> usize {
-        self.unswept.len() + usize::from(!self.clusters_known)
+        self.unswept.len() + self.undiscovered.len()
     }
 
     /// What readiness still waits for: `store`, `view`, `reconcile`.
@@ -104,14 +113,46 @@ pub struct Publisher(Arc<Shared>);
 
 /// Reports the source's state into the health readers see.
 #[derive(Clone)]
-pub struct SourceStatus(Arc<Shared>);
+pub struct SourceStatus {
+    shared: Arc<Shared>,
+    /// For one of several sources: the states of all, and which is this one.
+    part: Option<(Arc<std::sync::Mutex<Vec<SourceState>>>, usize)>,
+}
 
 impl SourceStatus {
-    /// Publishes the source's state; returns whether it changed.
+    /// Publishes the source's state; returns whether it changed. Of several
+    /// sources ([`SourceStatus::parts`]), the published state is down while
+    /// any is down, up once all are.
     pub fn set(&self, state: SourceState) -> bool {
-        self.0
+        let (shown, changed) = match &self.part {
+            None => (state, None),
+            Some((all, i)) => {
+                let mut all = all.lock().unwrap_or_else(|p| p.into_inner());
+                let changed = std::mem::replace(&mut all[*i], state) != state;
+                let shown = match all.contains(&SourceState::Down) {
+                    true => SourceState::Down,
+                    false => state,
+                };
+                (shown, Some(changed))
+            }
+        };
+        let published = self
+            .shared
             .health
-            .send_if_modified(|h| std::mem::replace(&mut h.source, state) != state)
+            .send_if_modified(|h| std::mem::replace(&mut h.source, shown) != shown);
+        changed.unwrap_or(published)
+    }
+
+    /// `n` statuses, one per source, that publish one state together.
+    pub fn parts(&self, n: usize) -> Vec<SourceStatus> {
+        let initial = self.shared.health.borrow().source;
+        let all = Arc::new(std::sync::Mutex::new(vec![initial; n]));
+        (0..n)
+            .map(|i| SourceStatus {
+                shared: self.shared.clone(),
+                part: Some((all.clone(), i)),
+            })
+            .collect()
     }
 }
 
@@ -157,7 +198,10 @@ impl Publisher {
 
     /// The handle the source reports its state with.
     pub fn source_status(&self) -> SourceStatus {
-        SourceStatus(self.0.clone())
+        SourceStatus {
+            shared: self.0.clone(),
+            part: None,
+        }
     }
 
     /// The handle reconcile reports its progress with.
@@ -167,9 +211,11 @@ impl Publisher {
 }
 
 impl ReconcileProgress {
-    /// Readiness waits for the clusters to be known.
-    pub fn discovering(&self) {
-        self.0.health.send_modify(|h| h.clusters_known = false);
+    /// Readiness waits for the clusters of `place` (an account and region) to be known.
+    pub fn discovering(&self, place: &str) {
+        self.0
+            .health
+            .send_if_modified(|h| h.undiscovered.insert(place.to_owned()));
     }
 
     /// A reconciler runs for `cluster`; readiness waits for its first sweep.
@@ -188,11 +234,28 @@ impl ReconcileProgress {
         });
     }
 
-    /// The clusters are known (those to wait for are [`waiting`](Self::waiting)).
-    pub fn known(&self) {
+    /// The clusters of `place` are known (those to wait for are
+    /// [`waiting`](Self::waiting)), or cannot be, with its credentials.
+    pub fn known(&self, place: &str) {
         self.0
             .health
-            .send_if_modified(|h| !std::mem::replace(&mut h.clusters_known, true));
+            .send_if_modified(|h| h.undiscovered.remove(place));
+    }
+
+    /// The sweeps of `cluster` fail now with `error`, or (`None`) work again.
+    pub fn error(&self, cluster: &str, error: Option<String>) {
+        self.0.health.send_if_modified(|h| match error {
+            Some(e) => h.reconcile_errors.insert(cluster.to_owned(), e.clone()) != Some(e),
+            None => h.reconcile_errors.remove(cluster).is_some(),
+        });
+    }
+
+    /// The clusters of `place` cannot be listed now (`error`), or (`None`) can.
+    pub fn discovery_error(&self, place: &crate::accounts::Place, error: Option<String>) {
+        self.0.health.send_if_modified(|h| match error {
+            Some(e) => h.discovery_errors.insert(place.clone(), e.clone()) != Some(e),
+            None => h.discovery_errors.remove(place).is_some(),
+        });
     }
 
     /// `cluster` no longer holds readiness back (swept, standing by, or gone).
@@ -282,17 +345,42 @@ mod tests {
     fn reconcile_holds_readiness_until_every_cluster_is_swept() {
         let (p, r, _dir) = reader();
         let progress = p.reconcile_progress();
-        progress.discovering();
-        assert_eq!(r.health().reconcile_pending(), 1);
+        progress.discovering("111111111111/us-east-1");
+        progress.discovering("222222222222/us-east-1");
+        assert_eq!(r.health().reconcile_pending(), 2);
         progress.waiting("a");
         progress.waiting("b");
-        assert_eq!(r.health().reconcile_pending(), 3);
-        progress.known();
+        assert_eq!(r.health().reconcile_pending(), 4);
+        progress.known("111111111111/us-east-1");
+        progress.known("222222222222/us-east-1");
         assert_eq!(r.health().reconcile_pending(), 2);
         progress.swept("a");
         progress.swept("a");
         assert_eq!(r.health().reconcile_pending(), 1);
         progress.swept("b");
         assert_eq!(r.health().reconcile_pending(), 0);
+        progress.error("b", Some("access denied".into()));
+        assert_eq!(r.health().reconcile_errors["b"], "access denied");
+        progress.error("b", None);
+        assert!(r.health().reconcile_errors.is_empty());
+    }
+
+    #[test]
+    fn several_sources_are_up_only_when_every_one_is() {
+        let (p, r, _dir) = reader();
+        let status = p.source_status();
+        status.set(SourceState::Down);
+        let parts = status.parts(2);
+        assert!(parts[0].set(SourceState::Up));
+        assert_eq!(
+            r.health().source,
+            SourceState::Down,
+            "the other is still down"
+        );
+        assert!(parts[1].set(SourceState::Up));
+        assert_eq!(r.health().source, SourceState::Up);
+        assert!(!parts[1].set(SourceState::Up), "unchanged");
+        assert!(parts[0].set(SourceState::Down));
+        assert_eq!(r.health().source, SourceState::Down);
     }
 }

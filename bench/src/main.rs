@@ -10,13 +10,16 @@
 //!    state, and a filter applied to it;
 //! 6. the memory that keeping every task STOPPED costs (the default
 //!    `stopped_task_retention` is 24 h);
-//! 7. the soak: 30 minutes of steady load, and what grows ([`soak`]).
+//! 7. the soak: 30 minutes of steady load, and what grows ([`soak`]);
+//! 8. many accounts and regions: 1,500 reconcilers, time to ready and what
+//!    each costs ([`accounts`]).
 //!
 //! `--quick` runs small sizes (well under a minute) so that CI keeps the
 //! benchmark working; it checks what was delivered, never the timings.
 //! The exit status is non-zero only when something went wrong (a failed
 //! request, a lost change), never for a missed target.
 
+mod accounts;
 mod gen;
 mod http;
 mod procs;
@@ -109,7 +112,7 @@ struct Options {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "ingest,etcd,queries,ui,streams,stopped,soak"
+        default_value = "ingest,etcd,queries,ui,streams,stopped,soak,accounts"
     )]
     parts: Vec<String>,
     /// The same as leaving etcd out of --parts.
@@ -342,6 +345,14 @@ async fn run(o: &Options, s: &Sizes, work: &Path) -> Report {
             soak::Plan::full()
         };
         soak::soak(o, &plan, work, &mut report).await;
+    }
+    if o.runs("accounts") {
+        let plan = if o.quick {
+            accounts::Plan::quick()
+        } else {
+            accounts::Plan::full()
+        };
+        accounts::accounts(o, &plan, work, &mut report).await;
     }
     if !o.runs("queries") && !o.runs("ui") && !o.runs("streams") {
         return report;

@@ -71,15 +71,23 @@ fn the_quick_benchmark_runs_every_part_and_loses_nothing() {
         "soak: list/describe p99",
         "soak: sweeps",
         "soak: errors",
+        "accounts: ready, 16 reconcilers",
+        "accounts: RSS, reconcile on / off",
+        "accounts: memory per idle reconciler",
+        "accounts: threads, reconcile on / off",
+        "accounts: idle CPU, on / off; per reconciler",
     ] {
         let row = table.iter().find(|l| l.starts_with(&format!("| {figure}")));
         let row = row.unwrap_or_else(|| panic!("no row for {figure:?} in:\n{stdout}"));
         // Each row has a measured figure with a unit.
         let measured = row.split('|').nth(2).unwrap_or("").trim();
         assert!(
-            ["events/s", "txn/s", "%", "ms", "MiB", "times", "fds", "errors"]
-                .iter()
-                .any(|u| measured.ends_with(u)),
+            [
+                "events/s", "txn/s", "%", "ms", "MiB", "times", "fds", "errors", " s", "KiB",
+                "µs/s", "threads"
+            ]
+            .iter()
+            .any(|u| measured.ends_with(u)),
             "{row}"
         );
     }

@@ -1,13 +1,16 @@
 //! `GET /v1/clusters`: every cluster the service knows (it holds something
 //! of it, or a reconciler runs for it), with its account, region and counts,
 //! from one snapshot of the view; filters `account` and `region`; paged as
-//! the other lists are.
+//! the other lists are. A cluster whose reconcile fails now says why
+//! (`reconcileError`).
 
 use super::query::{self, Cursor, Filter, Params};
 use super::{json, Error, State};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use actors::accounts::Place;
 use actors::model::{Key, Kind};
+use actors::reader::Health;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashSet};
 
@@ -78,7 +81,11 @@ pub(super) async fn list(req: HttpRequest, state: web::Data<State>) -> Result<Ht
         }
         let name = actors::arn::cluster_name(arn).unwrap_or_default();
         let reconciled = by_arn.contains(arn) || by_name.contains(name);
-        items.push(item(arn, counts, reconciled));
+        let mut it = item(arn, counts, reconciled);
+        if let Some(e) = reconcile_error(&health, arn, name) {
+            it["reconcileError"] = json!(e);
+        }
+        items.push(it);
         last = Some(*arn);
     }
     let mut body = Map::new();
@@ -100,6 +107,17 @@ pub(super) async fn list(req: HttpRequest, state: web::Data<State>) -> Result<Ht
         body.insert("nextToken".into(), json!(token.encode()));
     }
     Ok(json(StatusCode::OK, Value::Object(body).to_string()))
+}
+
+/// Why the cluster `arn` (named `name`) is not reconciled now: its sweeps
+/// fail, or the clusters of its account and region cannot be listed.
+fn reconcile_error<'h>(health: &'h Health, arn: &str, name: &str) -> Option<&'h String> {
+    let errors = &health.reconcile_errors;
+    let place = Place::of_arn(arn);
+    errors.get(arn).or_else(|| errors.get(name)).or_else(|| {
+        let mut of_place = health.discovery_errors.iter();
+        of_place.find(|(p, _)| p.holds(&place)).map(|(_, e)| e)
+    })
 }
 
 fn item(arn: &str, counts: &Counts, reconciled: bool) -> Value {

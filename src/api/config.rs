@@ -25,9 +25,10 @@ pub struct Config {
     /// (ext) A file holding the bearer token every `/v1` request must carry.
     /// Default none.
     pub auth_token_file: PathBuf,
-    /// (ext) A file of `ACCESS_KEY_ID SECRET` pairs, one per line: every
+    /// (ext) A file of `ACCESS_KEY_ID SECRET [ACCOUNT]` lines: every
     /// request to the ECS read API (`/ecs`) must then carry an AWS Signature
-    /// V4 made with one of them. Default none (`/ecs` open like `/v1`).
+    /// V4 made with one of the keys, and reads the account its line names
+    /// (else the home account). Default none (`/ecs` open like `/v1`).
     pub ecs_credentials_file: PathBuf,
     /// (ext) Origins (`https://host:port`) whose pages may use the API and
     /// the streams (CORS); `"*"` allows any origin. Default none (same

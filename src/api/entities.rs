@@ -195,6 +195,20 @@ pub(super) async fn describe(
     };
     let cluster = query::cluster(&cluster)?;
     let snap = state.snapshot()?;
+    // A cluster name in several places says where only with a full ARN.
+    if let (ClusterRef::Name(name), false) = (&cluster, arn.starts_with("arn:")) {
+        let named = snap
+            .clusters()
+            .into_iter()
+            .filter(|c| actors::arn::cluster_name(c) == Some(name.as_str()))
+            .count();
+        if named > 1 {
+            return Err(Error::bad_request(
+                "AmbiguousCluster",
+                format!("cluster name {name} is in several accounts or regions; use its ARN"),
+            ));
+        }
+    }
     let by_name = kind == Kind::Service && !arn.starts_with("arn:");
     let entry = if by_name {
         if !actors::arn::is_valid_cluster_name(&arn) {
@@ -202,19 +216,6 @@ pub(super) async fn describe(
                 "InvalidArn",
                 format!("Invalid service ARN or name: {}", query::clip(&arn, 200)),
             ));
-        }
-        if let ClusterRef::Name(name) = &cluster {
-            let named = snap
-                .clusters()
-                .into_iter()
-                .filter(|c| actors::arn::cluster_name(c) == Some(name.as_str()))
-                .count();
-            if named > 1 {
-                return Err(Error::bad_request(
-                    "AmbiguousCluster",
-                    format!("cluster name {name} is in several accounts or regions; use its ARN"),
-                ));
-            }
         }
         snap.of(kind)
             .values()

@@ -66,6 +66,8 @@ pub struct State {
     cors_origins: Vec<String>,
     /// The access keys `/ecs` requests must be signed with, when configured.
     ecs_credentials: Option<Arc<ecs::sigv4::Credentials>>,
+    /// How `/ecs` picks the account and region of a request.
+    ecs_places: ecs::Places,
 }
 
 impl State {
@@ -87,7 +89,14 @@ impl State {
             v03_errors: false,
             cors_origins: Vec::new(),
             ecs_credentials: None,
+            ecs_places: ecs::Places::default(),
         }
+    }
+
+    /// Answers each `/ecs` request for one account and region (accounts.md).
+    pub fn with_ecs_places(mut self, places: ecs::Places) -> State {
+        self.ecs_places = places;
+        self
     }
 
     /// Requires an AWS Signature V4 made with one of `credentials` on `/ecs`.

@@ -37,6 +37,9 @@ pub struct Settings {
     pub reconcile: reconciler::Config,
     pub simulate: sim::Config,
     pub log: crate::logging::Config,
+    /// `[[accounts]]` (accounts.md); empty: the ambient credentials' account
+    /// and region only.
+    pub accounts: Vec<actors::accounts::Account>,
 }
 
 /// What the command line asks for.
@@ -169,6 +172,10 @@ fn read_settings(tree: Value, problems: &mut Vec<String>) -> Settings {
     };
     let mut s = Settings::default();
     for (name, body) in sections {
+        if name == "accounts" {
+            s.accounts = accounts(body, problems);
+            continue;
+        }
         let Value::Object(keys) = body else {
             problems.push(format!("unknown key `{name}`"));
             continue;
@@ -212,6 +219,31 @@ fn section<T: DeserializeOwned + Default>(
     })
 }
 
+/// `[[accounts]]`: an array of tables, each read as a section of its own.
+fn accounts(body: Value, problems: &mut Vec<String>) -> Vec<actors::accounts::Account> {
+    let Value::Array(entries) = body else {
+        problems.push("accounts: expected an array of tables ([[accounts]])".into());
+        return Vec::new();
+    };
+    let mut read = Vec::new();
+    for (i, entry) in entries.into_iter().enumerate() {
+        let name = format!("accounts[{i}]");
+        match entry {
+            Value::Object(keys) => {
+                let before = problems.len();
+                for required in ["id", "regions"].iter().filter(|k| !keys.contains_key(**k)) {
+                    problems.push(format!("{name}.{required}: missing"));
+                }
+                if problems.len() == before {
+                    read.push(section(&name, keys, problems));
+                }
+            }
+            _ => problems.push(format!("{name}: expected a table")),
+        }
+    }
+    read
+}
+
 /// What feeds the pipeline.
 fn feed(
     simulate: bool,
@@ -219,7 +251,7 @@ fn feed(
     settings: &Settings,
     problems: &mut Vec<String>,
 ) -> Feed {
-    let queue = !settings.source.queue.is_empty();
+    let queue = !settings.source.all_queues().is_empty();
     let feed = match (simulate, replay) {
         (true, Some(_)) => {
             problems.push("--simulate and --replay cannot be used together".into());
@@ -238,6 +270,13 @@ fn feed(
     if queue && matches!(feed, Feed::Simulate | Feed::Replay(_)) {
         problems.push("source.queue (--queue) cannot be used with --simulate or --replay".into());
     }
+    if !settings.accounts.is_empty() && feed == Feed::Simulate {
+        problems.push(
+            "[[accounts]] cannot be used with --simulate (the simulator has simulate.accounts \
+             and simulate.regions)"
+                .into(),
+        );
+    }
     feed
 }
 
@@ -247,6 +286,15 @@ fn check(s: &Settings, has_region: bool, problems: &mut Vec<String>) {
         problems
             .push("source.queue is set but no AWS region is configured (set AWS_REGION)".into());
     }
+    for (i, q) in s.source.queues.iter().enumerate() {
+        if q.region.is_none() && !has_region {
+            problems.push(format!(
+                "source.queues[{i}] has no region and no AWS region is configured \
+                 (set its region, or AWS_REGION)"
+            ));
+        }
+    }
+    actors::accounts::check(&s.accounts, problems);
     s.server.check(problems);
     s.store.check(problems);
     s.source.check(problems);
@@ -542,5 +590,98 @@ mod tests {
         };
         check(&s, false, &mut p);
         assert!(p.iter().any(|p| p.contains("no AWS region")));
+    }
+
+    #[test]
+    fn accounts_and_regional_queues_are_read_and_checked() {
+        let (_dir, file) = config_file(
+            "[source]\nqueues = [\n  { queue = \"ecs-events\", region = \"us-east-1\" },\n  \
+             { queue = \"https://sqs.eu-west-1.amazonaws.com/111111111111/ecs-events\", region = \"eu-west-1\" },\n]\n\
+             [[accounts]]\nid = \"111111111111\"\nregions = [\"us-east-1\", \"eu-west-1\"]\n\
+             [[accounts]]\nid = \"222222222222\"\nrole_arn = \"arn:aws:iam::222222222222:role/cluster-state-reader\"\n\
+             external_id = \"css\"\nregions = [\"us-east-1\"]\n",
+        );
+        let l = load(
+            &args(&["--config", file.to_str().unwrap()]),
+            &HashMap::new(),
+        )
+        .unwrap();
+        assert_eq!(l.feed, Feed::Queue);
+        let s = l.settings;
+        assert_eq!(s.source.all_queues().len(), 2);
+        assert_eq!(s.source.queues[1].region.as_deref(), Some("eu-west-1"));
+        assert_eq!(s.accounts.len(), 2);
+        assert_eq!(s.accounts[1].external_id.as_deref(), Some("css"));
+        assert_eq!(s.accounts[0].role_arn, None);
+
+        let (_dir, file) = config_file(
+            "[source]\nqueue = \"q\"\nqueues = [{ queue = \"r\" }]\n\
+             [[accounts]]\nid = \"12\"\nregions = [\"mars\"]\ncolour = 1\n[[accounts]]\nregions = []\n",
+        );
+        let err = load(
+            &args(&["--config", file.to_str().unwrap()]),
+            &HashMap::new(),
+        )
+        .unwrap_err();
+        let all = err.0.join("\n");
+        for needle in [
+            "source.queue and source.queues cannot both be set",
+            "source.queues[0] has no region and no AWS region is configured",
+            "unknown key `accounts[0].colour`",
+            "accounts[1].id: missing",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        let (_dir, file) = config_file("[[accounts]]\nid = \"12\"\nregions = [\"mars\"]\n");
+        let err = load(
+            &args(&["--config", file.to_str().unwrap()]),
+            &HashMap::new(),
+        )
+        .unwrap_err();
+        let all = err.0.join("\n");
+        assert!(
+            all.contains("accounts[0].id: expected an AWS account id of 12 digits"),
+            "{all}"
+        );
+        assert!(
+            all.contains("accounts[0].regions: \"mars\" is not a region name"),
+            "{all}"
+        );
+        let err = load(
+            &args(&["--config", file.to_str().unwrap(), "--simulate"]),
+            &HashMap::new(),
+        )
+        .unwrap_err();
+        assert!(err
+            .0
+            .iter()
+            .any(|p| p.contains("[[accounts]] cannot be used with --simulate")));
+    }
+
+    #[test]
+    fn a_cluster_arn_tunes_that_cluster_and_wins_over_its_name() {
+        let arn = "arn:aws:ecs:eu-west-1:222222222222:cluster/web";
+        let (_dir, file) = config_file(&format!(
+            "[reconcile.clusters.web]\ninterval = \"1m\"\n[reconcile.clusters.\"{arn}\"]\ninterval = \"2m\"\n"
+        ));
+        let l = load(
+            &args(&["--config", file.to_str().unwrap()]),
+            &HashMap::new(),
+        )
+        .unwrap();
+        let r = l.settings.reconcile.settings();
+        assert_eq!(r.per_cluster[arn].interval, Duration::from_secs(120));
+        assert_eq!(r.per_cluster["web"].interval, Duration::from_secs(60));
+        let (_dir, file) =
+            config_file("[reconcile.clusters.\"arn:aws:ecs:x\"]\ninterval = \"1m\"\n");
+        let err = load(
+            &args(&["--config", file.to_str().unwrap()]),
+            &HashMap::new(),
+        )
+        .unwrap_err();
+        assert!(
+            err.0.iter().any(|p| p.contains("is not a cluster name")),
+            "{err:?}"
+        );
     }
 }

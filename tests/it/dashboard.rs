@@ -296,11 +296,17 @@ async fn with_a_token_the_page_shows_nothing_before_it_is_entered() {
     let token = dir.path().join("token");
     std::fs::write(&token, "s3cret-token\n").unwrap();
     let data = dir.path().join("data");
-    // The simulator as `./scripts/demo` runs it (three clusters), so the
-    // screenshot below is what the README promises.
+    // The simulator as `./scripts/demo` runs it (two accounts in two
+    // regions, two clusters in each), so the screenshot below is what the
+    // README promises.
     let p = Proc::spawn(
         &["--simulate", "--data-dir", data.to_str().unwrap()],
-        &[("CSS_SERVER__AUTH_TOKEN_FILE", token.display().to_string())],
+        &[
+            ("CSS_SERVER__AUTH_TOKEN_FILE", token.display().to_string()),
+            ("CSS_SIMULATE__ACCOUNTS", "2".into()),
+            ("CSS_SIMULATE__REGIONS", "us-west-2,eu-west-1".into()),
+            ("CSS_SIMULATE__CLUSTERS", "2".into()),
+        ],
     );
     p.wait_ready(Duration::from_secs(30)).await;
     assert_eq!(
@@ -335,9 +341,21 @@ async fn with_a_token_the_page_shows_nothing_before_it_is_entered() {
         .await;
     b.type_into("#token", "s3cret-token\u{E007}").await;
     let cards = "return document.querySelectorAll('.card[data-cluster]').length";
-    let three = format!("{cards} === 3");
-    if b.until(Duration::from_secs(15), &three).await.is_none() {
-        panic!("cards: {} (3 clusters)", b.js(cards, json!([])).await);
+    let eight = format!("{cards} === 8");
+    if b.until(Duration::from_secs(15), &eight).await.is_none() {
+        panic!(
+            "cards: {} (2 x 2 x 2 clusters)",
+            b.js(cards, json!([])).await
+        );
+    }
+    let headings = "return [...document.querySelectorAll('#view h2, #view h3')].map(h => h.textContent).join('|')";
+    let headings = b.js(headings, json!([])).await;
+    let headings = headings.as_str().unwrap_or_default();
+    for place in ["123456789012", "123456789013", "us-west-2", "eu-west-1"] {
+        assert!(
+            headings.contains(place),
+            "{place} in the headings: {headings}"
+        );
     }
     let form_gone = "return getComputedStyle(document.querySelector('#login')).display === 'none'";
     assert_eq!(

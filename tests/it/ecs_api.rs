@@ -12,7 +12,7 @@ use std::time::Duration;
 
 on_both_backends!(entities_from_events_are_answered_with_the_events_fields);
 
-fn clients(args: &[&str]) -> (bool, String) {
+pub(crate) fn clients(args: &[&str]) -> (bool, String) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/ecs_clients.py");
     let out = std::process::Command::new(venv_python())
         .arg(script)

@@ -5,6 +5,10 @@ Usage:
   python ecs_clients.py compare MOTO_URL CSS_URL   answers equal moto's, paging,
                                                    limits, errors, read-only
   python ecs_clients.py auth CSS_URL KEY SECRET    signatures (a configured pair)
+  python ecs_clients.py places CSS_URL SPEC_JSON     each key and region reads one
+                                                   account-region's clusters and tasks
+     SPEC_JSON: [{"key": KEY, "region": R, "clusters": [ARN], "tasks": [ARN],
+                  "elsewhere": ARN of a cluster of another account or region}]
 Prints "ok" and exits 0 when every check holds; else prints what failed.
 """
 import datetime
@@ -244,10 +248,40 @@ def auth(css_url, key, secret):
           "AWS_ENDPOINT_URL_ECS")
 
 
+def places(css_url, spec):
+    url = css_url + "/ecs"
+    aws = os.path.join(os.path.dirname(sys.executable), "aws")
+    for want in spec:
+        key, region, where = want["key"], want["region"], f"{want['key']} in {want['region']}"
+        c = boto3.client("ecs", endpoint_url=url, region_name=region,
+                         aws_access_key_id=key, aws_secret_access_key="any")
+        check(sorted(c.list_clusters()["clusterArns"]) == sorted(want["clusters"]),
+              f"boto3 list_clusters, {where}: {c.list_clusters()['clusterArns']}")
+        tasks = all_arns(c, "list_tasks", "taskArns", cluster="web")
+        check(sorted(tasks) == sorted(want["tasks"]), f"boto3 list_tasks, {where}: {tasks}")
+        described = c.describe_tasks(cluster="web", tasks=want["tasks"])["tasks"]
+        check(sorted(t["taskArn"] for t in described) == sorted(want["tasks"]),
+              f"boto3 describe_tasks, {where}")
+        check(error_of(lambda: c.list_tasks(cluster=want["elsewhere"]))
+              == ("ClusterNotFoundException", 400), f"another place's cluster ARN, {where}")
+        d = c.describe_clusters(clusters=[want["elsewhere"]])
+        check(d["clusters"] == [] and d["failures"] == [{"arn": want["elsewhere"], "reason": "MISSING"}],
+              f"describe_clusters of another place's ARN, {where}: {d}")
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY="any", AWS_PAGER="")
+        out = subprocess.run([aws, "ecs", "list-tasks", "--cluster", "web", "--region", region,
+                              "--endpoint-url", url, "--output", "json"],
+                             env=env, capture_output=True, text=True, timeout=60)
+        cli = json.loads(out.stdout).get("taskArns", []) if out.returncode == 0 else out.stderr
+        check(isinstance(cli, list) and sorted(cli) == sorted(want["tasks"]),
+              f"aws ecs list-tasks --region {region}, {where}: {cli}")
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "compare":
         compare(sys.argv[2], sys.argv[3])
+    elif mode == "places":
+        places(sys.argv[2], json.loads(sys.argv[3]))
     else:
         auth(sys.argv[2], sys.argv[3], sys.argv[4])
     if failed:

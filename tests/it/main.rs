@@ -17,6 +17,7 @@ macro_rules! on_both_backends {
     )*};
 }
 
+mod accounts;
 mod api;
 mod binary;
 mod cluster;

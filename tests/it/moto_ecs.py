@@ -1,7 +1,9 @@
 """Builds ECS state in a moto server for the reconcile tests.
 
 Usage: python moto_ecs.py ENDPOINT SPEC_JSON
-SPEC_JSON: {"clusters": {"NAME": {"instances": N, "tasks": M, "fargate_tasks": F,
+SPEC_JSON: {"region": REGION (default us-west-2),
+            "role_arn": ROLE (default none: moto's own account 123456789012),
+            "clusters": {"NAME": {"instances": N, "tasks": M, "fargate_tasks": F,
                                   "services": {"SVC": DESIRED},
                                   "update": {"SVC": DESIRED},
                                   "delete": ["SVC"]}}}
@@ -11,6 +13,8 @@ Tasks are kept RUNNING (moto would otherwise move them on at each Describe).
 "services" creates services (task definition "web"), "update" sets their
 desired count, "delete" scales them to 0 and deletes them (moto then
 describes them as INACTIVE).
+With "role_arn", the state is made with the credentials of that role, assumed
+through moto's STS: moto keeps it in the role's account.
 """
 import json
 import sys
@@ -19,8 +23,14 @@ import urllib.request
 import boto3
 
 endpoint, spec = sys.argv[1], json.loads(sys.argv[2])
-kw = dict(endpoint_url=endpoint, region_name="us-west-2",
+kw = dict(endpoint_url=endpoint, region_name=spec.get("region", "us-west-2"),
           aws_access_key_id="test", aws_secret_access_key="test")
+if spec.get("role_arn"):
+    creds = boto3.client("sts", **kw).assume_role(
+        RoleArn=spec["role_arn"], RoleSessionName="moto-ecs")["Credentials"]
+    kw.update(aws_access_key_id=creds["AccessKeyId"],
+              aws_secret_access_key=creds["SecretAccessKey"],
+              aws_session_token=creds["SessionToken"])
 ecs = boto3.client("ecs", **kw)
 ec2 = boto3.client("ec2", **kw)
 

@@ -3,12 +3,13 @@
 
 use crate::servers::Moto;
 use crate::support::*;
+use actors::accounts::Place;
 use actors::decoder::decode::{decode, Decoded};
 use actors::ecs_client::{self as ecs, Described, Ecs, Page, TaskStatus};
 use actors::metrics::Metrics;
 use actors::model::Entry;
 use actors::model::Kind;
-use actors::pipeline::{Pipeline, Source};
+use actors::pipeline::{Pipeline, Reconcile, Source};
 use actors::reconciler::{Settings, Tuning};
 use actors::store::{BoxFuture, Embedded};
 use actors::writer;
@@ -94,6 +95,11 @@ fn moto_task_event(arn: &str, cluster: &str, version: u64, started_by: &str) -> 
     .to_string()
 }
 
+/// The ARN of the stub's cluster `c`.
+fn stub_arn(c: &str) -> String {
+    format!("arn:aws:ecs:us-west-2:111122223333:cluster/{c}")
+}
+
 /// A pipeline on an embedded store in `dir` whose reconcilers ask `ecs`.
 fn reconciling(
     dir: &std::path::Path,
@@ -105,7 +111,10 @@ fn reconciling(
         Arc::new(Embedded::open(dir).unwrap()),
         writer::Config::default(),
         Source::None,
-        Some((settings, ecs)),
+        Some(Reconcile {
+            settings,
+            places: vec![(Place::default(), ecs)],
+        }),
         metrics.clone(),
         &css::logging::discard(),
     )
@@ -380,7 +389,7 @@ impl Ecs for StubEcs {
             .lock()
             .unwrap()
             .keys()
-            .map(|c| format!("arn:aws:ecs:us-west-2:111122223333:cluster/{c}"))
+            .map(|c| stub_arn(c))
             .collect();
         now(Ok(Page { arns, next: None }))
     }
@@ -516,8 +525,8 @@ async fn paging_throttling_and_a_failing_cluster_against_a_stub_ecs() {
         .unwrap();
     assert_eq!(kept, [actors::decoder::MessageOutcome::Applied]);
 
-    let paged = metrics.cluster("paged");
-    let broken = metrics.cluster("broken");
+    let paged = metrics.cluster(&stub_arn("paged"));
+    let broken = metrics.cluster(&stub_arn("broken"));
     let done = eventually(Duration::from_secs(30), || async {
         paged.sweeps.get() >= 1 && broken.sweeps.get() >= 1
     })
@@ -604,7 +613,7 @@ async fn ecs_faults_keep_the_budget_delete_nothing_and_are_repaired() {
     };
     let stored = p.decoder.send(decode).await.unwrap().unwrap();
     assert_eq!(stored, [actors::decoder::MessageOutcome::Applied]);
-    let stats = metrics.cluster("storm");
+    let stats = metrics.cluster(&stub_arn("storm"));
     let tasks = || {
         let snap = p.reader.snapshot().unwrap();
         let all = snap.of(Kind::Task);
@@ -938,7 +947,7 @@ async fn a_cluster_that_vanishes_loses_its_reconciler_and_its_entities() {
     let reconciled = p.reader.health().reconciled;
     let has = |c: &str| reconciled.iter().any(|r| r.ends_with(c));
     assert!(has("/stays") && !has("/goes"), "{reconciled:?}");
-    assert!(metrics.cluster("stays").sweeps.get() >= 1);
+    assert!(metrics.cluster(&stub_arn("stays")).sweeps.get() >= 1);
 }
 
 /// An HTTP ECS stand-in speaking the real wire protocol (JSON 1.1): it answers
@@ -1023,7 +1032,7 @@ async fn ecs_throttling_over_the_wire_backs_off_and_then_succeeds() {
         ..Settings::default()
     };
     let p = reconciling(dir.path(), settings, ecs, &metrics);
-    let stats = metrics.cluster("stubbed");
+    let stats = metrics.cluster("arn:aws:ecs:us-west-2:123456789012:cluster/stubbed");
     let done = eventually(Duration::from_secs(30), || async {
         stats.sweeps.get() >= 1
     })

@@ -427,9 +427,14 @@ impl Moto {
 
     /// An SQS client for this moto.
     pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        self.sqs_in("us-west-2")
+    }
+
+    /// An SQS client for this moto in `region`, with moto's own account.
+    pub fn sqs_in(&self, region: &str) -> aws_sdk_sqs::Client {
         let config = aws_sdk_sqs::Config::builder()
             .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-            .region(aws_sdk_sqs::config::Region::new("us-west-2"))
+            .region(aws_sdk_sqs::config::Region::new(region.to_owned()))
             .endpoint_url(self.url())
             .credentials_provider(aws_sdk_sqs::config::Credentials::new(
                 "test", "test", None, None, "test",

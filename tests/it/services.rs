@@ -516,7 +516,13 @@ async fn sweeps_and_refreshes_describe_services_against_a_stub() {
         Arc::new(actors::store::Embedded::open(dir.path()).unwrap()),
         actors::writer::Config::default(),
         actors::pipeline::Source::None,
-        Some((settings, ecs.clone() as Arc<dyn Ecs>)),
+        Some(actors::pipeline::Reconcile {
+            settings,
+            places: vec![(
+                actors::accounts::Place::default(),
+                ecs.clone() as Arc<dyn Ecs>,
+            )],
+        }),
         metrics.clone(),
         &css::logging::discard(),
     );
@@ -524,7 +530,7 @@ async fn sweeps_and_refreshes_describe_services_against_a_stub() {
         p.reader.health().reconcile_pending() == 0 && stored(&p, "s9").await.is_some()
     })
     .await;
-    let stats = metrics.cluster("c");
+    let stats = metrics.cluster("arn:aws:ecs:r:1:cluster/c");
     assert!(
         ready,
         "the first sweep stores every service: pending {}, calls {:?}, sweeps {}, errors {}, stored {:?}",
@@ -541,7 +547,7 @@ async fn sweeps_and_refreshes_describe_services_against_a_stub() {
     assert_eq!(web["desiredCount"], 2);
 
     // A second sweep reads everything again and changes nothing.
-    let manager = p.reconcile.clone().unwrap();
+    let manager = p.reconcile[0].clone();
     let revision = p.reader.snapshot().unwrap().revision;
     manager.send(SweepNow).await.unwrap();
     assert!(eventually(Duration::from_secs(5), || async { sweep.get() == 4 }).await);
@@ -636,7 +642,7 @@ async fn sweeps_and_refreshes_describe_services_against_a_stub() {
         "an unlisted service ECS still describes is INACTIVE"
     );
     ecs.set("api", false, None);
-    let removed = metrics.cluster("c").removed.get();
+    let removed = metrics.cluster("arn:aws:ecs:r:1:cluster/c").removed.get();
     manager.send(SweepNow).await.unwrap();
     assert!(
         eventually(Duration::from_secs(5), || async {
@@ -647,7 +653,7 @@ async fn sweeps_and_refreshes_describe_services_against_a_stub() {
     );
     assert!(
         eventually(Duration::from_secs(2), || async {
-            metrics.cluster("c").removed.get() == removed + 1
+            metrics.cluster("arn:aws:ecs:r:1:cluster/c").removed.get() == removed + 1
         })
         .await
     );

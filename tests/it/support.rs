@@ -476,12 +476,34 @@ pub fn cluster_of(entity: &Value) -> &str {
     actors::arn::cluster_name(arn).expect("a cluster ARN")
 }
 
-/// A metric's value (first series whose name and labels start with `prefix`).
-pub async fn metric(addr: SocketAddr, prefix: &str) -> f64 {
+/// A metric's value at `/metrics`: see [`metric_in`].
+pub async fn metric(addr: SocketAddr, series: &str) -> f64 {
     let body = get(addr, "/metrics").await.body;
-    String::from_utf8_lossy(&body)
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix).and_then(|v| v.trim().parse().ok()))
+    metric_in(&String::from_utf8_lossy(&body), series)
+}
+
+/// A metric's value in the text format `text`: the first series of the name
+/// `series` gives whose labels include those it gives (`name{a="x"}` matches
+/// `name{a="x",b="y"}`); 0 when there is none.
+pub fn metric_in(text: &str, series: &str) -> f64 {
+    fn split(s: &str) -> (&str, Vec<&str>) {
+        match s.trim().split_once('{') {
+            Some((name, labels)) => {
+                let labels = labels.trim_end_matches('}').split(',');
+                (name, labels.filter(|l| !l.is_empty()).collect())
+            }
+            None => (s.trim(), Vec::new()),
+        }
+    }
+    let (name, wanted) = split(series);
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (s, value) = l.rsplit_once(' ')?;
+            let (n, labels) = split(s);
+            let found = n == name && wanted.iter().all(|w| labels.contains(w));
+            found.then(|| value.parse().ok()).flatten()
+        })
         .unwrap_or(0.0)
 }
 

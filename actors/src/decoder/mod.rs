@@ -7,6 +7,7 @@
 
 pub mod decode;
 
+use crate::accounts::Place;
 use crate::dirty::Dirty;
 use crate::metrics::{Metrics, RefreshReason};
 use crate::store::{self, Op, Outcome};
@@ -70,6 +71,9 @@ pub struct EventDecoder {
     /// Where service events mark their service, when there is an ECS to
     /// describe it; without one they are ignored.
     dirty: Option<Dirty>,
+    /// The accounts and regions reconciled, when reconciling: events from
+    /// elsewhere are counted (`css_events_unreconciled_total`).
+    places: Option<Vec<Place>>,
 }
 
 impl EventDecoder {
@@ -79,6 +83,24 @@ impl EventDecoder {
             metrics,
             log,
             dirty: None,
+            places: None,
+        }
+    }
+
+    /// Counts the events from outside `places` (none: nothing is reconciled).
+    pub fn with_places(mut self, places: Option<Vec<Place>>) -> Self {
+        self.places = places;
+        self
+    }
+
+    /// Counts an event of the cluster `cluster_arn` if no reconciler covers its place.
+    fn count_place(&self, cluster_arn: &str) {
+        let Some(places) = &self.places else {
+            return;
+        };
+        let here = Place::of_arn(cluster_arn);
+        if !places.iter().any(|p| p.holds(&here)) {
+            self.metrics.event_unreconciled(&here);
         }
     }
 
@@ -117,6 +139,7 @@ impl Handler<Decode> for EventDecoder {
         for (i, m) in msg.messages.iter().enumerate() {
             match decode(&m.body) {
                 Ok(Decoded::Entity(e)) => {
+                    self.count_place(&e.cluster_arn);
                     ops.push(Op::Put(e));
                     slots.push(i);
                 }
@@ -125,6 +148,7 @@ impl Handler<Decode> for EventDecoder {
                     service_arn,
                     detail_type,
                 }) => {
+                    self.count_place(&cluster_arn);
                     let marked = self
                         .dirty
                         .as_ref()

@@ -25,8 +25,10 @@ pub struct Config {
     /// clusters do not sweep in lockstep: `"10%"` or `0.1`, 0–100 %. Default 10 %.
     #[serde(deserialize_with = "ratio")]
     pub jitter: f64,
-    /// ECS calls per second a sweep may make (client-side, against
-    /// throttling), 0.01–1,000,000. Default 10.
+    /// ECS calls per second (client-side, against throttling), 0.01–1,000,000:
+    /// the budget of each account and region, shared by its clusters' sweeps
+    /// and service refreshes (ECS throttles per account and region); set per
+    /// cluster, it limits that cluster further. Default 10.
     pub max_requests_per_second: f64,
     /// An entity stored more recently than this before a sweep is never
     /// removed by it. Default 1m.
@@ -36,9 +38,10 @@ pub struct Config {
     /// Default 5s.
     #[serde(with = "humantime_serde")]
     pub service_refresh: Duration,
-    /// A list of cluster names to reconcile (no discovery), or a table of
-    /// per-cluster tuning (`[reconcile.clusters.NAME]`). Default: discover
-    /// every cluster with ListClusters.
+    /// A list of cluster names (or ARNs) to reconcile (no discovery), or a
+    /// table of per-cluster tuning (`[reconcile.clusters.KEY]`, KEY a cluster
+    /// name: every cluster of that name, or a cluster ARN: that one, which
+    /// wins). Default: discover every cluster with ListClusters.
     pub clusters: Clusters,
 }
 
@@ -66,7 +69,8 @@ pub enum Clusters {
     Tuned(HashMap<String, ClusterTuning>),
 }
 
-/// `[reconcile.clusters.NAME]`: any `[reconcile]` key, for one cluster.
+/// `[reconcile.clusters.KEY]`: any `[reconcile]` key, for the clusters of a
+/// name or the one of an ARN.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterTuning {
@@ -158,9 +162,11 @@ impl Config {
                 tuned.keys().collect()
             }
         };
-        for name in names.into_iter().filter(|n| !arn::is_valid_cluster_name(n)) {
+        let valid = |n: &str| arn::is_valid_cluster_name(n) || arn::cluster_name(n).is_some();
+        for name in names.into_iter().filter(|n| !valid(n)) {
             problems.push(format!(
-                "reconcile.clusters: {name:?} is not a cluster name (1-255 letters, digits, - and _)"
+                "reconcile.clusters: {name:?} is not a cluster name (1-255 letters, digits, - and _) \
+                 or cluster ARN"
             ));
         }
     }

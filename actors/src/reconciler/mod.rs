@@ -32,6 +32,7 @@ mod config;
 
 pub use config::{ClusterTuning, Clusters, Config};
 
+use crate::accounts::Place;
 use crate::arn::ClusterRef;
 use crate::dirty::{Dirty, Mark};
 use crate::ecs_client::{self as ecs, Ecs, TaskStatus, DESCRIBE_BATCH, DESCRIBE_SERVICES_BATCH};
@@ -85,14 +86,16 @@ impl Default for Tuning {
     }
 }
 
-/// Spaces calls `1 / max_requests_per_second` apart.
-struct Budget {
+/// Spaces calls `1 / max_requests_per_second` apart: one per account and
+/// region (shared by its sweeps, service refreshes and cluster discovery),
+/// and one per cluster with its own tuning.
+pub struct Budget {
     gap: Duration,
     next: std::sync::Mutex<tokio::time::Instant>,
 }
 
 impl Budget {
-    fn new(per_second: f64) -> Budget {
+    pub fn new(per_second: f64) -> Budget {
         Budget {
             gap: Duration::from_secs_f64(1.0 / per_second.max(0.01)),
             next: std::sync::Mutex::new(tokio::time::Instant::now()),
@@ -125,6 +128,15 @@ pub enum Error {
     Writer(#[from] actix::MailboxError),
 }
 
+impl Error {
+    /// ECS could not be asked with this account's credentials (a role that
+    /// cannot be assumed): waiting will not help, so readiness does not
+    /// wait for it.
+    fn is_credentials(&self) -> bool {
+        matches!(self, Error::Ecs(ecs::Error::Credentials(_)))
+    }
+}
+
 /// What a sweep did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Report {
@@ -139,10 +151,14 @@ pub struct Report {
     pub services_failed: Option<String>,
 }
 
-/// What the reconcilers work with.
+/// What the reconcilers of one account and region work with.
 #[derive(Clone)]
 pub struct Deps {
+    /// The account and region; the ECS client answers for it.
+    pub place: Place,
     pub ecs: Arc<dyn Ecs>,
+    /// The account-region's request budget (`reconcile.max_requests_per_second`).
+    pub budget: Arc<Budget>,
     /// For the reconcile lease only ([`Store::lead`]); reads go through `reader`.
     pub store: Arc<dyn Store>,
     pub writer: Addr<StoreWriter>,
@@ -178,8 +194,9 @@ struct Sweep {
     deps: Deps,
     /// As ECS and the configuration name it: a name or an ARN.
     cluster: String,
-    /// Its name: the key of its lead, metrics and tuning.
-    name: String,
+    /// Its ARN where it is known (else its name): the key of its lead,
+    /// dirty marks, metrics and readiness.
+    key: String,
     matcher: ClusterRef,
     tuning: Tuning,
     stats: ClusterStats,
@@ -187,7 +204,9 @@ struct Sweep {
 }
 
 impl Sweep {
-    async fn call<T, F>(&self, mut f: F) -> ecs::Result<T>
+    /// Makes the ECS call `operation` (`f`) within the cluster's and the
+    /// account-region's budgets, retrying while throttled.
+    async fn call<T, F>(&self, operation: &'static str, mut f: F) -> ecs::Result<T>
     where
         F: FnMut() -> crate::store::BoxFuture<'static, ecs::Result<T>>,
     {
@@ -195,7 +214,9 @@ impl Sweep {
         let mut attempt = 1;
         loop {
             self.lane.budget.take().await;
+            self.deps.budget.take().await;
             self.stats.api_calls.inc();
+            self.deps.metrics.ecs_call(&self.deps.place, operation);
             match f().await {
                 Err(ecs::Error::Throttled(m)) => {
                     self.stats.throttles.inc();
@@ -213,7 +234,7 @@ impl Sweep {
     async fn list(&self, what: Listing) -> ecs::Result<Vec<String>> {
         ecs::all_pages(|token| {
             let (ecs, cluster) = (self.deps.ecs.clone(), self.cluster.clone());
-            self.call(move || {
+            self.call(what.operation(), move || {
                 let (ecs, cluster, token) = (ecs.clone(), cluster.clone(), token.clone());
                 Box::pin(async move {
                     match what {
@@ -232,8 +253,12 @@ impl Sweep {
         for chunk in arns.chunks(DESCRIBE_BATCH) {
             let (ecs, cluster, chunk) =
                 (self.deps.ecs.clone(), self.cluster.clone(), chunk.to_vec());
+            let operation = match tasks {
+                true => "DescribeTasks",
+                false => "DescribeContainerInstances",
+            };
             let d = self
-                .call(move || {
+                .call(operation, move || {
                     let (ecs, cluster, chunk) = (ecs.clone(), cluster.clone(), chunk.clone());
                     Box::pin(async move {
                         if tasks {
@@ -255,7 +280,7 @@ impl Sweep {
         // At start-up the first sweep can be quicker than the view's load.
         let loaded = self.deps.reader.wait_for(|h| h.loaded);
         let _ = tokio::time::timeout(VIEW_WAIT, loaded).await;
-        if !self.deps.store.lead(&self.name).await? {
+        if !self.deps.store.lead(&self.key).await? {
             return Ok(None);
         }
         self.sweep().await.map(Some)
@@ -437,7 +462,7 @@ impl Sweep {
                 self.stats.clone(),
             );
             let d = self
-                .call(move || {
+                .call("DescribeServices", move || {
                     stats.refreshed(reason);
                     let (ecs, cluster, names) = (ecs.clone(), cluster.clone(), names.clone());
                     Box::pin(async move { ecs.describe_services(&cluster, names).await })
@@ -446,7 +471,7 @@ impl Sweep {
             if let Ok(mut seen) = self.lane.asked.lock() {
                 for (name, _) in chunk {
                     let name = name.rsplit('/').next().unwrap_or(name);
-                    self.deps.dirty.covered(&self.name, name, asked);
+                    self.deps.dirty.covered(&self.key, name, asked);
                     seen.insert(name.to_owned(), asked);
                 }
             }
@@ -466,7 +491,7 @@ impl Sweep {
     /// due again once `service_refresh` has passed (a failing ECS is not
     /// asked again at every tick).
     async fn refresh(self, due: Vec<(String, Mark)>) -> Result<usize, Error> {
-        if !self.deps.store.leads(&self.name) {
+        if !self.deps.store.leads(&self.key) {
             return Ok(0);
         }
         let n = due.len();
@@ -481,7 +506,7 @@ impl Sweep {
                 if asked.get(&service).is_some_and(|at| *at >= started) {
                     continue; // described by an earlier batch of this round
                 }
-                self.deps.dirty.restore(&self.name, &service, mark);
+                self.deps.dirty.restore(&self.key, &service, mark);
                 asked.insert(service, failed);
             }
         }
@@ -505,7 +530,7 @@ impl Sweep {
         // Fenced: once another replica leads this cluster, nothing more is written.
         let ops = ApplyAsLeader {
             ops,
-            name: self.name.clone(),
+            name: self.key.clone(),
         };
         Ok(self.deps.writer.send(ops).await??)
     }
@@ -517,6 +542,16 @@ enum Listing {
     Instances,
     Tasks(TaskStatus),
     Services,
+}
+
+impl Listing {
+    fn operation(self) -> &'static str {
+        match self {
+            Listing::Instances => "ListContainerInstances",
+            Listing::Tasks(_) => "ListTasks",
+            Listing::Services => "ListServices",
+        }
+    }
 }
 
 /// Sweep now (besides the timer); ignored while a sweep runs.
@@ -582,7 +617,7 @@ impl Reconciler {
             self.job
                 .deps
                 .dirty
-                .take(&self.job.name, |s| !asked.contains_key(s))
+                .take(&self.job.key, |s| !asked.contains_key(s))
         };
         if due.is_empty() {
             return;
@@ -642,6 +677,7 @@ impl Reconciler {
                 Ok(None) => {}
                 Ok(Some(r)) => {
                     act.retry.reset();
+                    act.job.deps.progress.error(&act.job.key, None);
                     if let Some(e) = &r.services_failed {
                         s.sweep_errors.inc();
                         warn!(act.log, "services not swept"; "error" => e);
@@ -659,6 +695,12 @@ impl Reconciler {
                 }
                 Err(e) => {
                     s.sweep_errors.inc();
+                    act.job.deps.progress.error(&act.job.key, Some(e.to_string()));
+                    if e.is_credentials() {
+                        // Waiting does not mend an account's role: readiness
+                        // does not wait for this cluster, which keeps trying.
+                        act.mark_swept();
+                    }
                     delay = delay.min(act.retry.delay());
                     warn!(act.log, "sweep failed; nothing deleted"; "error" => %e,
                         "retry_in" => format!("{delay:?}"));
@@ -672,7 +714,7 @@ impl Reconciler {
 impl Reconciler {
     /// Readiness no longer waits for this cluster; true the first time.
     fn mark_swept(&mut self) -> bool {
-        self.job.deps.progress.swept(&self.job.cluster);
+        self.job.deps.progress.swept(&self.job.key);
         !std::mem::replace(&mut self.swept, true)
     }
 }
@@ -683,7 +725,7 @@ impl Actor for Reconciler {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(16);
         if self.job.tuning.enabled {
-            self.job.deps.dirty.register(&self.job.name);
+            self.job.deps.dirty.register(&self.job.key);
             self.sweep(ctx);
             let tick = (self.job.tuning.service_refresh / 4)
                 .clamp(Duration::from_millis(50), Duration::from_secs(1));
@@ -715,7 +757,7 @@ impl Handler<SweepNow> for Reconciler {
 impl Handler<Retire> for Reconciler {
     type Result = ();
     fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
-        self.job.deps.dirty.retire(&self.job.name);
+        self.job.deps.dirty.retire(&self.job.key);
         ctx.stop();
     }
 }
@@ -724,34 +766,40 @@ impl Handler<Retire> for Reconciler {
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
     pub base: Tuning,
-    /// Per-cluster tuning, by cluster name.
+    /// Per-cluster tuning, by cluster ARN or name (`[reconcile.clusters.KEY]`).
     pub per_cluster: HashMap<String, Tuning>,
     /// `Some`: these clusters (names) only; `None`: discover with ListClusters.
     pub clusters: Option<Vec<String>>,
 }
 
 impl Settings {
-    fn tuning(&self, cluster: &str) -> Tuning {
-        let name = crate::arn::cluster_name(cluster).unwrap_or(cluster);
+    /// The tuning of the cluster `key` (its ARN, or its name): by ARN
+    /// first, then by name, else the base.
+    fn tuning(&self, key: &str) -> Tuning {
+        let name = crate::arn::cluster_name(key).unwrap_or(key);
         self.per_cluster
-            .get(name)
+            .get(key)
+            .or_else(|| self.per_cluster.get(name))
             .cloned()
             .unwrap_or_else(|| self.base.clone())
     }
 }
 
-/// Starts and stops the reconcilers as clusters come and go.
+/// Starts and stops the reconcilers of one account and region as its
+/// clusters come and go.
 pub struct ReconcileManager {
     settings: Settings,
     deps: Deps,
     log: Logger,
+    /// By cluster key (its ARN where known, else its name).
     actors: HashMap<String, Addr<Reconciler>>,
     discovering: bool,
 }
 
 impl ReconcileManager {
     /// Readiness waits until the clusters are known: call
-    /// [`ReconcileProgress::discovering`] before starting it.
+    /// [`ReconcileProgress::discovering`] with [`ReconcileManager::progress_key`]
+    /// before starting it.
     pub fn new(settings: Settings, deps: Deps, log: Logger) -> Self {
         ReconcileManager {
             settings,
@@ -762,43 +810,88 @@ impl ReconcileManager {
         }
     }
 
+    /// What readiness and errors call the account and region of `place`.
+    pub fn progress_key(place: &Place) -> String {
+        place.to_string()
+    }
+
+    /// The key of a cluster named (or given by ARN) as `cluster`: its ARN
+    /// where it is known; `None` when it is neither a name nor an ARN.
+    fn key_of(&self, cluster: &str) -> Option<String> {
+        ClusterRef::parse(cluster)?;
+        if crate::arn::is_valid_cluster_name(cluster) {
+            let arn = self.deps.place.cluster_arn(cluster);
+            return Some(arn.unwrap_or_else(|| cluster.to_owned()));
+        }
+        Some(cluster.to_owned())
+    }
+
     fn discover(&mut self, ctx: &mut Context<Self>) {
         if self.discovering {
             return;
         }
         self.discovering = true;
         let (ecs, explicit) = (self.deps.ecs.clone(), self.settings.clusters.clone());
+        let (budget, metrics, place) = (
+            self.deps.budget.clone(),
+            self.deps.metrics.clone(),
+            self.deps.place.clone(),
+        );
         let fut = async move {
             if let Some(names) = explicit {
                 return Ok(names);
             }
-            ecs::all_pages(|token| ecs.list_clusters(token)).await
+            ecs::all_pages(|token| {
+                let (ecs, budget, metrics, place) =
+                    (ecs.clone(), budget.clone(), metrics.clone(), place.clone());
+                async move {
+                    budget.take().await;
+                    metrics.ecs_call(&place, "ListClusters");
+                    ecs.list_clusters(token).await
+                }
+            })
+            .await
         };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             act.discovering = false;
+            let key = Self::progress_key(&act.deps.place);
             match res {
-                Ok(clusters) => act.reconcile_set(clusters, ctx),
+                Ok(clusters) => {
+                    act.deps.progress.discovery_error(&act.deps.place, None);
+                    act.reconcile_set(clusters, ctx);
+                }
                 Err(e) => {
-                    warn!(act.log, "cannot list clusters; keeping the ones known"; "error" => %e)
+                    warn!(act.log, "cannot list clusters; keeping the ones known"; "error" => %e);
+                    act.deps.metrics.discovery_error(&act.deps.place);
+                    let why = format!("cannot list clusters: {e}");
+                    act.deps
+                        .progress
+                        .discovery_error(&act.deps.place, Some(why));
+                    if matches!(e, ecs::Error::Credentials(_)) {
+                        // Waiting does not mend a role: readiness goes on
+                        // without this account and region, which keeps trying.
+                        act.deps.progress.known(&key);
+                    }
                 }
             }
         }));
     }
 
     fn reconcile_set(&mut self, clusters: Vec<String>, ctx: &mut Context<Self>) {
-        let wanted: HashSet<&String> = clusters.iter().collect();
+        let mut wanted = HashSet::new();
         for cluster in &clusters {
-            if self.actors.contains_key(cluster) {
-                continue;
-            }
-            let Some(matcher) = ClusterRef::parse(cluster) else {
+            let Some(key) = self.key_of(cluster) else {
                 warn!(self.log, "not a cluster name or ARN; skipped"; "cluster" => cluster);
                 continue;
             };
-            let name = crate::arn::cluster_name(cluster)
-                .unwrap_or(cluster)
-                .to_owned();
-            let tuning = self.settings.tuning(cluster);
+            wanted.insert(key.clone());
+            if self.actors.contains_key(&key) {
+                continue;
+            }
+            let Some(matcher) = ClusterRef::parse(&key) else {
+                continue;
+            };
+            let tuning = self.settings.tuning(&key);
             let lane = Arc::new(Lane {
                 budget: Budget::new(tuning.max_requests_per_second),
                 services: tokio::sync::Mutex::new(()),
@@ -810,29 +903,30 @@ impl ReconcileManager {
                 matcher,
                 tuning,
                 lane,
-                stats: self.deps.metrics.cluster(&name),
-                name: name.clone(),
+                stats: self.deps.metrics.cluster(&key),
+                key: key.clone(),
             };
-            self.deps.progress.waiting(cluster);
+            self.deps.progress.waiting(&key);
+            let name = crate::arn::cluster_name(&key).unwrap_or(&key).to_owned();
             let l = self.log.new(slog::o!("cluster" => name.clone()));
             let addr = Supervisor::start(move |_| Reconciler::new(job, l));
             info!(self.log, "reconciling a cluster"; "cluster" => &name);
-            self.actors.insert(cluster.clone(), addr);
+            self.actors.insert(key, addr);
         }
         let vanished: Vec<String> = self
             .actors
             .keys()
-            .filter(|c| !wanted.contains(c))
+            .filter(|c| !wanted.contains(*c))
             .cloned()
             .collect();
-        for cluster in vanished {
-            if let Some(addr) = self.actors.remove(&cluster) {
-                info!(self.log, "cluster gone; removing its entities"; "cluster" => &cluster);
-                self.deps.progress.retired(&cluster);
-                let name = crate::arn::cluster_name(&cluster).unwrap_or(&cluster);
-                self.deps.metrics.forget_cluster(name);
+        for key in vanished {
+            if let Some(addr) = self.actors.remove(&key) {
+                info!(self.log, "cluster gone; removing its entities"; "cluster" => &key);
+                self.deps.progress.retired(&key);
+                self.deps.progress.error(&key, None);
+                self.deps.metrics.forget_cluster(&key);
                 let (writer, reader) = (self.deps.writer.clone(), self.deps.reader.clone());
-                let Some(matcher) = ClusterRef::parse(&cluster) else {
+                let Some(matcher) = ClusterRef::parse(&key) else {
                     continue;
                 };
                 ctx.spawn(
@@ -857,7 +951,9 @@ impl ReconcileManager {
                 );
             }
         }
-        self.deps.progress.known();
+        self.deps
+            .progress
+            .known(&Self::progress_key(&self.deps.place));
     }
 }
 
@@ -897,5 +993,24 @@ mod tests {
         }
         let took = t0.elapsed();
         assert!(took >= Duration::from_millis(999), "{took:?}");
+    }
+
+    #[test]
+    fn a_clusters_tuning_is_found_by_its_arn_first_then_by_its_name() {
+        let tuned = |secs| Tuning {
+            interval: Duration::from_secs(secs),
+            ..Tuning::default()
+        };
+        let us = "arn:aws:ecs:us-east-1:111111111111:cluster/web";
+        let eu = "arn:aws:ecs:eu-west-1:222222222222:cluster/web";
+        let s = Settings {
+            per_cluster: HashMap::from([(us.to_owned(), tuned(1)), ("web".to_owned(), tuned(2))]),
+            ..Settings::default()
+        };
+        assert_eq!(s.tuning(us).interval, Duration::from_secs(1));
+        assert_eq!(s.tuning(eu).interval, Duration::from_secs(2));
+        assert_eq!(s.tuning("web").interval, Duration::from_secs(2));
+        let other = "arn:aws:ecs:eu-west-1:222222222222:cluster/api";
+        assert_eq!(s.tuning(other), Tuning::default());
     }
 }

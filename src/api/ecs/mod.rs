@@ -14,6 +14,7 @@ use super::query::{Cursor, Filter, INSTANCE_STATUSES, LAUNCH_TYPES};
 use super::State;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use actors::accounts::Place;
 use actors::arn::ClusterRef;
 use actors::model::{Key, Kind};
 use actors::view::{Entities, Snapshot};
@@ -21,6 +22,41 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::ops::Bound;
+
+/// How a request's account and region are picked (accounts.md): off (every
+/// account and region, as one-place deployments always answered), or on:
+/// the region of the request's signature, and the account its access key
+/// reads.
+#[derive(Debug, Clone, Default)]
+pub struct Places {
+    /// Whether the deployment spans several accounts or regions.
+    pub several: bool,
+    /// The home account: read by keys that name no account.
+    pub home: Option<String>,
+}
+
+impl Places {
+    /// The account and region `req` is answered for (`None` parts: any).
+    fn of(&self, req: &HttpRequest, creds: Option<&sigv4::Credentials>) -> Place {
+        if !self.several {
+            return Place::default();
+        }
+        let authorization = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        let Some((key, region)) = authorization.and_then(sigv4::scope) else {
+            return Place::new(self.home.as_deref(), None);
+        };
+        let account = match creds {
+            Some(c) => c.account_of(key).or(self.home.as_deref()),
+            None if actors::arn::is_valid_account(key) => Some(key),
+            None => self.home.as_deref(),
+        };
+        let region = Some(region).filter(|r| actors::arn::is_valid_region(r));
+        Place::new(account, region)
+    }
+}
 
 /// The `X-Amz-Target` prefix of ECS's operations.
 pub const TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
@@ -165,8 +201,9 @@ pub(super) async fn serve(
     let op = target
         .strip_prefix(TARGET_PREFIX)
         .and_then(Operation::parse);
+    let place = state.ecs_places.of(&req, state.ecs_credentials.as_deref());
     let result = authenticate(&req, &body, &state).and_then(|()| match op {
-        Some(op) => dispatch(op, &body, &state),
+        Some(op) => dispatch(op, &body, &state, place),
         None => Err(unsupported(target)),
     });
     let label = op.map_or("other", Operation::name);
@@ -230,7 +267,7 @@ fn authenticate(req: &HttpRequest, body: &[u8], state: &State) -> Result<(), Ecs
     })
 }
 
-fn dispatch(op: Operation, body: &[u8], state: &State) -> Result<Value, EcsError> {
+fn dispatch(op: Operation, body: &[u8], state: &State, place: Place) -> Result<Value, EcsError> {
     let value: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
@@ -259,6 +296,7 @@ fn dispatch(op: Operation, body: &[u8], state: &State) -> Result<Value, EcsError
         body: &value,
         state,
         snap,
+        place,
     };
     match op {
         Operation::ListClusters => ctx.list_clusters(),
@@ -280,6 +318,8 @@ struct Ctx<'a> {
     body: &'a Value,
     state: &'a State,
     snap: Snapshot,
+    /// The account and region the request reads.
+    place: Place,
 }
 
 /// Where a listing resumes.
@@ -336,9 +376,17 @@ impl Ctx<'_> {
 
     fn resolve(&self, given: &str) -> Option<String> {
         let wanted = ClusterRef::parse(given)?;
-        known_clusters(&self.snap)
+        self.known_clusters(&self.snap)
             .into_iter()
             .find(|c| wanted.matches(c))
+    }
+
+    /// The clusters of the request's account and region that some entity
+    /// of `snap` is stored under, in order.
+    fn known_clusters(&self, snap: &Snapshot) -> BTreeSet<String> {
+        let mut all = known_clusters(snap);
+        all.retain(|c| self.place.holds(&Place::of_arn(c)));
+        all
     }
 
     /// `maxResults`: 1 to `max`, `default` when absent.
@@ -427,7 +475,8 @@ impl Ctx<'_> {
         let max = self.max_results(100, 100)?;
         let resume = self.resume()?;
         let after = resume.after.as_ref().map(|k| k.arn.clone());
-        let keys = known_clusters(&resume.snap)
+        let keys = self
+            .known_clusters(&resume.snap)
             .into_iter()
             .filter(|c| after.as_ref().is_none_or(|a| c > a))
             .map(|c| Key {

@@ -14,9 +14,10 @@ use subtle::ConstantTimeEq as _;
 /// How far a request's `X-Amz-Date` may be from this clock, as AWS allows.
 pub const MAX_SKEW_MS: i64 = 15 * 60 * 1000;
 
-/// The access keys `/ecs` accepts, each with its secret.
+/// The access keys `/ecs` accepts, each with its secret and, where given,
+/// the account it reads.
 #[derive(Clone)]
-pub struct Credentials(HashMap<String, String>);
+pub struct Credentials(HashMap<String, (String, Option<String>)>);
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -26,8 +27,8 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    /// Reads `ACCESS_KEY_ID SECRET` pairs, one per line; blank lines and
-    /// lines starting with `#` are skipped.
+    /// Reads `ACCESS_KEY_ID SECRET [ACCOUNT]`, one key per line; blank lines
+    /// and lines starting with `#` are skipped.
     pub fn load(path: &Path) -> Result<Credentials, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -42,11 +43,19 @@ impl Credentials {
                 continue;
             }
             let mut words = line.split_whitespace();
-            match (words.next(), words.next(), words.next()) {
-                (Some(key), Some(secret), None) => {
-                    pairs.insert(key.to_owned(), secret.to_owned());
+            let expected = || format!("line {}: expected ACCESS_KEY_ID SECRET [ACCOUNT]", n + 1);
+            match (words.next(), words.next(), words.next(), words.next()) {
+                (Some(key), Some(secret), account, None) => {
+                    if let Some(a) = account.filter(|a| !actors::arn::is_valid_account(a)) {
+                        return Err(format!(
+                            "line {}: {a:?} is not an AWS account id of 12 digits",
+                            n + 1
+                        ));
+                    }
+                    let account = account.map(str::to_owned);
+                    pairs.insert(key.to_owned(), (secret.to_owned(), account));
                 }
-                _ => return Err(format!("line {}: expected ACCESS_KEY_ID SECRET", n + 1)),
+                _ => return Err(expected()),
             }
         }
         if pairs.is_empty() {
@@ -54,6 +63,19 @@ impl Credentials {
         }
         Ok(Credentials(pairs))
     }
+
+    /// The account the access key `key` reads, when its line names one.
+    pub fn account_of(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|(_, account)| account.as_deref())
+    }
+}
+
+/// The access key id and the region of a request's SigV4 credential scope
+/// (its `Authorization` header), unchecked; `None` when it has none.
+pub fn scope(authorization: &str) -> Option<(&str, &str)> {
+    parse_authorization(authorization)
+        .ok()
+        .map(|a| (a.key, a.region))
 }
 
 /// Why a request was refused (403), as ECS names it.
@@ -229,7 +251,7 @@ pub fn verify(
         ));
     };
     let auth = parse_authorization(authorization)?;
-    let Some(secret) = creds.0.get(auth.key) else {
+    let Some((secret, _)) = creds.0.get(auth.key) else {
         return Err(Denied::UnrecognizedClient(
             "The security token included in the request is invalid.".into(),
         ));
@@ -360,10 +382,19 @@ mod tests {
     }
 
     #[test]
-    fn credential_files_hold_pairs() {
+    fn credential_files_hold_keys_with_their_secrets_and_accounts() {
         assert!(Credentials::parse("").is_err());
         assert!(Credentials::parse("KEY").is_err());
         assert!(Credentials::parse("KEY SECRET EXTRA").is_err());
+        assert!(Credentials::parse("KEY SECRET 222222222222 MORE").is_err());
+        let c = Credentials::parse("HOME s1\nMEMBER s2 222222222222\n").unwrap();
+        assert_eq!(c.account_of("MEMBER"), Some("222222222222"));
+        assert_eq!(c.account_of("HOME"), None);
+        assert_eq!(c.account_of("UNKNOWN"), None);
+        let auth = "AWS4-HMAC-SHA256 Credential=AKID/20260101/eu-west-1/ecs/aws4_request, \
+                    SignedHeaders=host;x-amz-date, Signature=abc";
+        assert_eq!(scope(auth), Some(("AKID", "eu-west-1")));
+        assert_eq!(scope("Bearer x"), None);
         assert_eq!(
             format!("{:?}", creds(SECRET)),
             "Credentials(2)",

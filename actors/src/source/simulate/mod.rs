@@ -131,6 +131,9 @@ impl Handler<GetTruth> for SimulateSource {
 /// `drop_rate`) and its repair can be seen with no AWS account.
 pub struct SimEcs {
     pub sim: SharedSim,
+    /// The account and region it answers for: `ListClusters` lists the
+    /// simulator's clusters there (all of them for an unknown place).
+    pub place: crate::accounts::Place,
 }
 
 fn cluster_index(sim: &Simulator, cluster: &str) -> Option<usize> {
@@ -182,6 +185,7 @@ impl Ecs for SimEcs {
         let sim = lock(&self.sim);
         let arns = (0..sim.clusters().len())
             .map(|c| sim.cluster_arn_of(c))
+            .filter(|arn| self.place.holds(&crate::accounts::Place::of_arn(arn)))
             .collect();
         ready(Ok(page(arns)))
     }

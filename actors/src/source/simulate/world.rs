@@ -69,6 +69,18 @@ impl Default for Config {
 
 impl Config {
     /// Ranges serde's types do not check.
+    /// The simulated accounts and regions, in the simulator's order.
+    pub fn places(&self) -> Vec<crate::accounts::Place> {
+        let accounts = (0..self.accounts.max(1)).map(|a| (ACCOUNT + a as u64).to_string());
+        accounts
+            .flat_map(|a| {
+                self.regions
+                    .iter()
+                    .map(move |r| crate::accounts::Place::new(Some(&a), Some(r)))
+            })
+            .collect()
+    }
+
     pub fn check(&self, problems: &mut Vec<String>) {
         use crate::check::within;
         within("simulate.clusters", self.clusters, 1, 1000, problems);
