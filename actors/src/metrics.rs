@@ -511,7 +511,7 @@ impl ClusterFamilies {
             ),
             added: d.counters(
                 "css_reconcile_added_total",
-                "Entities a sweep found missing.",
+                "Entities the reconciler found missing (by a sweep; services also by a refresh).",
                 CLUSTER,
             ),
             updated: d.counters(

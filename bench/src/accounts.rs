@@ -201,7 +201,7 @@ async fn clusters_json(addr: SocketAddr) -> serde_json::Value {
     let Ok(mut conn) = Conn::connect(addr).await else {
         return serde_json::Value::Null;
     };
-    match conn.get("/v1/clusters", false).await {
+    match conn.get("/v1/clusters", true).await {
         Ok(r) if r.status == 200 => serde_json::from_slice(&r.body).unwrap_or_default(),
         _ => serde_json::Value::Null,
     }

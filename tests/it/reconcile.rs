@@ -613,7 +613,7 @@ async fn ecs_faults_keep_the_budget_delete_nothing_and_are_repaired() {
     };
     let stored = p.decoder.send(decode).await.unwrap().unwrap();
     assert_eq!(stored, [actors::decoder::MessageOutcome::Applied]);
-    let stats = metrics.cluster(&stub_arn("storm"));
+    let stats = metrics.cluster("storm");
     let tasks = || {
         let snap = p.reader.snapshot().unwrap();
         let all = snap.of(Kind::Task);
@@ -1032,7 +1032,7 @@ async fn ecs_throttling_over_the_wire_backs_off_and_then_succeeds() {
         ..Settings::default()
     };
     let p = reconciling(dir.path(), settings, ecs, &metrics);
-    let stats = metrics.cluster("arn:aws:ecs:us-west-2:123456789012:cluster/stubbed");
+    let stats = metrics.cluster("stubbed");
     let done = eventually(Duration::from_secs(30), || async {
         stats.sweeps.get() >= 1
     })

@@ -497,8 +497,25 @@ impl Sweep {
         let n = due.len();
         let started = Instant::now();
         let services = due.iter().map(|(s, m)| (s.clone(), m.reason)).collect();
-        let Err(e) = self.describe_services(services).await else {
-            return Ok(n);
+        // A service the store lacked is a repair, as a sweep's would be.
+        let known: HashSet<String> = self.deps.reader.snapshot().map_or_else(
+            |_| HashSet::new(),
+            |snap| {
+                let services = snap.of(Kind::Service).values();
+                let here = services.filter(|e| self.matcher.matches(&e.cluster_arn));
+                here.map(|e| e.arn.clone()).collect()
+            },
+        );
+        let e = match self.describe_services(services).await {
+            Ok(found) => {
+                let added = found
+                    .outcomes
+                    .iter()
+                    .filter(|(arn, o)| matches!(o, Outcome::Applied(_)) && !known.contains(arn));
+                self.stats.added.inc_by(added.count() as u64);
+                return Ok(n);
+            }
+            Err(e) => e,
         };
         let failed = Instant::now();
         if let Ok(mut asked) = self.lane.asked.lock() {
