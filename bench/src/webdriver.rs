@@ -152,6 +152,13 @@ impl Browser {
         .await;
     }
 
+    /// Sets the window's size in CSS pixels.
+    pub async fn resize(&self, width: u32, height: u32) {
+        let rect = json!({"width": width, "height": height});
+        self.call("POST", &self.at("/window/rect"), Some(rect))
+            .await;
+    }
+
     /// A PNG of the window, base64-encoded.
     pub async fn screenshot(&self) -> String {
         let v = self.call("GET", &self.at("/screenshot"), None).await;

@@ -374,6 +374,14 @@ async fn with_a_token_the_page_shows_nothing_before_it_is_entered() {
     let settled = "const t = document.querySelector('#conn-text').textContent; \
                    return t.startsWith('connected') && !t.includes('loading')";
     assert!(b.until(Duration::from_secs(15), settled).await.is_some());
+    // Tall enough for both accounts' four regions.
+    b.resize(1280, 1900).await;
+    let second = "const h = [...document.querySelectorAll('#view h2')].pop(); \
+                  return h && h.getBoundingClientRect().bottom < window.innerHeight";
+    assert!(
+        b.until(Duration::from_secs(5), second).await.is_some(),
+        "the second account in view"
+    );
     use base64::Engine as _;
     let png = base64::engine::general_purpose::STANDARD
         .decode(b.screenshot().await)
