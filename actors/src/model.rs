@@ -844,6 +844,24 @@ pub struct Key {
     pub arn: String,
 }
 
+impl Key {
+    /// The smallest key of cluster `cluster_arn`.
+    pub fn first_of(cluster_arn: &str) -> Key {
+        Key {
+            cluster_arn: cluster_arn.to_owned(),
+            arn: String::new(),
+        }
+    }
+
+    /// The smallest key after every key of `cluster_arn` (no ARN holds a NUL).
+    pub fn past(cluster_arn: &str) -> Key {
+        Key {
+            cluster_arn: format!("{cluster_arn}\0"),
+            arn: String::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,13 +56,21 @@ impl Snapshot {
             let mut from = std::ops::Bound::Unbounded;
             while let Some((k, _)) = map.range((from, std::ops::Bound::Unbounded)).next() {
                 out.insert(k.cluster_arn.clone());
-                from = std::ops::Bound::Included(Key {
-                    cluster_arn: format!("{}\0", k.cluster_arn),
-                    arn: String::new(),
-                });
+                from = std::ops::Bound::Included(Key::past(&k.cluster_arn));
             }
         }
         out
+    }
+
+    /// The entities of `kind` in the cluster `cluster_arn`: a range of the
+    /// map, not a scan.
+    pub fn of_cluster<'a>(
+        &'a self,
+        kind: Kind,
+        cluster_arn: &str,
+    ) -> impl Iterator<Item = &'a SharedEntry> + 'a {
+        let range = Key::first_of(cluster_arn)..Key::past(cluster_arn);
+        self.of(kind).range(range).map(|(_, e)| e)
     }
 
     /// Applies one committed change.

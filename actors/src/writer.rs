@@ -308,11 +308,17 @@ impl StoreWriter {
         }
         let mut ops = Vec::new();
         let mut replies = Vec::new();
-        // One commit holds writes under one fence.
-        let fence = self.pending.front().and_then(|p| p.fence.clone());
+        // One commit holds writes under one fence. A store only this process
+        // writes (it has no feed) needs no fence: every cluster's writes go
+        // in one commit (1,500 reconcilers' first sweeps are not 1,500 fsyncs).
+        let fenced = self.fed;
+        let fence = match fenced {
+            true => self.pending.front().and_then(|p| p.fence.clone()),
+            false => None,
+        };
         while let Some(p) = self.pending.front() {
             let full = !ops.is_empty() && ops.len() + p.ops.len() > self.config.max_commit_ops;
-            if full || p.fence != fence {
+            if full || (fenced && p.fence != fence) {
                 break;
             }
             let Some(p) = self.pending.pop_front() else {

@@ -30,14 +30,6 @@ enum Place {
     Past,
 }
 
-/// The smallest key after every key of `cluster_arn`.
-fn past_cluster(cluster_arn: &str) -> Key {
-    Key {
-        cluster_arn: format!("{cluster_arn}\0"),
-        arn: String::new(),
-    }
-}
-
 pub struct Listing {
     kind: Kind,
     snap: Snapshot,
@@ -119,7 +111,7 @@ impl Listing {
                             true
                         }
                         Place::OtherCluster => {
-                            next = Some(Bound::Included(past_cluster(&e.cluster_arn)));
+                            next = Some(Bound::Included(Key::past(&e.cluster_arn)));
                             break;
                         }
                         Place::Past => break,

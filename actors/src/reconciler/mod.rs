@@ -387,10 +387,8 @@ impl Sweep {
         let listed = self.list(Listing::Services).await?;
         report.services = listed.len();
         let before = self.deps.reader.snapshot()?;
-        let stored: HashMap<&str, &Arc<Entry>> = before
-            .of(Kind::Service)
-            .values()
-            .filter(|e| self.matcher.matches(&e.cluster_arn))
+        let stored: HashMap<&str, &Arc<Entry>> = self
+            .of_cluster(&before, Kind::Service)
             .map(|e| (e.arn.as_str(), e))
             .collect();
         let listed_set: HashSet<&str> = listed.iter().map(String::as_str).collect();
@@ -501,8 +499,7 @@ impl Sweep {
         let known: HashSet<String> = self.deps.reader.snapshot().map_or_else(
             |_| HashSet::new(),
             |snap| {
-                let services = snap.of(Kind::Service).values();
-                let here = services.filter(|e| self.matcher.matches(&e.cluster_arn));
+                let here = self.of_cluster(&snap, Kind::Service);
                 here.map(|e| e.arn.clone()).collect()
             },
         );
@@ -530,14 +527,31 @@ impl Sweep {
         Err(e)
     }
 
+    /// The stored tasks and instances of this cluster.
     fn stored<'a>(
         &'a self,
         snap: &'a crate::view::Snapshot,
     ) -> impl Iterator<Item = &'a Arc<Entry>> + 'a {
-        snap.of(Kind::Task)
-            .values()
-            .chain(snap.of(Kind::Instance).values())
-            .filter(|e| self.matcher.matches(&e.cluster_arn))
+        self.of_cluster(snap, Kind::Task)
+            .chain(self.of_cluster(snap, Kind::Instance))
+    }
+
+    /// The stored entities of `kind` of this cluster: a range of the view
+    /// where the cluster's ARN is known (1,500 clusters' sweeps do not each
+    /// scan every entity), else a filter by its name.
+    fn of_cluster<'a>(
+        &'a self,
+        snap: &'a crate::view::Snapshot,
+        kind: Kind,
+    ) -> Box<dyn Iterator<Item = &'a Arc<Entry>> + 'a> {
+        match &self.matcher {
+            ClusterRef::Arn(arn) => Box::new(snap.of_cluster(kind, arn)),
+            ClusterRef::Name(_) => Box::new(
+                snap.of(kind)
+                    .values()
+                    .filter(|e| self.matcher.matches(&e.cluster_arn)),
+            ),
+        }
     }
 
     async fn apply(&self, ops: Vec<Op>) -> Result<Vec<Outcome>, Error> {

@@ -17,7 +17,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actors::accounts::Place;
 use actors::arn::ClusterRef;
 use actors::model::{Key, Kind};
-use actors::view::{Entities, Snapshot};
+use actors::view::Snapshot;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -328,32 +328,8 @@ struct Resume {
     after: Option<Key>,
 }
 
-/// The first key after every key of `cluster` (no ARN holds a NUL).
-fn past(cluster: &str) -> Key {
-    Key {
-        cluster_arn: format!("{cluster}\0"),
-        arn: String::new(),
-    }
-}
-
-/// Every cluster ARN some entity of `map` is stored under, in order.
-fn clusters_of(map: &Entities, into: &mut BTreeSet<String>) {
-    let mut next = map.keys().next().cloned();
-    while let Some(k) = next {
-        next = map
-            .range((Bound::Included(past(&k.cluster_arn)), Bound::Unbounded))
-            .next()
-            .map(|(k, _)| k.clone());
-        into.insert(k.cluster_arn);
-    }
-}
-
 fn known_clusters(snap: &Snapshot) -> BTreeSet<String> {
-    let mut all = BTreeSet::new();
-    for kind in Kind::ALL {
-        clusters_of(snap.of(kind), &mut all);
-    }
-    all
+    snap.clusters()
 }
 
 fn one_of(name: &str, value: Option<&str>, allowed: &[&str]) -> Result<Option<String>, EcsError> {
@@ -512,7 +488,7 @@ impl Ctx<'_> {
         let keys = resume
             .snap
             .of(kind)
-            .range((start, Bound::Excluded(past(&cluster))))
+            .range((start, Bound::Excluded(Key::past(&cluster))))
             .filter(|(_, e)| filter.matches_besides_cluster(e))
             .map(|(k, _)| k.clone());
         let (arns, next) = self.page(&resume.snap, keys, max);
@@ -606,7 +582,7 @@ impl Ctx<'_> {
                         cluster_arn: cluster.clone(),
                         arn: String::new(),
                     }),
-                    Bound::Excluded(past(&cluster)),
+                    Bound::Excluded(Key::past(&cluster)),
                 ))
                 .map(|(_, e)| e)
                 .find(|e| e.arn.rsplit('/').next() == Some(given.as_str()))
@@ -642,7 +618,7 @@ impl Ctx<'_> {
                         cluster_arn: arn.clone(),
                         arn: String::new(),
                     }),
-                    Bound::Excluded(past(&arn)),
+                    Bound::Excluded(Key::past(&arn)),
                 ))
             };
             let count =

@@ -136,11 +136,6 @@ pub struct SimEcs {
     pub place: crate::accounts::Place,
 }
 
-fn cluster_index(sim: &Simulator, cluster: &str) -> Option<usize> {
-    (0..sim.clusters().len())
-        .find(|&c| sim.cluster_arn_of(c) == cluster || sim.clusters()[c] == cluster)
-}
-
 fn ready<T: Send + 'static>(v: ecs::Result<T>) -> BoxFuture<'static, ecs::Result<T>> {
     Box::pin(async move { v })
 }
@@ -168,7 +163,7 @@ impl SimEcs {
         answer: impl FnOnce(&Simulator, usize) -> T,
     ) -> BoxFuture<'_, ecs::Result<T>> {
         let sim = lock(&self.sim);
-        ready(match cluster_index(&sim, cluster) {
+        ready(match sim.cluster_index(cluster) {
             Some(c) => Ok(answer(&sim, c)),
             None => Err(ecs::Error::ClusterNotFound(cluster.to_owned())),
         })
@@ -221,8 +216,7 @@ impl Ecs for SimEcs {
             TaskStatus::Stopped => "STOPPED",
         };
         self.in_cluster(cluster, |sim, c| {
-            let tasks = sim.tasks().iter();
-            let of_c = tasks.filter(|t| t.cluster == c && t.desired_status == want);
+            let of_c = sim.tasks_of(c).filter(|t| t.desired_status == want);
             page(of_c.map(|t| t.arn.clone()).collect())
         })
     }

@@ -17,7 +17,7 @@ use crate::decoder::RawMessage;
 use crate::model::{Deployment, Entry, LoadBalancer, Service, ServiceEvent, MAX_SERVICE_EVENTS};
 use crate::time::{format_ms, now_ms};
 use serde_json::{json, Value};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 /// Simulator settings (`[simulate]` in the configuration file).
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
@@ -229,6 +229,13 @@ pub struct Simulator {
     instances: Vec<SimInstance>,
     tasks: Vec<SimTask>,
     services: Vec<SimService>,
+    /// Where each task, instance and cluster ARN is, so that answering ECS
+    /// questions about a world of 100,000s of tasks takes no scan.
+    task_at: HashMap<String, usize>,
+    instance_at: HashMap<String, usize>,
+    cluster_at: HashMap<String, usize>,
+    /// Each cluster's tasks.
+    tasks_of: Vec<Vec<usize>>,
     /// Events of the initial state not yet delivered.
     initial: VecDeque<String>,
     /// Late events: (batch number at which to deliver, body).
@@ -263,6 +270,10 @@ impl Simulator {
             instances: Vec::new(),
             tasks: Vec::new(),
             services: Vec::new(),
+            task_at: HashMap::new(),
+            instance_at: HashMap::new(),
+            cluster_at: HashMap::new(),
+            tasks_of: Vec::new(),
             initial: VecDeque::new(),
             late: Vec::new(),
             batch: 0,
@@ -296,6 +307,17 @@ impl Simulator {
                 t.started_ms = Some(now);
                 sim.tasks.push(t);
             }
+        }
+        sim.cluster_at = (0..sim.clusters.len())
+            .map(|c| (sim.cluster_arn(c), c))
+            .collect();
+        sim.tasks_of = vec![Vec::new(); sim.clusters.len()];
+        for (i, t) in sim.tasks.iter().enumerate() {
+            sim.task_at.insert(t.arn.clone(), i);
+            sim.tasks_of[t.cluster].push(i);
+        }
+        for (i, x) in sim.instances.iter().enumerate() {
+            sim.instance_at.insert(x.arn.clone(), i);
         }
         for i in 0..sim.instances.len() {
             let e = sim.instance_event(i);
@@ -338,6 +360,28 @@ impl Simulator {
     /// The simulated cluster names.
     pub fn clusters(&self) -> &[String] {
         &self.clusters
+    }
+
+    /// The index of the cluster `cluster` (its ARN, or its name: the
+    /// first cluster of that name).
+    pub fn cluster_index(&self, cluster: &str) -> Option<usize> {
+        self.cluster_at
+            .get(cluster)
+            .copied()
+            .or_else(|| self.clusters.iter().position(|c| c == cluster))
+    }
+
+    /// The tasks of cluster `c`.
+    pub fn tasks_of(&self, c: usize) -> impl Iterator<Item = &SimTask> + '_ {
+        let of_c = self.tasks_of.get(c).map_or(&[][..], Vec::as_slice);
+        of_c.iter().map(|&t| &self.tasks[t])
+    }
+
+    /// Puts a new task in slot `t` (its predecessor is forgotten).
+    fn replace_task(&mut self, t: usize, replacement: SimTask) {
+        self.task_at.remove(&self.tasks[t].arn);
+        self.task_at.insert(replacement.arn.clone(), t);
+        self.tasks[t] = replacement;
     }
 
     /// The simulator's truth: its current tasks.
@@ -483,8 +527,7 @@ impl Simulator {
     fn instance_event(&mut self, i: usize) -> String {
         let inst = &self.instances[i];
         let running = self
-            .tasks
-            .iter()
+            .tasks_of(inst.cluster)
             .filter(|t| t.instance == Some(i) && t.last_status == "RUNNING")
             .count() as i64;
         let detail = json!({
@@ -585,7 +628,7 @@ impl Simulator {
                 // STOPPED: ECS forgets it; a replacement starts in its place.
                 let (cluster, family) = (self.tasks[t].cluster, self.tasks[t].family);
                 let replacement = self.new_task_of(cluster, family, now);
-                self.tasks[t] = replacement;
+                self.replace_task(t, replacement);
             }
         }
         self.task_event(t)
@@ -632,16 +675,15 @@ impl Simulator {
         }
         let (cluster, family) = (self.services[s].cluster, self.services[s].family);
         let revision = self.services[s].primary().revision;
-        let ours = |t: &SimTask| t.cluster == cluster && t.family == family;
-        let next = self
-            .tasks
-            .iter()
-            .position(|t| ours(t) && t.revision == revision && t.last_status == "PENDING")
-            .or_else(|| {
-                self.tasks
-                    .iter()
-                    .position(|t| ours(t) && t.revision != revision)
-            });
+        // The cluster's tasks, in the order of `tasks`.
+        let of_c = self.tasks_of.get(cluster).map_or(&[][..], Vec::as_slice);
+        let find = |want: &dyn Fn(&SimTask) -> bool| {
+            of_c.iter()
+                .copied()
+                .find(|&t| self.tasks[t].family == family && want(&self.tasks[t]))
+        };
+        let next = find(&|t| t.revision == revision && t.last_status == "PENDING")
+            .or_else(|| find(&|t| t.revision != revision));
         let Some(t) = next else {
             let svc = &mut self.services[s];
             let id = svc.primary().id.clone();
@@ -668,7 +710,7 @@ impl Simulator {
             }
             _ => {
                 let replacement = self.new_task_of(cluster, family, now);
-                self.tasks[t] = replacement;
+                self.replace_task(t, replacement);
             }
         }
         self.task_event(t)
@@ -721,9 +763,8 @@ impl Simulator {
             .position(|s| s.cluster == c && FAMILIES[s.family].0 == name)?;
         let svc = &self.services[s];
         let ours: Vec<&SimTask> = self
-            .tasks
-            .iter()
-            .filter(|t| t.cluster == c && t.family == svc.family && t.desired_status == "RUNNING")
+            .tasks_of(c)
+            .filter(|t| t.family == svc.family && t.desired_status == "RUNNING")
             .collect();
         let count = |rev: Option<u64>, status: &str| {
             ours.iter()
@@ -858,7 +899,7 @@ impl Simulator {
 
     /// The entry a Describe of task `arn` returns now, if the task exists.
     pub fn task_entry(&mut self, arn: &str) -> Option<Entry> {
-        let i = self.tasks.iter().position(|t| t.arn == arn)?;
+        let i = *self.task_at.get(arn)?;
         let body = self.task_event(i);
         match crate::decoder::decode::decode(&body) {
             Ok(crate::decoder::decode::Decoded::Entity(e)) => Some(e),
@@ -868,7 +909,7 @@ impl Simulator {
 
     /// The entry a Describe of container instance `arn` returns now.
     pub fn instance_entry(&mut self, arn: &str) -> Option<Entry> {
-        let i = self.instances.iter().position(|x| x.arn == arn)?;
+        let i = *self.instance_at.get(arn)?;
         let body = self.instance_event(i);
         match crate::decoder::decode::decode(&body) {
             Ok(crate::decoder::decode::Decoded::Entity(e)) => Some(e),
