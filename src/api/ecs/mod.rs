@@ -654,6 +654,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_request_reads_the_region_it_signed_for_and_its_keys_account() {
+        let signed = |key: &str, region: &str| {
+            let auth = format!(
+                "AWS4-HMAC-SHA256 Credential={key}/20261207/{region}/ecs/aws4_request, \
+                 SignedHeaders=host;x-amz-date, Signature=00"
+            );
+            actix_web::test::TestRequest::default()
+                .insert_header(("authorization", auth))
+                .to_http_request()
+        };
+        let (home, member) = ("111111111111", "222222222222");
+        let places = Places {
+            several: true,
+            home: Some(home.into()),
+        };
+        let place = |a: &str, r: &str| Place::new(Some(a), Some(r));
+        // Without a credentials file: a 12-digit key names the account.
+        assert_eq!(
+            places.of(&signed(member, "eu-west-1"), None),
+            place(member, "eu-west-1")
+        );
+        assert_eq!(
+            places.of(&signed("AKID", "us-east-1"), None),
+            place(home, "us-east-1")
+        );
+        // With one: the third column, else the home account.
+        let creds = sigv4::Credentials::parse("AKIDM s 222222222222\nAKIDH s\n").unwrap();
+        let with = |key: &str| places.of(&signed(key, "us-east-1"), Some(&creds));
+        assert_eq!(with("AKIDM"), place(member, "us-east-1"));
+        assert_eq!(with("AKIDH"), place(home, "us-east-1"));
+        assert_eq!(with(member), place(home, "us-east-1"), "the file decides");
+        // Unsigned: the home account, any region; one place: everything.
+        let unsigned = actix_web::test::TestRequest::default().to_http_request();
+        assert_eq!(places.of(&unsigned, None), Place::new(Some(home), None));
+        let one = Places::default();
+        assert_eq!(one.of(&signed(member, "eu-west-1"), None), Place::default());
+    }
+
+    #[test]
     fn every_served_operation_has_its_name() {
         for op in Operation::ALL {
             assert_eq!(Operation::parse(op.name()), Some(op));
