@@ -11,10 +11,11 @@
 //!   (the in-memory view, O(1) [`view::Snapshot`]s) read through
 //!   [`reader::Reader`], the writer's read handle.
 //! - The five actors, each with its messages beside it:
-//!   [`queue_reader::QueueReader`] (SQS; or a [`source`]: `--simulate`,
-//!   `--replay`) → [`decoder::EventDecoder`] → [`writer::StoreWriter`] →
-//!   [`hub::StreamHub`]; one [`reconciler`] per cluster, over the ECS client
-//!   [`ecs_client`] (the AWS SDK, or the simulator). [`dirty`] is the set of
+//!   [`queue_reader::QueueReader`] (SQS, one per queue; or a [`source`]:
+//!   `--simulate`, `--replay`) → [`decoder::EventDecoder`] →
+//!   [`writer::StoreWriter`] → [`hub::StreamHub`]; one [`reconciler`] per
+//!   cluster, under one manager per AWS account and region ([`accounts`]),
+//!   over the ECS client [`ecs_client`] (the AWS SDK, or the simulator). [`dirty`] is the set of
 //!   services to describe again, which the decoder and the writer mark and
 //!   the reconcilers take. [`pipeline::Pipeline`] starts them, supervised.
 //! - [`source::simulate`]: the seedable ECS simulator behind `--simulate`
