@@ -299,6 +299,42 @@ impl Reader {
         self.store.history(from)
     }
 
+    /// How far back the state can be told (see [`Store::retained`]).
+    pub fn retained(&self) -> BoxFuture<'_, store::Result<store::Retained>> {
+        self.store.retained()
+    }
+
+    /// The last revision committed at or before `at_ms` (see [`Store::revision_at`]).
+    pub fn revision_at(&self, at_ms: i64) -> BoxFuture<'_, store::Result<Option<u64>>> {
+        self.store.revision_at(at_ms)
+    }
+
+    /// A view of the entities of `kind` (in `cluster_arn`, or all) as they
+    /// were at `revision` (see [`Store::state_at`]).
+    pub async fn snapshot_at(
+        &self,
+        revision: u64,
+        kind: crate::model::Kind,
+        cluster_arn: Option<String>,
+    ) -> store::Result<Snapshot> {
+        let entries = self.store.state_at(revision, kind, cluster_arn).await?;
+        let mut snap = Snapshot::at(revision);
+        for e in entries {
+            snap.insert(e);
+        }
+        Ok(snap)
+    }
+
+    /// Every retained version of one entity (see [`Store::versions`]).
+    pub fn versions(
+        &self,
+        kind: crate::model::Kind,
+        cluster_arn: String,
+        arn: String,
+    ) -> BoxFuture<'_, store::Result<Vec<store::Version>>> {
+        self.store.versions(kind, cluster_arn, arn)
+    }
+
     /// Whether a stream may resume at revision `from` (see [`Store::check_resume`]).
     pub fn check_resume(&self, from: u64) -> BoxFuture<'_, store::Result<Resume>> {
         self.store.check_resume(from)

@@ -14,8 +14,9 @@ use actors::reader::Health;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashSet};
 
-/// The `nextToken` scope of this listing.
+/// The `nextToken` scope of this listing, and of one at a past revision.
 const SCOPE: &str = "clusters";
+const PAST: &str = "clusters@";
 
 /// What the view holds of one cluster.
 #[derive(Default)]
@@ -30,7 +31,7 @@ struct Counts {
 pub(super) async fn list(req: HttpRequest, state: web::Data<State>) -> Result<HttpResponse, Error> {
     let params = Params::parse(
         req.query_string(),
-        &["account", "region", "limit", "nextToken"],
+        &["account", "region", "limit", "nextToken", "at"],
     )?;
     let (account, region) = query::place(&params)?;
     let filter = Filter {
@@ -39,11 +40,24 @@ pub(super) async fn list(req: HttpRequest, state: web::Data<State>) -> Result<Ht
         ..Filter::default()
     };
     let limit = query::limit(&params)?.unwrap_or(usize::MAX);
+    let at = super::history::at(&params, &state).await?;
     let token = params
         .get("nextToken")
-        .map(|t| Cursor::decode(t, SCOPE).ok_or_else(super::entities::invalid_token))
+        .map(|t| {
+            Cursor::decode(t, SCOPE)
+                .or_else(|| Cursor::decode(t, PAST))
+                .ok_or_else(super::entities::invalid_token)
+        })
         .transpose()?;
-    let snap = super::entities::snapshot_for(token.as_ref(), &state)?;
+    let past = match (&token, at) {
+        (Some(t), _) if t.scope == PAST => Some(t.revision),
+        (Some(_), _) => None,
+        (None, at) => at,
+    };
+    let snap = match past {
+        Some(r) => super::history::snapshot_of_all(r, &state).await?,
+        None => super::entities::snapshot_for(token.as_ref(), &state)?,
+    };
     let after = token.as_ref().map(|t| t.after.cluster_arn.as_str());
     let health = state.reader.health();
 
@@ -95,9 +109,10 @@ pub(super) async fn list(req: HttpRequest, state: web::Data<State>) -> Result<Ht
         json!({"entityVersion": snap.revision.to_string()}),
     );
     if let (true, Some(last)) = (more, last) {
-        state.pages.put(&snap);
+        let scope = past.map(|_| PAST);
+        state.pages.put_scoped(&snap, scope);
         let token = Cursor {
-            scope: SCOPE.into(),
+            scope: scope.unwrap_or(SCOPE).into(),
             revision: snap.revision,
             after: Key {
                 cluster_arn: last.to_owned(),

@@ -3,6 +3,7 @@
 //! from the snapshot of its first page. What differs between kinds is in
 //! [`About`].
 
+use super::history;
 use super::listing::{self, Listing};
 use super::query::{self, Cursor, Filter, Params};
 use super::{json, Error, State};
@@ -17,8 +18,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Snapshots that issued a `nextToken`, so later pages come from the same one.
+/// A snapshot of the view holds everything at its revision; one of the past
+/// ([`super::history`]) holds only the part its scope names.
 pub(super) struct PageCache {
-    entries: Mutex<VecDeque<(Snapshot, Instant)>>,
+    entries: Mutex<VecDeque<(Snapshot, Option<String>, Instant)>>,
 }
 
 impl PageCache {
@@ -33,23 +36,38 @@ impl PageCache {
     const TTL: Duration = Duration::from_secs(600);
 
     pub(super) fn put(&self, snap: &Snapshot) {
+        self.put_scoped(snap, None);
+    }
+
+    /// Keeps a snapshot of the past, which holds only what `scope` names.
+    pub(super) fn put_scoped(&self, snap: &Snapshot, scope: Option<&str>) {
         let Ok(mut e) = self.entries.lock() else {
             return;
         };
-        e.retain(|(s, at)| s.revision != snap.revision && at.elapsed() < Self::TTL);
+        e.retain(|(s, sc, at)| {
+            (s.revision, sc.as_deref()) != (snap.revision, scope) && at.elapsed() < Self::TTL
+        });
         if e.len() >= Self::CAPACITY {
             e.pop_front();
         }
-        e.push_back((snap.clone(), Instant::now()));
+        e.push_back((snap.clone(), scope.map(str::to_owned), Instant::now()));
     }
 
     pub(super) fn get(&self, revision: u64) -> Option<Snapshot> {
+        self.find(revision, None)
+    }
+
+    pub(super) fn get_scoped(&self, revision: u64, scope: &str) -> Option<Snapshot> {
+        self.find(revision, Some(scope))
+    }
+
+    fn find(&self, revision: u64, scope: Option<&str>) -> Option<Snapshot> {
         let mut e = self.entries.lock().ok()?;
-        let i = e
-            .iter()
-            .position(|(s, at)| s.revision == revision && at.elapsed() < Self::TTL)?;
-        let (snap, _) = e.remove(i)?;
-        e.push_back((snap.clone(), Instant::now()));
+        let i = e.iter().position(|(s, sc, at)| {
+            (s.revision, sc.as_deref()) == (revision, scope) && at.elapsed() < Self::TTL
+        })?;
+        let (snap, scope, _) = e.remove(i)?;
+        e.push_back((snap.clone(), scope, Instant::now()));
         Some(snap)
     }
 }
@@ -102,17 +120,26 @@ pub(super) async fn list(
 ) -> Result<HttpResponse, Error> {
     let req = &req;
     let mut allowed = about(kind).filters.to_vec();
-    allowed.extend(["limit", "nextToken"]);
+    allowed.extend(["limit", "nextToken", "at"]);
     let params = Params::parse(req.query_string(), &allowed)?;
     let filter = Filter::parse(kind, &params)?;
     let limit = query::limit(&params)?;
+    let at = history::at(&params, &state).await?;
     let token = params
         .get("nextToken")
         .map(|t| Cursor::of_list(t, kind))
         .transpose()?;
 
-    let snap = snapshot_for(token.as_ref(), &state)?;
-    let mut listing = Listing::new(kind, snap, filter, token, limit, state.clone());
+    let past = token.as_ref().is_some_and(|t| t.scope != kind.as_str());
+    let (snap, scope) = match (at, past) {
+        (Some(_), _) | (None, true) => {
+            let (snap, scope) =
+                history::snapshot(kind, &filter, at.unwrap_or(0), token.as_ref(), &state).await?;
+            (snap, Some(scope))
+        }
+        (None, false) => (snapshot_for(token.as_ref(), &state)?, None),
+    };
+    let mut listing = Listing::new(kind, snap, filter, token, limit, state.clone()).scoped(scope);
     let mut first = String::with_capacity(8 * 1024);
     first.push_str(r#"{"items":["#);
     listing.fill(&mut first, listing::PIECE);
@@ -187,9 +214,15 @@ pub(super) async fn describe(
 ) -> Result<HttpResponse, Error> {
     let about = about(kind);
     let not_found = || Error::new(StatusCode::NOT_FOUND, about.not_found.0, about.not_found.1);
-    Params::parse(req.query_string(), &[])?;
     let prefix = format!("/v1/{}/", about.plural);
     let rest = req.uri().path().strip_prefix(&prefix).unwrap_or_default();
+    let (rest, of_history) = match rest.strip_suffix("/history") {
+        Some(r) => (r, true),
+        None => (rest, false),
+    };
+    if !of_history {
+        Params::parse(req.query_string(), &[])?;
+    }
     let Some((cluster, arn)) = split_cluster_and_arn(rest) else {
         return Err(Error::new(StatusCode::NOT_FOUND, "NotFound", "Not found"));
     };
@@ -210,16 +243,24 @@ pub(super) async fn describe(
         }
     }
     let by_name = kind == Kind::Service && !arn.starts_with("arn:");
-    let entry = if by_name {
+    let key = if by_name {
         if !actors::arn::is_valid_cluster_name(&arn) {
             return Err(Error::bad_request(
                 "InvalidArn",
                 format!("Invalid service ARN or name: {}", query::clip(&arn, 200)),
             ));
         }
-        snap.of(kind)
+        let stored = snap
+            .of(kind)
             .values()
             .find(|e| cluster.matches(&e.cluster_arn) && e.service_name() == arn)
+            .map(|e| e.key());
+        match (stored, of_history) {
+            (Some(k), _) => k,
+            // Gone from the view: its history is under the ARN it had.
+            (None, true) => service_key(&cluster, &arn, &snap).ok_or_else(not_found)?,
+            (None, false) => return Err(not_found()),
+        }
     } else {
         let parsed = Arn::parse(&arn, about.arn).map_err(|_| {
             Error::bad_request(
@@ -227,16 +268,37 @@ pub(super) async fn describe(
                 format!("Invalid {} ARN: {}", about.what, query::clip(&arn, 200)),
             )
         })?;
-        let key = Key {
+        Key {
             cluster_arn: cluster.resolve(&parsed),
             arn: arn.clone(),
-        };
-        snap.of(kind).get(&key)
+        }
     };
+    if of_history {
+        return history::versions(kind, key, req.query_string(), state).await;
+    }
+    let entry = snap.of(kind).get(&key);
     let entry = entry.ok_or_else(not_found)?;
     let mut body = String::with_capacity(entry.entity.get().len() + 64);
     entry.write_item(false, &mut body);
     Ok(json(StatusCode::OK, body))
+}
+
+/// The key a service named `name` in `cluster` has when its ARN is in the
+/// long format: the cluster's ARN (given, or the one cluster of the view
+/// with that name) with `service/{cluster}/{name}`.
+fn service_key(cluster: &ClusterRef, name: &str, snap: &Snapshot) -> Option<Key> {
+    let cluster_arn = match cluster {
+        ClusterRef::Arn(a) => a.clone(),
+        ClusterRef::Name(n) => snap
+            .clusters()
+            .into_iter()
+            .find(|c| actors::arn::cluster_name(c) == Some(n.as_str()))?,
+    };
+    let (prefix, cluster_name) = cluster_arn.rsplit_once(":cluster/")?;
+    Some(Key {
+        arn: format!("{prefix}:service/{cluster_name}/{name}"),
+        cluster_arn,
+    })
 }
 
 #[cfg(test)]

@@ -41,6 +41,8 @@ pub struct Listing {
     /// The last item written by an earlier piece.
     last: Option<Key>,
     finished: bool,
+    /// The `nextToken` scope of a listing of the past ([`super::history`]).
+    scope: Option<String>,
     state: web::Data<State>,
 }
 
@@ -70,8 +72,15 @@ impl Listing {
             written: 0,
             last: None,
             finished: false,
+            scope: None,
             state,
         }
+    }
+
+    /// A listing of a snapshot of the past, whose pages `scope` names.
+    pub fn scoped(mut self, scope: Option<String>) -> Listing {
+        self.scope = scope;
+        self
     }
 
     pub fn finished(&self) -> bool {
@@ -154,12 +163,13 @@ impl Listing {
             self.snap.revision
         );
         if let (true, Some(after)) = (more, self.last.take()) {
+            let scope = self.scope.as_deref();
             let token = Cursor {
-                scope: self.kind.as_str().into(),
+                scope: scope.unwrap_or(self.kind.as_str()).into(),
                 revision: self.snap.revision,
                 after,
             };
-            self.state.pages.put(&self.snap);
+            self.state.pages.put_scoped(&self.snap, scope);
             let _ = write!(out, r#","nextToken":"{}""#, token.encode());
         }
         out.push('}');

@@ -21,6 +21,7 @@ pub mod ecs;
 mod entities;
 mod error;
 mod health;
+mod history;
 mod listing;
 mod middleware;
 mod negotiate;

@@ -549,9 +549,19 @@ impl Cursor {
         })
     }
 
-    /// The `nextToken` of a `/v1` listing of `kind`.
+    /// The `nextToken` of a `/v1` listing of `kind`, of now or (scope
+    /// `{kind}@{cluster}`) of the past.
     pub fn of_list(s: &str, kind: Kind) -> Result<Cursor, Error> {
-        Cursor::decode(s, kind.as_str()).ok_or_else(super::entities::invalid_token)
+        let raw = URL_SAFE_NO_PAD.decode(s).ok();
+        let scope = raw.as_deref().and_then(|r| r.split(|b| *b == b'\n').next());
+        let past = scope.and_then(|sc| sc.strip_prefix(kind.as_str().as_bytes()));
+        let scope = match past {
+            Some([b'@', part @ ..]) => {
+                format!("{}@{}", kind.as_str(), String::from_utf8_lossy(part))
+            }
+            _ => kind.as_str().to_owned(),
+        };
+        Cursor::decode(s, &scope).ok_or_else(super::entities::invalid_token)
     }
 }
 

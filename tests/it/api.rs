@@ -456,6 +456,28 @@ async fn store_unavailable_is_503() {
         fn history(&self, _: u64) -> actors::store::Feed {
             tokio::sync::mpsc::channel(1).1
         }
+        fn retained(&self) -> BoxFuture<'_, Result<actors::store::Retained>> {
+            Box::pin(async { Err(Error::Unavailable("down".into())) })
+        }
+        fn revision_at(&self, _: i64) -> BoxFuture<'_, Result<Option<u64>>> {
+            Box::pin(async { Err(Error::Unavailable("down".into())) })
+        }
+        fn state_at(
+            &self,
+            _: u64,
+            _: actors::model::Kind,
+            _: Option<String>,
+        ) -> BoxFuture<'_, Result<Vec<actors::model::SharedEntry>>> {
+            Box::pin(async { Err(Error::Unavailable("down".into())) })
+        }
+        fn versions(
+            &self,
+            _: actors::model::Kind,
+            _: String,
+            _: String,
+        ) -> BoxFuture<'_, Result<Vec<actors::store::Version>>> {
+            Box::pin(async { Err(Error::Unavailable("down".into())) })
+        }
     }
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path());

@@ -19,7 +19,7 @@ async fn apply(svc: &css::service::Service, body: String) -> Vec<actors::decoder
 #[actix_web::test]
 async fn history_older_than_the_retention_is_compacted() {
     let t = start_with_on(Backend::Etcd, Feed::None, |s| {
-        s.store.history_retention = Duration::from_secs(1);
+        s.store.history_retention = Some(Duration::from_secs(1));
     })
     .await;
     age_out_two_writes(&t).await;

@@ -103,6 +103,28 @@ macro_rules! passed_to_inner {
         fn history(&self, from: u64) -> store::Feed {
             self.inner.history(from)
         }
+        fn retained(&self) -> BoxFuture<'_, store::Result<store::Retained>> {
+            self.inner.retained()
+        }
+        fn revision_at(&self, at_ms: i64) -> BoxFuture<'_, store::Result<Option<u64>>> {
+            self.inner.revision_at(at_ms)
+        }
+        fn state_at(
+            &self,
+            revision: u64,
+            kind: actors::model::Kind,
+            cluster_arn: Option<String>,
+        ) -> BoxFuture<'_, store::Result<Vec<actors::model::SharedEntry>>> {
+            self.inner.state_at(revision, kind, cluster_arn)
+        }
+        fn versions(
+            &self,
+            kind: actors::model::Kind,
+            cluster_arn: String,
+            arn: String,
+        ) -> BoxFuture<'_, store::Result<Vec<store::Version>>> {
+            self.inner.versions(kind, cluster_arn, arn)
+        }
     };
 }
 

@@ -277,7 +277,7 @@ async fn a_fast_client_takes_a_commit_larger_than_its_buffer_whole(b: Backend) {
 
 async fn out_of_range_and_bad_parameters(b: Backend) {
     let t = start_with_on(b, Feed::None, |s| {
-        s.store.history_retention = SECOND;
+        s.store.history_retention = Some(SECOND);
     })
     .await;
     age_out_two_writes(&t).await;

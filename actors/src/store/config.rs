@@ -35,10 +35,12 @@ pub struct Config {
     /// Writes to etcd in flight together (each its own transaction; writes
     /// of one ARN stay in order), 1–1024. Default 64.
     pub etcd_max_in_flight: usize,
-    /// How far back a stream may resume (older history is compacted).
-    /// Default 1h.
+    /// How long history is kept: how far back a stream may resume, an
+    /// entity's history goes and `at=` can look (older history is
+    /// compacted). Default 7d on the embedded store, 1h on etcd (where it
+    /// counts against etcd's quota): see [`Config::history_retention`].
     #[serde(with = "humantime_serde")]
-    pub history_retention: Duration,
+    pub history_retention: Option<Duration>,
     /// How long a STOPPED task is kept after `stoppedAt` (ECS forgets it
     /// after about 1 h; set days here to search stopped tasks for that
     /// long). Default 24h.
@@ -68,7 +70,7 @@ impl Default for Config {
             etcd_endpoints: Vec::new(),
             key_prefix: "css".into(),
             etcd_max_in_flight: 64,
-            history_retention: Duration::from_secs(3600),
+            history_retention: None,
             stopped_task_retention: Duration::from_secs(24 * 3600),
             tombstone_retention: Duration::from_secs(4 * 86400),
             etcd_username: String::new(),
@@ -85,13 +87,21 @@ fn set(p: &Path) -> bool {
 }
 
 impl Config {
+    /// `history_retention`, or its default for the backend.
+    pub fn history_retention(&self) -> Duration {
+        self.history_retention.unwrap_or(match self.backend {
+            Backend::Embedded => Duration::from_secs(7 * 86400),
+            Backend::Etcd => Duration::from_secs(3600),
+        })
+    }
+
     /// The writer's tuning.
     pub fn writer(&self) -> writer::Config {
         let retention = self.stopped_task_retention;
         writer::Config {
             stopped_task_retention: retention,
             tombstone_retention: self.tombstone_retention,
-            history_retention: self.history_retention,
+            history_retention: self.history_retention(),
             // Often enough that a task is never kept much past its retention.
             housekeeping_interval: (retention / 10)
                 .clamp(Duration::from_millis(200), Duration::from_secs(30)),

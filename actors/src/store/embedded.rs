@@ -2,17 +2,26 @@
 //! crash-safe (every commit is fsynced; a torn commit is rolled back on open).
 //!
 //! Tables: `entities` (ARN → header + entry JSON), `tombstones` (ARN → JSON),
-//! `history` (revision → the change made at it, for stream resume), `meta`
-//! (`revision` → the global revision counter, `history_floor` → the oldest
-//! revision whose change is still in `history`). The value header holds the ECS
-//! version and the cluster ARN so that the version rule needs no JSON parsing
-//! on the write path.
+//! `history` (revision → the change made at it: stream resume, entity
+//! history, the state at a past moment), `versions` ((kind, cluster ARN, ARN,
+//! revision) → when it was committed and whether it was a deletion: each
+//! entity's revisions, in order), `meta` (`revision` → the global revision
+//! counter, `history_floor` → the oldest revision whose change is still in
+//! `history`, `state_floor` and `history_from_ms` → the oldest revision and
+//! moment whose state can be told). The value header holds the ECS version
+//! and the cluster ARN so that the version rule needs no JSON parsing on the
+//! write path.
+//!
+//! Compaction keeps, below `history_floor`, each entity's last version before
+//! it (unless that was a deletion): with the versions after it, the state at
+//! any revision from `state_floor` on is every entity's last version at or
+//! before it.
 
 use super::{
     supersedes, BoxFuture, Change, Current, Error, Feed, Loaded, Op, Outcome, Result, Resume,
-    Store, Tombstone,
+    Retained, Store, Tombstone, Version,
 };
-use crate::model::Entry;
+use crate::model::{Entry, Kind, SharedEntry};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,9 +31,14 @@ use std::time::Duration;
 const ENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entities");
 const TOMBSTONES: TableDefinition<&str, &[u8]> = TableDefinition::new("tombstones");
 const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
+/// (kind, cluster ARN, ARN, revision) → (commit time in Unix ms, deleted).
+type VersionKey<'a> = (u8, &'a str, &'a str, u64);
+const VERSIONS: TableDefinition<VersionKey, (i64, bool)> = TableDefinition::new("versions");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const REVISION: &str = "revision";
 const HISTORY_FLOOR: &str = "history_floor";
+const STATE_FLOOR: &str = "state_floor";
+const HISTORY_FROM: &str = "history_from_ms";
 /// Bumped by [`probe`], the write that tells whether the disk takes writes.
 const PROBE: &str = "probe";
 const NO_VERSION: u64 = u64::MAX;
@@ -83,7 +97,7 @@ fn open_db(path: &Path) -> Result<Database> {
         .begin_read()
         .map_err(unavailable)?
         .open_table(META)
-        .is_ok_and(|meta| matches!(meta.get(HISTORY_FLOOR), Ok(Some(_))));
+        .is_ok_and(|meta| matches!(meta.get(STATE_FLOOR), Ok(Some(_))));
     if ready {
         return Ok(db);
     }
@@ -92,20 +106,101 @@ fn open_db(path: &Path) -> Result<Database> {
         txn.open_table(t).map_err(unavailable)?;
     }
     txn.open_table(HISTORY).map_err(unavailable)?;
+    txn.open_table(VERSIONS).map_err(unavailable)?;
     {
         let mut meta = txn.open_table(META).map_err(unavailable)?;
+        let revision = meta
+            .get(REVISION)
+            .map_err(unavailable)?
+            .map_or(0, |g| g.value());
         // A store made before history was kept has history from now on.
         if meta.get(HISTORY_FLOOR).map_err(unavailable)?.is_none() {
-            let revision = meta
-                .get(REVISION)
-                .map_err(unavailable)?
-                .map_or(0, |g| g.value());
             meta.insert(HISTORY_FLOOR, revision + 1)
                 .map_err(unavailable)?;
         }
+        meta.insert(STATE_FLOOR, revision).map_err(unavailable)?;
+        let now = u64::try_from(crate::time::now_ms()).unwrap_or(0);
+        meta.insert(HISTORY_FROM, now).map_err(unavailable)?;
     }
+    index_versions(&txn)?;
     txn.commit().map_err(unavailable)?;
     Ok(db)
+}
+
+/// Fills `versions` for a store made before it existed: from the history
+/// rows, plus a base row for each entity that has none (its state now,
+/// which is its state at `state_floor`).
+fn index_versions(txn: &redb::WriteTransaction) -> Result<()> {
+    let mut history = txn.open_table(HISTORY).map_err(unavailable)?;
+    let mut versions = txn.open_table(VERSIONS).map_err(unavailable)?;
+    let mut rows = Vec::new();
+    for row in history.iter().map_err(unavailable)? {
+        let (k, v) = row.map_err(unavailable)?;
+        let v = v.value();
+        let id = ident(v.get(9..).unwrap_or_default())?;
+        rows.push((k.value(), row_time(v)?, v.get(8) == Some(&1), id));
+    }
+    for (rev, at, deleted, id) in &rows {
+        versions
+            .insert(id.key(*rev), (*at, *deleted))
+            .map_err(unavailable)?;
+    }
+    let entities = txn.open_table(ENTITIES).map_err(unavailable)?;
+    for row in entities.iter().map_err(unavailable)? {
+        let (_, v) = row.map_err(unavailable)?;
+        let (_, _, json) = split(v.value())?;
+        let entry = Entry::from_stored(json).map_err(corrupt)?;
+        if history.get(entry.revision).map_err(unavailable)?.is_some() {
+            continue;
+        }
+        let change = Change {
+            entry: Arc::new(entry),
+            deleted: false,
+            moved_from: None,
+        };
+        let at = change.entry.stored_at_ms;
+        let row = history_row(&change, at)?;
+        history
+            .insert(change.entry.revision, row.as_slice())
+            .map_err(unavailable)?;
+        versions
+            .insert(version_key(&change.entry), (at, false))
+            .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+/// Who a history row is about, read without the rest of its entry.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Ident {
+    kind: Kind,
+    arn: String,
+    cluster_arn: String,
+}
+
+impl Ident {
+    fn key(&self, revision: u64) -> VersionKey<'_> {
+        (
+            self.kind.index() as u8,
+            &self.cluster_arn,
+            &self.arn,
+            revision,
+        )
+    }
+}
+
+fn ident(json: &[u8]) -> Result<Ident> {
+    serde_json::from_slice(json).map_err(corrupt)
+}
+
+fn version_key(entry: &Entry) -> VersionKey<'_> {
+    (
+        entry.kind.index() as u8,
+        &entry.cluster_arn,
+        &entry.arn,
+        entry.revision,
+    )
 }
 
 /// A counter of the `meta` table, 0 when unset.
@@ -235,6 +330,10 @@ impl Embedded {
         self.with(|db| history_page(db, from))
     }
 
+    fn read_sync<T>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<T>) -> Result<T> {
+        self.with(|db| f(&db.begin_read().map_err(unavailable)?))
+    }
+
     /// Drops history rows written before `before_ms`, a batch per transaction.
     fn compact_sync(&self, before_ms: i64) -> Result<()> {
         while !self.write(|db| compact_batch(db, before_ms))? {}
@@ -330,11 +429,15 @@ fn commit(
         meta.insert(REVISION, rev).map_err(unavailable)?;
         after = rev;
         let mut history = txn.open_table(HISTORY).map_err(unavailable)?;
+        let mut versions = txn.open_table(VERSIONS).map_err(unavailable)?;
         for o in &outcomes {
             if let Outcome::Applied(c) = o {
                 let row = history_row(c, now_ms)?;
                 history
                     .insert(c.entry.revision, row.as_slice())
+                    .map_err(unavailable)?;
+                versions
+                    .insert(version_key(&c.entry), (now_ms, c.deleted))
                     .map_err(unavailable)?;
             }
         }
@@ -396,30 +499,56 @@ fn history_page(db: &Database, from: u64) -> Result<Vec<Change>> {
     Ok(changes)
 }
 
-/// Drops up to `COMPACT_BATCH` history rows written before `before_ms`;
-/// returns whether none older is left.
+/// Compacts up to `COMPACT_BATCH` history rows written before `before_ms`;
+/// returns whether none older is left. Each such row replaces its entity's
+/// earlier base row, and stays as the new base unless it is a deletion.
 fn compact_batch(db: &Database, before_ms: i64) -> Result<bool> {
     let txn = db.begin_write().map_err(unavailable)?;
-    let last;
     let done;
+    let last;
     {
         let mut history = txn.open_table(HISTORY).map_err(unavailable)?;
+        let mut versions = txn.open_table(VERSIONS).map_err(unavailable)?;
+        let mut meta = txn.open_table(META).map_err(unavailable)?;
+        let floor = meta
+            .get(HISTORY_FLOOR)
+            .map_err(unavailable)?
+            .map_or(0, |g| g.value());
         let mut old = Vec::new();
-        for row in history.iter().map_err(unavailable)?.take(COMPACT_BATCH) {
+        for row in history
+            .range(floor..)
+            .map_err(unavailable)?
+            .take(COMPACT_BATCH)
+        {
             let (k, v) = row.map_err(unavailable)?;
-            if row_time(v.value())? >= before_ms {
+            let v = v.value();
+            let at = row_time(v)?;
+            if at >= before_ms {
                 break;
             }
-            old.push(k.value());
+            let id = ident(v.get(9..).unwrap_or_default())?;
+            old.push((k.value(), at, v.get(8) == Some(&1), id));
         }
-        for k in &old {
-            history.remove(k).map_err(unavailable)?;
+        for (rev, _, deleted, id) in &old {
+            let earlier: Vec<u64> = versions
+                .range(id.key(0)..id.key(*rev))
+                .map_err(unavailable)?
+                .map(|row| row.map(|(k, _)| k.value().3))
+                .collect::<Result<_, _>>()
+                .map_err(unavailable)?;
+            let gone = earlier.into_iter().chain(deleted.then_some(*rev));
+            for r in gone {
+                versions.remove(id.key(r)).map_err(unavailable)?;
+                history.remove(r).map_err(unavailable)?;
+            }
         }
         done = old.len() < COMPACT_BATCH;
-        last = old.last().copied();
-        if let Some(l) = last {
-            let mut meta = txn.open_table(META).map_err(unavailable)?;
-            meta.insert(HISTORY_FLOOR, l + 1).map_err(unavailable)?;
+        last = old.last().map(|(rev, at, ..)| (*rev, *at));
+        if let Some((rev, at)) = last {
+            meta.insert(HISTORY_FLOOR, rev + 1).map_err(unavailable)?;
+            meta.insert(STATE_FLOOR, rev).map_err(unavailable)?;
+            meta.insert(HISTORY_FROM, u64::try_from(at).unwrap_or(0))
+                .map_err(unavailable)?;
         }
     }
     if last.is_none() {
@@ -428,6 +557,121 @@ fn compact_batch(db: &Database, before_ms: i64) -> Result<bool> {
     }
     txn.commit().map_err(unavailable)?;
     Ok(done)
+}
+
+fn retained(txn: &redb::ReadTransaction) -> Result<Retained> {
+    Ok(Retained {
+        revision: counter(txn, STATE_FLOOR)?,
+        from_ms: i64::try_from(counter(txn, HISTORY_FROM)?).unwrap_or(i64::MAX),
+    })
+}
+
+/// The last revision committed at or before `at_ms`: a binary search of
+/// the history rows from the floor on, which hold every revision since.
+fn revision_at(db: &Database, at_ms: i64) -> Result<Option<u64>> {
+    let txn = db.begin_read().map_err(unavailable)?;
+    let kept = retained(&txn)?;
+    if at_ms < kept.from_ms {
+        return Ok(None);
+    }
+    let history = txn.open_table(HISTORY).map_err(unavailable)?;
+    let (mut lo, mut hi) = (counter(&txn, HISTORY_FLOOR)?, counter(&txn, REVISION)?);
+    let mut found = kept.revision;
+    while lo <= hi {
+        let mid = lo + (hi - lo) / 2;
+        let at = match history.get(mid).map_err(unavailable)? {
+            Some(v) => row_time(v.value())?,
+            None => return Err(Error::Corrupt(format!("history row {mid} is missing"))),
+        };
+        if at <= at_ms {
+            found = mid;
+            lo = mid + 1;
+        } else if mid == 0 {
+            break;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    Ok(Some(found))
+}
+
+/// The entities of `kind` (in `cluster_arn`, or all) as they were at `revision`.
+fn state_at(
+    db: &Database,
+    revision: u64,
+    kind: Kind,
+    cluster_arn: Option<&str>,
+) -> Result<Vec<SharedEntry>> {
+    let txn = db.begin_read().map_err(unavailable)?;
+    if revision < retained(&txn)?.revision {
+        return Err(Error::Compacted);
+    }
+    let history = txn.open_table(HISTORY).map_err(unavailable)?;
+    let versions = txn.open_table(VERSIONS).map_err(unavailable)?;
+    let k = kind.index() as u8;
+    let past;
+    let (from, to): (VersionKey, VersionKey) = match cluster_arn {
+        Some(c) => {
+            past = format!("{c}\0");
+            ((k, c, "", 0), (k, &past, "", 0))
+        }
+        None => ((k, "", "", 0), (k + 1, "", "", 0)),
+    };
+    // Per ARN (its rows in revision order): the last at or before `revision`.
+    let mut last: Option<(String, u64, bool)> = None;
+    let mut picked = Vec::new();
+    for row in versions.range(from..to).map_err(unavailable)? {
+        let (key, value) = row.map_err(unavailable)?;
+        let (_, _, arn, rev) = key.value();
+        let same = last.as_ref().is_some_and(|(a, ..)| a == arn);
+        if !same {
+            picked.extend(last.take());
+        }
+        if rev <= revision {
+            last = Some((arn.to_owned(), rev, value.value().1));
+        } else if !same {
+            // This entity came later.
+            last = Some((arn.to_owned(), 0, true));
+        }
+    }
+    picked.extend(last);
+    let mut out = Vec::with_capacity(picked.len());
+    for (_, rev, deleted) in picked {
+        if deleted {
+            continue;
+        }
+        match history.get(rev).map_err(unavailable)? {
+            Some(v) => out.push(parse_history_row(v.value())?.entry),
+            None => return Err(Error::Corrupt(format!("history row {rev} is missing"))),
+        }
+    }
+    Ok(out)
+}
+
+/// Every retained version of one entity, oldest first.
+fn versions(db: &Database, kind: Kind, cluster_arn: &str, arn: &str) -> Result<Vec<Version>> {
+    let txn = db.begin_read().map_err(unavailable)?;
+    let history = txn.open_table(HISTORY).map_err(unavailable)?;
+    let versions = txn.open_table(VERSIONS).map_err(unavailable)?;
+    let k = kind.index() as u8;
+    let mut out = Vec::new();
+    for row in versions
+        .range((k, cluster_arn, arn, 0)..=(k, cluster_arn, arn, u64::MAX))
+        .map_err(unavailable)?
+    {
+        let (key, value) = row.map_err(unavailable)?;
+        let rev = key.value().3;
+        let (observed_at_ms, deleted) = value.value();
+        let Some(v) = history.get(rev).map_err(unavailable)? else {
+            return Err(Error::Corrupt(format!("history row {rev} is missing")));
+        };
+        out.push(Version {
+            entry: parse_history_row(v.value())?.entry,
+            deleted,
+            observed_at_ms,
+        });
+    }
+    Ok(out)
 }
 
 /// A small write: whether the store takes writes again.
@@ -614,6 +858,32 @@ impl Store for Embedded {
 
     fn check_resume(&self, from: u64) -> BoxFuture<'_, Result<Resume>> {
         self.blocking(move |s| s.resume_sync(from))
+    }
+
+    fn retained(&self) -> BoxFuture<'_, Result<Retained>> {
+        self.blocking(|s| s.read_sync(retained))
+    }
+
+    fn revision_at(&self, at_ms: i64) -> BoxFuture<'_, Result<Option<u64>>> {
+        self.blocking(move |s| s.with(|db| revision_at(db, at_ms)))
+    }
+
+    fn state_at(
+        &self,
+        revision: u64,
+        kind: Kind,
+        cluster_arn: Option<String>,
+    ) -> BoxFuture<'_, Result<Vec<SharedEntry>>> {
+        self.blocking(move |s| s.with(|db| state_at(db, revision, kind, cluster_arn.as_deref())))
+    }
+
+    fn versions(
+        &self,
+        kind: Kind,
+        cluster_arn: String,
+        arn: String,
+    ) -> BoxFuture<'_, Result<Vec<Version>>> {
+        self.blocking(move |s| s.with(|db| versions(db, kind, &cluster_arn, &arn)))
     }
 
     /// Pages through the `history` table up to its end, then ends: this
@@ -814,11 +1084,164 @@ mod tests {
             let db = s.shared.db.read().unwrap();
             let txn = db.as_ref().unwrap().begin_write().unwrap();
             txn.open_table(META).unwrap().remove(HISTORY_FLOOR).unwrap();
+            txn.open_table(META).unwrap().remove(STATE_FLOOR).unwrap();
             txn.delete_table(HISTORY).unwrap();
             txn.commit().unwrap();
         }
         let s = Embedded::open(dir.path()).unwrap();
         assert_eq!(s.resume_sync(1).unwrap(), Resume::Compacted);
         assert_eq!(s.resume_sync(2).unwrap(), Resume::Available);
+    }
+
+    fn statuses(s: &Embedded, revision: u64) -> Vec<(String, String)> {
+        let db = s.shared.db.read().unwrap();
+        let mut out: Vec<_> = state_at(db.as_ref().unwrap(), revision, Kind::Task, None)
+            .unwrap()
+            .iter()
+            .map(|e| (e.arn.clone(), e.status.clone()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn pair(arn: &str, status: &str) -> (String, String) {
+        (arn.to_owned(), status.to_owned())
+    }
+
+    #[test]
+    fn the_state_at_each_revision_and_each_entity_s_versions_survive_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Embedded::open(dir.path()).unwrap();
+        // Times after the store was made: history starts then.
+        let t0 = crate::time::now_ms() + 1000;
+        let put = |arn, v, status, at| {
+            s.commit_sync(vec![Op::Put(entry(arn, Some(v), status))], at)
+                .unwrap()
+        };
+        put("a", 1, "PENDING", t0 + 10); // 1
+        put("b", 1, "PENDING", t0 + 20); // 2
+        put("a", 2, "RUNNING", t0 + 30); // 3
+        s.commit_sync(
+            vec![Op::Delete {
+                arn: "b".into(),
+                if_revision: 2,
+            }],
+            t0 + 40,
+        )
+        .unwrap(); // 4
+        put("a", 3, "STOPPED", t0 + 50); // 5
+        assert_eq!(statuses(&s, 0), []);
+        assert_eq!(
+            statuses(&s, 2),
+            [pair("a", "PENDING"), pair("b", "PENDING")]
+        );
+        assert_eq!(
+            statuses(&s, 3),
+            [pair("a", "RUNNING"), pair("b", "PENDING")]
+        );
+        assert_eq!(statuses(&s, 4), [pair("a", "RUNNING")]);
+        assert_eq!(statuses(&s, 5), [pair("a", "STOPPED")]);
+        let guard = s.shared.db.read().unwrap();
+        let db = guard.as_ref().unwrap();
+        let cluster = "arn:aws:ecs:r:1:cluster/c";
+        let of = |arn| -> Vec<(u64, bool, i64)> {
+            versions(db, Kind::Task, cluster, arn)
+                .unwrap()
+                .iter()
+                .map(|v| (v.entry.revision, v.deleted, v.observed_at_ms))
+                .collect()
+        };
+        assert_eq!(
+            of("a"),
+            [
+                (1, false, t0 + 10),
+                (3, false, t0 + 30),
+                (5, false, t0 + 50)
+            ]
+        );
+        assert_eq!(of("b"), [(2, false, t0 + 20), (4, true, t0 + 40)]);
+        assert!(state_at(db, 3, Kind::Instance, None).unwrap().is_empty());
+        assert_eq!(state_at(db, 3, Kind::Task, Some(cluster)).unwrap().len(), 2);
+        assert!(
+            state_at(db, 3, Kind::Task, Some("arn:aws:ecs:r:1:cluster/d"))
+                .unwrap()
+                .is_empty()
+        );
+        // Revision by time: the last committed at or before it.
+        assert_eq!(revision_at(db, t0 + 29).unwrap(), Some(2));
+        assert_eq!(revision_at(db, t0 + 30).unwrap(), Some(3));
+        assert_eq!(revision_at(db, t0 + 99).unwrap(), Some(5));
+        drop(guard);
+
+        // Rows before 35 go: a's base is its version 3, b's deletion goes
+        // at the next compaction past it.
+        s.compact_sync(t0 + 35).unwrap();
+        let guard = s.shared.db.read().unwrap();
+        let db = guard.as_ref().unwrap();
+        let kept = retained(&db.begin_read().unwrap()).unwrap();
+        assert_eq!(
+            kept,
+            Retained {
+                revision: 3,
+                from_ms: t0 + 30
+            }
+        );
+        assert!(matches!(
+            state_at(db, 2, Kind::Task, None),
+            Err(Error::Compacted)
+        ));
+        assert_eq!(revision_at(db, t0 + 29).unwrap(), None);
+        assert_eq!(revision_at(db, t0 + 30).unwrap(), Some(3));
+        drop(guard);
+        assert_eq!(
+            statuses(&s, 3),
+            [pair("a", "RUNNING"), pair("b", "PENDING")]
+        );
+        assert_eq!(statuses(&s, 5), [pair("a", "STOPPED")]);
+        s.compact_sync(t0 + 45).unwrap();
+        assert_eq!(statuses(&s, 4), [pair("a", "RUNNING")]);
+        let guard = s.shared.db.read().unwrap();
+        let db = guard.as_ref().unwrap();
+        let of = |arn| -> Vec<u64> {
+            versions(db, Kind::Task, cluster, arn)
+                .unwrap()
+                .iter()
+                .map(|v| v.entry.revision)
+                .collect()
+        };
+        assert_eq!(of("a"), [3, 5]);
+        assert_eq!(of("b"), Vec::<u64>::new());
+        // Stream resume is unchanged: from the floor on.
+        assert!(matches!(history_page(db, 4), Err(Error::Compacted)));
+        assert_eq!(history_page(db, 5).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_store_from_before_versions_were_indexed_gets_its_index_and_base_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Embedded::open(dir.path()).unwrap();
+            s.commit_sync(vec![Op::Put(entry("a", Some(1), "RUNNING"))], 1)
+                .unwrap();
+            s.commit_sync(vec![Op::Put(entry("b", Some(1), "RUNNING"))], 2)
+                .unwrap();
+            s.compact_sync(2).unwrap();
+            // As an older version left it: no versions, no state floor, and
+            // compaction that dropped a's only row.
+            let db = s.shared.db.read().unwrap();
+            let txn = db.as_ref().unwrap().begin_write().unwrap();
+            txn.open_table(META).unwrap().remove(STATE_FLOOR).unwrap();
+            txn.open_table(HISTORY).unwrap().remove(1).unwrap();
+            txn.delete_table(VERSIONS).unwrap();
+            txn.commit().unwrap();
+        }
+        let s = Embedded::open(dir.path()).unwrap();
+        assert_eq!(
+            statuses(&s, 2),
+            [pair("a", "RUNNING"), pair("b", "RUNNING")]
+        );
+        let db = s.shared.db.read().unwrap();
+        let kept = retained(&db.as_ref().unwrap().begin_read().unwrap()).unwrap();
+        assert_eq!(kept.revision, 2, "the state is known from the upgrade on");
     }
 }

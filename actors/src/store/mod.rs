@@ -110,6 +110,25 @@ pub struct Tombstone {
     pub deleted_at_ms: i64,
 }
 
+/// One retained version of an entity ([`Store::versions`]).
+#[derive(Debug, Clone)]
+pub struct Version {
+    /// The entity as written at `entry.revision`; for a deletion, the last
+    /// known entry with `revision` set to the deletion's.
+    pub entry: SharedEntry,
+    pub deleted: bool,
+    /// When this service committed it, in Unix milliseconds.
+    pub observed_at_ms: i64,
+}
+
+/// How far back the history goes: the state of every revision from
+/// `revision` on, and of every moment from `from_ms` on, can be told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retained {
+    pub revision: u64,
+    pub from_ms: i64,
+}
+
 /// Everything a store holds, as loaded at start.
 #[derive(Debug, Default)]
 pub struct Loaded {
@@ -173,6 +192,31 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the history still holds every change from revision `from` (≥ 1).
     fn check_resume(&self, from: u64) -> BoxFuture<'_, Result<Resume>>;
+
+    /// How far back the state can be told ([`Store::state_at`], [`Store::versions`]).
+    fn retained(&self) -> BoxFuture<'_, Result<Retained>>;
+
+    /// The last revision committed at or before `at_ms`: `None` when that
+    /// is before [`Store::retained`]'s `from_ms`.
+    fn revision_at(&self, at_ms: i64) -> BoxFuture<'_, Result<Option<u64>>>;
+
+    /// Every entity of `kind` as it was at `revision` (its last version at or
+    /// before it, unless that was a deletion), in the cluster `cluster_arn`
+    /// or in all; `Err(Compacted)` when `revision` is older than retained.
+    fn state_at(
+        &self,
+        revision: u64,
+        kind: Kind,
+        cluster_arn: Option<String>,
+    ) -> BoxFuture<'_, Result<Vec<SharedEntry>>>;
+
+    /// Every retained version of one entity, oldest first.
+    fn versions(
+        &self,
+        kind: Kind,
+        cluster_arn: String,
+        arn: String,
+    ) -> BoxFuture<'_, Result<Vec<Version>>>;
 
     /// Every change with a revision ≥ `from` (≥ 1), in revision order, read
     /// from the store's history: those committed so far, then (for a store

@@ -19,13 +19,14 @@
 
 use super::{
     supersedes, BoxFuture, Change, Current, Error, Feed, Loaded, Op, Outcome, Result, Resume,
-    Store, Tombstone,
+    Retained, Store, Tombstone, Version,
 };
-use crate::model::{Entry, SharedEntry};
+use crate::model::{Entry, Kind, SharedEntry};
 use crate::retry::Backoff;
 use etcd_client::{
     Certificate, CompactionOptions, Compare, CompareOp, ConnectOptions, EventType, GetOptions,
-    Identity, KeyValue, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    Identity, KeyValue, PutOptions, SortOrder, SortTarget, TlsOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions,
 };
 use members::Members;
 use slog::{info, warn, Logger};
@@ -746,6 +747,199 @@ impl Etcd {
         }
     }
 
+    /// A range read at `revision`: `Compacted` once etcd no longer has it.
+    async fn get_at(
+        &self,
+        key: Vec<u8>,
+        opts: GetOptions,
+        revision: i64,
+    ) -> Result<etcd_client::GetResponse> {
+        let opts = opts.with_revision(revision);
+        let read = self.members.call(|c| {
+            let (key, opts) = (key.clone(), opts.clone());
+            async move { c.kv_client().get(key, Some(opts)).await }
+        });
+        match read.await {
+            Ok(r) => Ok(r),
+            Err(e) if is_compacted(&e) => Err(Error::Compacted),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// The oldest revision etcd still has: a binary search of count-only
+    /// reads (cheap: no value is read).
+    async fn floor(&self) -> Result<i64> {
+        let current = self.revision().await?;
+        let (mut lo, mut hi) = (1, current.max(1));
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let opts = GetOptions::new().with_count_only();
+            match self
+                .get_at(self.entities.clone().into_bytes(), opts, mid)
+                .await
+            {
+                Ok(_) => hi = mid,
+                Err(Error::Compacted) => lo = mid + 1,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(lo)
+    }
+
+    /// When `revision` was written, as the store's own records tell: the
+    /// write time of the newest entity or tombstone at it (`None`: nothing
+    /// is stored at it).
+    async fn time_of(&self, revision: i64) -> Result<Option<i64>> {
+        let mut newest: Option<(i64, i64)> = None;
+        for prefix in [&self.entities, &self.tombstones] {
+            let opts = GetOptions::new()
+                .with_range(prefix_end(prefix))
+                .with_sort(SortTarget::Mod, SortOrder::Descend)
+                .with_limit(1);
+            let resp = self
+                .get_at(prefix.clone().into_bytes(), opts, revision)
+                .await?;
+            let Some(kv) = resp.kvs().first() else {
+                continue;
+            };
+            let at = match prefix == &self.entities {
+                true => parse_entry(kv)?.stored_at_ms,
+                false => {
+                    serde_json::from_slice::<Tombstone>(kv.value())
+                        .map_err(corrupt)?
+                        .deleted_at_ms
+                }
+            };
+            if newest.is_none_or(|(rev, _)| kv.mod_revision() > rev) {
+                newest = Some((kv.mod_revision(), at));
+            }
+        }
+        Ok(newest.map(|(_, at)| at))
+    }
+
+    async fn retained_now(&self) -> Result<Retained> {
+        let floor = self.floor().await?;
+        let from_ms = self.time_of(floor).await?.unwrap_or(0);
+        Ok(Retained {
+            revision: floor as u64,
+            from_ms,
+        })
+    }
+
+    /// The last revision written at or before `at_ms`: a binary search on
+    /// the write times the entities and tombstones carry.
+    async fn revision_at_time(&self, at_ms: i64) -> Result<Option<u64>> {
+        let kept = self.retained_now().await?;
+        if at_ms < kept.from_ms {
+            return Ok(None);
+        }
+        let (mut lo, mut hi) = (kept.revision as i64, self.revision().await?);
+        while lo < hi {
+            let mid = lo + (hi - lo + 1) / 2;
+            match self.time_of(mid).await? {
+                Some(t) if t > at_ms => hi = mid - 1,
+                _ => lo = mid,
+            }
+        }
+        Ok(Some(lo.max(0) as u64))
+    }
+
+    /// Every entity of `kind` (in `cluster_arn`, or all) at `revision`.
+    async fn read_state(
+        &self,
+        revision: u64,
+        kind: Kind,
+        cluster_arn: Option<String>,
+    ) -> Result<Vec<SharedEntry>> {
+        let end = prefix_end(&self.entities);
+        let mut from = self.entities.clone().into_bytes();
+        let mut out = Vec::new();
+        loop {
+            let opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+            let resp = self.get_at(from.clone(), opts, revision as i64).await?;
+            for kv in resp.kvs() {
+                let e = parse_entry(kv)?;
+                let wanted = cluster_arn.as_deref().is_none_or(|c| c == e.cluster_arn);
+                if e.kind == kind && wanted {
+                    out.push(Arc::new(e));
+                }
+            }
+            match (resp.more(), resp.kvs().last()) {
+                (true, Some(last)) => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Every version of `arn` etcd still has, oldest first: read backwards
+    /// from the present, one revision before each version found, and
+    /// across a deletion through its tombstone.
+    async fn read_versions(
+        &self,
+        kind: Kind,
+        cluster_arn: &str,
+        arn: &str,
+    ) -> Result<Vec<Version>> {
+        let (ekey, tkey) = (self.entity_key(arn), self.tombstone_key(arn));
+        let mut out = Vec::new();
+        let mut at = self.revision().await?;
+        // Bounded: each step goes back at least one revision.
+        while at > 0 {
+            let live = match self
+                .get_at(ekey.clone().into_bytes(), GetOptions::new(), at)
+                .await
+            {
+                Ok(r) => r.kvs().first().cloned(),
+                Err(Error::Compacted) => break,
+                Err(e) => return Err(e),
+            };
+            if let Some(kv) = live {
+                let entry = parse_entry(&kv)?;
+                out.push(Version {
+                    observed_at_ms: entry.stored_at_ms,
+                    entry: Arc::new(entry),
+                    deleted: false,
+                });
+                at = kv.mod_revision() - 1;
+                continue;
+            }
+            // Absent at `at`: deleted (its tombstone says when), or never there.
+            let tomb = match self
+                .get_at(tkey.clone().into_bytes(), GetOptions::new(), at)
+                .await
+            {
+                Ok(r) => r.kvs().first().cloned(),
+                Err(Error::Compacted) => break,
+                Err(e) => return Err(e),
+            };
+            let Some(t) = tomb else { break };
+            let deleted_at = t.mod_revision();
+            let last = match self
+                .get_at(ekey.clone().into_bytes(), GetOptions::new(), deleted_at - 1)
+                .await
+            {
+                Ok(r) => r.kvs().first().map(parse_entry).transpose()?,
+                Err(Error::Compacted) => None,
+                Err(e) => return Err(e),
+            };
+            let Some(mut last) = last else { break };
+            let tomb: Tombstone = serde_json::from_slice(t.value()).map_err(corrupt)?;
+            last.revision = deleted_at as u64;
+            out.push(Version {
+                entry: Arc::new(last),
+                deleted: true,
+                observed_at_ms: tomb.deleted_at_ms,
+            });
+            at = deleted_at - 1;
+        }
+        out.retain(|v| v.entry.kind == kind && v.entry.cluster_arn == cluster_arn);
+        out.reverse();
+        Ok(out)
+    }
+
     async fn compact(&self, now_ms: i64, retention: Duration) -> Result<()> {
         let revision = self.revision().await?;
         let cutoff = now_ms - retention.as_millis() as i64;
@@ -1024,6 +1218,32 @@ impl Store for Etcd {
 
     fn check_resume(&self, from: u64) -> BoxFuture<'_, Result<Resume>> {
         Box::pin(self.resume(from))
+    }
+
+    fn retained(&self) -> BoxFuture<'_, Result<Retained>> {
+        Box::pin(self.retained_now())
+    }
+
+    fn revision_at(&self, at_ms: i64) -> BoxFuture<'_, Result<Option<u64>>> {
+        Box::pin(self.revision_at_time(at_ms))
+    }
+
+    fn state_at(
+        &self,
+        revision: u64,
+        kind: Kind,
+        cluster_arn: Option<String>,
+    ) -> BoxFuture<'_, Result<Vec<SharedEntry>>> {
+        Box::pin(self.read_state(revision, kind, cluster_arn))
+    }
+
+    fn versions(
+        &self,
+        kind: Kind,
+        cluster_arn: String,
+        arn: String,
+    ) -> BoxFuture<'_, Result<Vec<Version>>> {
+        Box::pin(async move { self.read_versions(kind, &cluster_arn, &arn).await })
     }
 
     /// A watch from `from`: history first, then live changes, until dropped.
