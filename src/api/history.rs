@@ -196,44 +196,37 @@ pub(super) async fn versions(
             about.not_found.1,
         ));
     }
-    let chosen = all.iter().filter(|v| {
-        since.is_none_or(|s| v.observed_at_ms >= s)
-            && after.as_ref().is_none_or(|t| v.entry.revision > t.revision)
-    });
+    let chosen: Vec<&store::Version> = all
+        .iter()
+        .filter(|v| {
+            since.is_none_or(|s| v.observed_at_ms >= s)
+                && after.as_ref().is_none_or(|t| v.entry.revision > t.revision)
+        })
+        .collect();
+    let page = &chosen[..chosen.len().min(limit)];
     let mut out = String::from(r#"{"items":["#);
-    let mut written = 0;
-    let mut last = 0;
-    let mut next = None;
-    for v in chosen {
-        if written == limit {
-            next = Some(Cursor {
-                scope: scope.clone(),
-                revision: last,
-                after: key.clone(),
-            });
-            break;
-        }
-        if written > 0 {
+    for (i, v) in page.iter().enumerate() {
+        if i > 0 {
             out.push(',');
         }
         let observed = format_ms(v.observed_at_ms);
         let rev = v.entry.revision;
         if v.deleted {
-            let _ = write!(
-                out,
-                r#"{{"deleted":true,"metadata":{{"entityVersion":"{rev}","observedAt":"{observed}"}}}}"#
-            );
+            out.push_str(r#"{"deleted":true"#);
         } else {
             out.push_str(r#"{"entity":"#);
             out.push_str(v.entry.entity.get());
-            let _ = write!(
-                out,
-                r#","metadata":{{"entityVersion":"{rev}","observedAt":"{observed}"}}}}"#
-            );
         }
-        written += 1;
-        last = rev;
+        let _ = write!(
+            out,
+            r#","metadata":{{"entityVersion":"{rev}","observedAt":"{observed}"}}}}"#
+        );
     }
+    let next = (chosen.len() > limit).then(|| Cursor {
+        scope: scope.clone(),
+        revision: page.last().map_or(0, |v| v.entry.revision),
+        after: key.clone(),
+    });
     let _ = write!(
         out,
         r#"],"metadata":{{"entityVersion":"{current}","historyFrom":"{}"}}"#,

@@ -27,6 +27,7 @@ mod deploy;
 mod ecs_api;
 mod etcd;
 mod fixtures;
+mod history;
 mod ingest;
 mod openapi;
 mod pipeline;

@@ -188,6 +188,46 @@ async fn every_response_matches_the_openapi_document() {
             "/v1/stream/instances",
             "/v1/stream/instances?heartbeat=0".into(),
         ),
+        (tasks, "/v1/tasks?at=1&limit=1".into()),
+        (tasks, "/v1/tasks?at=99999999".into()),
+        (tasks, "/v1/tasks?at=2000-01-01T00:00:00Z".into()),
+        (
+            instances,
+            format!(
+                "/v1/instances?at={}",
+                actors::time::format_ms(actors::time::now_ms())
+            ),
+        ),
+        (services, "/v1/services?at=2".into()),
+        ("/v1/clusters", "/v1/clusters?at=1".into()),
+        (
+            "/v1/tasks/{cluster}/{arn}/history",
+            format!("/v1/tasks/c/{task}/history"),
+        ),
+        (
+            "/v1/tasks/{cluster}/{arn}/history",
+            format!("/v1/tasks/c/{task}/history?limit=1&since=1h"),
+        ),
+        (
+            "/v1/tasks/{cluster}/{arn}/history",
+            "/v1/tasks/c/arn:aws:ecs:us-west-2:111122223333:task/c/nope/history".into(),
+        ),
+        (
+            "/v1/tasks/{cluster}/{arn}/history",
+            format!("/v1/tasks/c/{task}/history?since=soon"),
+        ),
+        (
+            "/v1/instances/{cluster}/{arn}/history",
+            format!("/v1/instances/{inst_cluster}/{inst}/history"),
+        ),
+        (
+            "/v1/services/{cluster}/{service}/history",
+            "/v1/services/c/web/history".into(),
+        ),
+        (
+            "/v1/services/{cluster}/{service}/history",
+            "/v1/services/c/nope/history".into(),
+        ),
         ("/v1/sd/prometheus", "/v1/sd/prometheus".into()),
         ("/v1/sd/prometheus", "/v1/sd/prometheus?port=0".into()),
         ("/metrics/state", "/metrics/state".into()),
