@@ -98,6 +98,7 @@ impl Service {
         log: Logger,
     ) -> Result<Service, Error> {
         let metrics = Arc::new(Metrics::default());
+        metrics.cluster_state.configure(settings.history.clone());
         let ecs_places = ecs_api_places(settings, &feed);
         let (source, places) = source(settings, feed, &log).await;
         let reconcile = match places {

@@ -9,7 +9,10 @@
 //! - The store: [`store`] (the [`store::Store`] trait, its version rule
 //!   [`store::supersedes`], the embedded redb and the etcd backends); [`view`]
 //!   (the in-memory view, O(1) [`view::Snapshot`]s) read through
-//!   [`reader::Reader`], the writer's read handle.
+//!   [`reader::Reader`], the writer's read handle. The store keeps each
+//!   entity's versions for `store.history_retention` (history.md): the
+//!   state at a past revision, an entity's history, and a service's
+//!   [`timeline`] are read from it, never from the view.
 //! - The five actors, each with its messages beside it:
 //!   [`queue_reader::QueueReader`] (SQS, one per queue; or a [`source`]:
 //!   `--simulate`, `--replay`) → [`decoder::EventDecoder`] →
@@ -44,5 +47,6 @@ pub mod retry;
 pub mod source;
 pub mod store;
 pub mod time;
+pub mod timeline;
 pub mod view;
 pub mod writer;

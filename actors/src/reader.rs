@@ -335,6 +335,16 @@ impl Reader {
         self.store.versions(kind, cluster_arn, arn)
     }
 
+    /// Every retained version of the entities of `kind` in `cluster_arn`
+    /// (see [`Store::versions_in`]).
+    pub fn versions_in(
+        &self,
+        kind: crate::model::Kind,
+        cluster_arn: String,
+    ) -> BoxFuture<'_, store::Result<Vec<store::Version>>> {
+        self.store.versions_in(kind, cluster_arn)
+    }
+
     /// Whether a stream may resume at revision `from` (see [`Store::check_resume`]).
     pub fn check_resume(&self, from: u64) -> BoxFuture<'_, store::Result<Resume>> {
         self.store.check_resume(from)

@@ -216,9 +216,13 @@ pub(super) async fn describe(
     let not_found = || Error::new(StatusCode::NOT_FOUND, about.not_found.0, about.not_found.1);
     let prefix = format!("/v1/{}/", about.plural);
     let rest = req.uri().path().strip_prefix(&prefix).unwrap_or_default();
-    let (rest, of_history) = match rest.strip_suffix("/history") {
-        Some(r) => (r, true),
-        None => (rest, false),
+    let (rest, of_history, of_timeline) = match (
+        rest.strip_suffix("/history"),
+        rest.strip_suffix("/timeline"),
+    ) {
+        (Some(r), _) => (r, true, false),
+        (None, Some(r)) if kind == Kind::Service => (r, true, true),
+        _ => (rest, false, false),
     };
     if !of_history {
         Params::parse(req.query_string(), &[])?;
@@ -273,6 +277,9 @@ pub(super) async fn describe(
             arn: arn.clone(),
         }
     };
+    if of_timeline {
+        return history::timeline(key, req.query_string(), state).await;
+    }
     if of_history {
         return history::versions(kind, key, req.query_string(), state).await;
     }

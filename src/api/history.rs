@@ -1,7 +1,9 @@
 //! History (history.md): `at=` on every list (the state as it was at a
 //! revision or a moment, read from the store's history into a snapshot that
-//! the lists page and filter as they do the live one), and each entity's
-//! retained versions (`/v1/{plural}/{cluster}/{arn}/history`).
+//! the lists page and filter as they do the live one), each entity's
+//! retained versions (`/v1/{plural}/{cluster}/{arn}/history`), and a
+//! service's timeline (`/v1/services/{cluster}/{service}/timeline`, derived
+//! by [`actors::timeline`]).
 
 use super::entities::{about, invalid_token};
 use super::query::{self, Cursor, Filter, Params};
@@ -162,17 +164,7 @@ pub(super) async fn versions(
 ) -> Result<HttpResponse, Error> {
     let about = about(kind);
     let params = Params::parse(query, &["since", "limit", "nextToken"])?;
-    let since = params
-        .get("since")
-        .map(|v| {
-            query::since(v, now_ms()).ok_or_else(|| {
-                Error::bad_request(
-                    "InvalidSince",
-                    "Invalid since: expected an RFC 3339 time or a duration such as 6h".into(),
-                )
-            })
-        })
-        .transpose()?;
+    let since = since(&params)?;
     let limit = query::limit(&params)?.unwrap_or(query::MAX_LIMIT);
     let scope = format!("{}-history", kind.as_str());
     let after = params
@@ -237,4 +229,100 @@ pub(super) async fn versions(
     }
     out.push('}');
     Ok(json(StatusCode::OK, out))
+}
+
+/// `GET /v1/services/{cluster}/{service}/timeline`: what happened to one
+/// service, newest first (`since`, `limit`, `nextToken`).
+pub(super) async fn timeline(
+    key: Key,
+    query: &str,
+    state: web::Data<State>,
+) -> Result<HttpResponse, Error> {
+    let params = Params::parse(query, &["since", "limit", "nextToken"])?;
+    let since = since(&params)?;
+    let limit = query::limit(&params)?.unwrap_or(query::MAX_LIMIT);
+    let after = params
+        .get("nextToken")
+        .map(|t| TimelineCursor::decode(t, &key).ok_or_else(invalid_token))
+        .transpose()?;
+    let current = state.snapshot()?.revision;
+    let reader = &state.reader;
+    let service = reader
+        .versions(Kind::Service, key.cluster_arn.clone(), key.arn.clone())
+        .await
+        .map_err(store_error)?;
+    let Some(name) = service.last().map(|v| v.entry.service_name().to_owned()) else {
+        return Err(Error::new(
+            StatusCode::NOT_FOUND,
+            "ServiceNotFound",
+            "Service not found",
+        ));
+    };
+    let group = format!("service:{name}");
+    let mut tasks = reader
+        .versions_in(Kind::Task, key.cluster_arn.clone())
+        .await
+        .map_err(store_error)?;
+    tasks.retain(|v| v.entry.group.as_deref() == Some(group.as_str()));
+    let items = actors::timeline::of(&service, &tasks);
+    let chosen: Vec<&actors::timeline::Item> = items
+        .iter()
+        .filter(|i| since.is_none_or(|s| i.order.at_ms >= s))
+        .filter(|i| after.as_ref().is_none_or(|a| i.order < a.0))
+        .collect();
+    let page = &chosen[..chosen.len().min(limit)];
+    let mut body = serde_json::json!({
+        "items": page,
+        "metadata": {"entityVersion": current.to_string()},
+    });
+    if let (true, Some(last)) = (chosen.len() > limit, page.last()) {
+        body["nextToken"] = TimelineCursor(last.order.clone()).encode(&key).into();
+    }
+    Ok(json(StatusCode::OK, body.to_string()))
+}
+
+/// `since=`: an RFC 3339 time or a duration before now.
+fn since(params: &Params) -> Result<Option<i64>, Error> {
+    params
+        .get("since")
+        .map(|v| {
+            query::since(v, now_ms()).ok_or_else(|| {
+                Error::bad_request(
+                    "InvalidSince",
+                    "Invalid since: expected an RFC 3339 time or a duration such as 6h".into(),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// Where the next page of a timeline starts: the last item's place.
+struct TimelineCursor(actors::timeline::Order);
+
+impl TimelineCursor {
+    const SCOPE: &'static str = "timeline";
+
+    fn encode(&self, key: &Key) -> String {
+        let o = &self.0;
+        Cursor {
+            scope: Self::SCOPE.into(),
+            revision: o.revision,
+            after: Key {
+                cluster_arn: key.arn.clone(),
+                arn: format!("{} {}", o.at_ms, o.about),
+            },
+        }
+        .encode()
+    }
+
+    fn decode(s: &str, key: &Key) -> Option<TimelineCursor> {
+        let c = Cursor::decode(s, Self::SCOPE)?;
+        (c.after.cluster_arn == key.arn).then_some(())?;
+        let (at, about) = c.after.arn.split_once(' ')?;
+        Some(TimelineCursor(actors::timeline::Order {
+            at_ms: at.parse().ok()?,
+            revision: c.revision,
+            about: about.to_owned(),
+        }))
+    }
 }

@@ -37,6 +37,8 @@ pub struct Settings {
     pub reconcile: reconciler::Config,
     pub simulate: sim::Config,
     pub log: crate::logging::Config,
+    /// `[history]`: the failure signals of `/metrics/state` (history.md).
+    pub history: actors::cluster_state::Config,
     /// `[[accounts]]` (accounts.md); empty: the ambient credentials' account
     /// and region only.
     pub accounts: Vec<actors::accounts::Account>,
@@ -187,6 +189,7 @@ fn read_settings(tree: Value, problems: &mut Vec<String>) -> Settings {
             "reconcile" => s.reconcile = section(&name, keys, problems),
             "simulate" => s.simulate = section(&name, keys, problems),
             "log" => s.log = section(&name, keys, problems),
+            "history" => s.history = section(&name, keys, problems),
             _ => problems.push(format!("unknown section `[{name}]`")),
         }
     }
@@ -300,6 +303,7 @@ fn check(s: &Settings, has_region: bool, problems: &mut Vec<String>) {
     s.source.check(problems);
     s.reconcile.check(problems);
     s.simulate.check(problems);
+    s.history.check(problems);
 }
 
 fn set_path(tree: &mut Value, path: &str, value: Value) {

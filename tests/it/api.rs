@@ -478,6 +478,13 @@ async fn store_unavailable_is_503() {
         ) -> BoxFuture<'_, Result<Vec<actors::store::Version>>> {
             Box::pin(async { Err(Error::Unavailable("down".into())) })
         }
+        fn versions_in(
+            &self,
+            _: actors::model::Kind,
+            _: String,
+        ) -> BoxFuture<'_, Result<Vec<actors::store::Version>>> {
+            Box::pin(async { Err(Error::Unavailable("down".into())) })
+        }
     }
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path());

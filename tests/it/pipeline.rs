@@ -125,6 +125,13 @@ macro_rules! passed_to_inner {
         ) -> BoxFuture<'_, store::Result<Vec<store::Version>>> {
             self.inner.versions(kind, cluster_arn, arn)
         }
+        fn versions_in(
+            &self,
+            kind: actors::model::Kind,
+            cluster_arn: String,
+        ) -> BoxFuture<'_, store::Result<Vec<store::Version>>> {
+            self.inner.versions_in(kind, cluster_arn)
+        }
     };
 }
 

@@ -648,17 +648,25 @@ fn state_at(
     Ok(out)
 }
 
-/// Every retained version of one entity, oldest first.
-fn versions(db: &Database, kind: Kind, cluster_arn: &str, arn: &str) -> Result<Vec<Version>> {
+/// Every retained version of one entity (`arn`), or of every entity of
+/// `kind` in `cluster_arn` (`None`), in (ARN, revision) order.
+fn versions(
+    db: &Database,
+    kind: Kind,
+    cluster_arn: &str,
+    arn: Option<&str>,
+) -> Result<Vec<Version>> {
     let txn = db.begin_read().map_err(unavailable)?;
     let history = txn.open_table(HISTORY).map_err(unavailable)?;
     let versions = txn.open_table(VERSIONS).map_err(unavailable)?;
     let k = kind.index() as u8;
+    let past = format!("{cluster_arn}\0");
+    let range = match arn {
+        Some(a) => versions.range((k, cluster_arn, a, 0)..=(k, cluster_arn, a, u64::MAX)),
+        None => versions.range((k, cluster_arn, "", 0)..(k, past.as_str(), "", 0)),
+    };
     let mut out = Vec::new();
-    for row in versions
-        .range((k, cluster_arn, arn, 0)..=(k, cluster_arn, arn, u64::MAX))
-        .map_err(unavailable)?
-    {
+    for row in range.map_err(unavailable)? {
         let (key, value) = row.map_err(unavailable)?;
         let rev = key.value().3;
         let (observed_at_ms, deleted) = value.value();
@@ -883,7 +891,11 @@ impl Store for Embedded {
         cluster_arn: String,
         arn: String,
     ) -> BoxFuture<'_, Result<Vec<Version>>> {
-        self.blocking(move |s| s.with(|db| versions(db, kind, &cluster_arn, &arn)))
+        self.blocking(move |s| s.with(|db| versions(db, kind, &cluster_arn, Some(&arn))))
+    }
+
+    fn versions_in(&self, kind: Kind, cluster_arn: String) -> BoxFuture<'_, Result<Vec<Version>>> {
+        self.blocking(move |s| s.with(|db| versions(db, kind, &cluster_arn, None)))
     }
 
     /// Pages through the `history` table up to its end, then ends: this
@@ -1145,7 +1157,7 @@ mod tests {
         let db = guard.as_ref().unwrap();
         let cluster = "arn:aws:ecs:r:1:cluster/c";
         let of = |arn| -> Vec<(u64, bool, i64)> {
-            versions(db, Kind::Task, cluster, arn)
+            versions(db, Kind::Task, cluster, Some(arn))
                 .unwrap()
                 .iter()
                 .map(|v| (v.entry.revision, v.deleted, v.observed_at_ms))
@@ -1203,7 +1215,7 @@ mod tests {
         let guard = s.shared.db.read().unwrap();
         let db = guard.as_ref().unwrap();
         let of = |arn| -> Vec<u64> {
-            versions(db, Kind::Task, cluster, arn)
+            versions(db, Kind::Task, cluster, Some(arn))
                 .unwrap()
                 .iter()
                 .map(|v| v.entry.revision)

@@ -218,6 +218,10 @@ pub trait Store: Send + Sync + 'static {
         arn: String,
     ) -> BoxFuture<'_, Result<Vec<Version>>>;
 
+    /// Every retained version of every entity of `kind` in `cluster_arn`,
+    /// in (ARN, revision) order.
+    fn versions_in(&self, kind: Kind, cluster_arn: String) -> BoxFuture<'_, Result<Vec<Version>>>;
+
     /// Every change with a revision ≥ `from` (≥ 1), in revision order, read
     /// from the store's history: those committed so far, then (for a store
     /// others write) the ones still to come. A reader that retention overtakes

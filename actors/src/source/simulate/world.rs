@@ -217,6 +217,9 @@ pub struct SimTask {
     pub created_ms: i64,
     pub started_ms: Option<i64>,
     pub stopped_ms: Option<i64>,
+    /// It stopped because its essential container exited 1 (a failing
+    /// rollout's tasks crash).
+    pub crashed: bool,
 }
 
 /// The simulated ECS account and its event stream.
@@ -460,6 +463,7 @@ impl Simulator {
             created_ms: now,
             started_ms: None,
             stopped_ms: None,
+            crashed: false,
         }
     }
 
@@ -516,9 +520,17 @@ impl Simulator {
         }
         if let Some(s) = task.stopped_ms {
             detail["stoppedAt"] = json!(format_ms(s));
-            detail["stoppedReason"] = json!("Scaling activity initiated by (deployment ecs-svc)");
-            detail["stopCode"] = json!("ServiceSchedulerInitiated");
-            detail["containers"][0]["exitCode"] = json!(0);
+            if task.crashed {
+                detail["stoppedReason"] = json!("Essential container in task exited");
+                detail["stopCode"] = json!("EssentialContainerExited");
+                detail["containers"][0]["exitCode"] = json!(1);
+                detail["containers"][0]["reason"] = json!("Error: listen EADDRINUSE");
+            } else {
+                detail["stoppedReason"] =
+                    json!("Scaling activity initiated by (deployment ecs-svc)");
+                detail["stopCode"] = json!("ServiceSchedulerInitiated");
+                detail["containers"][0]["exitCode"] = json!(0);
+            }
         }
         self.envelope("ECS Task State Change", &task.arn.clone(), detail)
     }
@@ -682,7 +694,14 @@ impl Simulator {
                 .copied()
                 .find(|&t| self.tasks[t].family == family && want(&self.tasks[t]))
         };
+        // A rollout that is going to fail crash-loops its new tasks: each
+        // starts, exits 1, and is replaced.
+        let failing = self.services[s].failing_in.is_some();
         let next = find(&|t| t.revision == revision && t.last_status == "PENDING")
+            .or_else(|| {
+                let new = |t: &SimTask| t.revision == revision && t.last_status != "PENDING";
+                failing.then(|| find(&new)).flatten()
+            })
             .or_else(|| find(&|t| t.revision != revision));
         let Some(t) = next else {
             let svc = &mut self.services[s];
@@ -699,6 +718,12 @@ impl Simulator {
             "PENDING" if task.revision == revision => {
                 task.last_status = "RUNNING";
                 task.started_ms = Some(now);
+            }
+            "RUNNING" if failing && task.revision == revision => {
+                task.last_status = "STOPPED";
+                task.desired_status = "STOPPED";
+                task.stopped_ms = Some(now);
+                task.crashed = true;
             }
             "PENDING" | "RUNNING" => {
                 task.last_status = "STOPPING";

@@ -940,6 +940,101 @@ impl Etcd {
         Ok(out)
     }
 
+    /// Every version etcd still has of the entities of `kind` in
+    /// `cluster_arn`: their state at its oldest revision, then each change
+    /// since, read by a watch until it has caught up with the present (etcd
+    /// says so in a progress notification, asked for until it is synced).
+    async fn read_versions_in(&self, kind: Kind, cluster_arn: &str) -> Result<Vec<Version>> {
+        let floor = self.floor().await?;
+        let current = self.revision().await?;
+        let base = self
+            .read_state(floor as u64, kind, Some(cluster_arn.to_owned()))
+            .await?;
+        let mut out: Vec<Version> = base
+            .into_iter()
+            .map(|entry| Version {
+                observed_at_ms: entry.stored_at_ms,
+                entry,
+                deleted: false,
+            })
+            .collect();
+        if current > floor {
+            let opts = WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(floor + 1)
+                .with_prev_key();
+            let key = self.entities.clone();
+            let started = self.members.call(|c| {
+                let (key, opts) = (key.clone(), opts.clone());
+                async move { c.watch_client().watch(key, Some(opts)).await }
+            });
+            let mut stream = started.await.map_err(unavailable)?;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            let mut ask = tokio::time::interval(Duration::from_millis(100));
+            let mut seen = floor;
+            while seen < current {
+                let message = tokio::select! {
+                    m = stream.message() => m.map_err(unavailable)?,
+                    _ = ask.tick() => {
+                        stream.request_progress().await.map_err(unavailable)?;
+                        continue;
+                    }
+                    () = tokio::time::sleep_until(deadline) => {
+                        return Err(Error::Unavailable(
+                            "etcd's history was not read within 30 s".into(),
+                        ))
+                    }
+                };
+                let Some(resp) = message else {
+                    return Err(Error::Unavailable("the etcd watch ended".into()));
+                };
+                if resp.compact_revision() > 0 {
+                    return Err(Error::Compacted);
+                }
+                if resp.created() || resp.canceled() {
+                    continue;
+                }
+                if resp.events().is_empty() {
+                    // A progress notification: every change up to it was sent.
+                    seen = seen.max(revision_of(resp.header()));
+                }
+                for ev in resp.events() {
+                    if let Some(kv) = ev.kv() {
+                        seen = seen.max(kv.mod_revision());
+                    }
+                    let Some(c) = self.change_of(ev)? else {
+                        continue;
+                    };
+                    if c.entry.kind != kind || c.entry.cluster_arn != cluster_arn {
+                        continue;
+                    }
+                    let observed_at_ms = match c.deleted {
+                        false => c.entry.stored_at_ms,
+                        true => self.deleted_at(&c.entry.arn, c.entry.revision).await?,
+                    };
+                    out.push(Version {
+                        entry: c.entry,
+                        deleted: c.deleted,
+                        observed_at_ms,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.entry.arn, a.entry.revision).cmp(&(&b.entry.arn, b.entry.revision)));
+        Ok(out)
+    }
+
+    /// When `arn` was deleted at `revision`, as its tombstone says.
+    async fn deleted_at(&self, arn: &str, revision: u64) -> Result<i64> {
+        let key = self.tombstone_key(arn).into_bytes();
+        let resp = self.get_at(key, GetOptions::new(), revision as i64).await?;
+        let Some(kv) = resp.kvs().first() else {
+            return Ok(0);
+        };
+        let tomb: Tombstone = serde_json::from_slice(kv.value()).map_err(corrupt)?;
+        Ok(tomb.deleted_at_ms)
+    }
+
     async fn compact(&self, now_ms: i64, retention: Duration) -> Result<()> {
         let revision = self.revision().await?;
         let cutoff = now_ms - retention.as_millis() as i64;
@@ -1244,6 +1339,10 @@ impl Store for Etcd {
         arn: String,
     ) -> BoxFuture<'_, Result<Vec<Version>>> {
         Box::pin(async move { self.read_versions(kind, &cluster_arn, &arn).await })
+    }
+
+    fn versions_in(&self, kind: Kind, cluster_arn: String) -> BoxFuture<'_, Result<Vec<Version>>> {
+        Box::pin(async move { self.read_versions_in(kind, &cluster_arn).await })
     }
 
     /// A watch from `from`: history first, then live changes, until dropped.
