@@ -312,3 +312,351 @@ async fn history_is_the_same_after_a_restart() {
         assert_eq!(&get(again.addr, p).await.ok_json(p), before, "{p}");
     }
 }
+
+const CL: &str = "arn:aws:ecs:us-west-2:111122223333:cluster/cl";
+
+fn td(revision: u32) -> String {
+    format!("arn:aws:ecs:us-west-2:111122223333:task-definition/web:{revision}")
+}
+
+/// Service `web` of cluster `cl`: deployment `d2` (web:8, PRIMARY, in
+/// `rollout`) replacing `d1` (web:7), and its events (newest first).
+fn web(rollout: &str, at: i64, events: &[(&str, i64, &str)]) -> actors::model::Entry {
+    use actors::model::{Deployment, Service, ServiceEvent};
+    let deployment = |id: &str, status: &str, rev: u32, state: &str, updated: i64| Deployment {
+        id: Some(id.into()),
+        status: Some(status.into()),
+        task_definition_arn: Some(td(rev)),
+        desired_count: Some(3),
+        running_count: Some(0),
+        pending_count: Some(0),
+        failed_tasks: Some(0),
+        rollout_state: Some(state.into()),
+        rollout_state_reason: Some(format!("ECS deployment {id}: {state}")),
+        created_at: Some(actors::time::format_ms(at - 5000)),
+        updated_at: Some(actors::time::format_ms(updated)),
+        ..Deployment::default()
+    };
+    let service = Service {
+        service_arn: "arn:aws:ecs:us-west-2:111122223333:service/cl/web".into(),
+        service_name: "web".into(),
+        cluster_arn: CL.into(),
+        status: "ACTIVE".into(),
+        desired_count: Some(3),
+        running_count: Some(0),
+        pending_count: Some(0),
+        task_definition_arn: Some(td(8)),
+        launch_type: Some("FARGATE".into()),
+        platform_version: None,
+        scheduling_strategy: None,
+        created_at: None,
+        deployments: vec![
+            deployment("d2", "PRIMARY", 8, rollout, at),
+            deployment("d1", "ACTIVE", 7, "COMPLETED", at - 60_000),
+        ],
+        events: events
+            .iter()
+            .map(|(id, created, message)| ServiceEvent {
+                id: Some((*id).into()),
+                created_at: Some(actors::time::format_ms(*created)),
+                message: Some((*message).into()),
+            })
+            .collect(),
+        load_balancers: Vec::new(),
+        updated_at: None,
+    };
+    actors::model::Entry::from_service(&service).unwrap()
+}
+
+/// Task `id` of `web` (web:8) at `status`: started at `at`, and when
+/// STOPPED, stopped at `at` with its container exited 1.
+fn web_task(id: &str, version: u64, status: &str, at: i64) -> String {
+    let mut v: Value = serde_json::from_str(&task_event("cl", id, version, status)).unwrap();
+    let d = &mut v["detail"];
+    d["taskDefinitionArn"] = serde_json::json!(td(8));
+    d["startedAt"] = serde_json::json!(actors::time::format_ms(at - 1000));
+    if status == "STOPPED" {
+        d["stoppedAt"] = serde_json::json!(actors::time::format_ms(at));
+        d["stopCode"] = serde_json::json!("EssentialContainerExited");
+        d["stoppedReason"] = serde_json::json!("Essential container in task exited");
+        d["desiredStatus"] = serde_json::json!("STOPPED");
+        d["containers"] = serde_json::json!([{"name": "app", "lastStatus": "STOPPED",
+            "exitCode": 1, "reason": "OutOfMemoryError: Container killed due to memory usage"}]);
+    }
+    v.to_string()
+}
+
+/// A series' value at `/metrics/state` (see [`metric_in`]).
+async fn state_metric(t: &TestService, series: &str) -> f64 {
+    let body = t.get("/metrics/state").await.body;
+    metric_in(&String::from_utf8_lossy(&body), series)
+}
+
+/// Positions in a newest-first timeline: of the first item `pick` accepts.
+fn position(items: &[Value], pick: impl Fn(&Value) -> bool) -> usize {
+    items
+        .iter()
+        .position(pick)
+        .unwrap_or_else(|| panic!("no such item in {}", Value::Array(items.to_vec())))
+}
+
+/// A failing rollout told by the timeline in order (newest first): the
+/// deployment's end (FAILED), its failed tasks with their exit codes, its
+/// tasks started, and the deployment's start; `None` if any is missing.
+fn told_in_order(items: &[Value], deployment: &str, td: &str) -> Option<()> {
+    fn is(t: &'static str) -> impl Fn(&&Value) -> bool {
+        move |i: &&Value| i["type"] == t
+    }
+    let of_td = |i: &&Value| i["taskDefinitionARN"] == td;
+    let ended = items.iter().position(|i| {
+        i["type"] == "deployment" && i["id"] == deployment && i["rolloutState"] == "FAILED"
+    })?;
+    let failed = items.iter().position(|i| {
+        is("taskStopped")(&i)
+            && of_td(&i)
+            && i["failed"] == true
+            && i["containers"][0]["exitCode"] == 1
+    })?;
+    let started = failed
+        + 1
+        + items[failed + 1..]
+            .iter()
+            .position(|i| is("taskStarted")(&i) && of_td(&i))?;
+    let began = items.iter().rposition(|i| {
+        i["type"] == "deployment" && i["id"] == deployment && i["rolloutState"] == "IN_PROGRESS"
+    })?;
+    (ended < failed && failed < started && started < began).then_some(())
+}
+
+#[actix_web::test]
+async fn a_failing_rollout_shows_in_the_timeline_the_state_metrics_and_a_prometheus_alert() {
+    let t = start_with(Feed::None, |s| {
+        s.history.failure_window = Duration::from_secs(15);
+        s.history.crashloop_failures = 3;
+    })
+    .await;
+    let rules = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(rules.path(), crate::prom::readme_alert_rules()).unwrap();
+    let prom = crate::servers::Prometheus::start(&format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: ['{}']\n\
+         scrape_configs:\n  - job_name: ecs-state\n    metrics_path: /metrics/state\n    \
+         static_configs:\n      - targets: ['{}']\n",
+        rules.path().display(),
+        t.addr()
+    ));
+    let crashlooping = r#"ecs_service_crashlooping{cluster="cl",service="web"}"#;
+    let now = actors::time::now_ms();
+    let started = (
+        now - 5000,
+        "e1",
+        "(service web) has started a deployment of web:8.",
+    );
+    t.apply(vec![actors::store::Op::Put(web(
+        "IN_PROGRESS",
+        now - 5000,
+        &[(started.1, started.0, started.2)],
+    ))])
+    .await;
+    let ids = ["t1", "t2", "t3"];
+    for (i, id) in ids.iter().enumerate() {
+        t.inject(&[web_task(id, 1, "RUNNING", now - 4000 + i as i64)])
+            .await;
+    }
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(
+            state_metric(&t, crashlooping).await,
+            0.0,
+            "before failure {i}"
+        );
+        t.inject(&[web_task(id, 2, "STOPPED", now - 3000 + i as i64)])
+            .await;
+    }
+    assert_eq!(state_metric(&t, crashlooping).await, 1.0);
+    let recent = r#"ecs_service_tasks_failed_recent{cluster="cl",service="web",task_definition="arn:aws:ecs:us-west-2:111122223333:task-definition/web:8"}"#;
+    assert_eq!(state_metric(&t, recent).await, 3.0);
+    let failed_total = r#"ecs_service_deployments_failed_total{cluster="cl",service="web"}"#;
+    assert_eq!(state_metric(&t, failed_total).await, 0.0);
+    let ended = (
+        now - 1000,
+        "e2",
+        "(service web) (deployment d2) deployment failed: tasks failed to start.",
+    );
+    let events = [
+        (ended.1, ended.0, ended.2),
+        (started.1, started.0, started.2),
+    ];
+    t.apply(vec![actors::store::Op::Put(web(
+        "FAILED",
+        now - 1000,
+        &events,
+    ))])
+    .await;
+    assert_eq!(state_metric(&t, failed_total).await, 1.0);
+
+    // The timeline, newest first.
+    let path = "/v1/services/cl/web/timeline";
+    let tl = t.get(path).await.ok_json("timeline");
+    let items = tl["items"].as_array().unwrap().clone();
+    assert!(told_in_order(&items, "d2", &td(8)).is_some(), "{tl}");
+    let ats: Vec<i64> = items
+        .iter()
+        .map(|i| actors::time::parse_ms(i["at"].as_str().unwrap()).unwrap())
+        .collect();
+    assert!(
+        ats.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {ats:?}"
+    );
+    assert_eq!(
+        items.iter().filter(|i| i["type"] == "taskStarted").count(),
+        3
+    );
+    assert_eq!(
+        items.iter().filter(|i| i["type"] == "taskStopped").count(),
+        3
+    );
+    let stop = &items[position(&items, |i| i["type"] == "taskStopped")];
+    assert_eq!(stop["stopCode"], "EssentialContainerExited");
+    assert_eq!(
+        stop["containers"][0]["reason"],
+        "OutOfMemoryError: Container killed due to memory usage"
+    );
+    assert!(stop["entityVersion"]
+        .as_str()
+        .unwrap()
+        .parse::<u64>()
+        .is_ok());
+    let event = &items[position(&items, |i| i["type"] == "serviceEvent")];
+    assert_eq!(
+        (&event["id"], &event["message"]),
+        (&Value::from("e2"), &Value::from(ended.2))
+    );
+    // Paged, and since=.
+    let first = t.get(&format!("{path}?limit=4")).await.ok_json("page");
+    let token = first["nextToken"].as_str().expect("nextToken");
+    let rest = t
+        .get(&format!("{path}?nextToken={token}"))
+        .await
+        .ok_json("rest");
+    let paged: Vec<Value> = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(rest["items"].as_array().unwrap())
+        .cloned()
+        .collect();
+    assert_eq!(paged, items);
+    let since = actors::time::format_ms(now - 3500);
+    let late = t
+        .get(&format!("{path}?since={since}"))
+        .await
+        .ok_json("since");
+    assert!(
+        late["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["type"] != "taskStarted"),
+        "{late}"
+    );
+    error(&t, "/v1/services/cl/nope/timeline", 404, "ServiceNotFound").await;
+
+    // A real Prometheus fires the README's crash-loop rule.
+    let alerts = format!("/api/v1/alerts");
+    let firing = eventually(Duration::from_secs(30), || async {
+        let v: Value =
+            serde_json::from_slice(&get(prom.addr, &alerts).await.body).unwrap_or_default();
+        v["data"]["alerts"].as_array().is_some_and(|a| {
+            a.iter().any(|x| {
+                x["labels"]["alertname"] == "EcsServiceCrashLooping"
+                    && x["labels"]["service"] == "web"
+                    && x["state"] == "firing"
+            })
+        })
+    })
+    .await;
+    assert!(firing, "EcsServiceCrashLooping never fired");
+    // Past the window it is over.
+    let over = eventually(Duration::from_secs(30), || async {
+        state_metric(&t, crashlooping).await == 0.0
+    })
+    .await;
+    assert!(over, "still crash-looping after the window");
+}
+
+on_both_backends!(the_simulator_s_failing_rollouts_show_in_order);
+
+async fn the_simulator_s_failing_rollouts_show_in_order(b: Backend) {
+    let t = start_with_on(b, Feed::Simulate, |s| {
+        s.simulate = actors::source::simulate::Config {
+            seed: 3,
+            clusters: 1,
+            instances_per_cluster: 2,
+            tasks_per_instance: 3,
+            events_per_second: 200.0,
+            duplicate_rate: 0.0,
+            reorder_rate: 0.0,
+            ..Default::default()
+        };
+        // Each state of a rollout (seconds long here) is described: ECS's
+        // take minutes, longer than the default 5 s between describes.
+        s.reconcile.service_refresh = Duration::from_millis(500);
+    })
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let shown = loop {
+        if let Some(found) = failing_rollout(&t).await {
+            break found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failing rollout within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (items, id, td) = shown;
+    let brief: Vec<String> = items
+        .iter()
+        .filter(|i| i["taskDefinitionARN"] == td.as_str() || i["id"] == id.as_str())
+        .map(|i| {
+            format!(
+                "{} {} {} {}{}{}",
+                i["at"],
+                i["entityVersion"],
+                i["type"],
+                i["rolloutState"],
+                i["failed"],
+                i["containers"][0]["exitCode"]
+            )
+        })
+        .collect();
+    assert!(
+        told_in_order(&items, &id, &td).is_some(),
+        "deployment {id} of {td}, newest first:\n{}",
+        brief.join("\n")
+    );
+}
+
+/// The timeline of a service whose rollout failed, with the deployment's
+/// id and task definition.
+async fn failing_rollout(t: &TestService) -> Option<(Vec<Value>, String, String)> {
+    let services = t.get("/v1/services").await.json();
+    for s in services["items"].as_array().into_iter().flatten() {
+        let name = s["entity"]["serviceName"].as_str().unwrap_or_default();
+        let cluster = s["entity"]["clusterARN"].as_str().unwrap_or_default();
+        let path = format!(
+            "/v1/services/{}/{name}/timeline",
+            actors::arn::cluster_name(cluster).unwrap_or_default()
+        );
+        let tl = t.get(&path).await.json();
+        let items = tl["items"].as_array().cloned().unwrap_or_default();
+        let failed = items
+            .iter()
+            .find(|i| i["type"] == "deployment" && i["rolloutState"] == "FAILED");
+        if let Some(d) = failed {
+            let id = d["id"].as_str()?.to_owned();
+            let td = d["taskDefinitionARN"].as_str()?.to_owned();
+            return Some((items, id, td));
+        }
+    }
+    None
+}

@@ -142,6 +142,11 @@ const CLUSTER_NAMES: [&str; 8] = [
 ];
 /// Chance per step that a service starts a rollout.
 const ROLLOUT_START_CHANCE: f64 = 0.005;
+/// Batches between two steps of one rollout.
+const ROLLOUT_BATCHES: u64 = 3;
+/// Crashed new tasks after which a failing rollout fails (its deployment's
+/// `failedTasks`).
+const FAILED_TASKS: u32 = 3;
 const FAMILIES: [(&str, &str); 5] = [
     ("web", "service"),
     ("api", "service"),
@@ -173,8 +178,13 @@ pub struct SimService {
     pub deployments: Vec<SimDeployment>,
     /// Service events, newest first (at most [`MAX_SERVICE_EVENTS`]).
     pub events: VecDeque<(String, i64, String)>,
-    /// Rollout steps left before a failing rollout fails.
+    /// A failing rollout's crashes of new tasks left before it fails (as
+    /// ECS's deployment circuit breaker does after a threshold of them).
     failing_in: Option<u32>,
+    /// The batch its rollout last moved in: a rollout takes at most one
+    /// step per [`ROLLOUT_BATCHES`] batches, so that its stages are seen
+    /// apart in time (a batch a tick: seconds a rollout, as ECS's take minutes).
+    stepped: u64,
 }
 
 /// A deployment of a simulated service.
@@ -356,6 +366,7 @@ impl Simulator {
                 }],
                 events: VecDeque::new(),
                 failing_in: None,
+                stepped: 0,
             });
         }
     }
@@ -602,7 +613,10 @@ impl Simulator {
             }
         }
         let rolling: Vec<usize> = (0..self.services.len())
-            .filter(|&s| self.services[s].rolling())
+            .filter(|&s| {
+                let svc = &self.services[s];
+                svc.rolling() && self.batch >= svc.stepped + ROLLOUT_BATCHES
+            })
             .collect();
         if !rolling.is_empty() && (self.rng.f64() < 0.5) {
             let s = rolling[self.rng.usize(..rolling.len())];
@@ -650,7 +664,7 @@ impl Simulator {
     fn start_rollout(&mut self, s: usize, now: i64) -> String {
         let id = self.deployment_id();
         let fails = self.rng.f64() < 0.15;
-        let failing_in = fails.then(|| 5 + self.rng.usize(..20) as u32);
+        let failing_in = fails.then_some(FAILED_TASKS);
         let svc = &mut self.services[s];
         let revision = svc.primary().revision + 1;
         svc.deployments.truncate(1);
@@ -667,15 +681,16 @@ impl Simulator {
             },
         );
         svc.failing_in = failing_in;
+        svc.stepped = self.batch;
         self.service_event(s, now, "SERVICE_DEPLOYMENT_IN_PROGRESS")
     }
 
     /// One step of service `s`'s rollout: a task moves on, or the rollout
     /// ends (COMPLETED, or FAILED when it was going to).
     fn advance_rollout(&mut self, s: usize, now: i64) -> String {
-        if let Some(left) = self.services[s].failing_in.as_mut() {
-            *left = left.saturating_sub(1);
-            if *left == 0 {
+        self.services[s].stepped = self.batch;
+        if let Some(left) = self.services[s].failing_in {
+            if left == 0 {
                 let svc = &mut self.services[s];
                 svc.failing_in = None;
                 svc.deployments[0].rollout = "FAILED";
@@ -724,6 +739,9 @@ impl Simulator {
                 task.desired_status = "STOPPED";
                 task.stopped_ms = Some(now);
                 task.crashed = true;
+                if let Some(left) = self.services[s].failing_in.as_mut() {
+                    *left = left.saturating_sub(1);
+                }
             }
             "PENDING" | "RUNNING" => {
                 task.last_status = "STOPPING";
@@ -812,7 +830,7 @@ impl Simulator {
                     desired_count: Some(if i == 0 { ours.len() as i64 } else { desired }),
                     running_count: Some(count(Some(d.revision), "RUNNING")),
                     pending_count: Some(count(Some(d.revision), "PENDING")),
-                    failed_tasks: Some(i64::from(d.rollout == "FAILED") * 3),
+                    failed_tasks: Some(i64::from(d.rollout == "FAILED") * i64::from(FAILED_TASKS)),
                     rollout_state: Some(d.rollout.to_owned()),
                     rollout_state_reason: Some(d.reason.clone()),
                     launch_type: Some("EC2".to_owned()),

@@ -940,13 +940,35 @@ impl Etcd {
         Ok(out)
     }
 
+    /// The last revision at or before `revision` that wrote an entity or a
+    /// tombstone (a deletion writes its tombstone): where a read of the
+    /// entities' history can stop.
+    async fn last_change(&self, revision: i64) -> Result<i64> {
+        let mut last = 0;
+        for prefix in [&self.entities, &self.tombstones] {
+            let opts = GetOptions::new()
+                .with_range(prefix_end(prefix))
+                .with_sort(SortTarget::Mod, SortOrder::Descend)
+                .with_limit(1)
+                .with_keys_only();
+            let resp = self
+                .get_at(prefix.clone().into_bytes(), opts, revision)
+                .await?;
+            if let Some(kv) = resp.kvs().first() {
+                last = last.max(kv.mod_revision());
+            }
+        }
+        Ok(last)
+    }
+
     /// Every version etcd still has of the entities of `kind` in
     /// `cluster_arn`: their state at its oldest revision, then each change
-    /// since, read by a watch until it has caught up with the present (etcd
-    /// says so in a progress notification, asked for until it is synced).
+    /// since, read by a watch up to the last change there was when asked
+    /// ([`Etcd::last_change`]; etcd 3.4's progress notifications cannot
+    /// tell, as they may come before the events they follow).
     async fn read_versions_in(&self, kind: Kind, cluster_arn: &str) -> Result<Vec<Version>> {
         let floor = self.floor().await?;
-        let current = self.revision().await?;
+        let current = self.last_change(self.revision().await?).await?;
         let base = self
             .read_state(floor as u64, kind, Some(cluster_arn.to_owned()))
             .await?;
@@ -970,15 +992,10 @@ impl Etcd {
             });
             let mut stream = started.await.map_err(unavailable)?;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-            let mut ask = tokio::time::interval(Duration::from_millis(100));
             let mut seen = floor;
             while seen < current {
                 let message = tokio::select! {
                     m = stream.message() => m.map_err(unavailable)?,
-                    _ = ask.tick() => {
-                        stream.request_progress().await.map_err(unavailable)?;
-                        continue;
-                    }
                     () = tokio::time::sleep_until(deadline) => {
                         return Err(Error::Unavailable(
                             "etcd's history was not read within 30 s".into(),
@@ -991,12 +1008,8 @@ impl Etcd {
                 if resp.compact_revision() > 0 {
                     return Err(Error::Compacted);
                 }
-                if resp.created() || resp.canceled() {
-                    continue;
-                }
-                if resp.events().is_empty() {
-                    // A progress notification: every change up to it was sent.
-                    seen = seen.max(revision_of(resp.header()));
+                if resp.canceled() {
+                    return Err(Error::Unavailable("the etcd watch was canceled".into()));
                 }
                 for ev in resp.events() {
                     if let Some(kv) = ev.kv() {
