@@ -561,10 +561,10 @@ async fn a_failing_rollout_shows_in_the_timeline_the_state_metrics_and_a_prometh
     error(&t, "/v1/services/cl/nope/timeline", 404, "ServiceNotFound").await;
 
     // A real Prometheus fires the README's crash-loop rule.
-    let alerts = format!("/api/v1/alerts");
+    let alerts = "/api/v1/alerts";
     let firing = eventually(Duration::from_secs(30), || async {
         let v: Value =
-            serde_json::from_slice(&get(prom.addr, &alerts).await.body).unwrap_or_default();
+            serde_json::from_slice(&get(prom.addr, alerts).await.body).unwrap_or_default();
         v["data"]["alerts"].as_array().is_some_and(|a| {
             a.iter().any(|x| {
                 x["labels"]["alertname"] == "EcsServiceCrashLooping"
