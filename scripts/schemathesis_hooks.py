@@ -25,13 +25,15 @@ def _is_stream(content_type):
 transport.is_event_stream = _is_stream
 
 
-# Three rules of the API are about state, not syntax, and no schema can say
+# Four rules of the API are about state, not syntax, and no schema can say
 # them: a nextToken is valid only for a listing still held (an opaque token
 # of one that is not gets 400 InvalidNextToken); a stream may start only
 # within the retained history (400/410 EntityVersionOutOfRange); snapshot=true
-# cannot be combined with a start version (400 InvalidParameter). A
-# schema-valid request rejected for one of these reasons, and only these, is
-# not a disagreement with the document; every other rejection still fails.
+# cannot be combined with a start version (400 InvalidParameter); a list
+# `at=` must lie within the retained history and not in the future (400
+# InvalidAt, 410 HistoryExpired). A schema-valid request rejected for one of
+# these reasons, and only these, is not a disagreement with the document;
+# every other rejection still fails.
 def _starts_at_a_version(q, h):
     return q.get("entityVersion") not in (None, "") or bool(h.get("Last-Event-ID"))
 
@@ -40,6 +42,8 @@ _STATEFUL = {
     "InvalidNextToken": lambda q, h: bool(q.get("nextToken")),
     "EntityVersionOutOfRange": _starts_at_a_version,
     "InvalidParameter": lambda q, h: str(q.get("snapshot")).lower() == "true" and _starts_at_a_version(q, h),
+    "InvalidAt": lambda q, h: q.get("at") not in (None, ""),
+    "HistoryExpired": lambda q, h: q.get("at") not in (None, ""),
 }
 
 

@@ -228,6 +228,18 @@ async fn every_response_matches_the_openapi_document() {
             "/v1/services/{cluster}/{service}/history",
             "/v1/services/c/nope/history".into(),
         ),
+        (
+            "/v1/services/{cluster}/{service}/timeline",
+            "/v1/services/c/web/timeline".into(),
+        ),
+        (
+            "/v1/services/{cluster}/{service}/timeline",
+            "/v1/services/c/web/timeline?limit=1&since=1h".into(),
+        ),
+        (
+            "/v1/services/{cluster}/{service}/timeline",
+            "/v1/services/c/nope/timeline".into(),
+        ),
         ("/v1/sd/prometheus", "/v1/sd/prometheus".into()),
         ("/v1/sd/prometheus", "/v1/sd/prometheus?port=0".into()),
         ("/metrics/state", "/metrics/state".into()),
