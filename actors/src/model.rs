@@ -530,6 +530,16 @@ impl Packed {
         Packed(out.into_boxed_slice())
     }
 
+    /// Bytes that [`Packed::bytes`] gave (the store keeps them as such).
+    pub fn from_bytes(bytes: &[u8]) -> Packed {
+        Packed(bytes.into())
+    }
+
+    /// The packed bytes, format byte first.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// The JSON; `None` if the bytes are not what [`Packed::pack`] made.
     pub fn unpack(&self) -> Option<String> {
         let (format, packed) = self.0.split_first()?;

@@ -21,6 +21,7 @@
 
 mod accounts;
 mod gen;
+mod history;
 mod http;
 mod procs;
 mod soak;
@@ -69,6 +70,15 @@ impl Sizes {
         }
     }
 
+    /// The ingest of `events` events of `shape` (part 9).
+    fn for_history(shape: Shape, events: usize) -> Sizes {
+        Sizes {
+            shape,
+            events,
+            ..Sizes::quick()
+        }
+    }
+
     fn quick() -> Sizes {
         Sizes {
             shape: Shape {
@@ -112,7 +122,7 @@ struct Options {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "ingest,etcd,queries,ui,streams,stopped,soak,accounts"
+        default_value = "ingest,etcd,queries,ui,streams,stopped,soak,accounts,history"
     )]
     parts: Vec<String>,
     /// The same as leaving etcd out of --parts.
@@ -353,6 +363,14 @@ async fn run(o: &Options, s: &Sizes, work: &Path) -> Report {
             accounts::Plan::full()
         };
         accounts::accounts(o, &plan, work, &mut report).await;
+    }
+    if o.runs("history") {
+        let plan = if o.quick {
+            history::Plan::quick()
+        } else {
+            history::Plan::full()
+        };
+        history::history(o, &plan, work, &mut report).await;
     }
     if !o.runs("queries") && !o.runs("ui") && !o.runs("streams") {
         return report;

@@ -137,7 +137,7 @@ fn index_versions(txn: &redb::WriteTransaction) -> Result<()> {
     for row in history.iter().map_err(unavailable)? {
         let (k, v) = row.map_err(unavailable)?;
         let v = v.value();
-        let id = ident(v.get(9..).unwrap_or_default())?;
+        let id = ident(&row_json(v)?)?;
         rows.push((k.value(), row_time(v)?, v.get(8) == Some(&1), id));
     }
     for (rev, at, deleted, id) in &rows {
@@ -526,7 +526,7 @@ fn compact_batch(db: &Database, before_ms: i64) -> Result<bool> {
             if at >= before_ms {
                 break;
             }
-            let id = ident(v.get(9..).unwrap_or_default())?;
+            let id = ident(&row_json(v)?)?;
             old.push((k.value(), at, v.get(8) == Some(&1), id));
         }
         for (rev, _, deleted, id) in &old {
@@ -559,11 +559,19 @@ fn compact_batch(db: &Database, before_ms: i64) -> Result<bool> {
     Ok(done)
 }
 
+/// How far back the state is known. Until a first compaction, history
+/// goes back to the store's making, or to its first commit if that was
+/// stamped earlier (a store built with the times of a replayed past).
 fn retained(txn: &redb::ReadTransaction) -> Result<Retained> {
-    Ok(Retained {
-        revision: counter(txn, STATE_FLOOR)?,
-        from_ms: i64::try_from(counter(txn, HISTORY_FROM)?).unwrap_or(i64::MAX),
-    })
+    let revision = counter(txn, STATE_FLOOR)?;
+    let mut from_ms = i64::try_from(counter(txn, HISTORY_FROM)?).unwrap_or(i64::MAX);
+    if revision == 0 {
+        let history = txn.open_table(HISTORY).map_err(unavailable)?;
+        if let Some(first) = history.get(1).map_err(unavailable)? {
+            from_ms = from_ms.min(row_time(first.value())?);
+        }
+    }
+    Ok(Retained { revision, from_ms })
 }
 
 /// The last revision committed at or before `at_ms`: a binary search of
@@ -788,13 +796,30 @@ fn delete(
     }))
 }
 
-/// History row layout: the commit time (i64 LE ms), 1 if a deletion, entry JSON.
+/// History row layout: the commit time (i64 LE ms), 1 if a deletion, then
+/// the entry JSON packed ([`crate::model::Packed`]: a format byte, then LZ4
+/// against a dictionary of ECS JSON; a quarter of the JSON's size). Rows of
+/// an older version hold the JSON as it is (it starts with `{`).
 fn history_row(c: &Change, now_ms: i64) -> Result<Vec<u8>> {
-    let mut v = Vec::with_capacity(9 + c.entry.entity.get().len() + 512);
+    let json = serde_json::to_string(&*c.entry).map_err(corrupt)?;
+    let packed = crate::model::Packed::pack(&json);
+    let mut v = Vec::with_capacity(9 + packed.len());
     v.extend_from_slice(&now_ms.to_le_bytes());
     v.push(u8::from(c.deleted));
-    serde_json::to_writer(&mut v, &*c.entry).map_err(corrupt)?;
+    v.extend_from_slice(packed.bytes());
     Ok(v)
+}
+
+/// The entry JSON of a history row.
+fn row_json(v: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>> {
+    let body = v.get(9..).unwrap_or_default();
+    if body.first() == Some(&b'{') {
+        return Ok(std::borrow::Cow::Borrowed(body));
+    }
+    match crate::model::Packed::from_bytes(body).unpack() {
+        Some(json) => Ok(std::borrow::Cow::Owned(json.into_bytes())),
+        None => Err(Error::Corrupt("unreadable history record".into())),
+    }
 }
 
 fn row_time(v: &[u8]) -> Result<i64> {
@@ -806,9 +831,9 @@ fn row_time(v: &[u8]) -> Result<i64> {
 
 fn parse_history_row(v: &[u8]) -> Result<Change> {
     row_time(v)?;
-    let (deleted, json) = (v.get(8) == Some(&1), v.get(9..).unwrap_or_default());
+    let (deleted, json) = (v.get(8) == Some(&1), row_json(v)?);
     Ok(Change {
-        entry: Arc::new(Entry::from_stored(json).map_err(corrupt)?),
+        entry: Arc::new(Entry::from_stored(&json).map_err(corrupt)?),
         deleted,
         moved_from: None,
     })
