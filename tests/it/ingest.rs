@@ -908,8 +908,14 @@ async fn a_full_disk_stops_writes_loses_nothing_and_recovers() {
     let shown = full.elapsed();
     // Deleted messages first, stored events after: a message is deleted
     // only once its event is stored, so the first can never exceed the second.
-    let (waiting, in_flight) = s.depth(&url).await;
-    let acknowledged = N as u64 - waiting - in_flight;
+    // The queue's counts are approximate (moto's can miss a message that a
+    // receive is moving to in flight): the least of three reads. Nothing is
+    // deleted while the disk is full, so a real excess shows in every read.
+    let mut acknowledged = u64::MAX;
+    for _ in 0..3 {
+        let (waiting, in_flight) = s.depth(&url).await;
+        acknowledged = acknowledged.min(N as u64 - waiting - in_flight);
+    }
     let (items, stored) = tasks_of(p.addr).await.expect("reads are served");
     assert_eq!(items.len() as u64, stored, "one task per stored event");
     assert!(
