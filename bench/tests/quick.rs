@@ -76,6 +76,14 @@ fn the_quick_benchmark_runs_every_part_and_loses_nothing() {
         "accounts: memory per idle reconciler",
         "accounts: threads, reconcile on / off",
         "accounts: idle CPU, on / off; per reconciler",
+        "disk per revision, embedded (history and state)",
+        "RSS with a day of history (2000 tasks)",
+        "one task's history (5 versions), p99",
+        "a cluster of 1000 tasks at= 12 h back, p50",
+        "all 2000 tasks at= 12 h back, slowest",
+        "ingest, 7 d of history kept (4000 events)",
+        "  … against 1 min kept",
+        "disk per revision, etcd (4000 revisions)",
     ] {
         let row = table.iter().find(|l| l.starts_with(&format!("| {figure}")));
         let row = row.unwrap_or_else(|| panic!("no row for {figure:?} in:\n{stdout}"));
@@ -84,7 +92,7 @@ fn the_quick_benchmark_runs_every_part_and_loses_nothing() {
         assert!(
             [
                 "events/s", "txn/s", "%", "ms", "MiB", "times", "fds", "errors", " s", "KiB",
-                "µs/s", "threads"
+                "µs/s", "threads", " B", "%)"
             ]
             .iter()
             .any(|u| measured.ends_with(u)),

@@ -34,6 +34,8 @@ impl PageCache {
     /// Snapshots kept for paging at most, and for how long after last use.
     const CAPACITY: usize = 32;
     const TTL: Duration = Duration::from_secs(600);
+    /// Snapshots of the past kept at most.
+    const PAST: usize = 2;
 
     pub(super) fn put(&self, snap: &Snapshot) {
         self.put_scoped(snap, None);
@@ -49,6 +51,14 @@ impl PageCache {
         });
         if e.len() >= Self::CAPACITY {
             e.pop_front();
+        }
+        // A snapshot of the past shares nothing with the view (its entries
+        // were read from the store): few are kept; one can be read again.
+        let past = e.iter().filter(|(_, sc, _)| sc.is_some()).count();
+        if scope.is_some() && past >= Self::PAST {
+            if let Some(i) = e.iter().position(|(_, sc, _)| sc.is_some()) {
+                e.remove(i);
+            }
         }
         e.push_back((snap.clone(), scope.map(str::to_owned), Instant::now()));
     }

@@ -660,3 +660,121 @@ async fn failing_rollout(t: &TestService) -> Option<(Vec<Value>, String, String)
     }
     None
 }
+
+/// The dashboard (history.md): a task's panel shows each of its states with
+/// its time; a service page shows its timeline, newest first, and follows it
+/// live; the tasks view "as of" a moment (`at=` in the URL) lists the tasks
+/// as they were — in Chromium.
+#[actix_web::test]
+async fn the_dashboard_shows_a_task_s_history_a_service_s_timeline_and_the_past() {
+    use css_bench::webdriver::Browser;
+    let _alone = crate::support::heavy().await;
+    let t = start().await;
+    let mut last_ms = actors::time::now_ms();
+    let now = last_ms;
+    t.apply(vec![actors::store::Op::Put(web(
+        "IN_PROGRESS",
+        now - 5000,
+        &[],
+    ))])
+    .await;
+    let mut revs = Vec::new();
+    for (v, status) in [(1, "PENDING"), (2, "RUNNING"), (3, "STOPPED")] {
+        after(last_ms).await;
+        t.inject(&[web_task("t1", v, status, now - 4000 + v as i64 * 100)])
+            .await;
+        last_ms = actors::time::now_ms();
+        let h = t
+            .get(&format!("{}/history", task_path("cl", "t1")))
+            .await
+            .json();
+        revs.push(h["metadata"]["entityVersion"].as_str().unwrap().to_owned());
+    }
+    let b = Browser::start().await;
+
+    // The task's panel: its three states, each with its time.
+    b.go(&format!("http://{}/ui/#/tasks?cluster=cl", t.addr()))
+        .await;
+    let rows = "return document.querySelectorAll('#tasks tbody tr').length";
+    assert_eq!(
+        b.until(Duration::from_secs(15), rows).await,
+        Some(serde_json::json!(1))
+    );
+    b.click("#tasks tbody tr").await;
+    let states = "const l = document.querySelectorAll('#panel:not([hidden]) #history li'); \
+        return l.length === 3 && [...l].map((e) => e.querySelector('.status').textContent + ' ' + !!e.querySelector('time').textContent)";
+    assert_eq!(
+        b.until(Duration::from_secs(10), states).await,
+        Some(serde_json::json!([
+            "PENDING true",
+            "RUNNING true",
+            "STOPPED true"
+        ]))
+    );
+
+    // As of the second state's revision: the task was RUNNING; the URL says so.
+    b.go(&format!("http://{}/ui/#/tasks?cluster=cl", t.addr()))
+        .await;
+    b.type_into("#f-at", &format!("{}\u{E007}", revs[1])).await;
+    let then = "const r = document.querySelector('#tasks tbody tr .status'); \
+        return r && location.hash.includes('at=') && document.querySelector('#count').dataset.asOf === arguments[0] && r.textContent";
+    let shown = b
+        .until(
+            Duration::from_secs(10),
+            &then.replace("arguments[0]", &format!("'{}'", revs[1])),
+        )
+        .await;
+    assert_eq!(shown, Some(serde_json::json!("RUNNING")));
+    let hash = b.js("return location.hash", serde_json::json!([])).await;
+    assert_eq!(
+        hash,
+        serde_json::json!(format!("#/tasks?cluster=cl&at={}", revs[1]))
+    );
+
+    // The service page: its timeline, newest first, live.
+    b.go(&format!("http://{}/ui/#/services", t.addr())).await;
+    let link = "const a = document.querySelector('a.service-page'); return a && a.textContent";
+    assert_eq!(
+        b.until(Duration::from_secs(10), link).await,
+        Some(serde_json::json!("web"))
+    );
+    b.click("a.service-page").await;
+    let types = "const l = document.querySelectorAll('#timeline li'); return l.length > 0 && [...l].map((e) => e.dataset.type)";
+    let first = b
+        .until(Duration::from_secs(10), types)
+        .await
+        .expect("a timeline");
+    assert_eq!(first[0], "taskStopped", "newest first: {first}");
+    assert!(
+        first.as_array().unwrap().iter().any(|x| x == "taskStarted"),
+        "{first}"
+    );
+    assert_eq!(
+        first.as_array().unwrap().last().unwrap(),
+        "deployment",
+        "{first}"
+    );
+    let exit = "const e = document.querySelector('#timeline li[data-type=taskStopped] .exit-code'); return e && e.textContent";
+    assert_eq!(
+        b.until(Duration::from_secs(5), exit).await,
+        Some(serde_json::json!("1"))
+    );
+    // The rollout fails: the page shows it without a reload.
+    let ended = (
+        "e2",
+        now - 1000,
+        "(service web) (deployment d2) deployment failed: tasks failed to start.",
+    );
+    t.apply(vec![actors::store::Op::Put(web(
+        "FAILED",
+        now - 1000,
+        &[ended],
+    ))])
+    .await;
+    let live = "return [...document.querySelectorAll('#timeline li[data-type=deployment]')] \
+        .some((l) => l.innerText.includes('FAILED')) || null";
+    assert!(
+        b.until(Duration::from_secs(10), live).await.is_some(),
+        "the failed rollout did not show within 10 s"
+    );
+}

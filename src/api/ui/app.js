@@ -29,6 +29,11 @@ const state = {
   // The values each task filter accepts, as the API's OpenAPI document
   // lists them (`x-values`): the lists live in the service, not here.
   values: {},
+  // The tasks view "as of" a past moment (`at=`): pages read from the API,
+  // which answers the list as it was then ({ key, page, items, tokens, … }).
+  past: null,
+  // The service page's timeline, read from the API ({ key, items, … }).
+  timeline: null,
 };
 
 const $ = (sel) => document.querySelector(sel);
@@ -52,7 +57,11 @@ class Unauthorized extends Error {}
 async function api(path) {
   const res = await fetch(path, { headers: headers() });
   if (res.status === 401) throw new Unauthorized();
-  if (!res.ok) throw new Error(path + ': ' + res.status);
+  if (!res.ok) {
+    const e = new Error(path + ': ' + res.status);
+    e.response = res;
+    throw e;
+  }
   return res.json();
 }
 
@@ -193,7 +202,7 @@ function route() {
   const [view, query] = hash.split('?');
   return { view: KNOWN_VIEWS.includes(view) ? view : 'overview', params: new URLSearchParams(query || '') };
 }
-const KNOWN_VIEWS = ['overview', 'services', 'tasks', 'instances'];
+const KNOWN_VIEWS = ['overview', 'services', 'service', 'tasks', 'instances'];
 
 function setParams(view, params) {
   const q = new URLSearchParams();
@@ -350,7 +359,8 @@ const VIEWS = {
       const events = (s.events || []).slice(0, 3).map((e) => `<li>${esc(e.message)}</li>`).join('');
       return `<tr data-arn="${esc(s.serviceARN)}">
         <td data-label="cluster">${esc(clusterName(s.clusterARN))}</td>
-        <td data-label="service"><a href="#/tasks?cluster=${encodeURIComponent(clusterName(s.clusterARN))}&service=${encodeURIComponent(s.serviceName)}">${esc(s.serviceName)}</a></td>
+        <td data-label="service"><a class="service-page" href="#/service?cluster=${encodeURIComponent(clusterName(s.clusterARN))}&name=${encodeURIComponent(s.serviceName)}">${esc(s.serviceName)}</a>
+          · <a href="#/tasks?cluster=${encodeURIComponent(clusterName(s.clusterARN))}&service=${encodeURIComponent(s.serviceName)}">tasks</a></td>
         <td data-label="status">${statusTag(s.status)}</td>
         <td data-label="desired / running / pending">${s.desiredCount ?? '—'} / ${s.runningCount ?? '—'} / ${s.pendingCount ?? '—'}</td>
         <td data-label="rollout">${statusTag(d.rolloutState)} ${progress}</td>
@@ -362,6 +372,7 @@ const VIEWS = {
   tasks(p) {
     const f = Object.fromEntries(TASK_FILTERS.map((k) => [k, p.get(k) || '']));
     const page = Math.max(0, Number(p.get('page')) || 0);
+    const at = p.get('at') || '';
     const match = (t) => (!f.cluster || clusterName(t.clusterARN) === f.cluster)
       && inPlace(t.clusterARN, f)
       && (!f.service || serviceOf(t) === f.service)
@@ -371,9 +382,10 @@ const VIEWS = {
       && (!f.family || last(t.taskDefinitionARN).split(':')[0] === f.family)
       && (!f.containerInstance || last(t.containerInstanceARN) === last(f.containerInstance));
     const hits = [];
-    for (const t of state.stores.task.values()) if (match(t)) hits.push(t);
+    if (!at) for (const t of state.stores.task.values()) if (match(t)) hits.push(t);
     hits.sort((a, b) => (a.clusterARN < b.clusterARN ? -1 : a.clusterARN > b.clusterARN ? 1 : a.taskARN < b.taskARN ? -1 : 1));
-    const shown = hits.slice(page * PAGE, (page + 1) * PAGE);
+    const past = at ? pastTasks(f, at, page) : null;
+    const shown = past ? past.items : hits.slice(page * PAGE, (page + 1) * PAGE);
     const opts = (name, values) => `<label>${name}<select id="f-${name}" data-filter="${name}"><option value="">any</option>${values.map((v) => `<option${v === f[name] ? ' selected' : ''}>${esc(v)}</option>`).join('')}</select></label>`;
     const services = [...new Set([...state.stores.service.values()].map((s) => s.serviceName).concat([...state.stores.task.values()].slice(0, 5000).map(serviceOf)).filter(Boolean))].sort();
     const controls = `<form class="filters" id="task-filters" role="search">
@@ -385,6 +397,7 @@ const VIEWS = {
       ${opts('launchType', state.values.launchType || [])}
       <label>family<input id="f-family" data-filter="family" value="${esc(f.family)}" size="12"></label>
       <label>container instance<input id="f-containerInstance" data-filter="containerInstance" value="${esc(f.containerInstance)}" size="14"></label>
+      <label>as of<input id="f-at" data-filter="at" value="${esc(at)}" size="24" placeholder="now (RFC 3339 time or revision)"></label>
     </form>`;
     const rows = shown.map((t) => `<tr tabindex="0" data-arn="${esc(t.taskARN)}" data-cluster="${esc(clusterName(t.clusterARN))}">
       <td data-label="task" class="mono">${esc(last(t.taskARN))}</td>
@@ -396,13 +409,42 @@ const VIEWS = {
       <td data-label="launch type">${esc(t.launchType || '—')}</td>
       <td data-label="started">${esc(t.startedAt || '—')}</td></tr>`);
     const pages = Math.max(1, Math.ceil(hits.length / PAGE));
-    const pager = `<div class="pager"><button type="button" id="prev"${page ? '' : ' disabled'}>‹ previous</button>
+    const pager = past
+      ? `<div class="pager"><button type="button" id="prev"${page ? '' : ' disabled'}>‹ previous</button>
+      <span id="count" data-count="${past.items.length}" data-as-of="${esc(past.revision)}">as of ${esc(at)} (entityVersion ${esc(past.revision || '…')}) · page ${page + 1}</span>
+      <button type="button" id="next"${past.next ? '' : ' disabled'}>next ›</button></div>`
+      : `<div class="pager"><button type="button" id="prev"${page ? '' : ' disabled'}>‹ previous</button>
       <span id="count" data-count="${hits.length}">${hits.length} tasks · page ${Math.min(page + 1, pages)} of ${pages}</span>
       <button type="button" id="next"${page + 1 < pages ? '' : ' disabled'}>next ›</button></div>`;
-    const table = shown.length
-      ? `<table id="tasks"><thead><tr><th>task</th><th>cluster</th><th>status</th><th>desired</th><th>service</th><th>task definition</th><th>launch type</th><th>started</th></tr></thead><tbody>${rows.join('')}</tbody></table>`
-      : `<p class="empty">No task matches${state.feeds.task && !state.feeds.task.ready ? ' yet (loading…)' : ''}.</p>`;
+    const loading = past ? past.loading : state.feeds.task && !state.feeds.task.ready;
+    const table = past && past.error
+      ? `<p class="empty" role="alert">${esc(past.error)}</p>`
+      : shown.length
+        ? `<table id="tasks"><thead><tr><th>task</th><th>cluster</th><th>status</th><th>desired</th><th>service</th><th>task definition</th><th>launch type</th><th>started</th></tr></thead><tbody>${rows.join('')}</tbody></table>`
+        : `<p class="empty">No task matches${loading ? ' yet (loading…)' : ''}.</p>`;
     return [controls, pager + table];
+  },
+
+  service(p) {
+    const cluster = p.get('cluster') || '', name = p.get('name') || '';
+    const s = [...state.stores.service.values()].find((x) => clusterName(x.clusterARN) === cluster && x.serviceName === name);
+    const tl = timelineOf(cluster, name);
+    const head = `<h2>${esc(name)} <small>in ${esc(cluster)}</small></h2>
+      <p>${s ? `${statusTag(s.status)} desired ${s.desiredCount ?? '—'} · running ${s.runningCount ?? '—'} · pending ${s.pendingCount ?? '—'} · ` : ''}<a href="#/tasks?cluster=${encodeURIComponent(cluster)}&service=${encodeURIComponent(name)}">its tasks</a></p>`;
+    if (tl.error) return [head, `<p class="empty" role="alert">${esc(tl.error)}</p>`];
+    if (!tl.items) return [head, '<p class="empty">Loading its timeline…</p>'];
+    const what = (i) => {
+      switch (i.type) {
+        case 'deployment': return `deployment <span class="mono">${esc(last(i.id))}</span> of ${esc(last(i.taskDefinitionARN))}: ${statusTag(i.status)} ${statusTag(i.rolloutState)} ${esc(i.rolloutStateReason || '')}`;
+        case 'serviceEvent': return esc(i.message);
+        case 'taskStarted': return `task <span class="mono">${esc(last(i.taskARN))}</span> (${esc(last(i.taskDefinitionARN))}) started`;
+        case 'taskStopped': return `task <span class="mono">${esc(last(i.taskARN))}</span> (${esc(last(i.taskDefinitionARN))}) stopped${i.failed ? ' <strong class="failed">failed</strong>' : ''}: ${esc(i.stopCode || '')} ${esc(i.stoppedReason || '')}
+          ${(i.containers || []).map((c) => `<span class="exit">${esc(c.name)} exit <span class="exit-code">${c.exitCode ?? '—'}</span>${c.reason ? ` (${esc(c.reason)})` : ''}</span>`).join(' ')}`;
+        default: return esc(i.type);
+      }
+    };
+    const rows = tl.items.map((i) => `<li data-type="${esc(i.type)}" data-version="${esc(i.entityVersion)}"><time>${esc(i.at)}</time> <span class="kind">${esc(i.type)}</span> ${what(i)}</li>`);
+    return [head, rows.length ? `<ol id="timeline" reversed>${rows.join('')}</ol>` : '<p class="empty">Nothing has happened to it within the retained history.</p>'];
   },
 
   instances(p) {
@@ -458,6 +500,7 @@ function bind(view, params) {
     });
   }
   const move = (d) => setParams(view, { ...current, page: String(Math.max(0, (Number(current.page) || 0) + d)) });
+  if ($('#f-at')) $('#f-at').addEventListener('keydown', (ev) => { if (ev.key === 'Enter') { ev.preventDefault(); ev.target.dispatchEvent(new Event('change')); } });
   if ($('#prev')) $('#prev').addEventListener('click', () => move(-1));
   if ($('#next')) $('#next').addEventListener('click', () => move(1));
   if (view === 'tasks') {
@@ -469,17 +512,81 @@ function bind(view, params) {
   }
 }
 
+// ---- the past ---------------------------------------------------------
+
+// One page of the tasks as they were `at`, from the API (its filters are
+// the view's); loaded once per page and kept while the view shows it. Pages
+// go by the API's nextToken: the token of each page is kept for the next.
+function pastTasks(f, at, page) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(f)) if (v) q.set(k, v);
+  q.set('at', at);
+  q.set('limit', String(PAGE));
+  const base = q.toString();
+  if (!state.past || state.past.base !== base) state.past = { base, tokens: [''], pages: {} };
+  const entry = state.past.pages[page];
+  if (entry) return entry;
+  const token = state.past.tokens[page];
+  const loading = { items: [], loading: true, next: false, revision: '', error: '' };
+  state.past.pages[page] = loading;
+  if (token === undefined) { loading.loading = false; loading.error = 'Open the pages in order.'; return loading; }
+  const mine = state.past;
+  api(`/v1/tasks?${base}${token ? '&nextToken=' + encodeURIComponent(token) : ''}`).then((v) => {
+    if (state.past !== mine) return;
+    mine.pages[page] = { items: v.items.map((i) => compact('task', i.entity)), loading: false, next: !!v.nextToken, revision: v.metadata.entityVersion, error: '' };
+    if (v.nextToken) mine.tokens[page + 1] = v.nextToken;
+    schedule();
+  }).catch(async (e) => {
+    if (state.past !== mine) return;
+    let said = String(e.message || e);
+    if (e.response) try { said = (await e.response.json()).message; } catch (_) { /* keep */ }
+    mine.pages[page] = { items: [], loading: false, next: false, revision: '', error: said };
+    schedule();
+  });
+  return loading;
+}
+
+// The timeline of a service, read again when it or one of its tasks
+// changes (at most once a second).
+function timelineOf(cluster, name) {
+  const key = cluster + '/' + name;
+  const tl = state.timeline && state.timeline.key === key ? state.timeline : (state.timeline = { key, items: null, error: '', fetched: 0, busy: false, stale: true });
+  const arns = [...state.changed];
+  const touched = arns.some((a) => {
+    const t = state.stores.task.get(a), s = state.stores.service.get(a);
+    return (t && clusterName(t.clusterARN) === cluster && serviceOf(t) === name) || (s && clusterName(s.clusterARN) === cluster && s.serviceName === name);
+  });
+  if (touched) tl.stale = true;
+  if (tl.stale && !tl.busy) {
+    const wait = Math.max(0, tl.fetched + 1000 - Date.now());
+    tl.busy = true;
+    tl.stale = false;
+    sleep(wait).then(() => api(`/v1/services/${encodeURIComponent(cluster)}/${encodeURIComponent(name)}/timeline?limit=200`)).then((v) => {
+      tl.items = v.items; tl.error = '';
+    }).catch((e) => {
+      tl.error = e instanceof Unauthorized ? 'The token was not accepted.' : `No timeline for this service (${e.message || e}).`;
+    }).finally(() => { tl.busy = false; tl.fetched = Date.now(); schedule(); });
+  }
+  return tl;
+}
+
 // ---- task panel -------------------------------------------------------
 
 async function openPanel(cluster, arn) {
-  state.panel = { cluster, arn, entity: null, error: '' };
+  state.panel = { cluster, arn, entity: null, error: '', history: null };
   renderPanel();
-  try {
-    const item = await api(`/v1/tasks/${encodeURIComponent(cluster)}/${encodeURIComponent(arn)}`);
-    if (state.panel && state.panel.arn === arn) state.panel.entity = item.entity;
-  } catch (e) {
-    if (e instanceof Unauthorized) return askToken('The token was not accepted.');
-    if (state.panel) state.panel.error = 'This task is gone.';
+  const path = `/v1/tasks/${encodeURIComponent(cluster)}/${encodeURIComponent(arn)}`;
+  const [item, history] = await Promise.allSettled([api(path), api(path + '/history')]);
+  for (const r of [item, history]) {
+    if (r.status === 'rejected' && r.reason instanceof Unauthorized) return askToken('The token was not accepted.');
+  }
+  if (state.panel && state.panel.arn === arn) {
+    // Gone from the view (as of a past moment, or deleted): its last version.
+    const versions = history.status === 'fulfilled' ? history.value.items : [];
+    const latest = [...versions].reverse().find((v) => v.entity);
+    state.panel.entity = item.status === 'fulfilled' ? item.value.entity : latest ? latest.entity : null;
+    state.panel.history = versions;
+    if (!state.panel.entity) state.panel.error = 'This task is gone.';
   }
   renderPanel();
   $('#panel-close').focus();
@@ -501,7 +608,8 @@ function renderPanel() {
     <dt>task definition</dt><dd class="mono">${esc(t.taskDefinitionARN)}</dd>
     ${t.stoppedReason ? `<dt>stopped reason</dt><dd>${esc(t.stoppedReason)}</dd>` : ''}
     ${t.stopCode ? `<dt>stop code</dt><dd>${esc(t.stopCode)}</dd>` : ''}${times}</dl>
-    <h3>Containers</h3><table id="containers"><thead><tr><th>name</th><th>image</th><th>status</th><th>exit code</th><th>reason</th></tr></thead><tbody>${containers}</tbody></table>`;
+    <h3>Containers</h3><table id="containers"><thead><tr><th>name</th><th>image</th><th>status</th><th>exit code</th><th>reason</th></tr></thead><tbody>${containers}</tbody></table>
+    <h3>History</h3>${p.history && p.history.length ? `<ol id="history">${p.history.map((v) => `<li data-version="${esc(v.metadata.entityVersion)}"><time>${esc(v.metadata.observedAt)}</time> ${v.deleted ? statusTag('deleted') : statusTag(v.entity.lastStatus)}</li>`).join('')}</ol>` : '<p class="muted">No retained history.</p>'}`;
   if ($('#panel-body').dataset.html !== html) {
     $('#panel-body').innerHTML = html;
     $('#panel-body').dataset.html = html;
