@@ -220,3 +220,118 @@ fn task_change(before: Option<&str>, task: &Task, v: &Version) -> Option<Item> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Entry;
+    use std::sync::Arc;
+
+    fn version(entry: Entry, revision: u64, observed_at_ms: i64) -> Version {
+        let mut entry = entry;
+        entry.revision = revision;
+        Version {
+            entry: Arc::new(entry),
+            deleted: false,
+            observed_at_ms,
+        }
+    }
+
+    fn service(rollout: &str, updated: &str, events: &[(&str, &str)]) -> Entry {
+        let json = serde_json::json!({
+            "serviceArn": "arn:aws:ecs:r:1:service/c/web", "serviceName": "web",
+            "clusterArn": "arn:aws:ecs:r:1:cluster/c", "status": "ACTIVE",
+            "deployments": [{"id": "d2", "status": "PRIMARY", "taskDefinition": "td:2",
+                "rolloutState": rollout, "updatedAt": updated}],
+            "events": events.iter().map(|(id, at)| serde_json::json!(
+                {"id": id, "createdAt": at, "message": format!("event {id}")})).collect::<Vec<_>>(),
+        });
+        Entry::from_service(&serde_json::from_value(json).unwrap()).unwrap()
+    }
+
+    fn task(status: &str, exit: Option<i64>) -> Entry {
+        let json = serde_json::json!({
+            "taskARN": "arn:aws:ecs:r:1:task/c/t1", "clusterARN": "arn:aws:ecs:r:1:cluster/c",
+            "taskDefinitionARN": "td:2", "lastStatus": status, "group": "service:web",
+            "startedAt": "2026-12-01T10:00:02Z", "stoppedAt": "2026-12-01T10:00:03Z",
+            "stopCode": exit.map(|_| "EssentialContainerExited"),
+            "containers": [{"name": "app", "exitCode": exit}],
+        });
+        Entry::from_task(&serde_json::from_value(json).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_failing_rollout_reads_newest_first_with_each_change_once() {
+        let svc = [
+            version(
+                service(
+                    "IN_PROGRESS",
+                    "2026-12-01T10:00:01Z",
+                    &[("e1", "2026-12-01T10:00:01Z")],
+                ),
+                1,
+                0,
+            ),
+            // The same state described again: nothing new.
+            version(
+                service(
+                    "IN_PROGRESS",
+                    "2026-12-01T10:00:01Z",
+                    &[("e1", "2026-12-01T10:00:01Z")],
+                ),
+                4,
+                0,
+            ),
+            version(
+                service(
+                    "FAILED",
+                    "2026-12-01T10:00:04Z",
+                    &[
+                        ("e2", "2026-12-01T10:00:04Z"),
+                        ("e1", "2026-12-01T10:00:01Z"),
+                    ],
+                ),
+                5,
+                0,
+            ),
+        ];
+        let tasks = [
+            version(task("PENDING", None), 2, 0),
+            version(task("RUNNING", None), 3, 0),
+            version(task("RUNNING", None), 6, 0),
+            version(task("STOPPED", Some(1)), 7, 0),
+        ];
+        let items = of(&svc, &tasks);
+        let kinds: Vec<String> = items
+            .iter()
+            .map(|i| {
+                let v = serde_json::to_value(i).unwrap();
+                format!(
+                    "{} {}",
+                    v["type"].as_str().unwrap(),
+                    v["rolloutState"]
+                        .as_str()
+                        .or(v["id"].as_str())
+                        .unwrap_or("")
+                )
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "serviceEvent e2",
+                "deployment FAILED",
+                "taskStopped ",
+                "taskStarted ",
+                "serviceEvent e1",
+                "deployment IN_PROGRESS",
+            ]
+        );
+        let stopped = serde_json::to_value(&items[2]).unwrap();
+        assert_eq!(stopped["failed"], true);
+        assert_eq!(stopped["containers"][0]["exitCode"], 1);
+        assert_eq!(stopped["at"], "2026-12-01T10:00:03.000Z");
+        assert_eq!(stopped["entityVersion"], "7");
+        assert_eq!(stopped["taskARN"], "arn:aws:ecs:r:1:task/c/t1");
+    }
+}
