@@ -325,6 +325,19 @@ impl Reader {
         Ok(snap)
     }
 
+    /// A window of the state at `revision` (see [`Store::state_page`]).
+    pub fn state_page(
+        &self,
+        revision: u64,
+        kind: crate::model::Kind,
+        cluster_arn: Option<String>,
+        from: std::ops::Bound<crate::model::Key>,
+        max: usize,
+    ) -> BoxFuture<'_, store::Result<store::Page>> {
+        self.store
+            .state_page(revision, kind, cluster_arn, from, max)
+    }
+
     /// Every retained version of one entity (see [`Store::versions`]).
     pub fn versions(
         &self,

@@ -140,27 +140,44 @@ pub(super) async fn list(
         .map(|t| Cursor::of_list(t, kind))
         .transpose()?;
 
-    let past = token.as_ref().is_some_and(|t| t.scope != kind.as_str());
-    let (snap, scope) = match (at, past) {
+    let of_past = token.as_ref().is_some_and(|t| t.scope != kind.as_str());
+    let mut listing = match (at, of_past) {
         (Some(_), _) | (None, true) => {
-            let (snap, scope) =
-                history::snapshot(kind, &filter, at.unwrap_or(0), token.as_ref(), &state).await?;
-            (snap, Some(scope))
+            let (revision, scope, cluster) =
+                history::past(kind, &filter, at.unwrap_or(0), token.as_ref(), &state)?;
+            Listing::new(
+                kind,
+                Snapshot::default(),
+                filter,
+                token,
+                limit,
+                state.clone(),
+            )
+            .scoped(Some(scope))
+            .of_the_past(revision, cluster)
         }
-        (None, false) => (snapshot_for(token.as_ref(), &state)?, None),
+        (None, false) => {
+            let snap = snapshot_for(token.as_ref(), &state)?;
+            Listing::new(kind, snap, filter, token, limit, state.clone())
+        }
     };
-    let mut listing = Listing::new(kind, snap, filter, token, limit, state.clone()).scoped(scope);
     let mut first = String::with_capacity(8 * 1024);
     first.push_str(r#"{"items":["#);
-    listing.fill(&mut first, listing::PIECE);
+    listing
+        .fill_all(&mut first, listing::PIECE)
+        .await
+        .map_err(history::store_error)?;
     if listing.finished() {
         return Ok(json(StatusCode::OK, first));
     }
     let body = futures_util::stream::unfold(
         (Some(Bytes::from(first)), listing),
         |(first, mut listing)| async move {
-            let piece = first.or_else(|| listing.next_piece())?;
-            Some((Ok::<_, std::convert::Infallible>(piece), (None, listing)))
+            let piece = match first {
+                Some(f) => Ok(f),
+                None => listing.next_piece().await?,
+            };
+            Some((piece, (None, listing)))
         },
     );
     Ok(HttpResponse::Ok()

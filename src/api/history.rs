@@ -106,32 +106,25 @@ fn part_of(filter: &Filter, state: &State) -> Result<String, Error> {
     })
 }
 
-/// The snapshot and token scope of a list of `kind` at a past revision:
-/// the first page's (`at`) or a later one's (`token`, whose scope says
-/// which). Rebuilt from the store when the page cache no longer has it:
-/// the state at a retained revision never changes.
-pub(super) async fn snapshot(
+/// The revision, token scope and cluster of a list of `kind` at a past
+/// revision: the first page's (`at`) or a later one's (`token`, whose scope
+/// says which). Its entities are read from the store window by window
+/// ([`super::listing::Listing::of_the_past`]): the state at a retained
+/// revision never changes, so every page reads it again.
+pub(super) fn past(
     kind: Kind,
     filter: &Filter,
     at: u64,
     token: Option<&Cursor>,
     state: &State,
-) -> Result<(Snapshot, String), Error> {
+) -> Result<(u64, String, Option<String>), Error> {
     let (revision, scope) = match token {
         Some(t) => (t.revision, t.scope.clone()),
         None => (at, scope(kind.as_str(), &part_of(filter, state)?)),
     };
-    if let Some(s) = state.pages.get_scoped(revision, &scope) {
-        return Ok((s, scope));
-    }
     let part = scope.split_once('@').map_or("", |(_, p)| p);
     let cluster = (!part.is_empty()).then(|| part.to_owned());
-    let snap = state
-        .reader
-        .snapshot_at(revision, kind, cluster)
-        .await
-        .map_err(store_error)?;
-    Ok((snap, scope))
+    Ok((revision, scope, cluster))
 }
 
 /// Every kind at a past revision (`/v1/clusters?at=`).

@@ -30,6 +30,21 @@ enum Place {
     Past,
 }
 
+/// Entities read from the store per window of a listing of the past.
+const WINDOW: usize = 2_000;
+
+/// Where a listing of the past reads its entities: the store's state at
+/// `revision`, a window at a time ([`actors::store::Store::state_page`]),
+/// so that its memory is one window's, however long the list.
+struct Past {
+    revision: u64,
+    cluster: Option<String>,
+    /// The store may hold more after the window.
+    more: bool,
+    /// The window is read to its end: the next one is due.
+    due: bool,
+}
+
 pub struct Listing {
     kind: Kind,
     snap: Snapshot,
@@ -43,6 +58,7 @@ pub struct Listing {
     finished: bool,
     /// The `nextToken` scope of a listing of the past ([`super::history`]).
     scope: Option<String>,
+    past: Option<Past>,
     state: web::Data<State>,
 }
 
@@ -73,7 +89,69 @@ impl Listing {
             last: None,
             finished: false,
             scope: None,
+            past: None,
             state,
+        }
+    }
+
+    /// A listing of the state at `revision` (of `cluster` or of all), read
+    /// from the store window by window; its snapshot holds the window.
+    pub fn of_the_past(mut self, revision: u64, cluster: Option<String>) -> Listing {
+        self.snap = Snapshot::at(revision);
+        self.past = Some(Past {
+            revision,
+            cluster,
+            more: true,
+            due: true,
+        });
+        self
+    }
+
+    fn window_due(&self) -> bool {
+        self.past.as_ref().is_some_and(|p| p.due)
+    }
+
+    /// Reads the next window of a listing of the past, from `from` on.
+    async fn next_window(&mut self) -> Result<(), actors::store::Error> {
+        let Some(p) = self.past.as_mut() else {
+            return Ok(());
+        };
+        let page = self
+            .state
+            .reader
+            .state_page(
+                p.revision,
+                self.kind,
+                p.cluster.clone(),
+                self.from.clone(),
+                WINDOW,
+            )
+            .await?;
+        let mut snap = Snapshot::at(p.revision);
+        for e in page.entries {
+            snap.insert(e);
+        }
+        p.more = page.more;
+        p.due = false;
+        self.snap = snap;
+        Ok(())
+    }
+
+    /// As [`Listing::fill`], reading the windows of a listing of the past
+    /// as it goes.
+    pub async fn fill_all(
+        &mut self,
+        out: &mut String,
+        budget: usize,
+    ) -> Result<(), actors::store::Error> {
+        loop {
+            if self.window_due() {
+                self.next_window().await?;
+            }
+            self.fill(out, budget);
+            if !self.window_due() {
+                return Ok(());
+            }
         }
     }
 
@@ -101,14 +179,18 @@ impl Listing {
     }
 
     /// Appends items to `out` until it holds `budget` bytes or the listing
-    /// ends; at the end, also the list's closing part.
+    /// ends; at the end, also the list's closing part. A listing of the past
+    /// stops at the end of its window when the store holds more
+    /// ([`Listing::fill_all`] reads the next one).
     pub fn fill(&mut self, out: &mut String, budget: usize) {
         let map = self.snap.of(self.kind).clone();
-        while !self.finished && out.len() < budget {
+        while !self.finished && out.len() < budget && !self.window_due() {
             // Where the next pass starts; `None` when the walk is over.
             let mut next = None;
             let mut more = false;
             let mut last = None;
+            // Whether the walk stopped before the end of the map.
+            let mut stopped = false;
             // The cluster last judged, and whether it matched.
             let mut judged: Option<(&str, bool)> = None;
             for (k, e) in map.range((self.from.clone(), Bound::Unbounded)) {
@@ -121,9 +203,13 @@ impl Listing {
                         }
                         Place::OtherCluster => {
                             next = Some(Bound::Included(Key::past(&e.cluster_arn)));
+                            stopped = true;
                             break;
                         }
-                        Place::Past => break,
+                        Place::Past => {
+                            stopped = true;
+                            break;
+                        }
                     },
                 };
                 if !inside || !self.filter.matches_besides_cluster(e) {
@@ -131,6 +217,7 @@ impl Listing {
                 }
                 if self.left == 0 {
                     more = true;
+                    stopped = true;
                     break;
                 }
                 if self.written > 0 {
@@ -142,11 +229,25 @@ impl Listing {
                 last = Some(k);
                 if out.len() >= budget {
                     next = Some(Bound::Excluded(k.clone()));
+                    stopped = true;
                     break;
                 }
             }
             if let Some(k) = last {
                 self.last = Some(k.clone());
+            }
+            if !stopped && self.past.as_ref().is_some_and(|p| p.more) {
+                // The window is read: the next starts after its last entity
+                // (or where a jump past a cluster already points).
+                if let Some((end, _)) = map.get_max() {
+                    if actors::store::from_on(end, &self.from) {
+                        self.from = Bound::Excluded(end.clone());
+                    }
+                }
+                if let Some(p) = self.past.as_mut() {
+                    p.due = true;
+                }
+                return;
             }
             match next {
                 Some(from) if !more => self.from = from,
@@ -169,19 +270,27 @@ impl Listing {
                 revision: self.snap.revision,
                 after,
             };
-            self.state.pages.put_scoped(&self.snap, scope);
+            // A listing of the past reads its pages from the store again.
+            if self.past.is_none() {
+                self.state.pages.put(&self.snap);
+            }
             let _ = write!(out, r#","nextToken":"{}""#, token.encode());
         }
         out.push('}');
     }
 
     /// The next piece of a streamed listing; `None` once it is all sent.
-    pub fn next_piece(&mut self) -> Option<Bytes> {
+    /// A store that fails a listing of the past midway ends the body short
+    /// (its status was sent with the first piece).
+    pub async fn next_piece(&mut self) -> Option<Result<Bytes, std::io::Error>> {
         if self.finished {
             return None;
         }
         let mut out = String::with_capacity(PIECE + 8 * 1024);
-        self.fill(&mut out, PIECE);
-        Some(Bytes::from(out))
+        if let Err(e) = self.fill_all(&mut out, PIECE).await {
+            self.finished = true;
+            return Some(Err(std::io::Error::other(e.to_string())));
+        }
+        Some(Ok(Bytes::from(out)))
     }
 }

@@ -778,3 +778,45 @@ async fn the_dashboard_shows_a_task_s_history_a_service_s_timeline_and_the_past(
         "the failed rollout did not show within 10 s"
     );
 }
+
+on_both_backends!(a_list_of_the_past_is_the_live_list_of_that_revision);
+
+/// A list `at=` the current revision answers what the live list answers,
+/// filtered and paged alike, over more entities than one window of the
+/// store (2,000) holds.
+async fn a_list_of_the_past_is_the_live_list_of_that_revision(b: Backend) {
+    let t = start_on(b).await;
+    let events: Vec<String> = (0..2600)
+        .map(|i| {
+            let status = if i % 3 == 0 { "STOPPED" } else { "RUNNING" };
+            task_event(&format!("w{}", i % 3), &format!("t{i:05}"), 1, status)
+        })
+        .collect();
+    for chunk in events.chunks(500) {
+        t.inject(chunk).await;
+    }
+    let live = t.get("/v1/tasks").await.ok_json("live");
+    let revision = live["metadata"]["entityVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(live["items"].as_array().unwrap().len(), 2600);
+    for query in [
+        "",
+        "cluster=w1",
+        "status=STOPPED",
+        "cluster=w2&status=RUNNING",
+    ] {
+        let now = t.get(&format!("/v1/tasks?{query}")).await.ok_json(query);
+        let then = t
+            .get(&format!("/v1/tasks?{query}&at={revision}"))
+            .await
+            .ok_json(query);
+        assert_eq!(then["items"], now["items"], "{query}");
+        assert_eq!(then["metadata"]["entityVersion"], revision.as_str());
+        let (paged, pages) =
+            all_pages(&t, &format!("/v1/tasks?{query}&limit=700&at={revision}")).await;
+        assert_eq!(Value::Array(paged), now["items"], "{query}, paged");
+        assert!(pages.iter().all(|p| *p == revision), "{pages:?}");
+    }
+}

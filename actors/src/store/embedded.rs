@@ -18,11 +18,12 @@
 //! before it.
 
 use super::{
-    supersedes, BoxFuture, Change, Current, Error, Feed, Loaded, Op, Outcome, Result, Resume,
+    supersedes, BoxFuture, Change, Current, Error, Feed, Loaded, Op, Outcome, Page, Result, Resume,
     Retained, Store, Tombstone, Version,
 };
-use crate::model::{Entry, Kind, SharedEntry};
+use crate::model::{Entry, Key, Kind, SharedEntry};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -656,6 +657,83 @@ fn state_at(
     Ok(out)
 }
 
+/// Up to `max` live entities of the state at `revision`, from `from` on
+/// (in `cluster_arn` or in all), read from the `versions` index in its
+/// (cluster, ARN) order: each entity's last row at or before `revision`.
+fn state_page(
+    db: &Database,
+    revision: u64,
+    kind: Kind,
+    cluster_arn: Option<&str>,
+    from: &Bound<Key>,
+    max: usize,
+) -> Result<Page> {
+    let txn = db.begin_read().map_err(unavailable)?;
+    if revision < retained(&txn)?.revision {
+        return Err(Error::Compacted);
+    }
+    let history = txn.open_table(HISTORY).map_err(unavailable)?;
+    let versions = txn.open_table(VERSIONS).map_err(unavailable)?;
+    let k = kind.index() as u8;
+    let past = cluster_arn.map(|c| format!("{c}\0"));
+    let end: VersionKey = match &past {
+        Some(p) => (k, p.as_str(), "", 0),
+        None => (k + 1, "", "", 0),
+    };
+    let first: VersionKey = (k, cluster_arn.unwrap_or(""), "", 0);
+    let start: Bound<VersionKey> = match from {
+        Bound::Included(f) if (f.cluster_arn.as_str(), f.arn.as_str()) > (first.1, "") => {
+            Bound::Included((k, &f.cluster_arn, &f.arn, 0))
+        }
+        Bound::Excluded(f) if (f.cluster_arn.as_str(), f.arn.as_str()) >= (first.1, "") => {
+            Bound::Excluded((k, &f.cluster_arn, &f.arn, u64::MAX))
+        }
+        _ => Bound::Included(first),
+    };
+    let mut out = Vec::new();
+    let mut more = false;
+    // The entity being read: (cluster, ARN), and its row at `revision`.
+    let mut current: Option<((String, String), Option<(u64, bool)>)> = None;
+    let take = |cur: Option<((String, String), Option<(u64, bool)>)>,
+                out: &mut Vec<SharedEntry>|
+     -> Result<()> {
+        if let Some((_, Some((rev, false)))) = cur {
+            match history.get(rev).map_err(unavailable)? {
+                Some(v) => out.push(parse_history_row(v.value())?.entry),
+                None => return Err(Error::Corrupt(format!("history row {rev} is missing"))),
+            }
+        }
+        Ok(())
+    };
+    for row in versions
+        .range::<VersionKey>((start, Bound::Excluded(end)))
+        .map_err(unavailable)?
+    {
+        let (key, value) = row.map_err(unavailable)?;
+        let (_, cluster, arn, rev) = key.value();
+        let same = current
+            .as_ref()
+            .is_some_and(|((c, a), _)| c == cluster && a == arn);
+        if !same {
+            take(current.take(), &mut out)?;
+            if out.len() >= max {
+                more = true;
+                break;
+            }
+            current = Some(((cluster.to_owned(), arn.to_owned()), None));
+        }
+        if rev <= revision {
+            if let Some((_, at)) = current.as_mut() {
+                *at = Some((rev, value.value().1));
+            }
+        }
+    }
+    if !more {
+        take(current.take(), &mut out)?;
+    }
+    Ok(Page { entries: out, more })
+}
+
 /// Every retained version of one entity (`arn`), or of every entity of
 /// `kind` in `cluster_arn` (`None`), in (ARN, revision) order.
 fn versions(
@@ -917,6 +995,19 @@ impl Store for Embedded {
         arn: String,
     ) -> BoxFuture<'_, Result<Vec<Version>>> {
         self.blocking(move |s| s.with(|db| versions(db, kind, &cluster_arn, Some(&arn))))
+    }
+
+    fn state_page(
+        &self,
+        revision: u64,
+        kind: Kind,
+        cluster_arn: Option<String>,
+        from: Bound<Key>,
+        max: usize,
+    ) -> BoxFuture<'_, Result<Page>> {
+        self.blocking(move |s| {
+            s.with(|db| state_page(db, revision, kind, cluster_arn.as_deref(), &from, max))
+        })
     }
 
     fn versions_in(&self, kind: Kind, cluster_arn: String) -> BoxFuture<'_, Result<Vec<Version>>> {
@@ -1251,6 +1342,81 @@ mod tests {
         // Stream resume is unchanged: from the floor on.
         assert!(matches!(history_page(db, 4), Err(Error::Compacted)));
         assert_eq!(history_page(db, 5).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn windows_of_the_past_put_together_are_the_state_at_that_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Embedded::open(dir.path()).unwrap();
+        let t0 = crate::time::now_ms() + 1000;
+        let mut ops = Vec::new();
+        for c in ["a", "b"] {
+            for i in 0..5 {
+                let mut e = entry(&format!("arn:aws:ecs:r:1:task/{c}/{i}"), Some(1), "RUNNING");
+                e.cluster_arn = format!("arn:aws:ecs:r:1:cluster/{c}");
+                ops.push(Op::Put(e));
+            }
+        }
+        s.commit_sync(ops, t0).unwrap();
+        let then = 10;
+        s.commit_sync(
+            vec![
+                Op::Delete {
+                    arn: "arn:aws:ecs:r:1:task/a/1".into(),
+                    if_revision: 2,
+                },
+                Op::Put(entry("arn:aws:ecs:r:1:task/c/9", Some(1), "PENDING")),
+            ],
+            t0 + 1,
+        )
+        .unwrap();
+        let guard = s.shared.db.read().unwrap();
+        let db = guard.as_ref().unwrap();
+        let keys = |cluster: Option<&str>, revision: u64| -> Vec<String> {
+            let mut out = Vec::new();
+            let mut from = Bound::Unbounded;
+            for _ in 0..20 {
+                let page = state_page(db, revision, Kind::Task, cluster, &from, 3).unwrap();
+                out.extend(page.entries.iter().map(|e| e.arn.clone()));
+                match (page.more, page.entries.last()) {
+                    (true, Some(last)) => from = Bound::Excluded(last.key()),
+                    _ => return out,
+                }
+            }
+            panic!("more than 20 windows");
+        };
+        let whole = |cluster: Option<&str>, revision: u64| -> Vec<String> {
+            let mut all = state_at(db, revision, Kind::Task, cluster).unwrap();
+            all.sort_by_key(|e| e.key());
+            all.iter().map(|e| e.arn.clone()).collect()
+        };
+        for revision in [then, 12] {
+            assert_eq!(keys(None, revision), whole(None, revision), "at {revision}");
+            let b = Some("arn:aws:ecs:r:1:cluster/b");
+            assert_eq!(keys(b, revision), whole(b, revision), "b at {revision}");
+        }
+        assert_eq!(keys(None, then).len(), 10);
+        assert_eq!(keys(None, 12).len(), 10, "a/1 gone, c/9 came");
+        // A window may start inside a cluster, or before the one asked for.
+        let from = Bound::Excluded(Key {
+            cluster_arn: "arn:aws:ecs:r:1:cluster/a".into(),
+            arn: "arn:aws:ecs:r:1:task/a/4".into(),
+        });
+        let page = state_page(
+            db,
+            then,
+            Kind::Task,
+            Some("arn:aws:ecs:r:1:cluster/b"),
+            &from,
+            100,
+        )
+        .unwrap();
+        assert_eq!(page.entries.len(), 5);
+        let page = state_page(db, then, Kind::Task, None, &from, 100).unwrap();
+        assert_eq!(
+            page.entries.first().map(|e| e.arn.as_str()),
+            Some("arn:aws:ecs:r:1:task/b/0")
+        );
     }
 
     #[test]

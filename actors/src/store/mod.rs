@@ -13,8 +13,9 @@ pub use config::{Backend, Config};
 pub use embedded::Embedded;
 pub use etcd::Etcd;
 
-use crate::model::{Entry, Kind, SharedEntry};
+use crate::model::{Entry, Key, Kind, SharedEntry};
 use std::future::Future;
+use std::ops::Bound;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -129,6 +130,24 @@ pub struct Retained {
     pub from_ms: i64,
 }
 
+/// A window of the state at a past revision ([`Store::state_page`]).
+#[derive(Debug, Default)]
+pub struct Page {
+    /// Entities in (cluster ARN, ARN) order.
+    pub entries: Vec<SharedEntry>,
+    /// The store may hold more after the last of them.
+    pub more: bool,
+}
+
+/// Whether `key` lies at or after `from`.
+pub fn from_on(key: &Key, from: &Bound<Key>) -> bool {
+    match from {
+        Bound::Unbounded => true,
+        Bound::Included(f) => key >= f,
+        Bound::Excluded(f) => key > f,
+    }
+}
+
 /// Everything a store holds, as loaded at start.
 #[derive(Debug, Default)]
 pub struct Loaded {
@@ -209,6 +228,29 @@ pub trait Store: Send + Sync + 'static {
         kind: Kind,
         cluster_arn: Option<String>,
     ) -> BoxFuture<'_, Result<Vec<SharedEntry>>>;
+
+    /// Up to `max` entities of the state at `revision` ([`Store::state_at`])
+    /// from `from` on, in (cluster ARN, ARN) order: a listing of the past
+    /// reads it window by window, in the memory of one window. By default,
+    /// the whole state at once.
+    fn state_page(
+        &self,
+        revision: u64,
+        kind: Kind,
+        cluster_arn: Option<String>,
+        from: Bound<Key>,
+        _max: usize,
+    ) -> BoxFuture<'_, Result<Page>> {
+        Box::pin(async move {
+            let mut entries = self.state_at(revision, kind, cluster_arn).await?;
+            entries.retain(|e| from_on(&e.key(), &from));
+            entries.sort_by_key(|e| e.key());
+            Ok(Page {
+                entries,
+                more: false,
+            })
+        })
+    }
 
     /// Every retained version of one entity, oldest first.
     fn versions(
