@@ -657,6 +657,14 @@ fn state_at(
     Ok(out)
 }
 
+/// The entity a walk of the `versions` index is on, and its last row at or
+/// before the revision asked for (revision, deleted).
+struct Walked {
+    cluster: String,
+    arn: String,
+    row: Option<(u64, bool)>,
+}
+
 /// Up to `max` live entities of the state at `revision`, from `from` on
 /// (in `cluster_arn` or in all), read from the `versions` index in its
 /// (cluster, ARN) order: each entity's last row at or before `revision`.
@@ -692,12 +700,13 @@ fn state_page(
     };
     let mut out = Vec::new();
     let mut more = false;
-    // The entity being read: (cluster, ARN), and its row at `revision`.
-    let mut current: Option<((String, String), Option<(u64, bool)>)> = None;
-    let take = |cur: Option<((String, String), Option<(u64, bool)>)>,
-                out: &mut Vec<SharedEntry>|
-     -> Result<()> {
-        if let Some((_, Some((rev, false)))) = cur {
+    let mut current: Option<Walked> = None;
+    let take = |cur: Option<Walked>, out: &mut Vec<SharedEntry>| -> Result<()> {
+        if let Some(Walked {
+            row: Some((rev, false)),
+            ..
+        }) = cur
+        {
             match history.get(rev).map_err(unavailable)? {
                 Some(v) => out.push(parse_history_row(v.value())?.entry),
                 None => return Err(Error::Corrupt(format!("history row {rev} is missing"))),
@@ -713,19 +722,21 @@ fn state_page(
         let (_, cluster, arn, rev) = key.value();
         let same = current
             .as_ref()
-            .is_some_and(|((c, a), _)| c == cluster && a == arn);
+            .is_some_and(|w| w.cluster == cluster && w.arn == arn);
         if !same {
             take(current.take(), &mut out)?;
             if out.len() >= max {
                 more = true;
                 break;
             }
-            current = Some(((cluster.to_owned(), arn.to_owned()), None));
+            current = Some(Walked {
+                cluster: cluster.to_owned(),
+                arn: arn.to_owned(),
+                row: None,
+            });
         }
-        if rev <= revision {
-            if let Some((_, at)) = current.as_mut() {
-                *at = Some((rev, value.value().1));
-            }
+        if let (true, Some(w)) = (rev <= revision, current.as_mut()) {
+            w.row = Some((rev, value.value().1));
         }
     }
     if !more {
