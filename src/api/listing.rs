@@ -31,7 +31,7 @@ enum Place {
 }
 
 /// Entities read from the store per window of a listing of the past.
-const WINDOW: usize = 2_000;
+const WINDOW: usize = 500;
 
 /// Where a listing of the past reads its entities: the store's state at
 /// `revision`, a window at a time ([`actors::store::Store::state_page`]),

@@ -783,7 +783,7 @@ on_both_backends!(a_list_of_the_past_is_the_live_list_of_that_revision);
 
 /// A list `at=` the current revision answers what the live list answers,
 /// filtered and paged alike, over more entities than one window of the
-/// store (2,000) holds.
+/// store (500) holds.
 async fn a_list_of_the_past_is_the_live_list_of_that_revision(b: Backend) {
     let t = start_on(b).await;
     let events: Vec<String> = (0..2600)
