@@ -604,57 +604,23 @@ fn revision_at(db: &Database, at_ms: i64) -> Result<Option<u64>> {
     Ok(Some(found))
 }
 
-/// The entities of `kind` (in `cluster_arn`, or all) as they were at `revision`.
+/// The entities of `kind` (in `cluster_arn`, or all) as they were at
+/// `revision`: every window of [`state_page`] at once.
 fn state_at(
     db: &Database,
     revision: u64,
     kind: Kind,
     cluster_arn: Option<&str>,
 ) -> Result<Vec<SharedEntry>> {
-    let txn = db.begin_read().map_err(unavailable)?;
-    if revision < retained(&txn)?.revision {
-        return Err(Error::Compacted);
-    }
-    let history = txn.open_table(HISTORY).map_err(unavailable)?;
-    let versions = txn.open_table(VERSIONS).map_err(unavailable)?;
-    let k = kind.index() as u8;
-    let past;
-    let (from, to): (VersionKey, VersionKey) = match cluster_arn {
-        Some(c) => {
-            past = format!("{c}\0");
-            ((k, c, "", 0), (k, &past, "", 0))
-        }
-        None => ((k, "", "", 0), (k + 1, "", "", 0)),
-    };
-    // Per ARN (its rows in revision order): the last at or before `revision`.
-    let mut last: Option<(String, u64, bool)> = None;
-    let mut picked = Vec::new();
-    for row in versions.range(from..to).map_err(unavailable)? {
-        let (key, value) = row.map_err(unavailable)?;
-        let (_, _, arn, rev) = key.value();
-        let same = last.as_ref().is_some_and(|(a, ..)| a == arn);
-        if !same {
-            picked.extend(last.take());
-        }
-        if rev <= revision {
-            last = Some((arn.to_owned(), rev, value.value().1));
-        } else if !same {
-            // This entity came later.
-            last = Some((arn.to_owned(), 0, true));
-        }
-    }
-    picked.extend(last);
-    let mut out = Vec::with_capacity(picked.len());
-    for (_, rev, deleted) in picked {
-        if deleted {
-            continue;
-        }
-        match history.get(rev).map_err(unavailable)? {
-            Some(v) => out.push(parse_history_row(v.value())?.entry),
-            None => return Err(Error::Corrupt(format!("history row {rev} is missing"))),
-        }
-    }
-    Ok(out)
+    let all = state_page(
+        db,
+        revision,
+        kind,
+        cluster_arn,
+        &Bound::Unbounded,
+        usize::MAX,
+    )?;
+    Ok(all.entries)
 }
 
 /// The entity a walk of the `versions` index is on, and its last row at or
