@@ -820,3 +820,59 @@ async fn a_list_of_the_past_is_the_live_list_of_that_revision(b: Backend) {
         assert!(pages.iter().all(|p| *p == revision), "{pages:?}");
     }
 }
+
+/// A service's timeline from moto's ECS, through the real binary's
+/// reconcile: its deployment, its tasks started, and a task stopped, in
+/// order. (moto cannot move a deployment's `rolloutState` after creation
+/// nor report exit codes: the failing rollout is told by the tests above.)
+#[actix_web::test]
+async fn a_service_s_timeline_from_moto_s_ecs() {
+    use crate::reconcile::{moto_ecs, EcsStack};
+    let s = EcsStack::new().await;
+    let made = moto_ecs(
+        &s.moto,
+        serde_json::json!({"clusters": {"shop": {"instances": 1, "services": {"web": 2},
+            "service_tasks": {"web": 2}}}}),
+    );
+    let tasks: Vec<String> = made["shop"]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(tasks.len(), 2, "{made}");
+    let p = s.service(&[("CSS_RECONCILE__INTERVAL", "1s".into())]);
+    p.wait_ready(Duration::from_secs(30)).await;
+    let path = "/v1/services/shop/web/timeline";
+    let items = |v: &Value| v["items"].as_array().cloned().unwrap_or_default();
+    let started = eventually(Duration::from_secs(30), || async {
+        let tl = p.try_get(path).await.map(|r| r.json()).unwrap_or_default();
+        let items = items(&tl);
+        items.iter().filter(|i| i["type"] == "taskStarted").count() == 2
+            && items.iter().any(|i| i["type"] == "deployment")
+    })
+    .await;
+    assert!(started, "{}", p.get(path).await.json());
+    let reason = "Essential container in task exited";
+    moto_ecs(
+        &s.moto,
+        serde_json::json!({"stop": [{"cluster": "shop", "task": tasks[0], "reason": reason}]}),
+    );
+    let stopped = eventually(Duration::from_secs(30), || async {
+        let tl = p.try_get(path).await.map(|r| r.json()).unwrap_or_default();
+        items(&tl)
+            .iter()
+            .any(|i| i["type"] == "taskStopped" && i["taskARN"] == tasks[0].as_str())
+    })
+    .await;
+    let tl = p.get(path).await.json();
+    assert!(stopped, "{tl}");
+    let items = items(&tl);
+    let at = |pick: &dyn Fn(&Value) -> bool| items.iter().position(pick).unwrap();
+    let stop = at(&|i| i["type"] == "taskStopped" && i["taskARN"] == tasks[0].as_str());
+    let start = at(&|i| i["type"] == "taskStarted" && i["taskARN"] == tasks[0].as_str());
+    let deployment = at(&|i| i["type"] == "deployment" && i["rolloutState"] == "IN_PROGRESS");
+    assert!(stop < start && start < deployment, "{tl}");
+    assert_eq!(items[stop]["stoppedReason"], reason);
+    assert_eq!(items[stop]["failed"], false, "moto reports no exit code");
+}

@@ -12,7 +12,10 @@ Prints {"NAME": {"cluster": ARN, "instances": [ARN...], "tasks": [ARN...],
 Tasks are kept RUNNING (moto would otherwise move them on at each Describe).
 "services" creates services (task definition "web"), "update" sets their
 desired count, "delete" scales them to 0 and deletes them (moto then
-describes them as INACTIVE).
+describes them as INACTIVE); "service_tasks": {"SVC": N} runs N tasks of the
+service (group service:SVC, started by its deployment), listed in "tasks".
+SPEC_JSON {"stop": [{"cluster": C, "task": ARN, "reason": R}]} only stops
+those tasks.
 With "role_arn", the state is made with the credentials of that role, assumed
 through moto's STS: moto keeps it in the role's account.
 """
@@ -33,6 +36,12 @@ if spec.get("role_arn"):
               aws_session_token=creds["SessionToken"])
 ecs = boto3.client("ecs", **kw)
 ec2 = boto3.client("ec2", **kw)
+
+if "stop" in spec:
+    for s in spec["stop"]:
+        ecs.stop_task(cluster=s["cluster"], task=s["task"], reason=s["reason"])
+    print(json.dumps({}))
+    sys.exit(0)
 
 manual = {"model_name": "ecs::task", "transition": {"progression": "manual", "times": 1000000}}
 urllib.request.urlopen(urllib.request.Request(
@@ -64,6 +73,11 @@ for name, want in spec["clusters"].items():
         made = ecs.create_service(cluster=name, serviceName=svc, taskDefinition="web",
                                   desiredCount=desired)
         services[svc] = made["service"]["serviceArn"]
+    for svc, count in want.get("service_tasks", {}).items():
+        d = ecs.describe_services(cluster=name, services=[svc])["services"][0]["deployments"][0]
+        run = ecs.run_task(cluster=name, taskDefinition="web", count=count,
+                           group=f"service:{svc}", startedBy=d["id"])
+        tasks += [t["taskArn"] for t in run["tasks"]]
     for svc, desired in want.get("update", {}).items():
         ecs.update_service(cluster=name, service=svc, desiredCount=desired)
     for svc in want.get("delete", []):
