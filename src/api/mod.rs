@@ -2,7 +2,9 @@
 //! - the v1 REST endpoints: lists and describes of tasks, container instances
 //!   and services ([`entities`], paged by [`listing`], filtered by [`query`]),
 //!   and their change streams ([`stream`], from the StreamHub); the clusters
-//!   with their accounts, regions and counts ([`clusters`]);
+//!   with their accounts, regions and counts ([`clusters`]); the past
+//!   ([`history`]: `at=` on every list, each entity's `/history`, a
+//!   service's `/timeline`);
 //! - the ECS read API, `POST /ecs` ([`ecs`], with its SigV4 check);
 //! - the dashboard (`/ui/`, [`ui`]) and Prometheus service discovery
 //!   (`/v1/sd/prometheus`, [`sd`]);
