@@ -821,10 +821,12 @@ async fn a_list_of_the_past_is_the_live_list_of_that_revision(b: Backend) {
     }
 }
 
-/// A service's timeline from moto's ECS, through the real binary's
-/// reconcile: its deployment, its tasks started, and a task stopped, in
-/// order. (moto cannot move a deployment's `rolloutState` after creation
-/// nor report exit codes: the failing rollout is told by the tests above.)
+/// A service's timeline from moto's ECS, through the real binary: its
+/// deployment and its tasks started (from the reconcile of moto's ECS), and
+/// a task that failed with its exit code (from the task event ECS sends
+/// through EventBridge, on moto's SQS, as ECS stops the task), in order.
+/// (moto cannot move a deployment's `rolloutState` after creation, so the
+/// deployment's end is told by the simulator's rollouts above.)
 #[actix_web::test]
 async fn a_service_s_timeline_from_moto_s_ecs() {
     use crate::reconcile::{moto_ecs, EcsStack};
@@ -854,6 +856,27 @@ async fn a_service_s_timeline_from_moto_s_ecs() {
     .await;
     assert!(started, "{}", p.get(path).await.json());
     let reason = "Essential container in task exited";
+    // ECS's event for the stop: moto's own answers carry no exit codes (nor
+    // a version, so they never overwrite the event's).
+    let task = p.get(&format!("/v1/tasks/shop/{}", tasks[0])).await.json();
+    let now = actors::time::format_ms(actors::time::now_ms());
+    s.send(
+        serde_json::json!({
+            "version": "0", "id": "ev-stop", "detail-type": "ECS Task State Change",
+            "source": "aws.ecs", "account": "123456789012", "region": "us-west-2",
+            "detail": {
+                "clusterArn": made["shop"]["cluster"], "taskArn": tasks[0],
+                "taskDefinitionArn": task["taskDefinitionARN"], "group": "service:web",
+                "lastStatus": "STOPPED", "desiredStatus": "STOPPED", "version": 3,
+                "startedAt": task["startedAt"], "stoppedAt": now,
+                "stopCode": "EssentialContainerExited", "stoppedReason": reason,
+                "containers": [{"name": "web", "lastStatus": "STOPPED", "exitCode": 137,
+                    "reason": "OutOfMemoryError: Container killed due to memory usage"}],
+            }
+        })
+        .to_string(),
+    )
+    .await;
     moto_ecs(
         &s.moto,
         serde_json::json!({"stop": [{"cluster": "shop", "task": tasks[0], "reason": reason}]}),
@@ -874,5 +897,10 @@ async fn a_service_s_timeline_from_moto_s_ecs() {
     let deployment = at(&|i| i["type"] == "deployment" && i["rolloutState"] == "IN_PROGRESS");
     assert!(stop < start && start < deployment, "{tl}");
     assert_eq!(items[stop]["stoppedReason"], reason);
-    assert_eq!(items[stop]["failed"], false, "moto reports no exit code");
+    assert_eq!(items[stop]["stopCode"], "EssentialContainerExited");
+    assert_eq!(items[stop]["containers"][0]["exitCode"], 137, "{tl}");
+    assert_eq!(items[stop]["failed"], true, "{tl}");
+    // The other task still runs: its start is the only item about it.
+    let other = |i: &&Value| i["taskARN"] == tasks[1].as_str();
+    assert_eq!(items.iter().filter(other).count(), 1, "{tl}");
 }
