@@ -9,6 +9,7 @@ use std::process::ExitCode;
 const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
+    bound_malloc_arenas();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let env = std::env::vars().collect();
     let loaded = match config::load(&args, &env) {
@@ -89,3 +90,26 @@ async fn wait_for_signal() {
         }
     }
 }
+
+/// glibc's malloc gives a thread that finds the arenas busy an arena of its
+/// own, up to 8 per core, and each arena keeps what was freed in it: after
+/// large answers built on the HTTP workers and the store's blocking threads
+/// (a list of the past, a full list), RSS stays higher by what every arena
+/// kept. One arena per core bounds that at little cost in contention
+/// (`BENCHMARKS.md`, History). `MALLOC_ARENA_MAX`, when set, is left to rule.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn bound_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let arenas = i32::try_from(cores).unwrap_or(i32::MAX);
+    // SAFETY: mallopt sets one of the allocator's tunables; no thread of
+    // this process has started yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, arenas);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn bound_malloc_arenas() {}
