@@ -266,11 +266,16 @@ async fn history_older_than_the_retention_is_gone(b: Backend) {
     assert_eq!(now["items"].as_array().unwrap().len(), 1, "{now}");
 }
 
-#[actix_web::test]
-async fn history_is_the_same_after_a_restart() {
+on_both_backends!(history_is_the_same_after_a_restart);
+async fn history_is_the_same_after_a_restart(b: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_path_buf();
-    let t = start_with(Feed::None, |s| s.store.data_dir = data.clone()).await;
+    let mut used = None;
+    let t = start_with_on(b, Feed::None, |s| {
+        s.store.data_dir = data.clone();
+        used = Some(s.clone());
+    })
+    .await;
     t.inject(&[task_event("r", "t", 1, "PENDING")]).await;
     t.inject(&[task_event("r", "t", 2, "RUNNING")]).await;
     let first = t.rev(1);
@@ -286,9 +291,9 @@ async fn history_is_the_same_after_a_restart() {
     assert_eq!(statuses(&answers[1]), ["PENDING"]);
     t.svc.stop().await;
 
-    // The stopped actors let go of the store file as they wind down.
-    let mut s = settings(&data);
-    s.store.data_dir = data.clone();
+    // The same store (the same file, or the same etcd). The stopped actors
+    // let go of an embedded store's file as they wind down.
+    let s = used.expect("the settings");
     let mut again = None;
     for _ in 0..200 {
         match css::service::Service::start(&s, Feed::None, css::logging::discard()).await {
