@@ -204,6 +204,9 @@ async fn a_task_s_versions_and_the_lists_at_each_moment(b: Backend) {
     assert!(m.starts_with("Invalid at"), "{m}");
     error(&t, "/v1/tasks?at=2999-01-01T00:00:00Z", 400, "InvalidAt").await;
     error(&t, "/v1/services?at=yesterday", 400, "InvalidAt").await;
+    // A stream follows the present: `at` is not one of its parameters.
+    let m = error(&t, "/v1/stream/tasks?at=1", 400, "UnsupportedFilter").await;
+    assert!(m.ends_with(": at"), "{m}");
     error(
         &t,
         &format!("{}/history", task_path("h", "never")),
