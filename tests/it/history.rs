@@ -837,7 +837,7 @@ async fn a_list_of_the_past_is_the_live_list_of_that_revision(b: Backend) {
 /// deployment's end is told by the simulator's rollouts above.)
 #[actix_web::test]
 async fn a_service_s_timeline_from_moto_s_ecs() {
-    use crate::reconcile::{moto_ecs, EcsStack};
+    use crate::reconcile::{moto_ecs, moto_task_change, EcsStack};
     let s = EcsStack::new().await;
     let made = moto_ecs(
         &s.moto,
@@ -868,23 +868,16 @@ async fn a_service_s_timeline_from_moto_s_ecs() {
     // a version, so they never overwrite the event's).
     let task = p.get(&format!("/v1/tasks/shop/{}", tasks[0])).await.json();
     let now = actors::time::format_ms(actors::time::now_ms());
-    s.send(
-        serde_json::json!({
-            "version": "0", "id": "ev-stop", "detail-type": "ECS Task State Change",
-            "source": "aws.ecs", "account": "123456789012", "region": "us-west-2",
-            "detail": {
-                "clusterArn": made["shop"]["cluster"], "taskArn": tasks[0],
-                "taskDefinitionArn": task["taskDefinitionARN"], "group": "service:web",
-                "lastStatus": "STOPPED", "desiredStatus": "STOPPED", "version": 3,
-                "startedAt": task["startedAt"], "stoppedAt": now,
-                "stopCode": "EssentialContainerExited", "stoppedReason": reason,
-                "containers": [{"name": "web", "lastStatus": "STOPPED", "exitCode": 137,
-                    "reason": "OutOfMemoryError: Container killed due to memory usage"}],
-            }
-        })
-        .to_string(),
-    )
-    .await;
+    let event = serde_json::json!({
+        "clusterArn": made["shop"]["cluster"], "taskArn": tasks[0],
+        "taskDefinitionArn": task["taskDefinitionARN"], "group": "service:web",
+        "lastStatus": "STOPPED", "desiredStatus": "STOPPED", "version": 3,
+        "startedAt": task["startedAt"], "stoppedAt": now,
+        "stopCode": "EssentialContainerExited", "stoppedReason": reason,
+        "containers": [{"name": "web", "lastStatus": "STOPPED", "exitCode": 137,
+            "reason": "OutOfMemoryError: Container killed due to memory usage"}],
+    });
+    s.send(moto_task_change("ev-stop", event)).await;
     moto_ecs(
         &s.moto,
         serde_json::json!({"stop": [{"cluster": "shop", "task": tasks[0], "reason": reason}]}),

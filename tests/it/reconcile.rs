@@ -81,18 +81,25 @@ async fn task(p: &Proc, cluster: &str, arn: &str) -> Option<Value> {
     (r.status == 200).then(|| r.json())
 }
 
-/// A task event for a task of moto's account (123456789012).
-fn moto_task_event(arn: &str, cluster: &str, version: u64, started_by: &str) -> String {
+/// The `ECS Task State Change` event `id` of moto's account (123456789012),
+/// as EventBridge delivers it, with `detail`.
+pub(crate) fn moto_task_change(id: &str, detail: Value) -> String {
     serde_json::json!({
-        "version": "0", "id": format!("ev-{version}"), "detail-type": "ECS Task State Change",
+        "version": "0", "id": id, "detail-type": "ECS Task State Change",
         "source": "aws.ecs", "account": "123456789012", "region": "us-west-2",
-        "detail": {
-            "clusterArn": format!("arn:aws:ecs:us-west-2:123456789012:cluster/{cluster}"),
-            "taskArn": arn, "lastStatus": "RUNNING", "desiredStatus": "RUNNING",
-            "version": version, "startedBy": started_by,
-        }
+        "detail": detail,
     })
     .to_string()
+}
+
+/// A task event for a task of moto's account, RUNNING.
+fn moto_task_event(arn: &str, cluster: &str, version: u64, started_by: &str) -> String {
+    let detail = serde_json::json!({
+        "clusterArn": format!("arn:aws:ecs:us-west-2:123456789012:cluster/{cluster}"),
+        "taskArn": arn, "lastStatus": "RUNNING", "desiredStatus": "RUNNING",
+        "version": version, "startedBy": started_by,
+    });
+    moto_task_change(&format!("ev-{version}"), detail)
 }
 
 /// The ARN of the stub's cluster `c`.
